@@ -1,0 +1,210 @@
+/*
+ * config/load - read a TOML configuration file into a checked Config.
+ *
+ * Untrusted input: the file's text. Every problem is reported, not just the
+ * first, each as "FILE:LINE: KEY: what is wrong", so `petrel check-config`
+ * can list them all and `petrel start` can refuse to start with all of them.
+ * Relative paths (data_dir, maildir, files) are resolved against the working
+ * directory, as a shell user expects; `petrel start` prints what they became.
+ */
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { isIP } from 'node:net';
+import { parse, TomlError } from 'smol-toml';
+import { FIELDS, ROUTE_FIELDS, checks, parseTransport, type Config, type Route } from './schema.js';
+
+export interface ConfigProblem {
+  key: string;
+  line: number | null;
+  message: string;
+}
+
+export class ConfigError extends Error {
+  constructor(
+    readonly file: string,
+    readonly problems: ConfigProblem[],
+  ) {
+    super(problems.map((p) => formatProblem(file, p)).join('\n'));
+    this.name = 'ConfigError';
+  }
+}
+
+export function formatProblem(file: string, p: ConfigProblem): string {
+  return `${file}:${p.line ?? '?'}: ${p.key}: ${p.message}`;
+}
+
+const SECTIONS = new Set(['smtp', 'tls', 'queue', 'delivery', 'local', 'dsn', 'admin', 'log']);
+
+/**
+ * lineIndex - map "section.key" and "routes[i].key" to the line where the key
+ * is written. A light scan of the text: enough for the flat layout of Petrel's
+ * configuration, and independent of the TOML parser's internals.
+ */
+export function lineIndex(text: string): Map<string, number> {
+  const lines = new Map<string, number>();
+  let table = '';
+  const arrayCounts = new Map<string, number>();
+  text.split(/\r?\n/).forEach((raw, i) => {
+    const line = raw.trim();
+    const lineNo = i + 1;
+    let m: RegExpExecArray | null;
+    if ((m = /^\[\[\s*([A-Za-z0-9_.-]+)\s*\]\]/.exec(line))) {
+      const n = arrayCounts.get(m[1]!) ?? 0;
+      arrayCounts.set(m[1]!, n + 1);
+      table = `${m[1]}[${n}]`;
+      if (!lines.has(table)) lines.set(table, lineNo);
+    } else if ((m = /^\[\s*([A-Za-z0-9_.-]+)\s*\]/.exec(line))) {
+      table = m[1]!;
+      if (!lines.has(table)) lines.set(table, lineNo);
+    } else if ((m = /^("?)([A-Za-z0-9_-]+)\1\s*=/.exec(line))) {
+      const key = table ? `${table}.${m[2]}` : m[2]!;
+      if (!lines.has(key)) lines.set(key, lineNo);
+    }
+  });
+  return lines;
+}
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** checkConfig - validate parsed TOML; returns the config and every problem found. */
+export function checkConfig(doc: Record<string, unknown>, text: string): { config: Config; problems: ConfigProblem[] } {
+  const lines = lineIndex(text);
+  const problems: ConfigProblem[] = [];
+  const problem = (key: string, message: string): void => {
+    problems.push({ key, line: lines.get(key) ?? lines.get(key.split('.')[0]!) ?? null, message });
+  };
+
+  // Flatten the document into "section.key" and report unknown names.
+  const given = new Map<string, unknown>();
+  for (const [name, value] of Object.entries(doc)) {
+    if (name === 'routes') continue;
+    if (SECTIONS.has(name)) {
+      if (!isTable(value)) {
+        problem(name, `must be a table ([${name}])`);
+        continue;
+      }
+      for (const [k, v] of Object.entries(value)) {
+        const key = `${name}.${k}`;
+        if (!(key in FIELDS)) problem(key, 'unknown key');
+        else given.set(key, v);
+      }
+    } else if (name in FIELDS) {
+      given.set(name, value);
+    } else {
+      problem(name, isTable(value) ? 'unknown section' : 'unknown key');
+    }
+  }
+
+  // Two passes: explicit values first, then defaults (some depend on others).
+  const config = { smtp: {}, tls: {}, queue: {}, delivery: {}, local: {}, dsn: {}, admin: {}, log: {}, routes: [] } as unknown as Config;
+  const assign = (key: string, value: unknown): void => {
+    const [a, b] = key.split('.');
+    if (b === undefined) (config as unknown as Record<string, unknown>)[a!] = value;
+    else ((config as unknown as Record<string, Record<string, unknown>>)[a!]!)[b] = value;
+  };
+  const defaulted: string[] = [];
+  for (const [key, field] of Object.entries(FIELDS)) {
+    if (given.has(key)) {
+      const r = field.check(given.get(key));
+      if ('error' in r) {
+        problem(key, r.error);
+        defaulted.push(key);
+      } else assign(key, r.value);
+    } else defaulted.push(key);
+  }
+  for (const key of defaulted) assign(key, FIELDS[key]!.def(config));
+
+  // [[routes]]
+  const routes = doc.routes;
+  if (routes !== undefined) {
+    if (!Array.isArray(routes)) problem('routes', 'must be an array of tables ([[routes]])');
+    else {
+      const seen = new Set<string>();
+      routes.forEach((entry: unknown, i: number) => {
+        const base = `routes[${i}]`;
+        if (!isTable(entry)) return problem(base, 'must be a table');
+        for (const k of Object.keys(entry)) {
+          if (!(ROUTE_FIELDS as readonly string[]).includes(k)) problem(`${base}.${k}`, 'unknown key');
+        }
+        const d = checks.domainName(entry.domain);
+        const via = typeof entry.via === 'string' ? parseTransport(entry.via.trim(), config.delivery.smtp_port) : 'must be a string';
+        const tls = entry.tls === undefined ? { value: 'opportunistic' as const } : checks.oneOf('opportunistic', 'required')(entry.tls);
+        if ('error' in d) problem(`${base}.domain`, entry.domain === undefined ? 'is required' : d.error);
+        if (typeof via === 'string') problem(`${base}.via`, entry.via === undefined ? 'is required' : via);
+        if ('error' in tls) problem(`${base}.tls`, tls.error);
+        if ('value' in d && typeof via !== 'string' && 'value' in tls) {
+          if (seen.has(d.value)) problem(`${base}.domain`, `"${d.value}" already has a route`);
+          seen.add(d.value);
+          config.routes.push({ domain: d.value, via, tls: tls.value } satisfies Route);
+        }
+      });
+    }
+  }
+
+  // Rules that tie keys together.
+  if (config.admin.listen && !isLoopback(config.admin.listen.host) && config.admin.token === '') {
+    problem('admin.token', `must be set when admin.listen (${config.admin.listen.host}) is not a loopback address`);
+  }
+  if (config.smtp.listen.length === 0 && config.smtp.submission_listen.length === 0) {
+    problem('smtp.listen', 'no SMTP listener configured (smtp.listen and smtp.submission_listen are both empty)');
+  }
+  if (config.dsn.postmaster !== '' && !/^[^@\s]+@[^@\s]+$/.test(config.dsn.postmaster)) {
+    problem('dsn.postmaster', `must be an address such as "postmaster@example.com" (got "${config.dsn.postmaster}")`);
+  }
+
+  return { config, problems };
+}
+
+export function isLoopback(host: string): boolean {
+  if (host === 'localhost') return true;
+  if (isIP(host) === 4) return host.startsWith('127.');
+  return host === '::1' || host === '0:0:0:0:0:0:0:1';
+}
+
+/** resolvePaths - make every path absolute against `cwd`. */
+export function resolvePaths(config: Config, cwd: string): Config {
+  const r = (p: string): string => (p === '' ? p : resolve(cwd, p));
+  config.data_dir = r(config.data_dir);
+  config.local.maildir = r(config.local.maildir);
+  config.local.users_file = r(config.local.users_file);
+  config.local.aliases_file = r(config.local.aliases_file);
+  config.smtp.users_file = r(config.smtp.users_file);
+  config.tls.cert = r(config.tls.cert);
+  config.tls.key = r(config.tls.key);
+  for (const route of config.routes) {
+    if (route.via.kind === 'maildir' || route.via.kind === 'directory') route.via.path = r(route.via.path);
+  }
+  return config;
+}
+
+/** parseConfigText - TOML text to Config; throws ConfigError listing every problem. */
+export function parseConfigText(text: string, file = '<config>', cwd = process.cwd()): Config {
+  let doc: Record<string, unknown>;
+  try {
+    doc = parse(text) as Record<string, unknown>;
+  } catch (e) {
+    if (e instanceof TomlError) {
+      const first = e.message.split('\n')[0]!.replace(/^Invalid TOML document: /, '');
+      throw new ConfigError(file, [{ key: '(syntax)', line: e.line, message: `${first} (column ${e.column})` }]);
+    }
+    throw e;
+  }
+  const { config, problems } = checkConfig(doc, text);
+  if (problems.length) throw new ConfigError(file, problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)));
+  return resolvePaths(config, cwd);
+}
+
+/** loadConfig - read FILE (or use every default when none is given). */
+export function loadConfig(file?: string, cwd = process.cwd()): Config {
+  if (file === undefined) return parseConfigText('', '<defaults>', cwd);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    throw new ConfigError(file, [{ key: '(file)', line: null, message: `cannot read: ${err.code ?? err.message}` }]);
+  }
+  return parseConfigText(text, file, cwd);
+}

@@ -1,0 +1,297 @@
+/*
+ * config/schema - every configuration key Petrel knows, its type, default and
+ * check. This table is the single source of truth: the loader walks it, the
+ * docs (docs/configuration.md) describe it, and a test checks that every key
+ * here is documented there.
+ *
+ * Invariants: every key has a safe default, so an empty file (or none) gives a
+ * working server; a value either passes its check or produces an error naming
+ * the key; unknown keys are errors (a typo must not silently mean "default").
+ * Names in the Config object are the TOML names, one for one.
+ */
+import { hostname as systemHostname } from 'node:os';
+import { isIP } from 'node:net';
+import { parseDuration, parseSize } from '../core/units.js';
+
+/** A host and port to listen on or connect to. */
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+/** Where mail for a route goes (the `via` of a [[routes]] entry). */
+export type Transport =
+  | { kind: 'smtp'; host: string; port: number }
+  | { kind: 'lmtp'; host: string; port: number }
+  | { kind: 'lmtp'; socket: string }
+  | { kind: 'maildir'; path: string }
+  | { kind: 'directory'; path: string };
+
+export interface Route {
+  domain: string;
+  via: Transport;
+  tls: 'opportunistic' | 'required';
+}
+
+export interface Config {
+  hostname: string;
+  data_dir: string;
+  smtp: {
+    listen: Endpoint[];
+    submission_listen: Endpoint[];
+    users_file: string;
+    max_recipients: number;
+    max_message_size: number;
+    relay_networks: string[];
+    max_connections: number;
+    max_connections_per_client: number;
+    max_unknown_commands: number;
+    idle_timeout: number;
+    data_timeout: number;
+  };
+  tls: { cert: string; key: string };
+  queue: {
+    retry_intervals: number[];
+    max_lifetime: number;
+    delay_warning: number;
+    min_free_space: number;
+  };
+  delivery: {
+    smarthost: Endpoint | null;
+    smtp_port: number;
+    dns_servers: string[];
+    max_recipients_per_transaction: number;
+    connect_timeout: number;
+    max_connections_per_destination: number;
+    max_connections: number;
+    helo_name: string;
+  };
+  routes: Route[];
+  local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
+  dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
+  admin: { listen: Endpoint | null; token: string };
+  log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number };
+}
+
+/** A check turns a raw TOML value into its typed form, or returns an error text. */
+type Check<T> = (raw: unknown) => { value: T } | { error: string };
+
+interface Field<T> {
+  check: Check<T>;
+  /** Default, computed after the other keys are known (maildir follows data_dir). */
+  def: (partial: Config) => T;
+  doc: string;
+}
+
+function ok<T>(value: T): { value: T } {
+  return { value };
+}
+
+const describe = (raw: unknown): string => JSON.stringify(raw) ?? String(raw);
+
+export const str: Check<string> = (raw) => (typeof raw === 'string' ? ok(raw) : { error: `must be a string (got ${describe(raw)})` });
+
+const nonEmptyStr: Check<string> = (raw) =>
+  typeof raw === 'string' && raw.trim() !== '' ? ok(raw.trim()) : { error: `must be a non-empty string (got ${describe(raw)})` };
+
+function int(min: number, max = Number.MAX_SAFE_INTEGER): Check<number> {
+  return (raw) =>
+    typeof raw === 'number' && Number.isInteger(raw) && raw >= min && raw <= max
+      ? ok(raw)
+      : { error: `must be an integer from ${min} to ${max} (got ${describe(raw)})` };
+}
+
+const duration: Check<number> = (raw) => {
+  const v = typeof raw === 'string' ? parseDuration(raw) : null;
+  return v === null ? { error: `must be a duration such as "500ms", "30s", "5m", "4h" or "5d" (got ${describe(raw)})` } : ok(v);
+};
+
+const positiveDuration: Check<number> = (raw) => {
+  const r = duration(raw);
+  if ('value' in r && r.value <= 0) return { error: `must be longer than 0 (got ${describe(raw)})` };
+  return r;
+};
+
+const size: Check<number> = (raw) => {
+  const v = typeof raw === 'string' ? parseSize(raw) : typeof raw === 'number' && Number.isInteger(raw) && raw >= 0 ? raw : null;
+  return v === null ? { error: `must be a size such as "64KB", "50MB" or "1GB" (got ${describe(raw)})` } : ok(v);
+};
+
+function arrayOf<T>(item: Check<T>, opts: { nonEmpty?: boolean } = {}): Check<T[]> {
+  return (raw) => {
+    if (!Array.isArray(raw)) return { error: `must be an array (got ${describe(raw)})` };
+    if (opts.nonEmpty && raw.length === 0) return { error: 'must not be empty' };
+    const out: T[] = [];
+    for (let i = 0; i < raw.length; i++) {
+      const r = item(raw[i]);
+      if ('error' in r) return { error: `item ${i + 1}: ${r.error}` };
+      out.push(r.value);
+    }
+    return ok(out);
+  };
+}
+
+function oneOf<T extends string>(...values: T[]): Check<T> {
+  return (raw) =>
+    typeof raw === 'string' && (values as string[]).includes(raw)
+      ? ok(raw as T)
+      : { error: `must be one of ${values.map((v) => `"${v}"`).join(', ')} (got ${describe(raw)})` };
+}
+
+/** parseEndpoint - "127.0.0.1:2525", "[::1]:2525", "mail.example:25" (port optional when a default is given). */
+export function parseEndpoint(text: string, defaultPort?: number): Endpoint | null {
+  let host: string;
+  let portText: string | undefined;
+  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
+  if (bracketed) {
+    host = bracketed[1]!;
+    portText = bracketed[2];
+  } else {
+    const colons = text.split(':').length - 1;
+    if (colons === 1) {
+      [host, portText] = text.split(':') as [string, string];
+    } else if (colons === 0) {
+      host = text;
+    } else if (isIP(text) === 6) {
+      host = text;
+    } else {
+      return null;
+    }
+  }
+  if (host === '' || /\s/.test(host)) return null;
+  let port: number;
+  if (portText === undefined) {
+    if (defaultPort === undefined) return null;
+    port = defaultPort;
+  } else {
+    if (!/^\d+$/.test(portText)) return null;
+    port = Number(portText);
+  }
+  if (port < 0 || port > 65535) return null;
+  return { host, port };
+}
+
+function endpoint(defaultPort?: number): Check<Endpoint> {
+  return (raw) => {
+    const e = typeof raw === 'string' ? parseEndpoint(raw.trim(), defaultPort) : null;
+    return e ? ok(e) : { error: `must be "host:port", e.g. "127.0.0.1:2525" (got ${describe(raw)})` };
+  };
+}
+
+const optionalEndpoint = (defaultPort?: number): Check<Endpoint | null> => (raw) =>
+  raw === '' ? ok(null) : endpoint(defaultPort)(raw);
+
+/** parseCidr - validates "10.0.0.0/8", "::1/128" or a bare address; returns the normalised text. */
+export function parseCidr(text: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | null {
+  const [addr, prefixText, extra] = text.trim().split('/');
+  if (extra !== undefined || addr === undefined) return null;
+  const family = isIP(addr);
+  if (family === 0) return null;
+  const max = family === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : /^\d+$/.test(prefixText) ? Number(prefixText) : NaN;
+  if (!(prefix >= 0 && prefix <= max)) return null;
+  return { address: addr, prefix, family: family === 4 ? 'ipv4' : 'ipv6' };
+}
+
+const cidr: Check<string> = (raw) =>
+  typeof raw === 'string' && parseCidr(raw) ? ok(raw.trim()) : { error: `must be an address or network such as "10.0.0.0/8" (got ${describe(raw)})` };
+
+const domainName: Check<string> = (raw) =>
+  typeof raw === 'string' && /^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*\.?$/i.test(raw.trim())
+    ? ok(raw.trim().toLowerCase().replace(/\.$/, ''))
+    : { error: `must be a domain name (got ${describe(raw)})` };
+
+/** parseTransport - the `via` value of a route. */
+export function parseTransport(text: string, smtpPort: number): Transport | string {
+  const i = text.indexOf(':');
+  if (i < 0) return 'must be "smtp:HOST:PORT", "lmtp:HOST:PORT", "lmtp:/path/to/socket", "maildir:PATH" or "directory:PATH"';
+  const kind = text.slice(0, i);
+  const rest = text.slice(i + 1);
+  switch (kind) {
+    case 'smtp': {
+      const e = parseEndpoint(rest, smtpPort);
+      return e ? { kind: 'smtp', host: e.host, port: e.port } : `"smtp:" must be followed by HOST or HOST:PORT (got "${rest}")`;
+    }
+    case 'lmtp': {
+      if (rest.startsWith('/')) return { kind: 'lmtp', socket: rest };
+      const e = parseEndpoint(rest, 24);
+      return e ? { kind: 'lmtp', host: e.host, port: e.port } : `"lmtp:" must be followed by HOST:PORT or an absolute socket path (got "${rest}")`;
+    }
+    case 'maildir':
+    case 'directory':
+      return rest.trim() === '' ? `"${kind}:" must be followed by a path` : { kind, path: rest };
+    default:
+      return `unknown transport "${kind}" (use smtp, lmtp, maildir or directory)`;
+  }
+}
+
+const positiveInt = int(1);
+
+/** A resolver address: an IP literal with an optional port, kept in the form node:dns accepts. */
+const dnsServer: Check<string> = (raw) => {
+  const e = typeof raw === 'string' ? parseEndpoint(raw.trim(), 53) : null;
+  if (!e || isIP(e.host) === 0) return { error: `must be "ip" or "ip:port", e.g. "127.0.0.1:5353" (got ${describe(raw)})` };
+  return ok(isIP(e.host) === 6 ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`);
+};
+
+/*
+ * The table. Keys are "section.key" (or "key" at the top). [[routes]] is an
+ * array of tables and is checked separately (see ROUTE_FIELDS).
+ */
+export const FIELDS: Record<string, Field<unknown>> = {
+  hostname: { check: nonEmptyStr, def: () => systemHostname() || 'localhost', doc: 'name in the banner, Received: and Reporting-MTA' },
+  data_dir: { check: nonEmptyStr, def: () => './var', doc: 'queue, spool, logs, pickup' },
+
+  'smtp.listen': { check: arrayOf(endpoint()), def: () => [{ host: '127.0.0.1', port: 2525 }], doc: 'MX/relay listeners' },
+  'smtp.submission_listen': { check: arrayOf(endpoint()), def: () => [], doc: 'RFC 6409 submission listeners' },
+  'smtp.users_file': { check: str, def: () => '', doc: 'submission users ("user:<scrypt hash>")' },
+  'smtp.max_recipients': { check: int(1, 10_000_000), def: () => 1000, doc: 'per message; beyond it RCPT gets 452 4.5.3' },
+  'smtp.max_message_size': { check: size, def: () => 50 * 1024 * 1024, doc: 'SIZE limit' },
+  'smtp.relay_networks': { check: arrayOf(cidr), def: () => ['127.0.0.0/8', '::1/128'], doc: 'networks allowed to relay' },
+  'smtp.max_connections': { check: positiveInt, def: () => 1000, doc: 'total SMTP connections' },
+  'smtp.max_connections_per_client': { check: positiveInt, def: () => 50, doc: 'connections per client address' },
+  'smtp.max_unknown_commands': { check: int(0), def: () => 10, doc: 'then 421 4.7.0' },
+  'smtp.idle_timeout': { check: positiveDuration, def: () => 5 * 60_000, doc: 'between commands' },
+  'smtp.data_timeout': { check: positiveDuration, def: () => 10 * 60_000, doc: 'whole DATA phase' },
+
+  'tls.cert': { check: str, def: () => '', doc: 'PEM certificate; self-signed when empty' },
+  'tls.key': { check: str, def: () => '', doc: 'PEM key' },
+
+  'queue.retry_intervals': {
+    check: arrayOf(positiveDuration, { nonEmpty: true }),
+    def: () => ['1m', '5m', '15m', '30m', '1h', '2h', '4h'].map((d) => parseDuration(d)!),
+    doc: 'waits between attempts; the last repeats',
+  },
+  'queue.max_lifetime': { check: positiveDuration, def: () => 5 * 86_400_000, doc: 'then expiry with 4.4.7' },
+  'queue.delay_warning': { check: duration, def: () => 4 * 3_600_000, doc: 'one delay report after this' },
+  'queue.min_free_space': { check: size, def: () => 100 * 1024 * 1024, doc: 'below it MAIL gets 452 4.3.1' },
+
+  'delivery.smarthost': { check: optionalEndpoint(25), def: () => null, doc: 'all non-local mail not matched by a route' },
+  'delivery.smtp_port': { check: int(1, 65535), def: () => 25, doc: 'port for MX and A/AAAA hosts' },
+  'delivery.dns_servers': { check: arrayOf(dnsServer), def: () => [], doc: 'resolvers for MX look-ups' },
+  'delivery.max_recipients_per_transaction': { check: int(1, 100_000), def: () => 100, doc: 'unless LIMITS RCPTMAX says less' },
+  'delivery.connect_timeout': { check: positiveDuration, def: () => 30_000, doc: 'TCP connect' },
+  'delivery.max_connections_per_destination': { check: positiveInt, def: () => 20, doc: 'per next hop' },
+  'delivery.max_connections': { check: positiveInt, def: () => 200, doc: 'outbound connections in all' },
+  'delivery.helo_name': { check: str, def: () => '', doc: 'EHLO name; hostname when empty' },
+
+  'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
+  'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },
+  'local.users_file': { check: str, def: () => '', doc: 'valid local users' },
+  'local.aliases_file': { check: str, def: () => '', doc: 'aliases' },
+
+  'dsn.postmaster': { check: str, def: () => '', doc: 'gets notices about failed reports' },
+  'dsn.max_received_headers': { check: int(1, 1000), def: () => 30, doc: 'more: 5.4.6' },
+  'dsn.return_size_limit': { check: size, def: () => 256 * 1024, doc: 'cap on RET=FULL' },
+
+  'admin.listen': { check: optionalEndpoint(), def: () => ({ host: '127.0.0.1', port: 8025 }), doc: 'admin HTTP; "" disables' },
+  'admin.token': { check: str, def: () => '', doc: 'bearer token' },
+
+  'log.level': { check: oneOf('error', 'warn', 'info', 'debug', 'trace'), def: () => 'info', doc: 'debug trace level (stderr)' },
+  'log.retention': { check: positiveDuration, def: () => 30 * 86_400_000, doc: 'events kept for tracking' },
+};
+
+/** The keys of one [[routes]] entry. */
+export const ROUTE_FIELDS = ['domain', 'via', 'tls'] as const;
+
+export const checks = { domainName, oneOf };

@@ -1,0 +1,82 @@
+/*
+ * delivery/agent - the edge between the scheduler and the transports.
+ *
+ * A DeliveryJob is one message and the recipients of it that go to one next
+ * hop. An agent (smtp, lmtp, maildir, directory) attempts them and reports a
+ * RecipientResult for each, as soon as it knows it (a 100,000-recipient job
+ * reports transaction by transaction, so a crash repeats little).
+ *
+ * Contract every agent keeps:
+ * - exactly one result per recipient of the job, through `report`; the
+ *   scheduler turns any recipient left without one (a bug, an exception) into
+ *   a deferral, never a loss;
+ * - a failure to reach or use the next hop (DNS, connect, TLS, local I/O) is a
+ *   result ("deferred" unless it is certainly permanent), never an exception
+ *   that escapes without results;
+ * - recipients refused with 452 (or 552 to RCPT) are sent again by the agent
+ *   itself in a further transaction; they are not results until sent or until
+ *   the connection fails.
+ */
+import type { Readable } from 'node:stream';
+import type { MessageRecord, RecipientRecord } from '../queue/store.js';
+
+/** Where a recipient goes next, as decided by the router. */
+export type NextHop =
+  | { kind: 'smtp'; key: string; hosts: 'mx'; domain: string; port: number; tls: 'opportunistic' | 'required' }
+  | { kind: 'smtp'; key: string; hosts: 'fixed'; host: string; port: number; tls: 'opportunistic' | 'required' }
+  | { kind: 'lmtp'; key: string; host: string; port: number }
+  | { kind: 'lmtp'; key: string; socket: string }
+  | { kind: 'maildir'; key: string; root: string; perDomain: boolean }
+  | { kind: 'directory'; key: string; path: string }
+  /** Decided without delivering: unknown local user, alias loop, null MX. */
+  | { kind: 'reject'; key: string; status: string; text: string };
+
+export type ResultKind = 'delivered' | 'deferred' | 'failed';
+
+export interface RecipientResult {
+  recipientId: number;
+  kind: ResultKind;
+  /** RFC 3463 status: "2.0.0", "4.4.1", "5.1.1". */
+  status: string;
+  /** The remote reply ("550 5.1.1 No such user") or the local error text. */
+  reply: string;
+  /** Who answered: "mx.example.com [127.0.0.2]" or "maildir" etc. */
+  remote: string;
+  /** True when the reply came from a remote server (the DSN says "smtp;"). */
+  remoteReply: boolean;
+  /** Delivered to a next hop that does not offer DSN: the report kind is "relayed". */
+  relayed?: boolean;
+  /** The connection was lost after the final dot: the message may have arrived. */
+  possibleDuplicate?: boolean;
+}
+
+export interface DeliveryJob {
+  message: MessageRecord;
+  recipients: RecipientRecord[];
+  hop: NextHop;
+  /** Opens the stored message; rejects when it cannot be read (the scheduler quarantines). */
+  openBody(): Promise<Readable>;
+}
+
+export interface DeliveryAgent {
+  /** Attempt the job; call `report` with results as they become known. */
+  deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void>;
+  /** Close idle connections and stop; in-flight jobs finish or are reported deferred. */
+  close(): Promise<void>;
+}
+
+/** BodyUnreadable - thrown by openBody (and by agents reading it) when the stored message is damaged. */
+export class BodyUnreadable extends Error {
+  constructor(
+    readonly queueId: string,
+    readonly cause: unknown,
+  ) {
+    super(`stored message ${queueId} cannot be read: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'BodyUnreadable';
+  }
+}
+
+/** resultsFor - the same outcome for every recipient of a job (connection failed, etc.). */
+export function resultsFor(recipients: readonly RecipientRecord[], r: Omit<RecipientResult, 'recipientId'>): RecipientResult[] {
+  return recipients.map((rc) => ({ ...r, recipientId: rc.id }));
+}

@@ -1,0 +1,60 @@
+/*
+ * log/events - the registry of mail events: every state change of every
+ * recipient, and a few message-level events, each with a stable numeric id.
+ *
+ * Invariant: an id, once given, never changes or gets reused; docs/events.md
+ * documents each one and a test checks that the two agree.
+ */
+
+export const EVENT_IDS = {
+  received: 1000,
+  delivered: 2000,
+  deferred: 3000,
+  failed: 4000,
+  expired: 4100,
+  delay_notice: 5000,
+  dsn_queued: 5100,
+  quarantined: 6000,
+  released: 6100,
+  removed: 7000,
+  suspended: 7100,
+  resumed: 7200,
+  rejected: 8000,
+} as const;
+
+export type EventName = keyof typeof EVENT_IDS;
+
+/** Recipient states (STYLE.md §5). */
+export const RECIPIENT_STATES = ['queued', 'delivering', 'delivered', 'deferred', 'failed', 'expired', 'quarantined', 'removed'] as const;
+export type RecipientState = (typeof RECIPIENT_STATES)[number];
+
+/** States a recipient never leaves. */
+export const FINAL_STATES: ReadonlySet<RecipientState> = new Set(['delivered', 'failed', 'expired', 'removed']);
+
+/**
+ * One event, as stored and as written to data_dir/log/events.jsonl.
+ * `seq` orders events and makes each one unique; `id` is the event kind's id.
+ */
+export interface MailEvent {
+  seq?: number;
+  ts: string;
+  id: number;
+  event: EventName;
+  queue_id: string;
+  message_id: string;
+  sender: string;
+  recipient?: string;
+  attempt?: number;
+  state?: RecipientState | string;
+  remote?: string;
+  reply?: string;
+  error?: string;
+  /** RFC 3463 status, on outcomes. */
+  status?: string;
+  /** Free-form detail: operator and reason, report queue id, "possible duplicate". */
+  detail?: string;
+}
+
+export function makeEvent(event: EventName, fields: Omit<MailEvent, 'id' | 'event' | 'ts'> & { ts?: string }): MailEvent {
+  return { ts: fields.ts ?? new Date().toISOString(), id: EVENT_IDS[event], event, ...fields };
+}

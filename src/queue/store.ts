@@ -1,0 +1,205 @@
+/*
+ * queue/store - the QueueStore interface: messages, their recipients with
+ * per-recipient state, the schedule of next attempts, pending reports,
+ * quarantine, and the mail events that record every change.
+ *
+ * Backends: EmbeddedStore (SQLite + spool files, the default) and MemoryStore
+ * (unit tests). A PostgreSQL backend will implement the same interface, which
+ * is why every call is asynchronous and batch-shaped (claim many recipients,
+ * record many outcomes in one call) even where SQLite could answer at once.
+ *
+ * Invariants every backend keeps (test/unit/store-contract.test.ts checks them):
+ * - insert() resolves only once the message, its body, its recipients and its
+ *   `received` events are on stable storage; if it rejects, nothing is kept.
+ * - recordOutcomes() writes each recipient's new state and its event in one
+ *   transaction, durably, before resolving.
+ * - a recipient in a final state (delivered, failed, expired, removed) is never
+ *   claimed again; a message and its body are removed only when every
+ *   recipient is final and no report about it is still to be made.
+ * - claims are leases: after a crash (open() on embedded; lease expiry on a
+ *   shared backend) claimed recipients become due again.
+ * - nothing is deleted because of an error: an unreadable message goes to
+ *   quarantine.
+ */
+import type { Readable } from 'node:stream';
+import type { MailEvent, RecipientState } from '../log/events.js';
+
+/** The kinds of report (DSN) a recipient can be waiting for. */
+export type ReportKind = 'failed' | 'expired' | 'delayed' | 'delivered' | 'relayed';
+
+export interface NewRecipient {
+  address: string;
+  /** ORCPT as given ("rfc822;user@example"), decoded from xtext. */
+  orcpt: string | null;
+  /** NOTIFY as given, upper case, e.g. "SUCCESS,FAILURE" or "NEVER"; null when absent. */
+  notify: string | null;
+  /** Next-hop key shown to operators and used to group work ("example.com", "route:legacy.example", "local"). */
+  destination: string;
+}
+
+export interface MessageMeta {
+  queueId: string;
+  /** The Message-ID header, with its angle brackets. */
+  messageId: string;
+  /** Envelope sender; "" is the null sender <>. */
+  sender: string;
+  envid: string | null;
+  ret: 'FULL' | 'HDRS' | null;
+  /** Octets as stored (after Received: was added and line ends normalised). */
+  size: number;
+  receivedAt: number;
+  smtputf8: boolean;
+  eightBit: boolean;
+  /** A delivery report Petrel made: failures of it go to the postmaster, never to a report about a report. */
+  isReport: boolean;
+  /** Who handed it to us: "helo [ip]" or "pickup" or "dsn". */
+  client: string;
+  subject: string;
+}
+
+export interface NewMessage extends MessageMeta {
+  recipients: NewRecipient[];
+}
+
+export interface MessageRecord extends MessageMeta {
+  recipientCount: number;
+  /** Non-empty when the message is quarantined: why. */
+  quarantine: string;
+}
+
+export interface RecipientRecord {
+  id: number;
+  queueId: string;
+  address: string;
+  orcpt: string | null;
+  notify: string | null;
+  destination: string;
+  state: RecipientState;
+  attempts: number;
+  /** Epoch ms; meaningful for queued and deferred. */
+  nextAttemptAt: number;
+  lastAttemptAt: number | null;
+  /** Last reply ("450 4.2.0 Try later") or local error text. */
+  lastReply: string;
+  /** RFC 3463 status of the last outcome ("4.4.1"). */
+  lastStatus: string;
+  /** The host that gave lastReply ("mx1.example.com [192.0.2.1]"). */
+  remote: string;
+  report: ReportKind | null;
+  delayNotified: boolean;
+  /** Operator hold: not claimed while true. */
+  suspended: boolean;
+}
+
+/** A message and the recipients of it claimed for delivery now. */
+export interface Claim {
+  message: MessageRecord;
+  recipients: RecipientRecord[];
+}
+
+/** The result of one attempt (or an operator action) for one recipient. */
+export interface Outcome {
+  recipientId: number;
+  queueId: string;
+  state: Exclude<RecipientState, 'queued' | 'delivering'> | 'queued';
+  /** Attempt count after this outcome (unchanged for operator actions). */
+  attempts: number;
+  /** For deferred (and queued): when to try next. */
+  nextAttemptAt?: number;
+  lastAttemptAt?: number;
+  lastReply?: string;
+  lastStatus?: string;
+  remote?: string;
+  /** Report to make about this recipient; undefined leaves the current one. */
+  report?: ReportKind | null;
+  delayNotified?: boolean;
+  /** Operator hold (suspend/resume); undefined leaves it. */
+  suspended?: boolean;
+  /** The event that records this change (always one). */
+  event: MailEvent;
+}
+
+/** Streaming body writer for a message being received. */
+export interface BodyWriter {
+  readonly queueId: string;
+  /** Octets written so far. */
+  readonly size: number;
+  /** Append; resolves when the chunk is taken (backpressure). */
+  write(chunk: Buffer): Promise<void>;
+  /** Discard everything written; nothing is kept. Safe to call twice. */
+  abort(): Promise<void>;
+}
+
+export interface InsertOptions {
+  /** Recipients whose pending report this message is; cleared in the same transaction. */
+  clearReports?: number[];
+  /** Extra events to write in the same transaction (e.g. dsn_queued). */
+  events?: MailEvent[];
+}
+
+export interface ClaimOptions {
+  maxRecipients: number;
+  /** Lease length: after it, a claimed recipient is due again (shared backends). */
+  leaseMs: number;
+}
+
+export interface DestinationSummary {
+  destination: string;
+  recipients: number;
+  messages: number;
+  oldest: number;
+  deferred: number;
+  suspended: number;
+  lastReply: string;
+}
+
+export interface ListFilter {
+  destination?: string;
+  state?: RecipientState;
+  sender?: string;
+  recipient?: string;
+  olderThan?: number;
+  messageId?: string;
+  /** Cursor: the queue id after which to continue. */
+  after?: string;
+  limit: number;
+}
+
+export interface QueueStore {
+  /** Open (and recover: claims held before a crash become due again). */
+  open(): Promise<void>;
+  close(): Promise<void>;
+
+  createBody(queueId: string): BodyWriter;
+  insert(message: NewMessage, body: BodyWriter, options?: InsertOptions): Promise<void>;
+  readBody(queueId: string): Promise<Readable>;
+
+  claimDue(now: number, options: ClaimOptions): Promise<Claim[]>;
+  /** Earliest next attempt of any claimable recipient, or null when none. */
+  nextDueAt(): Promise<number | null>;
+  /** Recipients of this message that are due (and not claimed) now. */
+  countDue(queueId: string, now: number): Promise<number>;
+  recordOutcomes(outcomes: Outcome[]): Promise<void>;
+
+  getMessage(queueId: string): Promise<MessageRecord | null>;
+  getRecipients(queueId: string): Promise<RecipientRecord[]>;
+
+  /** Messages with recipients waiting for a report (none of them claimed). */
+  pendingReports(limit: number): Promise<string[]>;
+  /** The recipients of one message waiting for a report, in id order, streamed. */
+  reportRecipients(queueId: string): AsyncIterable<RecipientRecord>;
+
+  /** Set aside a message that cannot be read: every unfinished recipient -> quarantined. */
+  quarantine(queueId: string, reason: string, event: (r: RecipientRecord) => MailEvent): Promise<void>;
+
+  /** Operator views. */
+  summary(): Promise<DestinationSummary[]>;
+  list(filter: ListFilter): Promise<MessageRecord[]>;
+
+  /** Events written after `seq`, in order (for the event log and tracking). */
+  eventsAfter(seq: number, limit: number): Promise<MailEvent[]>;
+  appendEvents(events: MailEvent[]): Promise<void>;
+
+  /** Called after every commit that made something due (the scheduler wakes). */
+  onDue(listener: () => void): void;
+}
