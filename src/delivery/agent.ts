@@ -69,7 +69,7 @@ export interface DeliveryAgent {
 export class BodyUnreadable extends Error {
   constructor(
     readonly queueId: string,
-    readonly cause: unknown,
+    override readonly cause: unknown,
   ) {
     super(`stored message ${queueId} cannot be read: ${(cause as Error)?.message ?? String(cause)}`);
     this.name = 'BodyUnreadable';
