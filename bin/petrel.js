@@ -11,3 +11,5 @@ if (!existsSync(fileURLToPath(main))) {
 }
 const { run } = await import(main.href);
 process.exitCode = await run(process.argv.slice(2));
+// Let stdout drain, but never hang on a handle left open after the command ended.
+setTimeout(() => process.exit(), 2000).unref();

@@ -19,7 +19,6 @@ export const EVENT_IDS = {
   removed: 7000,
   suspended: 7100,
   resumed: 7200,
-  rejected: 8000,
 } as const;
 
 export type EventName = keyof typeof EVENT_IDS;

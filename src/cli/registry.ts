@@ -1,0 +1,9 @@
+/*
+ * cli/registry - the list of `petrel` commands, in the order --help shows them.
+ * A new command is a module exporting a CliCommand, added here.
+ */
+import { checkConfigCommand } from './check-config.js';
+import type { CliCommand } from './main.js';
+import { startCommand } from './start.js';
+
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand];

@@ -1,0 +1,171 @@
+/*
+ * enqueue/enqueue - turns an accepted envelope and a message stream into a
+ * queued message (Postfix's "cleanup"): adds Received: (and Message-ID: when
+ * missing), routes each recipient to name its destination, streams the body
+ * into the store and commits it durably.
+ *
+ * Invariants:
+ * - commit() resolves only when the store has the message on stable storage:
+ *   that is the moment inbound may say 250 (invariant 1);
+ * - on any failure nothing is kept: the body writer is aborted, and the error
+ *   says which reply to give (451 4.3.0 storage, 452 4.3.1 disk full,
+ *   552 5.3.4 too big, 554 5.6.0 NUL, 554 5.4.6 loop);
+ * - memory is bounded by the body writer's inline limit, whatever the size.
+ *
+ * Used by every way in: SMTP sessions, the pickup directory, and reports.
+ */
+import { newMessageId, newQueueId } from '../core/ids.js';
+import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import type { BodyWriter, NewRecipient, QueueStore } from '../queue/store.js';
+import type { Router } from '../scheduler/router.js';
+import { HeaderScanner } from './header-scan.js';
+import { protocolName, receivedHeader } from './received.js';
+
+export interface IncomingRecipient {
+  address: string;
+  orcpt: string | null;
+  notify: string | null;
+}
+
+export interface Envelope {
+  sender: string;
+  recipients: IncomingRecipient[];
+  smtputf8: boolean;
+  eightBit: boolean;
+  ret: 'FULL' | 'HDRS' | null;
+  envid: string | null;
+  /** Shown in events and `queue show`: "helo [ip]", "pickup", "dsn". */
+  client: string;
+  /** For the Received: header; null adds none (Petrel's own reports). */
+  received: { helo: string; ip: string; esmtp: boolean; tls: string | null; auth: boolean } | null;
+  isReport: boolean;
+  /** Largest message accepted (octets as received); 0 for no limit. */
+  maxSize: number;
+  /** More Received: headers than this fails the message with 5.4.6; 0 for no check. */
+  maxReceived: number;
+}
+
+/** EnqueueRejected - the message was not kept; `reply` says why, in SMTP terms. */
+export class EnqueueRejected extends Error {
+  constructor(readonly reply: SmtpReply) {
+    super(`${reply.code} ${reply.enhanced} ${reply.lines.join(' ')}`);
+    this.name = 'EnqueueRejected';
+  }
+}
+
+export interface EnqueueOptions {
+  hostname: string;
+  store: QueueStore;
+  router: Router;
+}
+
+export class Enqueuer {
+  constructor(private readonly options: EnqueueOptions) {}
+
+  begin(envelope: Envelope): Incoming {
+    return new Incoming(this.options, envelope);
+  }
+}
+
+export class Incoming {
+  readonly queueId: string;
+  private readonly body: BodyWriter;
+  private readonly scanner: HeaderScanner;
+  private readonly receivedAt = Date.now();
+  private size = 0;
+  private oversize = false;
+  private nul = false;
+  private failure: Error | null = null;
+  private started = false;
+
+  constructor(
+    private readonly options: EnqueueOptions,
+    private readonly envelope: Envelope,
+  ) {
+    this.queueId = newQueueId(this.receivedAt);
+    this.body = options.store.createBody(this.queueId);
+    this.scanner = new HeaderScanner(() => newMessageId(options.hostname, this.queueId));
+  }
+
+  private async start(): Promise<void> {
+    this.started = true;
+    const r = this.envelope.received;
+    if (!r) return;
+    const header = receivedHeader({
+      helo: r.helo,
+      ip: r.ip,
+      hostname: this.options.hostname,
+      queueId: this.queueId,
+      protocol: protocolName({ esmtp: r.esmtp, tls: r.tls !== null, auth: r.auth, utf8: this.envelope.smtputf8 }),
+      recipient: this.envelope.recipients.length === 1 ? this.envelope.recipients[0]!.address : null,
+      tls: r.tls,
+      date: new Date(this.receivedAt),
+    });
+    await this.body.write(Buffer.from(header, 'utf8'));
+  }
+
+  /** write - message octets (CR LF line ends, no dot-stuffing). Never throws: failures are kept for commit(). */
+  async write(chunk: Buffer): Promise<void> {
+    if (chunk.length === 0) return;
+    this.size += chunk.length;
+    if (!this.nul && chunk.indexOf(0) >= 0) this.nul = true;
+    if (this.envelope.maxSize && this.size > this.envelope.maxSize) this.oversize = true;
+    if (this.failure || this.oversize || this.nul) return;
+    try {
+      if (!this.started) await this.start();
+      for (const piece of this.scanner.push(chunk)) await this.body.write(piece);
+    } catch (e) {
+      this.failure = e as Error;
+    }
+  }
+
+  /** commit - store durably; resolves with the queue id, or throws EnqueueRejected. */
+  async commit(): Promise<{ queueId: string; messageId: string; size: number }> {
+    try {
+      if (this.oversize) throw new EnqueueRejected(reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.envelope.maxSize} octets)`));
+      if (this.nul) throw new EnqueueRejected(reply(554, '5.6.0', 'Message contains NUL octets; not accepted'));
+      if (this.failure) throw this.failure;
+      if (!this.started) await this.start();
+      for (const piece of this.scanner.finish()) await this.body.write(piece);
+      if (this.envelope.maxReceived && this.scanner.received > this.envelope.maxReceived) {
+        throw new EnqueueRejected(reply(554, '5.4.6', `Too many hops (${this.scanner.received} Received: headers); mail loop?`));
+      }
+      const recipients: NewRecipient[] = this.envelope.recipients.map((r) => ({ ...r, destination: this.options.router.route(r.address).destination }));
+      await this.options.store.insert(
+        {
+          queueId: this.queueId,
+          messageId: this.scanner.messageId,
+          sender: this.envelope.sender,
+          envid: this.envelope.envid,
+          ret: this.envelope.ret,
+          size: this.body.size,
+          receivedAt: this.receivedAt,
+          smtputf8: this.envelope.smtputf8,
+          eightBit: this.envelope.eightBit,
+          isReport: this.envelope.isReport,
+          client: this.envelope.client,
+          subject: this.scanner.subject,
+          recipients,
+        },
+        this.body,
+      );
+      return { queueId: this.queueId, messageId: this.scanner.messageId, size: this.body.size };
+    } catch (e) {
+      await this.body.abort().catch(() => undefined);
+      if (e instanceof EnqueueRejected) throw e;
+      throw new EnqueueRejected(storageReply(e));
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.body.abort();
+  }
+}
+
+/** storageReply - the reply for a failure to store: 452 4.3.1 when the disk is full, else 451 4.3.0. */
+export function storageReply(e: unknown): SmtpReply {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  const sqlite = (e as { code?: string })?.code;
+  if (code === 'ENOSPC' || code === 'EDQUOT' || sqlite === 'SQLITE_FULL') return reply(452, '4.3.1', 'Insufficient system storage; try again later');
+  return reply(451, '4.3.0', 'Local error in processing; message not accepted, try again later');
+}

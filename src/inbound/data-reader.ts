@@ -1,0 +1,112 @@
+/*
+ * inbound/data-reader - the DATA phase byte by byte: finds the end of the
+ * message, removes dot-stuffing and normalises line ends (RFC 5321 §4.1.1.4,
+ * §4.5.2).
+ *
+ * Invariants (the SMTP smuggling defence, tested in test/unit/data-reader):
+ * - the message ends only at CR LF "." CR LF (or "." CR LF as the very first
+ *   line). <LF>.<LF>, <LF>.<CR><LF>, <CR><LF>.<LF>, <CR>.<CR> and every other
+ *   bare-CR or bare-LF variant are content, never an end;
+ * - every bare CR and bare LF is stored as CR LF, so what Petrel stores (and
+ *   relays) has only CR LF line ends and cannot be re-interpreted downstream;
+ * - a leading "." is removed only at the start of a line begun by CR LF;
+ * - memory is bounded: output is produced per input chunk.
+ *
+ * Untrusted input: everything after the 354 reply.
+ */
+
+const CR = 13;
+const LF = 10;
+const DOT = 46;
+
+export interface DataChunkResult {
+  /** Normalised message octets from this input chunk (may be empty). */
+  data: Buffer;
+  /** True when the end-of-data sequence was seen. */
+  done: boolean;
+  /** Input octets after the end of data (pipelined commands), when done. */
+  rest: Buffer;
+}
+
+export class DataReader {
+  /** At the start of a line (after CR LF, or at the start of the data). */
+  private lineStart = true;
+  /** The previous octet was a CR not yet written. */
+  private sawCR = false;
+  /** 0: none; 1: a line-start "." is pending; 2: line-start "." then CR pending. */
+  private dot = 0;
+  /** Octets of message produced so far. */
+  size = 0;
+
+  /** push - consume one chunk of input. */
+  push(input: Buffer): DataChunkResult {
+    const out = Buffer.allocUnsafe(input.length * 2 + 4);
+    let o = 0;
+    let i = 0;
+    const n = input.length;
+    while (i < n) {
+      const b = input[i]!;
+      if (this.dot === 1) {
+        if (b === CR) {
+          this.dot = 2;
+          i++;
+          continue;
+        }
+        this.dot = 0;
+        if (b === LF) {
+          // "." then a bare LF: a line holding one dot, not an end.
+          out[o++] = DOT;
+          out[o++] = CR;
+          out[o++] = LF;
+          this.lineStart = true;
+          i++;
+          continue;
+        }
+        // The stuffed dot is dropped; b is the line's first octet (handled below).
+        this.lineStart = false;
+      } else if (this.dot === 2) {
+        this.dot = 0;
+        if (b === LF) {
+          // CR LF "." CR LF: the end.
+          i++;
+          this.size += o;
+          return { data: out.subarray(0, o), done: true, rest: input.subarray(i) };
+        }
+        // "." then a bare CR: a line holding one dot, ended by the (normalised) CR.
+        out[o++] = DOT;
+        out[o++] = CR;
+        out[o++] = LF;
+        this.lineStart = false; // a bare CR does not begin a line where "." may end the data
+        continue; // reprocess b
+      } else if (this.sawCR) {
+        this.sawCR = false;
+        out[o++] = CR;
+        out[o++] = LF;
+        if (b === LF) {
+          this.lineStart = true;
+          i++;
+          continue;
+        }
+        // Bare CR: stored as CR LF, but it does not start a line for dot purposes.
+        this.lineStart = false;
+        continue; // reprocess b
+      }
+      if (b === CR) {
+        this.sawCR = true;
+      } else if (b === LF) {
+        // Bare LF: stored as CR LF; not a line start for dot purposes.
+        out[o++] = CR;
+        out[o++] = LF;
+        this.lineStart = false;
+      } else if (b === DOT && this.lineStart) {
+        this.dot = 1;
+      } else {
+        out[o++] = b;
+        this.lineStart = false;
+      }
+      i++;
+    }
+    this.size += o;
+    return { data: out.subarray(0, o), done: false, rest: Buffer.alloc(0) };
+  }
+}

@@ -1,0 +1,75 @@
+/*
+ * inbound/policy - who may send to whom, decided per RCPT (DESIGN.md,
+ * "inbound"; invariant 9: no open relay).
+ *
+ * A recipient is accepted when its domain is local (from any network: that is
+ * what an MX is for; with `[local] users_file` set the user must exist, else
+ * 550 5.1.1 — refused now, never accepted and bounced later), or when the
+ * client may relay: its address is in `relay_networks` or it authenticated.
+ * Everything else gets 554 5.7.1. Pure apart from the users table it is given.
+ */
+import { BlockList, isIP } from 'node:net';
+import type { Config } from '../config/schema.js';
+import { parseCidr } from '../config/schema.js';
+import { domainOf } from '../core/address.js';
+import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import type { LocalUsers } from '../local/users.js';
+
+/** normalizeIp - "::ffff:127.0.0.1" -> "127.0.0.1" so IPv4 networks match mapped addresses. */
+export function normalizeIp(ip: string): string {
+  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  return m ? m[1]! : ip;
+}
+
+export class RelayNetworks {
+  private readonly list = new BlockList();
+
+  constructor(networks: readonly string[]) {
+    for (const n of networks) {
+      const c = parseCidr(n);
+      if (c) this.list.addSubnet(c.address, c.prefix, c.family);
+    }
+  }
+
+  contains(ip: string): boolean {
+    const a = normalizeIp(ip);
+    const family = isIP(a);
+    if (family === 0) return false;
+    return this.list.check(a, family === 4 ? 'ipv4' : 'ipv6');
+  }
+}
+
+export interface RcptContext {
+  clientIp: string;
+  authenticated: boolean;
+}
+
+export class RecipientPolicy {
+  private readonly relay: RelayNetworks;
+  private readonly local: Set<string>;
+
+  constructor(
+    config: Config,
+    private readonly users: LocalUsers,
+  ) {
+    this.relay = new RelayNetworks(config.smtp.relay_networks);
+    this.local = new Set(config.local.domains);
+  }
+
+  mayRelay(ctx: RcptContext): boolean {
+    return ctx.authenticated || this.relay.contains(ctx.clientIp);
+  }
+
+  isLocal(address: string): boolean {
+    return this.local.has(domainOf(address));
+  }
+
+  /** check - null when the recipient is accepted, else the reply refusing it. */
+  check(address: string, ctx: RcptContext): SmtpReply | null {
+    if (this.isLocal(address)) {
+      return this.users.exists(address) ? null : reply(550, '5.1.1', `<${address}>: Recipient address rejected: user unknown`);
+    }
+    if (this.mayRelay(ctx)) return null;
+    return reply(554, '5.7.1', `<${address}>: Relay access denied`);
+  }
+}

@@ -1,0 +1,95 @@
+/*
+ * inbound/server - the SMTP listeners: accepts connections, enforces the
+ * connection limits (`max_connections` in all, `max_connections_per_client`
+ * for every client address — relay networks included) with 421 4.7.0 at the
+ * greeting, and starts a Session for each.
+ *
+ * Invariants: the per-client table holds only addresses with open
+ * connections (bounded by max_connections); close() stops accepting at once
+ * and lets sessions finish the reply they are writing.
+ */
+import { createServer, type Server, type Socket } from 'node:net';
+import { reply } from '../core/smtp-reply.js';
+import type { Endpoint } from '../config/schema.js';
+import { normalizeIp } from './policy.js';
+import { Session, type SessionContext } from './session.js';
+
+export interface BoundListener {
+  kind: 'smtp' | 'submission';
+  host: string;
+  port: number;
+}
+
+export class InboundServer {
+  private servers: Array<{ server: Server; kind: BoundListener['kind'] }> = [];
+  private readonly sessions = new Set<Session>();
+  private readonly sockets = new Set<Socket>();
+  private readonly perClient = new Map<string, number>();
+  readonly bound: BoundListener[] = [];
+
+  constructor(private readonly ctx: SessionContext) {}
+
+  get connectionCount(): number {
+    return this.sessions.size;
+  }
+
+  async listen(): Promise<void> {
+    for (const ep of this.ctx.config.smtp.listen) await this.listenOne(ep, 'smtp');
+  }
+
+  private listenOne(ep: Endpoint, kind: BoundListener['kind']): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+      server.once('error', reject);
+      server.listen({ host: ep.host, port: ep.port, backlog: 1024 }, () => {
+        server.off('error', reject);
+        server.on('error', (e) => this.ctx.trace.error({ err: e.message }, 'listener error'));
+        const addr = server.address();
+        const port = typeof addr === 'object' && addr ? addr.port : ep.port;
+        this.bound.push({ kind, host: ep.host, port });
+        this.servers.push({ server, kind });
+        resolve();
+      });
+    });
+  }
+
+  private accept(socket: Socket): void {
+    const ip = normalizeIp(socket.remoteAddress ?? '');
+    const limits = this.ctx.config.smtp;
+    let refusal = null;
+    if (this.sessions.size >= limits.max_connections) {
+      refusal = reply(421, '4.7.0', `${this.ctx.config.hostname} Too many connections, try again later`);
+    } else if ((this.perClient.get(ip) ?? 0) >= limits.max_connections_per_client) {
+      refusal = reply(421, '4.7.0', `${this.ctx.config.hostname} Too many connections from your address, try again later`);
+    }
+    if (refusal) {
+      // Not counted: the socket is answered and closed at once.
+      socket.on('error', () => undefined);
+      socket.end(`${refusal.code} ${refusal.enhanced} ${refusal.lines[0]}\r\n`);
+      setTimeout(() => socket.destroy(), 2000).unref();
+      this.ctx.onReply?.(421);
+      return;
+    }
+    this.perClient.set(ip, (this.perClient.get(ip) ?? 0) + 1);
+    this.sockets.add(socket);
+    const session = new Session(socket, this.ctx, () => {
+      this.sessions.delete(session);
+      this.sockets.delete(socket);
+      const n = (this.perClient.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perClient.delete(ip);
+      else this.perClient.set(ip, n);
+    });
+    this.sessions.add(session);
+    session.start(null);
+  }
+
+  /** close - stop listening; give sessions `graceMs` to finish, then drop them. */
+  async close(graceMs = 5000): Promise<void> {
+    await Promise.all(this.servers.map(({ server }) => new Promise<void>((r) => server.close(() => r()))));
+    this.servers = [];
+    for (const s of this.sessions) s.shutdown();
+    const deadline = Date.now() + graceMs;
+    while (this.sessions.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const s of this.sockets) s.destroy();
+  }
+}

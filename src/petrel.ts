@@ -1,0 +1,115 @@
+/*
+ * petrel - one running Petrel: wires the queue store, event log, enqueue,
+ * inbound listeners, scheduler, delivery agents and reporter together, and
+ * takes them down in the safe order.
+ *
+ * Start order: store (recovery) -> event log (catches up) -> agents ->
+ * scheduler -> listeners (only then is mail accepted).
+ * Stop order (SIGTERM): listeners stop accepting and finish their replies ->
+ * scheduler stops claiming, running deliveries get until the deadline ->
+ * agents close -> event log flushes -> store closes. Whatever was in flight
+ * and not finished is "delivering" in the store and due again at next start:
+ * deferred, never lost.
+ */
+import { statfsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from './config/schema.js';
+import type { DeliveryAgent, NextHop } from './delivery/agent.js';
+import { MaildirAgent } from './delivery/maildir.js';
+import { Reporter } from './dsn/reporter.js';
+import { Enqueuer } from './enqueue/enqueue.js';
+import { RecipientPolicy } from './inbound/policy.js';
+import { InboundServer } from './inbound/server.js';
+import { loadTls } from './inbound/tls.js';
+import { LocalUsers } from './local/users.js';
+import { EventLog } from './log/event-log.js';
+import { trace } from './log/trace.js';
+import { EmbeddedStore } from './queue/embedded-store.js';
+import type { QueueStore } from './queue/store.js';
+import { Router } from './scheduler/router.js';
+import { Scheduler } from './scheduler/scheduler.js';
+
+export interface PetrelOptions {
+  /** Replace the store (tests use MemoryStore or a store with fault injection). */
+  store?: QueueStore;
+  /** Replace or add delivery agents by hop kind. */
+  agents?: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+}
+
+export class Petrel {
+  readonly store: QueueStore;
+  readonly router: Router;
+  readonly enqueuer: Enqueuer;
+  readonly reporter: Reporter;
+  readonly scheduler: Scheduler;
+  readonly eventLog: EventLog;
+  readonly agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  inbound: InboundServer | null = null;
+  private accepting = true;
+  private spaceCheck = { at: 0, low: false };
+
+  constructor(
+    readonly config: Config,
+    options: PetrelOptions = {},
+  ) {
+    this.store = options.store ?? new EmbeddedStore({ dataDir: config.data_dir });
+    this.router = new Router(config);
+    this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router });
+    this.agents = { maildir: new MaildirAgent(), ...options.agents };
+    this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn') });
+    this.scheduler = new Scheduler({
+      config,
+      store: this.store,
+      router: this.router,
+      agents: this.agents,
+      report: (qid) => this.reporter.report(qid),
+      trace: trace('scheduler'),
+    });
+    this.eventLog = new EventLog(this.store, join(config.data_dir, 'log', 'events.jsonl'), trace('eventlog'));
+  }
+
+  /** start - open everything and begin accepting mail. */
+  async start(): Promise<void> {
+    mkdirSync(this.config.data_dir, { recursive: true });
+    await this.store.open();
+    await this.eventLog.open();
+    this.scheduler.start();
+    const tls = await loadTls(this.config);
+    const users = new LocalUsers(this.config.local.users_file);
+    this.inbound = new InboundServer({
+      config: this.config,
+      enqueuer: this.enqueuer,
+      policy: new RecipientPolicy(this.config, users),
+      tls: tls.context,
+      trace: trace('inbound'),
+      lowOnSpace: () => this.lowOnSpace(),
+      accepting: () => this.accepting,
+    });
+    await this.inbound.listen();
+  }
+
+  /** lowOnSpace - free space under data_dir below min_free_space (checked at most once a second). */
+  lowOnSpace(): boolean {
+    const now = Date.now();
+    if (now - this.spaceCheck.at < 1000) return this.spaceCheck.low;
+    this.spaceCheck.at = now;
+    try {
+      const s = statfsSync(this.config.data_dir);
+      this.spaceCheck.low = s.bavail * s.bsize < this.config.queue.min_free_space;
+    } catch {
+      this.spaceCheck.low = false;
+    }
+    return this.spaceCheck.low;
+  }
+
+  /** stop - the SIGTERM path (see the file comment); resolves within `deadlineMs` plus a little. */
+  async stop(deadlineMs = 25_000): Promise<void> {
+    this.accepting = false;
+    const t0 = Date.now();
+    await this.inbound?.close(Math.min(5000, deadlineMs));
+    await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
+    await Promise.allSettled(Object.values(this.agents).map((a) => a?.close()));
+    await this.eventLog.close();
+    await this.store.close();
+  }
+}

@@ -1,0 +1,67 @@
+/*
+ * scheduler/router - where each recipient goes next, in the contract's order:
+ * local domain -> [[routes]] entry for the domain -> smarthost -> MX.
+ *
+ * Also names the recipient's destination for operators (CONTRACT.md): the
+ * recipient domain, or "[host]:port" for the smarthost. Pure: no I/O; the MX
+ * look-up itself happens in the SMTP agent at delivery time.
+ */
+import type { Config, Transport } from '../config/schema.js';
+import { domainOf } from '../core/address.js';
+import type { NextHop } from '../delivery/agent.js';
+
+export interface Routed {
+  hop: NextHop;
+  destination: string;
+}
+
+export class Router {
+  private readonly local: Set<string>;
+  private readonly routes: Map<string, Config['routes'][number]>;
+
+  constructor(private readonly config: Config) {
+    this.local = new Set(config.local.domains);
+    this.routes = new Map(config.routes.map((r) => [r.domain, r]));
+  }
+
+  isLocalDomain(domain: string): boolean {
+    return this.local.has(domain.toLowerCase());
+  }
+
+  /** route - the next hop for one recipient address. */
+  route(address: string): Routed {
+    const domain = domainOf(address);
+    if (this.local.has(domain)) {
+      return { hop: { kind: 'maildir', key: `maildir:${this.config.local.maildir}`, root: this.config.local.maildir, perDomain: true }, destination: domain };
+    }
+    const route = this.routes.get(domain);
+    if (route) return { hop: transportHop(route.via, route.tls), destination: domain };
+    const smart = this.config.delivery.smarthost;
+    if (smart) {
+      return {
+        hop: { kind: 'smtp', key: `smtp:${smart.host}:${smart.port}`, hosts: 'fixed', host: smart.host, port: smart.port, tls: 'opportunistic' },
+        destination: `[${smart.host}]:${smart.port}`,
+      };
+    }
+    const literal = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(domain);
+    if (literal) {
+      const port = this.config.delivery.smtp_port;
+      return { hop: { kind: 'smtp', key: `smtp:${literal[1]}:${port}`, hosts: 'fixed', host: literal[1]!, port, tls: 'opportunistic' }, destination: domain };
+    }
+    return { hop: { kind: 'smtp', key: `mx:${domain}`, hosts: 'mx', domain, port: this.config.delivery.smtp_port, tls: 'opportunistic' }, destination: domain };
+  }
+}
+
+/** transportHop - a route's `via` as a next hop. */
+export function transportHop(via: Transport, tls: 'opportunistic' | 'required'): NextHop {
+  switch (via.kind) {
+    case 'smtp':
+      return { kind: 'smtp', key: `smtp:${via.host}:${via.port}`, hosts: 'fixed', host: via.host, port: via.port, tls };
+    case 'lmtp':
+      return 'socket' in via ? { kind: 'lmtp', key: `lmtp:${via.socket}`, socket: via.socket } : { kind: 'lmtp', key: `lmtp:${via.host}:${via.port}`, host: via.host, port: via.port };
+    case 'maildir':
+      return { kind: 'maildir', key: `maildir:${via.path}`, root: via.path, perDomain: true };
+    case 'directory':
+      return { kind: 'directory', key: `directory:${via.path}`, path: via.path };
+  }
+}

@@ -1,0 +1,355 @@
+/*
+ * scheduler/scheduler - the queue manager: claims recipients that are due,
+ * groups them by message and next hop into jobs, hands jobs to delivery
+ * agents, and writes every result back (with its event) before anything else
+ * happens to that recipient. When a message has nothing left in flight and
+ * nothing due, its pending reports are made (one per kind per pass).
+ *
+ * Invariants:
+ * - every attempt counts: each result increments the recipient's attempts and
+ *   writes exactly one outcome event (delivered, deferred, failed, expired)
+ *   carrying that attempt number (invariant 4, seed 003);
+ * - every claimed recipient gets an outcome: an agent that throws, or forgets
+ *   one, has it recorded as deferred (never lost); a message whose body cannot
+ *   be read is quarantined, never deleted (invariant 7);
+ * - in-flight work is bounded (`maxInflight` recipients), and the pass table
+ *   holds only messages with work in flight;
+ * - after stop() no new claim is made; results of jobs still running are
+ *   recorded if they arrive before the deadline, otherwise the claims stay
+ *   "delivering" and open() turns them back into due recipients.
+ */
+import { Transform, type Readable } from 'node:stream';
+import type { Config } from '../config/schema.js';
+import { BodyUnreadable, type DeliveryAgent, type DeliveryJob, type NextHop, type RecipientResult } from '../delivery/agent.js';
+import { makeEvent } from '../log/events.js';
+import type { Trace } from '../log/trace.js';
+import type { Claim, MessageRecord, Outcome, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
+import { afterTemporaryFailure, wantsReport } from './retry.js';
+import type { Router } from './router.js';
+
+export interface SchedulerDeps {
+  config: Config;
+  store: QueueStore;
+  router: Router;
+  agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  /** Makes the reports a message is waiting for (dsn/reporter). */
+  report: (queueId: string) => Promise<void>;
+  trace: Trace;
+  /** Observer for metrics. */
+  onResult?: (result: RecipientResult, message: MessageRecord, hop: NextHop) => void;
+  /** Most recipients in flight at once. */
+  maxInflight?: number;
+  random?: () => number;
+}
+
+interface Pass {
+  inflight: number;
+}
+
+/** The messages a report goes to when the reported message was itself a report. */
+export const POSTMASTER_NOTICE = 'postmaster-notice';
+
+export class Scheduler {
+  private running = false;
+  private claiming = false;
+  private again = false;
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+  private inflight = 0;
+  private readonly passes = new Map<string, Pass>();
+  private readonly jobs = new Set<Promise<void>>();
+  private readonly maxInflight: number;
+  private readonly random: () => number;
+
+  constructor(private readonly deps: SchedulerDeps) {
+    this.maxInflight = deps.maxInflight ?? 20_000;
+    this.random = deps.random ?? Math.random;
+    deps.store.onDue(() => this.wake());
+  }
+
+  start(): void {
+    this.running = true;
+    this.wake();
+    // Reports left pending by a previous run (crash between outcome and report).
+    void this.reportLeftovers();
+  }
+
+  /** wake - something may be due: claim soon. */
+  wake(): void {
+    if (!this.running) return;
+    if (this.claiming) {
+      this.again = true;
+      return;
+    }
+    this.claiming = true;
+    setImmediate(() => void this.claimLoop());
+  }
+
+  private async claimLoop(): Promise<void> {
+    try {
+      do {
+        this.again = false;
+        while (this.running && this.inflight < this.maxInflight) {
+          const claims = await this.deps.store.claimDue(Date.now(), { maxRecipients: Math.min(5000, this.maxInflight - this.inflight), leaseMs: 10 * 60_000 });
+          if (claims.length === 0) break;
+          for (const c of claims) this.dispatch(c);
+        }
+      } while (this.again && this.running);
+    } catch (e) {
+      this.deps.trace.error({ err: (e as Error).stack }, 'claim failed; retrying in 1s');
+      this.setTimer(Date.now() + 1000);
+    } finally {
+      this.claiming = false;
+    }
+    if (this.running) await this.armTimer();
+  }
+
+  private async armTimer(): Promise<void> {
+    if (this.inflight >= this.maxInflight) return; // a finishing job wakes us
+    const next = await this.deps.store.nextDueAt().catch(() => Date.now() + 1000);
+    if (next !== null) this.setTimer(next);
+  }
+
+  private setTimer(at: number): void {
+    if (this.timer && at >= this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = at;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.timerAt = Infinity;
+      this.wake();
+    }, Math.max(0, Math.min(at - Date.now(), 2 ** 31 - 1)));
+    this.timer.unref();
+  }
+
+  /** dispatch - split one claim into jobs by next hop and start them. */
+  private dispatch(claim: Claim): void {
+    const byHop = new Map<string, { hop: NextHop; recipients: RecipientRecord[] }>();
+    for (const r of claim.recipients) {
+      const { hop } = this.deps.router.route(r.address);
+      let g = byHop.get(hop.key);
+      if (!g) byHop.set(hop.key, (g = { hop, recipients: [] }));
+      g.recipients.push(r);
+    }
+    const qid = claim.message.queueId;
+    let pass = this.passes.get(qid);
+    if (!pass) this.passes.set(qid, (pass = { inflight: 0 }));
+    pass.inflight += claim.recipients.length;
+    this.inflight += claim.recipients.length;
+    for (const { hop, recipients } of byHop.values()) {
+      const p = this.runJob(claim.message, hop, recipients).finally(() => this.jobs.delete(p));
+      this.jobs.add(p);
+    }
+  }
+
+  private openBody(message: MessageRecord): () => Promise<Readable> {
+    return async () => {
+      let stream: Readable;
+      try {
+        stream = await this.deps.store.readBody(message.queueId);
+      } catch (e) {
+        throw new BodyUnreadable(message.queueId, e);
+      }
+      const check = sizeCheck(message);
+      stream.on('error', (e) => check.destroy(new BodyUnreadable(message.queueId, e)));
+      return stream.pipe(check);
+    };
+  }
+
+  private async runJob(message: MessageRecord, hop: NextHop, recipients: RecipientRecord[]): Promise<void> {
+    const pending = new Map(recipients.map((r) => [r.id, r]));
+    const writes: Promise<void>[] = [];
+    const job: DeliveryJob = { message, recipients, hop, openBody: this.openBody(message) };
+    const record = (results: RecipientResult[]): void => {
+      const outcomes: Outcome[] = [];
+      for (const res of results) {
+        const r = pending.get(res.recipientId);
+        if (!r) continue; // a duplicate or unknown result: the first one stands
+        pending.delete(res.recipientId);
+        outcomes.push(this.outcome(message, r, hop, res));
+        this.deps.onResult?.(res, message, hop);
+      }
+      if (outcomes.length) writes.push(this.write(outcomes));
+    };
+    let unreadable: BodyUnreadable | null = null;
+    try {
+      const agent = this.deps.agents[hop.kind];
+      if (hop.kind === 'reject') {
+        record(recipients.map((r) => ({ recipientId: r.id, kind: hop.status.startsWith('5') ? 'failed' : 'deferred', status: hop.status, reply: hop.text, remote: '', remoteReply: false })));
+      } else if (!agent) {
+        record(recipients.map((r) => ({ recipientId: r.id, kind: 'deferred', status: '4.3.5', reply: `no delivery agent for ${hop.kind} is configured`, remote: '', remoteReply: false })));
+      } else {
+        await agent.deliver(job, record);
+      }
+    } catch (e) {
+      if (e instanceof BodyUnreadable || (e as Error)?.name === 'BodyUnreadable') unreadable = e as BodyUnreadable;
+      else this.deps.trace.error({ qid: message.queueId, hop: hop.key, err: (e as Error)?.stack ?? String(e) }, 'delivery agent failed');
+    }
+    if (unreadable) {
+      await Promise.allSettled(writes);
+      await this.quarantine(message, unreadable.message);
+    } else if (pending.size) {
+      // Every claimed recipient gets an outcome: what the agent did not report is deferred.
+      record(
+        [...pending.values()].map((r) => ({
+          recipientId: r.id,
+          kind: 'deferred',
+          status: '4.3.0',
+          reply: 'internal error during delivery; will retry',
+          remote: '',
+          remoteReply: false,
+        })),
+      );
+    }
+    await Promise.allSettled(writes);
+    this.finish(message.queueId, recipients.length);
+  }
+
+  /** write - record outcomes; on a storage failure, keep retrying (the claims stay held meanwhile). */
+  private async write(outcomes: Outcome[]): Promise<void> {
+    for (let delay = 100; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        await this.deps.store.recordOutcomes(outcomes);
+        return;
+      } catch (e) {
+        this.deps.trace.error({ err: (e as Error).message, n: outcomes.length }, 'cannot record outcomes; retrying');
+        if (!this.running) return; // open() on restart repeats these attempts: none is lost
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  private async quarantine(message: MessageRecord, reason: string): Promise<void> {
+    this.deps.trace.error({ qid: message.queueId, reason }, 'message quarantined');
+    await this.deps.store
+      .quarantine(message.queueId, reason, (r) =>
+        makeEvent('quarantined', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: 'quarantined', error: reason }),
+      )
+      .catch((e) => this.deps.trace.error({ qid: message.queueId, err: (e as Error).message }, 'cannot quarantine'));
+  }
+
+  /** outcome - the new state of one recipient after one attempt. */
+  private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult): Outcome {
+    const now = Date.now();
+    const attempts = r.attempts + 1;
+    const cfg = this.deps.config.queue;
+    const base = {
+      recipientId: r.id,
+      queueId: m.queueId,
+      attempts,
+      lastAttemptAt: now,
+      lastReply: res.reply,
+      lastStatus: res.status,
+      remote: res.remote,
+    };
+    const ev = {
+      queue_id: m.queueId,
+      message_id: m.messageId,
+      sender: m.sender,
+      recipient: r.address,
+      attempt: attempts,
+      remote: res.remote,
+      status: res.status,
+      ...(res.remoteReply || res.kind === 'delivered' ? { reply: res.reply } : { error: res.reply }),
+      ...(res.possibleDuplicate ? { detail: 'possible duplicate: the connection was lost after the message was sent' } : {}),
+    };
+    const reportable = reportsAllowed(m);
+    if (res.kind === 'delivered') {
+      let report: ReportKind | null = null;
+      if (reportable && wantsReport(r.notify, 'SUCCESS')) {
+        if (hop.kind !== 'smtp') report = 'delivered';
+        else if (res.relayed) report = 'relayed';
+      }
+      return { ...base, state: 'delivered', report, event: makeEvent('delivered', { ...ev, state: 'delivered' }) };
+    }
+    if (res.kind === 'failed') {
+      const report = reportable && wantsReport(r.notify, 'FAILURE') ? 'failed' : null;
+      return { ...base, state: 'failed', report, event: makeEvent('failed', { ...ev, state: 'failed' }) };
+    }
+    const d = afterTemporaryFailure(cfg, m, { attempts, delayNotified: r.delayNotified }, now, this.random);
+    if (d.state === 'expired') {
+      const report = reportable && wantsReport(r.notify, 'FAILURE') ? 'expired' : null;
+      return { ...base, lastStatus: '4.4.7', state: 'expired', report, event: makeEvent('expired', { ...ev, status: '4.4.7', state: 'expired', detail: `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000) }) };
+    }
+    const delay = d.delayNotice && reportable && wantsReport(r.notify, 'DELAY');
+    return {
+      ...base,
+      state: 'deferred',
+      nextAttemptAt: d.nextAttemptAt,
+      ...(d.delayNotice ? { delayNotified: true } : {}),
+      ...(delay ? { report: 'delayed' as const } : {}),
+      event: makeEvent('deferred', { ...ev, state: 'deferred' }),
+    };
+  }
+
+  /** finish - a job ended: free its capacity; at the end of a message's pass, make its reports. */
+  private finish(queueId: string, n: number): void {
+    this.inflight -= n;
+    const pass = this.passes.get(queueId);
+    if (pass) {
+      pass.inflight -= n;
+      if (pass.inflight <= 0) {
+        this.passes.delete(queueId);
+        void this.endOfPass(queueId);
+      }
+    }
+    this.wake();
+  }
+
+  private async endOfPass(queueId: string): Promise<void> {
+    try {
+      // More of this message is due right now: the pass goes on with the next claim.
+      if ((await this.deps.store.countDue(queueId, Date.now())) > 0) return;
+      if (this.passes.has(queueId)) return;
+      await this.deps.report(queueId);
+    } catch (e) {
+      this.deps.trace.error({ qid: queueId, err: (e as Error).stack }, 'report failed; will retry');
+      setTimeout(() => void this.endOfPass(queueId), 5000).unref();
+    }
+  }
+
+  private async reportLeftovers(): Promise<void> {
+    try {
+      for (const qid of await this.deps.store.pendingReports(1000)) {
+        if (!this.passes.has(qid)) await this.deps.report(qid);
+      }
+    } catch (e) {
+      this.deps.trace.error({ err: (e as Error).stack }, 'pending reports failed');
+    }
+  }
+
+  /** idle - true when nothing is in flight (tests and shutdown use it). */
+  get busy(): number {
+    return this.inflight;
+  }
+
+  /** stop - claim nothing more; wait for running jobs until the deadline. */
+  async stop(deadlineMs = 20_000): Promise<void> {
+    this.running = false;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const all = Promise.allSettled([...this.jobs]);
+    await Promise.race([all, new Promise((r) => setTimeout(r, deadlineMs).unref())]);
+  }
+}
+
+/** reportsAllowed - never report to <>; a failed report goes to the postmaster, and a failed postmaster notice to no one. */
+function reportsAllowed(m: MessageRecord): boolean {
+  if (m.isReport) return m.client !== POSTMASTER_NOTICE;
+  return m.sender !== '';
+}
+
+/** sizeCheck - passes a stored body through and fails it if it is not the size recorded (a truncated file). */
+function sizeCheck(message: MessageRecord): Transform {
+  let seen = 0;
+  return new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      seen += chunk.length;
+      cb(null, chunk);
+    },
+    flush(cb) {
+      if (seen !== message.size) cb(new BodyUnreadable(message.queueId, new Error(`stored body is ${seen} octets, ${message.size} were accepted`)));
+      else cb();
+    },
+  });
+}
