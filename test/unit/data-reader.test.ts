@@ -1,0 +1,62 @@
+// Unit tests for inbound/data-reader: the end of DATA, dot-unstuffing, line-end
+// normalisation and every published SMTP smuggling sequence.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DataReader } from '../../src/inbound/data-reader.js';
+
+/** read - feed `input` split at the given offsets; returns data, done and rest. */
+function read(input: string, splits: number[] = []): { data: string; done: boolean; rest: string } {
+  const r = new DataReader();
+  const buf = Buffer.from(input, 'latin1');
+  const cuts = [0, ...splits.filter((s) => s > 0 && s < buf.length).sort((a, b) => a - b), buf.length];
+  let data = '';
+  for (let i = 0; i + 1 < cuts.length; i++) {
+    const out = r.push(buf.subarray(cuts[i], cuts[i + 1]));
+    data += out.data.toString('latin1');
+    if (out.done) return { data, done: true, rest: out.rest.toString('latin1') + buf.subarray(cuts[i + 1]).toString('latin1') };
+  }
+  return { data, done: false, rest: '' };
+}
+
+test('ends only at CRLF.CRLF and keeps what follows for the command reader', () => {
+  assert.deepEqual(read('Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n'), { data: 'Subject: x\r\n\r\nhello\r\n', done: true, rest: 'QUIT\r\n' });
+  assert.deepEqual(read('.\r\n'), { data: '', done: true, rest: '' });
+});
+
+test('dot-stuffing is removed only at the start of a CRLF line', () => {
+  assert.equal(read('..leading\r\nmid.dle\r\n...\r\n.\r\n').data, '.leading\r\nmid.dle\r\n..\r\n');
+});
+
+test('smuggling sequences are content, never an end, and leave as CRLF', () => {
+  const cases: Array<[string, string]> = [
+    ['a\n.\nMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\n.\r\nMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\r\n.\nMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\r.\rMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\r\n.\rMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\r.\r\nMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\n\r.\r\nMAIL FROM:<x>\r\n', 'a\r\n\r\n.\r\nMAIL FROM:<x>\r\n'],
+  ];
+  for (const [smuggle, stored] of cases) {
+    const r = read(smuggle + 'real end\r\n.\r\n');
+    assert.equal(r.done, true, JSON.stringify(smuggle));
+    assert.equal(r.data, stored + 'real end\r\n', JSON.stringify(smuggle));
+    assert.ok(!/[^\r]\n|\r[^\n]/.test(r.data), `no bare CR or LF stored for ${JSON.stringify(smuggle)}`);
+  }
+});
+
+test('bare CR and bare LF are stored as CRLF', () => {
+  assert.equal(read('one\ntwo\rthree\r\r\nfour\r\n.\r\n').data, 'one\r\ntwo\r\nthree\r\n\r\nfour\r\n');
+});
+
+test('the result does not depend on how the input is split into chunks', () => {
+  const inputs = ['Subject: x\r\n\r\n..a\r\n.b\n.\n\r.\r\r\n.\r\nafter', 'x\r\n.\r\n', '\r\n..\r\n.\r\n', 'a\r\r\r\n\n\n.\r\n.\r\n'];
+  for (const input of inputs) {
+    const whole = read(input);
+    for (let a = 0; a <= input.length; a++) {
+      for (let b = a; b <= input.length; b += 3) {
+        assert.deepEqual(read(input, [a, b]), whole, `${JSON.stringify(input)} split at ${a},${b}`);
+      }
+    }
+  }
+});
