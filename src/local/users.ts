@@ -44,10 +44,11 @@ export class LocalUsers {
     this.users = users;
   }
 
-  /** exists - true when the address is a valid local user (always, without a users file). */
+  /** exists - true when the address is a valid local user (always without a users file; postmaster always, RFC 5321 §4.5.1). */
   exists(address: string): boolean {
     if (this.users === null) return true;
-    return this.users.has(address.toLowerCase());
+    const a = address.toLowerCase();
+    return this.users.has(a) || a.startsWith('postmaster@');
   }
 
   get restricted(): boolean {
