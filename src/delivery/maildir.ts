@@ -13,13 +13,15 @@
  * half-written tmp file is removed.
  */
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
-import { openSync, fsyncSync, closeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { domainOf, localPartOf } from '../core/address.js';
 import { resultsFor, type DeliveryAgent, type DeliveryJob, type RecipientResult } from './agent.js';
 
 let deliveries = 0;
+
+/** Mailboxes written at once within one job. */
+const PARALLEL = 8;
 
 /** mailboxPath - root/<domain>/<user>, or null when the address cannot name one safely. */
 export function mailboxPath(root: string, address: string): string | null {
@@ -38,12 +40,12 @@ function uniqueName(): string {
   return `${Math.floor(now / 1000)}.M${usec}P${process.pid}Q${deliveries}.${hostname().replace(/[/:]/g, '_')}`;
 }
 
-function fsyncDir(dir: string): void {
-  const fd = openSync(dir, 'r');
+async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, 'r');
   try {
-    fsyncSync(fd);
+    await fd.sync();
   } finally {
-    closeSync(fd);
+    await fd.close();
   }
 }
 
@@ -80,10 +82,17 @@ export class MaildirAgent implements DeliveryAgent {
       report(resultsFor(job.recipients, { kind: 'deferred', status: '4.3.5', reply: `maildir agent given a ${job.hop.kind} hop`, remote: 'maildir', remoteReply: false }));
       return;
     }
-    for (const r of job.recipients) {
-      const result = await this.deliverOne(job, job.hop.root, r.address);
-      report([{ ...result, recipientId: r.id }]);
-    }
+    // Several mailboxes at once: their fsyncs overlap in the thread pool.
+    const root = job.hop.root;
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < job.recipients.length) {
+        const r = job.recipients[next++]!;
+        const result = await this.deliverOne(job, root, r.address);
+        report([{ ...result, recipientId: r.id }]);
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(PARALLEL, job.recipients.length) }, worker));
   }
 
   private async deliverOne(job: DeliveryJob, root: string, address: string): Promise<Omit<RecipientResult, 'recipientId'>> {
@@ -115,7 +124,7 @@ export class MaildirAgent implements DeliveryAgent {
       await f.close();
       file = null;
       await rename(tmp, dest);
-      fsyncDir(join(box, 'new'));
+      await fsyncDir(join(box, 'new'));
       return { kind: 'delivered', status: '2.0.0', reply: `delivered to maildir ${dest}`, remote: 'maildir', remoteReply: false };
     } catch (e) {
       if (file) await file.close().catch(() => undefined);
