@@ -253,25 +253,25 @@ export class Scheduler {
       ...(res.remoteReply || res.kind === 'delivered' ? { reply: res.reply } : { error: res.reply }),
       ...(res.possibleDuplicate ? { detail: 'possible duplicate: the connection was lost after the message was sent' } : {}),
     };
-    const reportable = reportsAllowed(m);
+    const wants = (kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean => reportWanted(m, r, kind);
     if (res.kind === 'delivered') {
       let report: ReportKind | null = null;
-      if (reportable && wantsReport(r.notify, 'SUCCESS')) {
+      if (wants('SUCCESS')) {
         if (hop.kind !== 'smtp') report = 'delivered';
         else if (res.relayed) report = 'relayed';
       }
       return { ...base, state: 'delivered', report, event: makeEvent('delivered', { ...ev, state: 'delivered' }) };
     }
     if (res.kind === 'failed') {
-      const report = reportable && wantsReport(r.notify, 'FAILURE') ? 'failed' : null;
+      const report = wants('FAILURE') ? 'failed' : null;
       return { ...base, state: 'failed', report, event: makeEvent('failed', { ...ev, state: 'failed' }) };
     }
     const d = afterTemporaryFailure(cfg, m, { attempts, delayNotified: r.delayNotified }, now, this.random);
     if (d.state === 'expired') {
-      const report = reportable && wantsReport(r.notify, 'FAILURE') ? 'expired' : null;
+      const report = wants('FAILURE') ? 'expired' : null;
       return { ...base, lastStatus: '4.4.7', state: 'expired', report, event: makeEvent('expired', { ...ev, status: '4.4.7', state: 'expired', detail: `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000) }) };
     }
-    const delay = d.delayNotice && reportable && wantsReport(r.notify, 'DELAY');
+    const delay = d.delayNotice && wants('DELAY');
     return {
       ...base,
       state: 'deferred',
@@ -333,10 +333,14 @@ export class Scheduler {
   }
 }
 
-/** reportsAllowed - never report to <>; a failed report goes to the postmaster, and a failed postmaster notice to no one. */
-function reportsAllowed(m: MessageRecord): boolean {
-  if (m.isReport) return m.client !== POSTMASTER_NOTICE;
-  return m.sender !== '';
+/**
+ * reportWanted - should this outcome produce a report? Never to <> (invariant
+ * 9). A report of Petrel's own that fails is reported to the postmaster (its
+ * NOTIFY does not apply); a failed postmaster notice is reported to no one.
+ */
+function reportWanted(m: MessageRecord, r: RecipientRecord, kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean {
+  if (m.isReport) return kind === 'FAILURE' && m.client !== POSTMASTER_NOTICE;
+  return m.sender !== '' && wantsReport(r.notify, kind);
 }
 
 /** sizeCheck - passes a stored body through and fails it if it is not the size recorded (a truncated file). */
