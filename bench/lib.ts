@@ -1,0 +1,161 @@
+/*
+ * bench/lib - shared pieces of the benchmark scripts: temporary directories,
+ * free loopback ports, a Postfix smtp-sink as the receiving peer, a Petrel
+ * child process, and CPU/RSS readings of a process from /proc.
+ *
+ * Benchmarks are run by hand (never by CI) and print machine-readable
+ * `key=value` figures; BENCHMARKS.md records them with command and date.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync, rmSync, existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ROOT = new URL('../../', import.meta.url).pathname;
+
+export function tempDir(prefix: string): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
+export function freePort(host = '127.0.0.1'): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, host, () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** arg - `--name value` from the command line, or the default. */
+export function arg(name: string, def: string): string {
+  const i = process.argv.indexOf(`--${name}`);
+  return i >= 0 && i + 1 < process.argv.length ? process.argv[i + 1]! : def;
+}
+
+const TICK_MS = 10; // USER_HZ is 100 on Linux
+
+/** cpuMs - user+system CPU time a process has used so far. */
+export function cpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
+/** rssMb - current and peak resident memory of a process. */
+export function rssMb(pid: number): { rss: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+)`, 'm').exec(status)?.[1] ?? 0);
+  return { rss: kb('VmRSS') / 1024, peak: kb('VmHWM') / 1024 };
+}
+
+export interface Proc {
+  child: ChildProcess;
+  out: () => string;
+  stop(): Promise<void>;
+}
+
+function track(child: ChildProcess): Proc {
+  let out = '';
+  child.stdout?.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (out += d.toString()));
+  return {
+    child,
+    out: () => out,
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 30_000);
+      await done;
+      clearTimeout(t);
+    },
+  };
+}
+
+/** startSink - Postfix's smtp-sink on a loopback port (-u nobody when root). */
+export async function startSink(port: number, extra: string[] = []): Promise<Proc> {
+  const args = [...(process.getuid?.() === 0 ? ['-u', 'nobody'] : []), ...extra, `127.0.0.1:${port}`, '1024'];
+  const p = track(spawn('smtp-sink', args, { stdio: ['ignore', 'pipe', 'pipe'] }));
+  await sleep(300);
+  if (p.child.exitCode !== null) throw new Error(`smtp-sink did not start: ${p.out()}`);
+  return p;
+}
+
+/** startPetrel - `petrel start` on a config text; resolves when it listens. */
+export async function startPetrel(dir: string, config: string, nodeArgs: string[] = []): Promise<Proc> {
+  const file = join(dir, 'petrel.toml');
+  writeFileSync(file, config);
+  const p = track(spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin', 'petrel.js'), 'start', '--config', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const deadline = Date.now() + 20_000;
+  while (!/listening smtp /.test(p.out())) {
+    if (p.child.exitCode !== null || Date.now() > deadline) throw new Error(`petrel did not start: ${p.out()}`);
+    await sleep(50);
+  }
+  return p;
+}
+
+/**
+ * EventCounter - counts events of given kinds in a growing events.jsonl by
+ * reading only what was appended since the last call.
+ */
+export class EventCounter {
+  private offset = 0;
+  private partial = '';
+  readonly counts = new Map<string, number>();
+
+  constructor(private readonly path: string) {}
+
+  poll(): Map<string, number> {
+    if (!existsSync(this.path)) return this.counts;
+    const size = statSync(this.path).size;
+    if (size <= this.offset) return this.counts;
+    const fd = openSync(this.path, 'r');
+    try {
+      const buf = Buffer.alloc(size - this.offset);
+      readSync(fd, buf, 0, buf.length, this.offset);
+      this.offset = size;
+      const text = this.partial + buf.toString('utf8');
+      const lines = text.split('\n');
+      this.partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const m = /"event":"([a-z_]+)"/.exec(line);
+        if (m) this.counts.set(m[1]!, (this.counts.get(m[1]!) ?? 0) + 1);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    return this.counts;
+  }
+
+  get(kind: string): number {
+    return this.counts.get(kind) ?? 0;
+  }
+}
+
+/** run - a command to completion; resolves with its output, rejects on failure. */
+export function run(cmd: string, args: string[], timeoutMs = 600_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (out += d.toString()));
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('exit', (code) => {
+      clearTimeout(t);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${cmd} exited ${code}: ${out.slice(-2000)}`));
+    });
+  });
+}
