@@ -244,14 +244,14 @@ export class EmbeddedStore implements QueueStore {
   async open(): Promise<void> {
     mkdirSync(join(this.options.dataDir, 'queue'), { recursive: true });
     await this.spool.open();
-    this.db = new Database(join(this.options.dataDir, 'queue', 'queue.db'));
+    const file = join(this.options.dataDir, 'queue', 'queue.db');
+    this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
     this.db.pragma('foreign_keys = OFF');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
     this.st = this.prepare();
-    this.commit = new GroupCommit(this.db, (dirs) => this.spool.syncDirs(dirs));
+    this.commit = new GroupCommit(this.db, `${file}-wal`);
     // Recovery: claims held when the last process stopped are due again now.
     const now = Date.now();
     this.db
@@ -308,7 +308,8 @@ export class EmbeddedStore implements QueueStore {
 
   async close(): Promise<void> {
     if (!this.db?.open) return;
-    this.commit.close();
+    await this.commit.close();
+    if (process.env.PETREL_STORE_STATS) process.stderr.write(`group commit: ${JSON.stringify(this.commit.stats)}\n`);
     this.db.close();
   }
 
@@ -326,6 +327,8 @@ export class EmbeddedStore implements QueueStore {
       throw e;
     }
     try {
+      // The renamed body file's directory entry is durable before any row names it.
+      if (finished.dir) await this.spool.syncDir(finished.dir);
       const removed = await this.commit.run(
         (db) => {
           this.st.insertMessage.run({
@@ -370,7 +373,6 @@ export class EmbeddedStore implements QueueStore {
           return this.applyDeltas(deltas);
         },
         true,
-        finished.dir ? [finished.dir] : undefined,
       );
       await this.removeBodies(removed);
     } catch (e) {

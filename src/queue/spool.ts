@@ -21,7 +21,7 @@ import type { BodyWriter } from './store.js';
 const QUEUE_ID_CHARS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
 /** Fault-injection seam for tests: called before each durable step. */
-export type SpoolFault = (step: 'write' | 'fsync' | 'rename' | 'commit') => void;
+export type SpoolFault = (step: 'write' | 'fsync' | 'rename' | 'dirsync') => void;
 
 export class Spool {
   readonly tmpDir: string;
@@ -75,6 +75,17 @@ export class Spool {
       } finally {
         closeSync(fd);
       }
+    }
+  }
+
+  /** syncDir - fsync one directory without blocking the event loop. */
+  async syncDir(dir: string): Promise<void> {
+    this.fault?.('dirsync');
+    const fd = await open(dir, 'r');
+    try {
+      await fd.sync();
+    } finally {
+      await fd.close();
     }
   }
 

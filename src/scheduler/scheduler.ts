@@ -44,6 +44,8 @@ export interface SchedulerDeps {
 
 interface Pass {
   inflight: number;
+  /** Some outcome of this pass asked for a report. */
+  reports: boolean;
 }
 
 /** The messages a report goes to when the reported message was itself a report. */
@@ -133,7 +135,7 @@ export class Scheduler {
     }
     const qid = claim.message.queueId;
     let pass = this.passes.get(qid);
-    if (!pass) this.passes.set(qid, (pass = { inflight: 0 }));
+    if (!pass) this.passes.set(qid, (pass = { inflight: 0, reports: false }));
     pass.inflight += claim.recipients.length;
     this.inflight += claim.recipients.length;
     for (const { hop, recipients } of byHop.values()) {
@@ -166,7 +168,9 @@ export class Scheduler {
         const r = pending.get(res.recipientId);
         if (!r) continue; // a duplicate or unknown result: the first one stands
         pending.delete(res.recipientId);
-        outcomes.push(this.outcome(message, r, hop, res));
+        const o = this.outcome(message, r, hop, res);
+        if (o.report) this.passes.get(message.queueId)!.reports = true;
+        outcomes.push(o);
         this.deps.onResult?.(res, message, hop);
       }
       if (outcomes.length) writes.push(this.write(outcomes));
@@ -290,7 +294,7 @@ export class Scheduler {
       pass.inflight -= n;
       if (pass.inflight <= 0) {
         this.passes.delete(queueId);
-        void this.endOfPass(queueId);
+        if (pass.reports) void this.endOfPass(queueId);
       }
     }
     this.wake();
@@ -298,9 +302,14 @@ export class Scheduler {
 
   private async endOfPass(queueId: string): Promise<void> {
     try {
-      // More of this message is due right now: the pass goes on with the next claim.
-      if ((await this.deps.store.countDue(queueId, Date.now())) > 0) return;
-      if (this.passes.has(queueId)) return;
+      // More of this message is due right now: the pass goes on with the next claim
+      // (which carries the reports flag on: what this pass marked is still pending).
+      if ((await this.deps.store.countDue(queueId, Date.now())) > 0 || this.passes.has(queueId)) {
+        const next = this.passes.get(queueId);
+        if (next) next.reports = true;
+        else setTimeout(() => void this.endOfPass(queueId), 1000).unref();
+        return;
+      }
       await this.deps.report(queueId);
     } catch (e) {
       this.deps.trace.error({ qid: queueId, err: (e as Error).stack }, 'report failed; will retry');
