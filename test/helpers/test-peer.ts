@@ -187,6 +187,7 @@ export class TestPeer {
     this.open++;
     this.maxConcurrent = Math.max(this.maxConcurrent, this.open);
     let sock: Socket = raw;
+    raw.setNoDelay(true);
     raw.on('error', () => {});
     raw.on('close', () => {
       this.sockets.delete(raw);

@@ -141,6 +141,8 @@ export class SmtpClient {
   capabilities: Capabilities = NO_CAPABILITIES;
   /** True once STARTTLS succeeded. */
   secure = false;
+  /** A recipient limit learned from this peer's 452/552 replies (session.ts); null until seen. */
+  learnedRcptMax: number | null = null;
   /** Transactions begun on this connection. */
   transactions = 0;
   /** Called once when the connection ends, whatever the reason. */

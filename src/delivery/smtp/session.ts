@@ -123,7 +123,7 @@ export async function runSession(
   }
   const smtputf8 = caps.smtputf8 && (messageUtf8 || todo.some((r) => hasNonAscii(r.address)));
   const mParams = mailParams(message, caps, smtputf8);
-  const limit = Math.max(1, Math.min(options.maxRecipients, caps.rcptMax ?? Infinity));
+  let limit = Math.max(1, Math.min(options.maxRecipients, caps.rcptMax ?? Infinity, client.learnedRcptMax ?? Infinity));
 
   let pending = todo; // not yet sent, in order
   let pendingAt = 0;
@@ -233,6 +233,13 @@ export async function runSession(
 
     if (results.length) report(results);
     resend = retry.concat(resend);
+    // A peer that accepted f recipients and refused every later one with 452/552 has a limit of f:
+    // later transactions on this connection offer no more (fewer wasted RCPTs; correctness does not depend on it).
+    const f = res.rcpt.findIndex((r) => r !== null && isResend(r));
+    if (f > 0 && res.rcpt.slice(f).every((r) => r !== null && isResend(r))) {
+      client.learnedRcptMax = Math.min(client.learnedRcptMax ?? Infinity, f);
+      limit = Math.min(limit, f);
+    }
 
     if (!client.usable && (resend.length || pendingAt < pending.length)) {
       const e = new ClientError('lost', '4.4.2', `connection to ${remote} closed between transactions`);
