@@ -397,9 +397,15 @@ export class SmtpClient {
         s.destroy();
         reject(new ClientError('tls', '4.7.5', `TLS handshake with ${where} timed out`));
       }, this.timeouts.starttls);
+      const onClose = (): void => {
+        clearTimeout(timer);
+        reject(new ClientError('tls', '4.7.5', `TLS handshake with ${where} failed: connection closed`));
+      };
+      s.once('close', onClose);
       s.once('secureConnect', () => {
         clearTimeout(timer);
         s.removeAllListeners('error');
+        s.removeListener('close', onClose);
         resolve(s);
       });
       s.once('error', (err) => {
