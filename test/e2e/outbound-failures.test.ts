@@ -405,3 +405,32 @@ test('dot-stuffing and 998-octet wrapping, byte for byte on the wire', async (t)
   assert.equal(peer.transactions[0]!.raw.toString('latin1'), expected);
   for (const line of peer.transactions[0]!.raw.toString('latin1').split('\r\n')) assert.ok(line.length <= 998);
 });
+
+test('stored body unreadable: at open -> all deferred 4.3.0 then BodyUnreadable; mid-DATA -> connection dropped, never a truncated delivery', async (t) => {
+  const { a, peer } = await setup(t, {});
+  const job = makeJob(rcpts(2), fixedHop(peer.port));
+  job.openBody = async () => {
+    throw new Error('ENOENT: spool file missing');
+  };
+  const c = collect(job);
+  await assert.rejects(a.deliver(job, c.report), (e: Error) => e.name === 'BodyUnreadable');
+  assert.equal(c.count('deferred'), 2);
+  assert.equal(c.byAddress.get('u1@example.net')!.status, '4.3.0');
+  assert.equal(c.byAddress.get('u1@example.net')!.remoteReply, false);
+
+  const broken = (): Readable => {
+    let reads = 0;
+    return new Readable({
+      read() {
+        if (reads++ === 0) this.push(Buffer.from('Subject: half\r\n\r\nfirst part\r\n'));
+        else setImmediate(() => this.destroy(new Error('EIO: read error')));
+      },
+    });
+  };
+  const job2 = makeJob(rcpts(2), fixedHop(peer.port), { body: broken });
+  const c2 = collect(job2);
+  await assert.rejects(a.deliver(job2, c2.report), (e: Error) => e.name === 'BodyUnreadable');
+  assert.equal(c2.count('deferred'), 2);
+  assert.equal(peer.delivered().length, 0, 'nothing delivered from a broken body');
+  assert.equal(peer.transactions.filter((tx) => tx.completed).length, 0);
+});
