@@ -434,3 +434,19 @@ test('stored body unreadable: at open -> all deferred 4.3.0 then BodyUnreadable;
   assert.equal(peer.delivered().length, 0, 'nothing delivered from a broken body');
   assert.equal(peer.transactions.filter((tx) => tx.completed).length, 0);
 });
+
+test('421 to a RCPT: that recipient deferred, the connection is not used again', async (t) => {
+  const { a, peer } = await setup(t, { rcptReply: (x) => (x.startsWith('u2@') ? '421 4.3.2 Shutting down' : undefined) });
+  const job = makeJob(rcpts(3), fixedHop(peer.port));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  assert.equal(c.byAddress.get('u2@example.net')!.kind, 'deferred');
+  assert.equal(c.byAddress.get('u2@example.net')!.reply, '421 4.3.2 Shutting down');
+  assert.equal(c.byAddress.get('u1@example.net')!.kind, 'delivered');
+  assert.equal(c.byAddress.get('u3@example.net')!.kind, 'delivered');
+  const job2 = makeJob(['next@example.net'], fixedHop(peer.port));
+  const c2 = collect(job2);
+  await a.deliver(job2, c2.report);
+  assert.equal(c2.count('delivered'), 1);
+  assert.equal(peer.connections.length, 2, 'a new connection after the 421');
+});

@@ -78,8 +78,7 @@ test('a reused connection the peer closed while idle: the next message reconnect
   const j1 = makeJob(['a@example.net'], fixedHop(peer.port));
   await a.deliver(j1, collect(j1).report);
   // Close the peer side without the pool noticing first: destroy and immediately send.
-  const sockets = (peer as unknown as { sockets: Set<import('node:net').Socket> }).sockets; // test-only peek at the peer's sockets
-  for (const s of sockets) s.destroy();
+  peer.dropConnections();
   const j2 = makeJob(['b@example.net'], fixedHop(peer.port));
   const c2 = collect(j2);
   await a.deliver(j2, c2.report);
@@ -149,4 +148,37 @@ test('dead-destination back-off: jobs waiting for a destination that failed are 
   await a.deliver(j3, c3.report);
   assert.equal(c3.count('delivered'), 1);
   assert.equal(a.pool.destinations, 1);
+});
+
+test('close(): a connection still in use after the grace period is cut, its recipients deferred, nothing lost', async (t) => {
+  const peer = await startPeer({ delayMs: 400 });
+  const a = new SmtpAgent({ heloName: 'petrel.test', maxRecipientsPerTransaction: 100, timeouts: T, poolOptions: { shutdownGraceMs: 100 } });
+  t.after(() => peer.close());
+  const job = makeJob(rcpts(3), fixedHop(peer.port));
+  const c = collect(job);
+  const delivering = a.deliver(job, c.report);
+  await sleep(1000); // greeting and EHLO (400 ms each) done: the connection is in use, waiting for MAIL's reply
+  const started = Date.now();
+  await a.close();
+  await delivering;
+  assert.ok(Date.now() - started < 1000, `took ${Date.now() - started} ms`);
+  assert.equal(peer.transactions.length, 1, 'the transaction had begun');
+  assert.equal(c.count('deferred'), 3);
+  assert.equal(a.pool.size, 0);
+});
+
+test('close(): a connection still being opened is not used; its job is deferred', async (t) => {
+  const peer = await startPeer({ delayMs: 300 });
+  const a = new SmtpAgent({ heloName: 'petrel.test', maxRecipientsPerTransaction: 100, timeouts: T, poolOptions: { shutdownGraceMs: 100 } });
+  t.after(() => peer.close());
+  const job = makeJob(rcpts(2), fixedHop(peer.port));
+  const c = collect(job);
+  const delivering = a.deliver(job, c.report);
+  await sleep(50);
+  await a.close();
+  await delivering;
+  assert.equal(c.count('deferred'), 2);
+  assert.match(c.byAddress.get('u1@example.net')!.reply, /stopping/);
+  assert.equal(peer.transactions.length, 0);
+  assert.equal(a.pool.size, 0);
 });

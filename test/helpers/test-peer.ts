@@ -161,6 +161,11 @@ export class TestPeer {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 
+  /** dropConnections - cut every open connection now (as a peer's idle timeout would). */
+  dropConnections(): void {
+    for (const s of this.sockets) s.destroy();
+  }
+
   /** delivered - every address accepted in a completed transaction, in order. */
   delivered(): string[] {
     const out: string[] = [];

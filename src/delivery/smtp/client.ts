@@ -132,6 +132,7 @@ const MAX_REPLY_LINE = 4096;
 const MAX_REPLY_LINES = 200;
 
 type Waiter = { resolve: (r: SmtpReply) => void; reject: (e: ClientError) => void };
+type DrainWaiter = { resolve: () => void; reject: (e: ClientError) => void };
 
 export class SmtpClient {
   readonly options: SmtpClientOptions;
@@ -155,11 +156,13 @@ export class SmtpClient {
   private queue: SmtpReply[] = [];
   private qHead = 0;
   private waiter: Waiter | null = null;
-  private drainWaiter: Waiter | null = null;
+  private drainWaiter: DrainWaiter | null = null;
   private failure: ClientError | null = null;
   private currentTimeout = -1;
   private phase = 'connect';
   private closed = false;
+  /** The peer answered 421: it is closing the channel (RFC 5321 §3.8); no further transaction here. */
+  private peerClosing = false;
   /** The last transaction did not end cleanly; the next one starts with RSET. */
   private needRset = false;
 
@@ -172,7 +175,7 @@ export class SmtpClient {
 
   /** usable - the connection is up and between transactions. */
   get usable(): boolean {
-    return !this.closed && this.failure === null;
+    return !this.closed && this.failure === null && !this.peerClosing;
   }
 
   /** connect - TCP/unix connect, greeting, EHLO/LHLO (HELO fallback), STARTTLS when offered; throws ClientError. */
@@ -187,6 +190,7 @@ export class SmtpClient {
     }
   }
 
+  /** open - the steps of connect(). */
   private async open(): Promise<void> {
     const o = this.options;
     const where = o.path ?? `${o.hostname ?? o.host}[${o.host}]:${o.port}`;
@@ -464,7 +468,7 @@ export class SmtpClient {
     if (this.failure) return Promise.reject(this.failure);
     if (this.socket!.write(data)) return Promise.resolve();
     return new Promise<void>((resolve, reject) => {
-      this.drainWaiter = { resolve: () => resolve(), reject };
+      this.drainWaiter = { resolve, reject };
     });
   }
 
@@ -485,6 +489,7 @@ export class SmtpClient {
     });
   }
 
+  /** setTimeout - arm the socket's inactivity timer for the current phase (0: none). */
   private setTimeout(ms: number): void {
     if (ms !== this.currentTimeout && this.socket) {
       this.currentTimeout = ms;
@@ -492,6 +497,7 @@ export class SmtpClient {
     }
   }
 
+  /** onData - split what arrives into lines and lines into replies; any protocol violation ends the connection. */
   private readonly onData = (chunk: string): void => {
     let text = this.partial + chunk;
     let nl: number;
@@ -516,7 +522,9 @@ export class SmtpClient {
     }
   };
 
+  /** deliverReply - hand a complete reply to the reader waiting for it, or queue it (pipelining). */
   private deliverReply(reply: SmtpReply): void {
+    if (reply.code === 421) this.peerClosing = true;
     const w = this.waiter;
     if (w) {
       this.waiter = null;
@@ -548,7 +556,7 @@ export class SmtpClient {
   private readonly onDrain = (): void => {
     const d = this.drainWaiter;
     this.drainWaiter = null;
-    d?.resolve(undefined as unknown as SmtpReply);
+    d?.resolve();
   };
 
   /** fail - record the first failure and reject whoever waits; later reads fail at once. */
@@ -564,6 +572,7 @@ export class SmtpClient {
     d?.reject(err);
   }
 
+  /** markClosed - note the end of the connection once and tell the pool. */
   private markClosed(): void {
     if (this.closed) return;
     this.closed = true;
@@ -572,6 +581,7 @@ export class SmtpClient {
     cb?.();
   }
 
+  /** attach - read replies from this socket (the plain one, then the TLS one). */
   private attach(socket: Socket | TLSSocket): void {
     this.socket = socket;
     this.partial = '';
@@ -585,6 +595,7 @@ export class SmtpClient {
     socket.on('drain', this.onDrain);
   }
 
+  /** detach - stop reading a socket (before it is wrapped in TLS). */
   private detach(socket: Socket | TLSSocket): void {
     socket.setTimeout(0);
     socket.removeListener('data', this.onData);

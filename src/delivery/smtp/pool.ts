@@ -25,6 +25,8 @@ export interface PoolOptions {
   maxMessagesPerConnection: number;
   idleTimeoutMs: number;
   deadBackoffMs: number;
+  /** close(): how long connections in use may go on before they are cut (their recipients are then deferred). */
+  shutdownGraceMs: number;
 }
 
 export const DEFAULT_POOL_OPTIONS: PoolOptions = {
@@ -33,6 +35,7 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   maxMessagesPerConnection: 100,
   idleTimeoutMs: 5000,
   deadBackoffMs: 30_000,
+  shutdownGraceMs: 10_000,
 };
 
 /** A connection lent to one job. */
@@ -85,6 +88,9 @@ export class ConnectionPool {
   private readonly carried = new WeakMap<SmtpClient, number>();
   private total = 0;
   private closing = false;
+  /** Connections lent out now (cut by close() after the grace period). */
+  private readonly lent = new Set<SmtpClient>();
+  private allReturned: (() => void) | null = null;
 
   constructor(options: Partial<PoolOptions> = {}) {
     this.options = { ...DEFAULT_POOL_OPTIONS, ...options };
@@ -115,6 +121,8 @@ export class ConnectionPool {
   release(lease: Lease, reusable: boolean): void {
     const d = this.dests.get(lease.key);
     const client = lease.client;
+    this.lent.delete(client);
+    if (this.lent.size === 0) this.allReturned?.();
     const messages = (this.carried.get(client) ?? 0) + 1;
     this.carried.set(client, messages);
     if (!d) {
@@ -127,6 +135,7 @@ export class ConnectionPool {
       const next = d.waiters.shift();
       if (next) {
         d.busy++;
+        this.lent.add(client);
         next.resolve({ key: d.key, client, reused: true });
       } else {
         this.park(d, client, messages);
@@ -139,7 +148,11 @@ export class ConnectionPool {
     this.tidy(d);
   }
 
-  /** close - close idle connections, refuse new work, fail waiters; in-use connections close on release. */
+  /**
+   * close - refuse new work, fail waiters, close idle connections; connections
+   * in use may finish for shutdownGraceMs, then are cut (their jobs defer the
+   * recipients not yet decided). Resolves when every connection is closed.
+   */
   async close(): Promise<void> {
     this.closing = true;
     const quits: Promise<void>[] = [];
@@ -156,6 +169,15 @@ export class ConnectionPool {
       this.tidy(d);
     }
     await Promise.all(quits);
+    if (this.lent.size) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.allReturned = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.shutdownGraceMs))),
+      ]);
+      clearTimeout(timer);
+      for (const c of this.lent) c.destroy();
+    }
   }
 
   private dest(key: string): Destination {
@@ -200,6 +222,7 @@ export class ConnectionPool {
         idle.client.onClose = null;
         const w = d.waiters.shift()!;
         d.busy++;
+        this.lent.add(idle.client);
         w.resolve({ key: d.key, client: idle.client, reused: true });
         continue;
       }
@@ -234,7 +257,17 @@ export class ConnectionPool {
     this.total++;
     w.open().then(
       (client) => {
+        if (this.closing) {
+          // Opened while stopping: not used; the job defers its recipients.
+          client.destroy();
+          d.busy--;
+          this.total--;
+          w.reject(new Error('delivery is stopping'));
+          this.tidy(d);
+          return;
+        }
         this.carried.set(client, 0);
+        this.lent.add(client);
         w.resolve({ key: d.key, client, reused: false });
       },
       (err: unknown) => {
