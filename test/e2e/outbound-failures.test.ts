@@ -450,3 +450,18 @@ test('421 to a RCPT: that recipient deferred, the connection is not used again',
   assert.equal(c2.count('delivered'), 1);
   assert.equal(peer.connections.length, 2, 'a new connection after the 421');
 });
+
+test('421 between transactions while re-sending 452s: the rest go on a new connection in the same attempt', async (t) => {
+  const { a, peer } = await setup(t, {
+    rcptLimit: { after: 2, reply: '452 4.5.3 Too many recipients' },
+    rsetReply: (conn) => (conn === 1 ? '421 4.3.2 Going down' : undefined),
+  });
+  const job = makeJob(rcpts(5), fixedHop(peer.port));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  assert.equal(c.count('delivered'), 5, [...c.byAddress.values()].map((r) => r.reply).join('; '));
+  assert.equal(peer.connections.length, 2);
+  assert.deepEqual(peer.delivered(), rcpts(5));
+  const completed = (conn: number): number => peer.transactions.filter((x) => x.connection === conn && x.completed).length;
+  assert.deepEqual([completed(1), completed(2)], [1, 2]);
+});

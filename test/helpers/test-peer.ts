@@ -50,6 +50,8 @@ export interface PeerOptions {
   /** Per-address RCPT reply (undefined: the default 250). */
   rcptReply?: (address: string, tx: PeerTransaction) => string | undefined;
   mailReply?: (sender: string) => string | undefined;
+  /** Reply to RSET on connection n (undefined: 250). A 421 reply is followed by a close, as real servers do. */
+  rsetReply?: (connection: number) => string | undefined;
   /** Reply to DATA instead of 354. */
   dataReply?: string;
   /** Answer 354 to DATA even when no recipient was accepted (a broken pipelining server). */
@@ -338,9 +340,13 @@ export class TestPeer {
           dataLen = 0;
           dataTail = Buffer.alloc(0);
           return send('354 End data with <CR><LF>.<CR><LF>');
-        case 'RSET':
+        case 'RSET': {
           tx = null;
-          return send('250 2.0.0 Ok');
+          const r = o.rsetReply?.(conn.id) ?? '250 2.0.0 Ok';
+          send(r);
+          if (r.startsWith('421')) after(drop);
+          return;
+        }
         case 'NOOP':
           return send('250 2.0.0 Ok');
         case 'QUIT':

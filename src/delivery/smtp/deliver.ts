@@ -22,7 +22,7 @@ import { LookupError } from './mx.js';
 import { DestinationDown, type ConnectionPool } from './pool.js';
 import { runSession } from './session.js';
 
-/** How many times a job may meet a dead reused connection before it takes the failure. */
+/** How many times a job may move to a new connection (dead reused one, 421 between transactions) in one attempt. */
 const MAX_STALE_RETRIES = 3;
 
 export interface PooledDelivery {
@@ -75,7 +75,11 @@ export async function deliverPooled(job: DeliveryJob, report: (results: Recipien
       }
       let reusable = false;
       try {
-        const out = await runSession(lease.client, job, todo, once, { maxRecipients: d.maxRecipients, reused: lease.reused && round < MAX_STALE_RETRIES });
+        const out = await runSession(lease.client, job, todo, once, {
+          maxRecipients: d.maxRecipients,
+          reused: lease.reused && round < MAX_STALE_RETRIES,
+          reconnect: round < MAX_STALE_RETRIES,
+        });
         reusable = !out.stale && out.bodyError === null && lease.client.usable;
         if (out.bodyError !== null) bodyError = out.bodyError;
         todo = out.stale ? out.undecided : [];

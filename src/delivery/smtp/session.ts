@@ -33,13 +33,16 @@ export interface SessionOptions {
   maxRecipients: number;
   /** The connection was reused from the pool: if its first transaction gets no reply at all, say `stale`. */
   reused: boolean;
+  /** Recipients left when the connection closes between transactions (a 421) may go on a new one: say `stale`. */
+  reconnect: boolean;
 }
 
 export interface SessionOutcome {
   /**
-   * The connection was found dead before its first reply (an idle connection
-   * the peer had closed): nothing was decided, `undecided` holds every
-   * recipient, and the caller may try them on a fresh connection.
+   * The recipients in `undecided` had no result and may be tried on a fresh
+   * connection: the reused connection was found dead before its first reply
+   * (the peer closed it while idle), or it was closed by the peer (421)
+   * between two transactions.
    */
   stale: boolean;
   undecided: RecipientRecord[];
@@ -157,8 +160,9 @@ export async function runSession(
       body,
     });
 
-    if (res.error && res.noReply && first && options.reused && res.error.kind !== 'body') {
-      // A reused connection that answers nothing was closed by the peer while idle: nothing was decided.
+    if (res.error && res.mail === null && res.error.kind !== 'body' && (first ? options.reused && res.noReply : options.reconnect)) {
+      // Nothing of this transaction was decided: a reused connection the peer closed while idle, or
+      // one it closed (421) as the next transaction began. The recipients may go on a new connection.
       return { stale: true, undecided: batch.concat(rest()), bodyError: null, transactions };
     }
 
@@ -242,6 +246,8 @@ export async function runSession(
     }
 
     if (!client.usable && (resend.length || pendingAt < pending.length)) {
+      // CONTRACT: re-sent recipients go on the same connection, or a new one if that one ends.
+      if (options.reconnect) return { stale: true, undecided: rest(), bodyError: null, transactions };
       const e = new ClientError('lost', '4.4.2', `connection to ${remote} closed between transactions`);
       report(rest().map((rc) => fromError(rc, e)));
       return { stale: false, undecided: [], bodyError: null, transactions };
