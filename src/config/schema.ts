@@ -65,6 +65,9 @@ export interface Config {
     max_connections_per_destination: number;
     max_connections: number;
     helo_name: string;
+    max_messages_per_connection: number;
+    connection_idle_timeout: number;
+    dead_destination_backoff: number;
   };
   routes: Route[];
   local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
@@ -274,6 +277,9 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.max_connections_per_destination': { check: positiveInt, def: () => 20, doc: 'per next hop' },
   'delivery.max_connections': { check: positiveInt, def: () => 200, doc: 'outbound connections in all' },
   'delivery.helo_name': { check: str, def: () => '', doc: 'EHLO name; hostname when empty' },
+  'delivery.max_messages_per_connection': { check: int(1, 1_000_000), def: () => 100, doc: 'messages one outbound connection carries before it closes' },
+  'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
+  'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a destination fails to connect, its other jobs are deferred at once for this long' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },

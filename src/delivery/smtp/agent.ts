@@ -1,0 +1,172 @@
+/*
+ * delivery/smtp/agent - SmtpAgent: the DeliveryAgent for `smtp` next hops,
+ * by MX (`hosts: 'mx'`) or to a fixed host (routes, smarthost).
+ *
+ * Invariants:
+ * - hosts are tried in MX order (mx.ts); a host that does not connect, or
+ *   refuses at greeting/EHLO, or (TLS required) cannot do TLS, makes us try
+ *   the next one in the same attempt; only when all fail is the job deferred,
+ *   with the last error;
+ * - opportunistic TLS whose handshake fails is retried once in plain text on
+ *   the same address (mail is not held back by a broken TLS stack, as Postfix
+ *   does); `tls = "required"` never falls back: it defers with 4.7.x;
+ * - connections are shared through the pool (one per destination and TLS
+ *   policy); per-recipient outcomes come from session.ts.
+ *
+ * Untrusted input: DNS answers (mx.ts) and peer replies (client.ts).
+ */
+import { promises as dnsPromises } from 'node:dns';
+import { isIP } from 'node:net';
+import type { Config } from '../../config/schema.js';
+import type { DeliveryAgent, DeliveryJob, NextHop, RecipientResult } from '../agent.js';
+import { resultsFor } from '../agent.js';
+import { ClientError, SmtpClient, type SmtpTimeouts } from './client.js';
+import { deliverPooled } from './deliver.js';
+import { LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
+import { ConnectionPool, type PoolOptions } from './pool.js';
+
+type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
+
+export interface SmtpAgentOptions {
+  /** Our EHLO name. */
+  heloName: string;
+  /** [delivery] max_recipients_per_transaction (LIMITS RCPTMAX lowers it per peer). */
+  maxRecipientsPerTransaction: number;
+  /** Per-phase timeouts; `connect` is [delivery] connect_timeout. */
+  timeouts?: Partial<SmtpTimeouts>;
+  /** DNS: servers and timeouts, or a resolver to share. */
+  dns?: ResolverOptions;
+  resolver?: MxResolver;
+  /** A pool to share (with the LMTP agent), or options for a pool of its own. */
+  pool?: ConnectionPool;
+  poolOptions?: Partial<PoolOptions>;
+  /** Most MX hosts, and addresses per host, tried in one attempt. */
+  maxHosts?: number;
+  maxAddressesPerHost?: number;
+}
+
+/** poolOptionsFrom - the pool settings in a Config. */
+export function poolOptionsFrom(config: Config): Partial<PoolOptions> {
+  const d = config.delivery;
+  return {
+    maxPerDestination: d.max_connections_per_destination,
+    maxTotal: d.max_connections,
+    maxMessagesPerConnection: d.max_messages_per_connection,
+    idleTimeoutMs: d.connection_idle_timeout,
+    deadBackoffMs: d.dead_destination_backoff,
+  };
+}
+
+export class SmtpAgent implements DeliveryAgent {
+  readonly pool: ConnectionPool;
+  private readonly resolver: MxResolver;
+  private readonly ownPool: boolean;
+
+  constructor(readonly options: SmtpAgentOptions) {
+    this.resolver = options.resolver ?? new MxResolver(options.dns);
+    this.ownPool = !options.pool;
+    this.pool = options.pool ?? new ConnectionPool(options.poolOptions);
+  }
+
+  /** fromConfig - an agent with the [delivery] settings of `config` (pass `pool` to share one with LmtpAgent). */
+  static fromConfig(config: Config, extra: Partial<SmtpAgentOptions> = {}): SmtpAgent {
+    const d = config.delivery;
+    return new SmtpAgent({
+      heloName: d.helo_name || config.hostname,
+      maxRecipientsPerTransaction: d.max_recipients_per_transaction,
+      timeouts: { connect: d.connect_timeout },
+      dns: { servers: d.dns_servers },
+      poolOptions: poolOptionsFrom(config),
+      ...extra,
+    });
+  }
+
+  /** deliver - attempt the job; every recipient gets one result through `report`. */
+  async deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void> {
+    const hop = job.hop;
+    if (hop.kind !== 'smtp') {
+      report(resultsFor(job.recipients, { kind: 'deferred', status: '4.3.5', reply: `smtp agent given a ${hop.kind} next hop`, remote: hop.key, remoteReply: false }));
+      return;
+    }
+    const label = hop.hosts === 'mx' ? hop.domain : hop.host;
+    await deliverPooled(job, report, {
+      pool: this.pool,
+      key: `smtp:${hop.key}:${hop.hosts === 'mx' ? hop.domain : `${hop.host}:${hop.port}`}:${hop.tls}`,
+      label,
+      open: () => this.open(hop),
+      maxRecipients: this.options.maxRecipientsPerTransaction,
+    });
+  }
+
+  /** close - close idle connections; connections in use close when their job ends. */
+  async close(): Promise<void> {
+    if (this.ownPool) await this.pool.close();
+  }
+
+  /** open - a connected client to the first host of the hop that works; throws LookupError or ClientError. */
+  async open(hop: SmtpHop): Promise<SmtpClient> {
+    let hosts: TargetHost[];
+    if (hop.hosts === 'mx') hosts = (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
+    else hosts = [{ name: hop.host, preference: 0, addresses: isIP(hop.host) ? [hop.host] : await lookupFixed(hop.host) }];
+    const implicit = hop.hosts === 'mx' && hosts.length === 1 && hosts[0]!.name === hop.domain;
+
+    let last: unknown = null;
+    let anyAddress = false;
+    let lookupFailed = false;
+    for (const host of hosts) {
+      let addresses = host.addresses;
+      if (addresses.length === 0) {
+        try {
+          addresses = await this.resolver.addresses(host.name);
+        } catch (e) {
+          last = e;
+          lookupFailed = true;
+          continue;
+        }
+      }
+      if (addresses.length === 0) {
+        last ??= new LookupError(false, '4.4.3', `host ${host.name} has no address`);
+        continue;
+      }
+      anyAddress = true;
+      for (const address of addresses.slice(0, this.options.maxAddressesPerHost ?? 5)) {
+        try {
+          return await this.connectTo(host.name, address, hop.port, hop.tls);
+        } catch (e) {
+          last = e;
+        }
+      }
+    }
+    if (!anyAddress && implicit && !lookupFailed) {
+      throw new LookupError(true, '5.4.4', `Host or domain name not found: ${hop.domain} has no MX and no address record`);
+    }
+    throw last ?? new LookupError(false, '4.4.3', `no host to try for ${hop.hosts === 'mx' ? hop.domain : hop.host}`);
+  }
+
+  /** connectTo - one address; opportunistic TLS falls back to plain text once after a failed handshake. */
+  private async connectTo(name: string, address: string, port: number, tls: 'opportunistic' | 'required'): Promise<SmtpClient> {
+    const make = (mode: 'opportunistic' | 'required' | 'none'): SmtpClient =>
+      new SmtpClient({ host: address, port, hostname: name, heloName: this.options.heloName, tls: mode, ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}) });
+    const client = make(tls);
+    try {
+      await client.connect();
+      return client;
+    } catch (e) {
+      if (!(tls === 'opportunistic' && e instanceof ClientError && e.kind === 'tls' && e.reply === null)) throw e;
+    }
+    const plain = make('none');
+    await plain.connect();
+    return plain;
+  }
+}
+
+/** lookupFixed - addresses of a route's or smarthost's host name through the system resolver (hosts file included). */
+async function lookupFixed(host: string): Promise<string[]> {
+  try {
+    const all = await dnsPromises.lookup(host, { all: true });
+    return all.map((a) => a.address);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    throw new LookupError(false, '4.4.3', `Host or domain name not found: ${host} (${code || (e as Error).message})`);
+  }
+}

@@ -1,0 +1,121 @@
+/*
+ * delivery/smtp/body - DotEncoder: turns stored message octets into the DATA
+ * stream, chunk by chunk, never holding more than one chunk.
+ *
+ * Invariants:
+ * - a line that starts with "." gets a second "." (RFC 5321 §4.5.2);
+ * - no line on the wire is longer than 998 octets before its CRLF (RFC 5321
+ *   §4.5.3.1.6, so no line over 1,000 octets ever leaves Petrel): a longer line
+ *   is wrapped with CRLF + space (a header folds that way; in a body it adds a
+ *   space at the break). The stuffed dot counts; a break never falls inside a
+ *   UTF-8 sequence when it can be avoided;
+ * - bare LF becomes CRLF (the queue stores CRLF; this only makes the wire
+ *   safe whatever the store holds); the data ends with CRLF "." CRLF.
+ *
+ * Untrusted input: the message octets (they came from a client).
+ */
+
+const CR = 13;
+const LF = 10;
+const DOT = 46;
+/** Longest line on the wire, CRLF not counted (RFC 5321 §4.5.3.1.6). */
+export const MAX_LINE = 998;
+
+const CRLF = Buffer.from('\r\n');
+const CRLF_SP = Buffer.from('\r\n ');
+const DOT_BUF = Buffer.from('.');
+const CR_BUF = Buffer.from('\r');
+const END = Buffer.from('.\r\n');
+const CRLF_END = Buffer.from('\r\n.\r\n');
+
+export class DotEncoder {
+  /** Octets of the current wire line sent so far. */
+  private lineLen = 0;
+  /** The previous chunk ended with CR: its meaning depends on the next octet. */
+  private pendingCR = false;
+  private parts: Buffer[] = [];
+
+  /** encode - the wire form of one chunk (may be empty). */
+  encode(chunk: Buffer): Buffer {
+    const parts = this.parts;
+    const n = chunk.length;
+    let i = 0;
+    if (this.pendingCR && n > 0) {
+      this.pendingCR = false;
+      if (chunk[0] === LF) {
+        parts.push(CRLF);
+        this.lineLen = 0;
+        i = 1;
+      } else {
+        this.content(CR_BUF, 0, 1);
+      }
+    }
+    while (i < n) {
+      const lf = chunk.indexOf(LF, i);
+      if (lf >= 0) {
+        const end = lf > i && chunk[lf - 1] === CR ? lf - 1 : lf;
+        this.content(chunk, i, end);
+        parts.push(CRLF);
+        this.lineLen = 0;
+        i = lf + 1;
+      } else {
+        let end = n;
+        if (chunk[n - 1] === CR) {
+          end = n - 1;
+          this.pendingCR = true;
+        }
+        this.content(chunk, i, end);
+        i = n;
+      }
+    }
+    return this.flush();
+  }
+
+  /** end - what closes the data: a CRLF if the last line was not ended, then ".\r\n". */
+  end(): Buffer {
+    if (this.pendingCR || this.lineLen > 0) {
+      this.pendingCR = false;
+      this.lineLen = 0;
+      return CRLF_END;
+    }
+    return END;
+  }
+
+  /** content - append line octets [s, e) of buf, stuffing and wrapping. */
+  private content(buf: Buffer, s: number, e: number): void {
+    while (s < e) {
+      if (this.lineLen === 0 && buf[s] === DOT) {
+        this.parts.push(DOT_BUF);
+        this.lineLen = 1;
+      }
+      const room = MAX_LINE - this.lineLen;
+      if (e - s <= room) {
+        this.parts.push(buf.subarray(s, e));
+        this.lineLen += e - s;
+        return;
+      }
+      let cut = s + room;
+      // Back off to the start of a UTF-8 sequence (at most 3 continuation octets).
+      let c = cut;
+      for (let k = 0; k < 3 && c > s && (buf[c]! & 0xc0) === 0x80; k++) c--;
+      if (c > s && (buf[c]! & 0xc0) !== 0x80) cut = c;
+      this.parts.push(buf.subarray(s, cut), CRLF_SP);
+      this.lineLen = 1;
+      s = cut;
+    }
+  }
+
+  private flush(): Buffer {
+    const parts = this.parts;
+    if (parts.length === 0) return Buffer.alloc(0);
+    const out = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    this.parts = [];
+    return out;
+  }
+}
+
+/** encodeAll - the whole wire form of a message held in memory (tests, small bodies). */
+export function encodeAll(message: Buffer): Buffer {
+  const enc = new DotEncoder();
+  return Buffer.concat([enc.encode(message), enc.end()]);
+}

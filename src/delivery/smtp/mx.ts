@@ -1,0 +1,108 @@
+/*
+ * delivery/smtp/mx - the hosts to try for a destination domain (RFC 5321 §5.1).
+ *
+ * Rules:
+ * - MX records by preference, lowest first; hosts of equal preference in a
+ *   random order (load spreading, §5.1);
+ * - no MX records (NODATA) -> the domain itself is the one host (implicit MX);
+ * - a null MX (RFC 7505: the single record "0 .") -> failed at once, 5.1.10;
+ * - NXDOMAIN -> failed, 5.1.2; a domain with neither MX nor address -> failed, 5.4.4;
+ * - SERVFAIL, refused, timeout (any doubt) -> deferred, 4.4.3: a look-up
+ *   that did not answer clearly never fails a recipient;
+ * - each host's addresses come from A then AAAA; an address literal
+ *   ("[192.0.2.1]") is used as it is.
+ *
+ * No cache here: the pool reuses open connections by destination, so a
+ * look-up happens only when a new connection is needed.
+ *
+ * Untrusted input: DNS answers (names are only used to look up addresses and
+ * to label results; addresses are checked with isIP before use).
+ */
+import { promises as dnsPromises } from 'node:dns';
+import { isIP } from 'node:net';
+
+export interface ResolverOptions {
+  /** "ip:port" strings ([delivery] dns_servers); the system resolver when empty. */
+  servers?: string[];
+  /** Per-query timeout in ms (c-ares, doubled per try). */
+  timeoutMs?: number;
+  tries?: number;
+}
+
+/** One host to try, with its addresses in the order to try them. */
+export interface TargetHost {
+  name: string;
+  preference: number;
+  /** Filled by addresses(); empty until then. */
+  addresses: string[];
+}
+
+export class LookupError extends Error {
+  constructor(
+    /** True when the answer is certain: the recipients fail. */
+    readonly permanent: boolean,
+    readonly status: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'LookupError';
+  }
+}
+
+const PERMANENT_CODES = new Set(['ENOTFOUND', 'ENODATA']);
+
+export class MxResolver {
+  private readonly resolver: dnsPromises.Resolver;
+
+  constructor(options: ResolverOptions = {}) {
+    this.resolver = new dnsPromises.Resolver({ timeout: options.timeoutMs ?? 5000, tries: options.tries ?? 2 });
+    if (options.servers && options.servers.length) this.resolver.setServers(options.servers);
+  }
+
+  /** hosts - the ordered MX hosts of a domain (addresses not yet resolved); throws LookupError. */
+  async hosts(domain: string): Promise<TargetHost[]> {
+    const literal = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(domain);
+    if (literal && isIP(literal[1]!)) return [{ name: domain, preference: 0, addresses: [literal[1]!] }];
+    let records: { exchange: string; priority: number }[];
+    try {
+      records = await this.resolver.resolveMx(domain);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code ?? '';
+      if (code === 'ENODATA') return [{ name: domain, preference: 0, addresses: [] }];
+      if (code === 'ENOTFOUND') throw new LookupError(true, '5.1.2', `Host or domain name not found: ${domain} (MX look-up: NXDOMAIN)`);
+      throw new LookupError(false, '4.4.3', `Host or domain name not found: ${domain} (MX look-up failed: ${code || (e as Error).message})`);
+    }
+    const real = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
+    if (real.length === 0) {
+      if (records.length > 0) throw new LookupError(true, '5.1.10', `Domain ${domain} does not accept mail (null MX, RFC 7505)`);
+      return [{ name: domain, preference: 0, addresses: [] }];
+    }
+    return orderByPreference(real.map((r) => ({ name: r.exchange.replace(/\.$/, '').toLowerCase(), preference: r.priority, addresses: [] })));
+  }
+
+  /** addresses - A then AAAA of one host; [] when it has none; throws LookupError only for a temporary failure of both. */
+  async addresses(host: string): Promise<string[]> {
+    if (isIP(host)) return [host];
+    const [a, aaaa] = await Promise.allSettled([this.resolver.resolve4(host), this.resolver.resolve6(host)]);
+    const out: string[] = [];
+    const errors: string[] = [];
+    let temporary = false;
+    for (const r of [a, aaaa]) {
+      if (r.status === 'fulfilled') out.push(...r.value.filter((x) => isIP(x)));
+      else {
+        const code = (r.reason as NodeJS.ErrnoException).code ?? '';
+        if (!PERMANENT_CODES.has(code)) temporary = true;
+        errors.push(code || String(r.reason));
+      }
+    }
+    if (out.length === 0 && temporary) throw new LookupError(false, '4.4.3', `address look-up for ${host} failed: ${errors.join(', ')}`);
+    return out;
+  }
+}
+
+/** orderByPreference - sort by preference, shuffling hosts of equal preference. */
+export function orderByPreference<T extends { preference: number }>(hosts: T[], random: () => number = Math.random): T[] {
+  const keyed = hosts.map((h) => ({ h, k: random() }));
+  keyed.sort((x, y) => x.h.preference - y.h.preference || x.k - y.k);
+  return keyed.map((x) => x.h);
+}

@@ -1,0 +1,303 @@
+/*
+ * delivery/smtp/pool - ConnectionPool: open connections to next hops, shared
+ * by every job that goes there.
+ *
+ * Invariants:
+ * - at most `maxPerDestination` connections (open, opening or in use) to one
+ *   destination and `maxTotal` in all; a job that finds no free connection
+ *   waits in line (FIFO per destination) instead of opening more;
+ * - a connection carries at most `maxMessagesPerConnection` messages, then
+ *   closes; an idle connection closes after `idleTimeoutMs`; a connection the
+ *   peer closed is dropped from the idle list at once;
+ * - dead-destination back-off: when opening a connection to a destination
+ *   fails, the jobs waiting for it get that same error at once, and so does
+ *   every new job for it during `deadBackoffMs`, instead of each trying again;
+ * - no unbounded maps: a destination's entry is deleted as soon as it has no
+ *   connection, no waiter and no back-off in force (a timer clears back-offs).
+ *
+ * Untrusted input: none (destinations are keys made by the router).
+ */
+import type { SmtpClient } from './client.js';
+
+export interface PoolOptions {
+  maxPerDestination: number;
+  maxTotal: number;
+  maxMessagesPerConnection: number;
+  idleTimeoutMs: number;
+  deadBackoffMs: number;
+  /** close(): how long connections in use may go on before they are cut (their recipients are then deferred). */
+  shutdownGraceMs: number;
+}
+
+export const DEFAULT_POOL_OPTIONS: PoolOptions = {
+  maxPerDestination: 20,
+  maxTotal: 200,
+  maxMessagesPerConnection: 100,
+  idleTimeoutMs: 5000,
+  deadBackoffMs: 30_000,
+  shutdownGraceMs: 10_000,
+};
+
+/** A connection lent to one job. */
+export interface Lease {
+  readonly key: string;
+  readonly client: SmtpClient;
+  /** The connection had carried an earlier message (it may have died while idle). */
+  readonly reused: boolean;
+}
+
+/** DestinationDown - the destination failed to open a connection recently; `cause` is that failure. */
+export class DestinationDown extends Error {
+  constructor(
+    readonly key: string,
+    override readonly cause: unknown,
+    readonly until: number,
+  ) {
+    super((cause as Error)?.message ?? String(cause));
+    this.name = 'DestinationDown';
+  }
+}
+
+interface Idle {
+  client: SmtpClient;
+  messages: number;
+  timer: NodeJS.Timeout;
+}
+
+interface Waiter {
+  open: () => Promise<SmtpClient>;
+  resolve: (l: Lease) => void;
+  reject: (e: unknown) => void;
+}
+
+interface Destination {
+  key: string;
+  idle: Idle[];
+  /** Connections in use or being opened. */
+  busy: number;
+  waiters: Waiter[];
+  deadUntil: number;
+  deadError: unknown;
+  deadTimer: NodeJS.Timeout | null;
+}
+
+export class ConnectionPool {
+  readonly options: PoolOptions;
+  private readonly dests = new Map<string, Destination>();
+  /** Messages carried so far by each connection in use. */
+  private readonly carried = new WeakMap<SmtpClient, number>();
+  private total = 0;
+  private closing = false;
+  /** Connections lent out now (cut by close() after the grace period). */
+  private readonly lent = new Set<SmtpClient>();
+  private allReturned: (() => void) | null = null;
+
+  constructor(options: Partial<PoolOptions> = {}) {
+    this.options = { ...DEFAULT_POOL_OPTIONS, ...options };
+  }
+
+  /** size - connections open or opening, in all. */
+  get size(): number {
+    return this.total;
+  }
+
+  /** destinations - entries held (for tests: proves idle destinations are removed). */
+  get destinations(): number {
+    return this.dests.size;
+  }
+
+  /** acquire - a connection to `key`: an idle one, a new one from `open`, or the next one freed. */
+  acquire(key: string, open: () => Promise<SmtpClient>): Promise<Lease> {
+    if (this.closing) return Promise.reject(new Error('delivery is stopping'));
+    const d = this.dest(key);
+    if (d.deadUntil > Date.now()) return Promise.reject(new DestinationDown(key, d.deadError, d.deadUntil));
+    return new Promise<Lease>((resolve, reject) => {
+      d.waiters.push({ open, resolve, reject });
+      this.pump(d);
+    });
+  }
+
+  /** release - give a connection back; `reusable` false (or a spent/closed one) closes it. */
+  release(lease: Lease, reusable: boolean): void {
+    const d = this.dests.get(lease.key);
+    const client = lease.client;
+    this.lent.delete(client);
+    if (this.lent.size === 0) this.allReturned?.();
+    const messages = (this.carried.get(client) ?? 0) + 1;
+    this.carried.set(client, messages);
+    if (!d) {
+      // Cannot happen while the lease is out; close rather than leak.
+      void client.quit();
+      return;
+    }
+    d.busy--;
+    if (reusable && client.usable && messages < this.options.maxMessagesPerConnection && !this.closing) {
+      const next = d.waiters.shift();
+      if (next) {
+        d.busy++;
+        this.lent.add(client);
+        next.resolve({ key: d.key, client, reused: true });
+      } else {
+        this.park(d, client, messages);
+      }
+    } else {
+      this.total--;
+      void client.quit();
+      this.pumpAll();
+    }
+    this.tidy(d);
+  }
+
+  /**
+   * close - refuse new work, fail waiters, close idle connections; connections
+   * in use may finish for shutdownGraceMs, then are cut (their jobs defer the
+   * recipients not yet decided). Resolves when every connection is closed.
+   */
+  async close(): Promise<void> {
+    this.closing = true;
+    const quits: Promise<void>[] = [];
+    for (const d of this.dests.values()) {
+      for (const w of d.waiters.splice(0)) w.reject(new Error('delivery is stopping'));
+      for (const i of d.idle.splice(0)) {
+        clearTimeout(i.timer);
+        this.total--;
+        quits.push(i.client.quit());
+      }
+      if (d.deadTimer) clearTimeout(d.deadTimer);
+      d.deadTimer = null;
+      d.deadUntil = 0;
+      this.tidy(d);
+    }
+    await Promise.all(quits);
+    if (this.lent.size) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise<void>((resolve) => (this.allReturned = resolve)),
+        new Promise<void>((resolve) => (timer = setTimeout(resolve, this.options.shutdownGraceMs))),
+      ]);
+      clearTimeout(timer);
+      for (const c of this.lent) c.destroy();
+    }
+  }
+
+  private dest(key: string): Destination {
+    let d = this.dests.get(key);
+    if (!d) {
+      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null };
+      this.dests.set(key, d);
+    }
+    return d;
+  }
+
+  /** park - keep an idle connection until reused, closed by the peer, or timed out. */
+  private park(d: Destination, client: SmtpClient, messages: number): void {
+    const entry: Idle = {
+      client,
+      messages,
+      timer: setTimeout(() => this.dropIdle(d, entry, true), this.options.idleTimeoutMs),
+    };
+    entry.timer.unref();
+    client.onClose = () => this.dropIdle(d, entry, false);
+    d.idle.push(entry);
+  }
+
+  private dropIdle(d: Destination, entry: Idle, quit: boolean): void {
+    const i = d.idle.indexOf(entry);
+    if (i < 0) return;
+    d.idle.splice(i, 1);
+    clearTimeout(entry.timer);
+    entry.client.onClose = null;
+    this.total--;
+    if (quit) void entry.client.quit();
+    this.tidy(d);
+    this.pumpAll();
+  }
+
+  /** pump - serve a destination's waiters: idle connections first, then new ones within the limits. */
+  private pump(d: Destination): void {
+    while (d.waiters.length) {
+      const idle = d.idle.pop();
+      if (idle) {
+        clearTimeout(idle.timer);
+        idle.client.onClose = null;
+        const w = d.waiters.shift()!;
+        d.busy++;
+        this.lent.add(idle.client);
+        w.resolve({ key: d.key, client: idle.client, reused: true });
+        continue;
+      }
+      if (d.busy >= this.options.maxPerDestination) return;
+      if (this.total >= this.options.maxTotal && !this.evictIdle(d)) return;
+      const w = d.waiters.shift()!;
+      this.openFor(d, w);
+    }
+  }
+
+  private pumpAll(): void {
+    for (const d of this.dests.values()) if (d.waiters.length) this.pump(d);
+  }
+
+  /** evictIdle - close the oldest idle connection of another destination to make room. */
+  private evictIdle(except: Destination): boolean {
+    for (const d of this.dests.values()) {
+      if (d === except || d.idle.length === 0) continue;
+      const entry = d.idle.shift()!;
+      clearTimeout(entry.timer);
+      entry.client.onClose = null;
+      this.total--;
+      void entry.client.quit();
+      this.tidy(d);
+      return true;
+    }
+    return false;
+  }
+
+  private openFor(d: Destination, w: Waiter): void {
+    d.busy++;
+    this.total++;
+    w.open().then(
+      (client) => {
+        if (this.closing) {
+          // Opened while stopping: not used; the job defers its recipients.
+          client.destroy();
+          d.busy--;
+          this.total--;
+          w.reject(new Error('delivery is stopping'));
+          this.tidy(d);
+          return;
+        }
+        this.carried.set(client, 0);
+        this.lent.add(client);
+        w.resolve({ key: d.key, client, reused: false });
+      },
+      (err: unknown) => {
+        d.busy--;
+        this.total--;
+        if (!this.closing) {
+          // Dead-destination back-off: everyone waiting gets this failure now.
+          d.deadUntil = Date.now() + this.options.deadBackoffMs;
+          d.deadError = err;
+          if (d.deadTimer) clearTimeout(d.deadTimer);
+          d.deadTimer = setTimeout(() => {
+            d.deadTimer = null;
+            d.deadUntil = 0;
+            d.deadError = null;
+            this.tidy(d);
+          }, this.options.deadBackoffMs);
+          d.deadTimer.unref();
+          for (const other of d.waiters.splice(0)) other.reject(new DestinationDown(d.key, err, d.deadUntil));
+        }
+        w.reject(err);
+        this.tidy(d);
+        this.pumpAll();
+      },
+    );
+  }
+
+  /** tidy - forget a destination with nothing open, waiting or backed off. */
+  private tidy(d: Destination): void {
+    if (d.idle.length === 0 && d.busy === 0 && d.waiters.length === 0 && d.deadUntil <= Date.now() && !d.deadTimer) {
+      if (this.dests.get(d.key) === d) this.dests.delete(d.key);
+    }
+  }
+}

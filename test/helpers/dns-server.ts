@@ -1,0 +1,110 @@
+/*
+ * test/helpers/dns-server - a tiny UDP DNS server on 127.0.0.1 answering MX,
+ * A and AAAA questions from a table, for MX routing tests.
+ *
+ * A name maps to records, or to a behaviour: "NXDOMAIN", "SERVFAIL", or
+ * "SILENT" (never answers: the resolver times out). A name in the table with
+ * no record of the asked type gets an empty NOERROR answer (NODATA). A name
+ * not in the table is NXDOMAIN. A null MX (RFC 7505) is written
+ * `MX: [[0, '.']]`. Encoding is done by hand (RFC 1035 §4): no compression
+ * except the one pointer from each answer back to the question's name.
+ */
+import { createSocket, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
+
+export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
+
+export interface DnsServer {
+  /** "127.0.0.1:PORT", for [delivery] dns_servers. */
+  address: string;
+  table: Record<string, DnsEntry>;
+  queries: { name: string; type: string }[];
+  close(): Promise<void>;
+}
+
+const TYPES: Record<number, string> = { 1: 'A', 15: 'MX', 28: 'AAAA' };
+
+/** encodeName - labels of a domain name ("." alone is the root: one zero octet). */
+function encodeName(name: string): Buffer {
+  const parts = name.replace(/\.$/, '').split('.').filter(Boolean);
+  const out: Buffer[] = [];
+  for (const p of parts) {
+    const b = Buffer.from(p, 'ascii');
+    out.push(Buffer.from([b.length]), b);
+  }
+  out.push(Buffer.from([0]));
+  return Buffer.concat(out);
+}
+
+function ipv6Bytes(addr: string): Buffer {
+  const [head, tail] = addr.split('::') as [string, string | undefined];
+  const h = head ? head.split(':') : [];
+  const t = tail ? tail.split(':') : [];
+  const fill = tail !== undefined ? Array(8 - h.length - t.length).fill('0') : [];
+  const groups = [...h, ...fill, ...t];
+  const b = Buffer.alloc(16);
+  groups.forEach((g, i) => b.writeUInt16BE(parseInt(g || '0', 16), i * 2));
+  return b;
+}
+
+/** answer - one resource record pointing at the question name (offset 12). */
+function record(type: number, rdata: Buffer): Buffer {
+  const h = Buffer.alloc(12);
+  h.writeUInt16BE(0xc00c, 0);
+  h.writeUInt16BE(type, 2);
+  h.writeUInt16BE(1, 4);
+  h.writeUInt32BE(60, 6);
+  h.writeUInt16BE(rdata.length, 10);
+  return Buffer.concat([h, rdata]);
+}
+
+/** startDnsServer - listen on 127.0.0.1:0 and answer from `table` (which tests may change later). */
+export async function startDnsServer(table: Record<string, DnsEntry>): Promise<DnsServer> {
+  const socket: Socket = createSocket('udp4');
+  const server: DnsServer = {
+    address: '',
+    table,
+    queries: [],
+    close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
+  };
+  socket.on('message', (msg, rinfo) => {
+    if (msg.length < 12) return;
+    // Question: name labels from offset 12, then type and class.
+    let i = 12;
+    const labels: string[] = [];
+    while (i < msg.length && msg[i] !== 0) {
+      const len = msg[i]!;
+      labels.push(msg.subarray(i + 1, i + 1 + len).toString('ascii'));
+      i += len + 1;
+    }
+    i++;
+    if (i + 4 > msg.length) return;
+    const qtype = msg.readUInt16BE(i);
+    const qEnd = i + 4;
+    const name = labels.join('.').toLowerCase();
+    const type = TYPES[qtype] ?? String(qtype);
+    server.queries.push({ name, type });
+    const entry = server.table[name];
+    if (entry === 'SILENT') return;
+
+    let rcode = 0;
+    const answers: Buffer[] = [];
+    if (entry === undefined || entry === 'NXDOMAIN') rcode = 3;
+    else if (entry === 'SERVFAIL') rcode = 2;
+    else if (type === 'MX') for (const [pref, host] of entry.MX ?? []) answers.push(record(15, Buffer.concat([Buffer.from([pref >> 8, pref & 255]), encodeName(host)])));
+    else if (type === 'A') for (const a of entry.A ?? []) answers.push(record(1, Buffer.from(a.split('.').map(Number))));
+    else if (type === 'AAAA') for (const a of entry.AAAA ?? []) if (isIP(a) === 6) answers.push(record(28, ipv6Bytes(a)));
+
+    const header = Buffer.alloc(12);
+    msg.copy(header, 0, 0, 2);
+    const rd = msg[2]! & 0x01;
+    header[2] = 0x80 | 0x04 | rd; // QR, AA, RD copied
+    header[3] = 0x80 | rcode; // RA, RCODE
+    header.writeUInt16BE(1, 4);
+    header.writeUInt16BE(answers.length, 6);
+    socket.send(Buffer.concat([header, msg.subarray(12, qEnd), ...answers]), rinfo.port, rinfo.address);
+  });
+  await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', () => resolve()));
+  server.address = `127.0.0.1:${socket.address().port}`;
+  return server;
+}

@@ -1,0 +1,97 @@
+// smtp-body: DotEncoder - dot-stuffing, 998-octet wrapping, line ends and the
+// final dot, byte for byte, and the same output however the input is chunked.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DotEncoder, MAX_LINE, encodeAll } from '../../src/delivery/smtp/body.js';
+import { parseCapabilities } from '../../src/delivery/smtp/capabilities.js';
+import { ReplyParser } from '../../src/core/smtp-reply.js';
+
+const enc = (s: string | Buffer): string => encodeAll(Buffer.from(s as string)).toString('latin1');
+
+/** encodeChunked - the same input cut at the given sizes. */
+function encodeChunked(input: Buffer, sizes: () => number): Buffer {
+  const e = new DotEncoder();
+  const out: Buffer[] = [];
+  for (let i = 0; i < input.length; ) {
+    const n = Math.max(1, sizes());
+    out.push(e.encode(input.subarray(i, i + n)));
+    i += n;
+  }
+  out.push(e.end());
+  return Buffer.concat(out);
+}
+
+test('lines starting with a dot are stuffed, others are not', () => {
+  assert.equal(enc('a\r\n.b\r\n..c\r\n.\r\nd.\r\n'), 'a\r\n..b\r\n...c\r\n..\r\nd.\r\n.\r\n');
+  assert.equal(enc('.first\r\n'), '..first\r\n.\r\n');
+});
+
+test('the data ends with CRLF.CRLF, adding the CRLF a last line lacks; empty message is just the dot', () => {
+  assert.equal(enc('x\r\n'), 'x\r\n.\r\n');
+  assert.equal(enc('x'), 'x\r\n.\r\n');
+  assert.equal(enc(''), '.\r\n');
+  assert.equal(enc('\r\n'), '\r\n.\r\n');
+});
+
+test('bare LF becomes CRLF; a bare CR inside a line is kept', () => {
+  assert.equal(enc('a\nb\n'), 'a\r\nb\r\n.\r\n');
+  assert.equal(enc('a\rb\r\n'), 'a\rb\r\n.\r\n');
+});
+
+test('a line of exactly 998 octets is untouched; 999 is wrapped with CRLF + space', () => {
+  const l998 = 'x'.repeat(998);
+  assert.equal(enc(`${l998}\r\n`), `${l998}\r\n.\r\n`);
+  const l999 = 'y'.repeat(999);
+  assert.equal(enc(`${l999}\r\n`), `${'y'.repeat(998)}\r\n y\r\n.\r\n`);
+});
+
+test('a 5000-octet line is wrapped into lines of at most 998 octets, nothing lost', () => {
+  const long = Array.from({ length: 5000 }, (_, i) => String.fromCharCode(97 + (i % 26))).join('');
+  const out = enc(`H: ${long}\r\nnext\r\n`);
+  const lines = out.split('\r\n');
+  for (const l of lines) assert.ok(l.length <= MAX_LINE, `line of ${l.length}`);
+  // Unwrapping (remove CRLF + space) gives the original back.
+  assert.equal(out.replace(/\r\n /g, ''), `H: ${long}\r\nnext\r\n.\r\n`);
+  assert.equal(lines[0]!.length, 998);
+  assert.equal(lines[1]!.length, 998);
+  assert.ok(lines[1]!.startsWith(' '));
+});
+
+test('the stuffed dot counts toward the 998 octets', () => {
+  const out = enc(`.${'z'.repeat(997)}\r\n`);
+  assert.equal(out, `..${'z'.repeat(996)}\r\n z\r\n.\r\n`);
+});
+
+test('a wrap never splits a UTF-8 sequence', () => {
+  const line = Buffer.from('a'.repeat(997) + 'é' + 'b');
+  const out = encodeAll(Buffer.concat([line, Buffer.from('\r\n')]));
+  const first = out.subarray(0, out.indexOf('\r\n'));
+  assert.equal(first.length, 997);
+  assert.ok(out.toString('utf8').includes('\r\n éb\r\n'));
+});
+
+test('any chunking gives the same bytes (CR and LF split across chunks, dots at chunk starts)', () => {
+  const parts: string[] = [];
+  for (let i = 0; i < 300; i++) parts.push(i % 7 === 0 ? `.dot ${i}` : i % 11 === 0 ? 'q'.repeat(2100 + i) : `line ${i}`);
+  const input = Buffer.from(parts.join('\r\n') + '\n.\nlast');
+  const whole = encodeAll(input);
+  let seed = 7;
+  const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 17) + 1;
+  for (const sizes of [() => 1, () => 2, () => 3, rnd, () => 4096]) {
+    assert.ok(encodeChunked(input, sizes).equals(whole));
+  }
+  for (const l of whole.toString('latin1').split('\r\n')) assert.ok(l.length <= MAX_LINE);
+});
+
+test('EHLO capabilities: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, STARTTLS, LIMITS RCPTMAX', () => {
+  const p = new ReplyParser();
+  const lines = ['250-mx.example', '250-PIPELINING', '250-SIZE 10240000', '250-8BITMIME', '250-SMTPUTF8', '250-DSN', '250-STARTTLS', '250-ENHANCEDSTATUSCODES', '250 LIMITS RCPTMAX=7 MAILMAX=10'];
+  let r = null;
+  for (const l of lines) r = p.push(l);
+  const c = parseCapabilities(r!);
+  assert.deepEqual(c, { esmtp: true, pipelining: true, size: 10240000, eightBitMime: true, smtputf8: true, dsn: true, starttls: true, enhancedStatusCodes: true, rcptMax: 7 });
+  const bare = parseCapabilities({ code: 250, enhanced: '', lines: ['mx', 'SIZE', 'LIMITS RCPTMAX=x'] });
+  assert.equal(bare.size, 0);
+  assert.equal(bare.rcptMax, null);
+  assert.equal(bare.pipelining, false);
+});
