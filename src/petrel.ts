@@ -16,6 +16,9 @@ import { join } from 'node:path';
 import type { Config } from './config/schema.js';
 import type { DeliveryAgent, NextHop } from './delivery/agent.js';
 import { MaildirAgent } from './delivery/maildir.js';
+import { LmtpAgent } from './delivery/lmtp/agent.js';
+import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/agent.js';
+import { ConnectionPool } from './delivery/smtp/pool.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { RecipientPolicy } from './inbound/policy.js';
@@ -45,6 +48,8 @@ export class Petrel {
   readonly eventLog: EventLog;
   readonly agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
   inbound: InboundServer | null = null;
+  /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
+  readonly pool: ConnectionPool;
   private accepting = true;
   private spaceCheck = { at: 0, low: false };
 
@@ -55,7 +60,13 @@ export class Petrel {
     this.store = options.store ?? new EmbeddedStore({ dataDir: config.data_dir });
     this.router = new Router(config);
     this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router });
-    this.agents = { maildir: new MaildirAgent(), ...options.agents };
+    this.pool = new ConnectionPool(poolOptionsFrom(config));
+    this.agents = {
+      maildir: new MaildirAgent(),
+      smtp: SmtpAgent.fromConfig(config, { pool: this.pool }),
+      lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
+      ...options.agents,
+    };
     this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn') });
     this.scheduler = new Scheduler({
       config,
@@ -108,7 +119,7 @@ export class Petrel {
     const t0 = Date.now();
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
-    await Promise.allSettled(Object.values(this.agents).map((a) => a?.close()));
+    await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
     await this.eventLog.close();
     await this.store.close();
   }
