@@ -47,7 +47,7 @@ import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 import type { MessageRecord, ReportKind } from '../queue/store.js';
 import { explain, type Explanation } from './explain.js';
-import { causeStatus, isRemoteReply, perMessageFields, recipientFields, type ReportRecipient } from './fields.js';
+import { causeStatus, perMessageFields, prepare, recipientFields, type ReportRecipient } from './fields.js';
 import { closing, entry, opening, section, type ReturnedNote } from './human.js';
 import { capText, cleanText, encodedWords, foldField, hasNonAscii, newBoundary, rfc5322Date } from './mime.js';
 import { copyOriginal, HEADERS_LIMIT, type CopyMode, type CopyResult } from './original.js';
@@ -204,12 +204,13 @@ export async function writeReport(input: ReportInput, write: (chunk: Buffer) => 
     for await (const r of input.recipients) {
       if (r.report !== null && r.report !== undefined && r.report !== kind) continue;
       ids.push(r.id);
-      const e = explain(kind, causeStatus(kind, r.lastStatus), isRemoteReply(r));
+      const clean = prepare(r);
+      const e = explain(kind, causeStatus(kind, clean.lastStatus), clean.remoteReply);
       let g = groups.get(e.key);
       if (!g) groups.set(e.key, (g = { e, count: 0, entries: newSpill() }));
       g.count++;
-      await g.entries.append(entry(r, kind));
-      await machine.append(recipientFields(r, fieldContext));
+      await g.entries.append(entry(clean, kind));
+      await machine.append(recipientFields(clean, fieldContext));
     }
     if (ids.length === 0) throw new ReportEmpty(m.queueId, kind);
 

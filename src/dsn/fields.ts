@@ -156,6 +156,40 @@ export function parseTypedAddress(text: string): { type: string; address: string
 }
 
 /**
+ * A recipient's untrusted text cleaned once (control characters removed,
+ * replies capped), shared by the human part and the machine part.
+ */
+export interface CleanRecipient {
+  id: number;
+  address: string;
+  orcpt: { type: string; address: string } | null;
+  /** Who answered or was tried ("mx.example.com [192.0.2.1]"); null when a local agent or nobody. */
+  server: string | null;
+  /** The last reply or local error, capped at MAX_DIAGNOSTIC characters. */
+  reply: string;
+  /** True when `reply` came from a remote server. */
+  remoteReply: boolean;
+  lastStatus: string;
+  lastAttemptAt: number | null;
+}
+
+/** prepare - clean a recipient record for the report. */
+export function prepare(r: ReportRecipient): CleanRecipient {
+  const remote = cleanText(r.remote ?? '');
+  const orcpt = r.orcpt !== null && r.orcpt !== undefined ? cleanText(r.orcpt) : '';
+  return {
+    id: r.id,
+    address: cleanText(r.address ?? ''),
+    orcpt: orcpt ? parseTypedAddress(orcpt) : null,
+    server: isLocalAgent(remote) ? null : remote,
+    reply: capText(cleanText(r.lastReply ?? ''), MAX_DIAGNOSTIC),
+    remoteReply: isRemoteReply(r),
+    lastStatus: r.lastStatus ?? '',
+    lastAttemptAt: r.lastAttemptAt,
+  };
+}
+
+/**
  * addressValue - "type; address" for Final-Recipient and Original-Recipient
  * under the rules of RFC 6533 §3 (see the file comment).
  */
@@ -201,19 +235,15 @@ export interface RecipientFieldsContext {
 }
 
 /** recipientFields - one per-recipient block (RFC 3464 §2.3), starting with its blank line. */
-export function recipientFields(r: ReportRecipient, c: RecipientFieldsContext): string {
-  const remote = isRemoteReply(r);
+export function recipientFields(r: CleanRecipient, c: RecipientFieldsContext): string {
   let out = '\r\n';
-  if (r.orcpt !== null && cleanText(r.orcpt) !== '') {
-    const o = parseTypedAddress(r.orcpt);
-    out += field('Original-Recipient', addressValue(o.type, o.address, c.global));
-  }
-  out += field('Final-Recipient', addressValue('rfc822', cleanText(r.address), c.global));
+  if (r.orcpt) out += field('Original-Recipient', addressValue(r.orcpt.type, r.orcpt.address, c.global));
+  out += field('Final-Recipient', addressValue('rfc822', r.address, c.global));
   out += field('Action', ACTION[c.kind]);
   out += field('Status', reportStatus(c.kind, r.lastStatus));
-  const mta = remote ? remoteMtaName(r.remote) : null;
+  const mta = r.remoteReply && r.server ? remoteMtaName(r.server) : null;
   if (mta) out += field('Remote-MTA', `dns; ${mta}`);
-  const diagnostic = diagnosticValue(r.lastReply ?? '', remote, c.global);
+  const diagnostic = diagnosticValue(r.reply, r.remoteReply, c.global);
   if (diagnostic) out += field('Diagnostic-Code', diagnostic);
   if (r.lastAttemptAt !== null && Number.isFinite(r.lastAttemptAt)) out += field('Last-Attempt-Date', rfc5322Date(new Date(r.lastAttemptAt)));
   if (c.kind === 'delayed' && c.retryUntil !== undefined && Number.isFinite(c.retryUntil)) {

@@ -20,7 +20,7 @@
  */
 import type { MessageRecord, ReportKind } from '../queue/store.js';
 import type { Explanation } from './explain.js';
-import { decodeEmbedded, isLocalAgent, isRemoteReply, MAX_DIAGNOSTIC, parseTypedAddress, type ReportRecipient } from './fields.js';
+import { decodeEmbedded, type CleanRecipient } from './fields.js';
 import { capText, cleanText, formatSize, formatSpan, plural, rfc5322Date, wrapText } from './mime.js';
 
 const WIDTH = 76;
@@ -121,22 +121,21 @@ export function section(e: Explanation, count: number): string {
 }
 
 /** entry - one recipient in its section: address, server, exact reply. */
-export function entry(r: ReportRecipient, kind: ReportKind): string {
-  const address = capText(cleanText(r.address), 300);
+export function entry(r: CleanRecipient, kind: ReportKind): string {
+  const address = capText(r.address, 300);
   let line = `<${address}>`;
-  if (r.orcpt !== null && cleanText(r.orcpt) !== '') {
-    const o = parseTypedAddress(r.orcpt);
-    const original = capText(decodeEmbedded(o.address), 300);
+  if (r.orcpt) {
+    const original = capText(decodeEmbedded(r.orcpt.address), 300);
     if (original && original.toLowerCase() !== address.toLowerCase()) line += ` (originally sent to <${original}>)`;
   }
   let out = wrapText(line, WIDTH, '      ', '  ').map((l) => `${l}\r\n`).join('');
-  const remote = isRemoteReply(r);
   const last = kind === 'expired' || kind === 'delayed';
-  const server = cleanText(r.remote ?? '');
-  const reply = capText(cleanText(r.lastReply ?? ''), MAX_DIAGNOSTIC);
   // The server is shown whenever one is known, also when the error was local (a connection timed out).
-  if (!isLocalAgent(server)) out += labelled('Server:', capText(server, 300));
-  if (reply) out += labelled(remote ? (last ? 'Last reply:' : 'Reply:') : kind === 'delivered' || kind === 'relayed' ? 'Details:' : last ? 'Last error:' : 'Error:', reply);
+  if (r.server) out += labelled('Server:', capText(r.server, 300));
+  if (r.reply) {
+    const label = r.remoteReply ? (last ? 'Last reply:' : 'Reply:') : kind === 'delivered' || kind === 'relayed' ? 'Details:' : last ? 'Last error:' : 'Error:';
+    out += labelled(label, r.reply);
+  }
   return out;
 }
 
