@@ -20,7 +20,7 @@
  * A single read gives one consistent snapshot, an exact summary and grouping,
  * no API change, and a useful property: nothing reaches `write` until the
  * whole report is ready, so a failure while reading leaves nothing written.
- * The cost is scratch disk about the size of the report (~400 octets per
+ * The cost is scratch disk about the size of the report (~500 octets per
  * recipient), only for reports past a few hundred KB.
  *
  * Invariants:
@@ -293,7 +293,8 @@ export async function writeReport(input: ReportInput, write: (chunk: Buffer) => 
     if (originalError !== undefined) result.originalError = originalError;
     return result;
   } finally {
+    // Best effort: a scratch file left behind must not turn a written report into a failure.
     for (const s of spills) await s.dispose().catch(() => undefined);
-    await scratch.dispose();
+    await scratch.dispose().catch(() => undefined);
   }
 }

@@ -86,9 +86,11 @@ export function opening(c: HumanContext, total: number): string {
       const until = c.retryUntil !== undefined && Number.isFinite(c.retryUntil) ? c.retryUntil : null;
       out += para('THIS IS A WARNING ONLY. YOU DO NOT NEED TO SEND YOUR MESSAGE AGAIN.') + '\r\n';
       out += para(
-        `${msg} has not yet been delivered to ${recipients}. This mail system has been trying for ${since} and will keep trying${
-          until !== null ? ` for another ${formatSpan(Math.max(0, until - c.now.getTime()))} (until the time shown below)` : ''
-        }. If it still cannot deliver it by then, you will get another message.`,
+        until !== null
+          ? `${msg} has not yet been delivered to ${recipients}. This mail system has been trying for ${since} and will keep trying for another ${formatSpan(
+              Math.max(0, until - c.now.getTime()),
+            )} (until the time shown below). If it still cannot deliver it by then, you will get another message.`
+          : `${msg} has not yet been delivered to ${recipients}. This mail system has been trying for ${since} and will keep trying. If it finally cannot deliver it, you will get another message.`,
       );
       break;
     }

@@ -45,8 +45,6 @@ export interface CopyOptions {
   boundary: string;
   /** Where the copy goes (CRLF lines). */
   into: Spill;
-  /** Cap on the header fields copied in "headers" mode (tests lower it). */
-  headersLimit?: number;
 }
 
 export type CopyResult =
@@ -103,11 +101,9 @@ class Copier {
   private headerOctets = 0;
   private readOctets = 0;
   private readonly marker: Buffer;
-  private readonly headersLimit: number;
 
   constructor(private readonly o: CopyOptions) {
     this.marker = Buffer.from(`--${o.boundary}`, 'latin1');
-    this.headersLimit = o.headersLimit ?? HEADERS_LIMIT;
   }
 
   /** feed - one raw chunk; throws Stop when the copy is over. */
@@ -190,7 +186,7 @@ class Copier {
     if (this.dropping) return;
     this.field.push(line);
     this.fieldSize += line.length + 2;
-    if (this.o.mode === 'headers' && this.headerOctets + this.fieldSize > this.headersLimit) throw new Stop({ status: 'ok', truncated: true });
+    if (this.o.mode === 'headers' && this.headerOctets + this.fieldSize > HEADERS_LIMIT) throw new Stop({ status: 'ok', truncated: true });
   }
 
   private async flushField(): Promise<void> {

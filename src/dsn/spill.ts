@@ -20,6 +20,8 @@
  *   removes it, whatever happened.
  *
  * Untrusted input: none interpreted; octets are stored and copied as given.
+ *
+ * RFCs: none (storage only); what is stored follows dsn/build.
  */
 import { mkdtemp, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -28,7 +30,7 @@ import { join } from 'node:path';
 export const SPILL_THRESHOLD = 256 * 1024;
 /** Characters of text gathered before they are turned into one Buffer. */
 const TEXT_BATCH = 64 * 1024;
-/** Size of the reads that copy a scratch file out, and of the writes a Batch makes. */
+/** Size of the reads that copy a scratch file out, and of the writes a Batch makes: few calls, little memory. */
 const IO_CHUNK = 256 * 1024;
 
 /** Scratch - the private directory where Spills overflow; made lazily. */

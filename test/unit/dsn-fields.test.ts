@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { explain, reasonKey } from '../../src/dsn/explain.js';
 import { addressValue, causeStatus, decodeEmbedded, diagnosticValue, isRemoteReply, parseTypedAddress, remoteMtaName, reportStatus, utf8Xtext } from '../../src/dsn/fields.js';
 import { cleanText, encodedWords, foldField, formatCount, formatSpan, MAX_LINE, octets, wrapText } from '../../src/dsn/mime.js';
-import { recipient } from '../helpers/dsn-writer.js';
+import { build, python, recipient } from '../helpers/dsn-writer.js';
 
 test('dsn fields: Status has the class of the Action; expiry is always 4.4.7', () => {
   assert.equal(reportStatus('failed', '5.1.1'), '5.1.1');
@@ -153,4 +153,15 @@ test('dsn mime: spans and counts in words', () => {
   assert.equal(formatSpan(0), '1 minute');
   assert.equal(formatCount(100000), '100,000');
   assert.equal(formatCount(999), '999');
+});
+
+test('dsn fields: Will-Retry-Until only in a delay warning that knows when Petrel gives up', async () => {
+  const delayed = recipient(1, { state: 'deferred', report: 'delayed', lastReply: '451 4.3.0 try later', lastStatus: '4.3.0' });
+  const without = await python((await build({ kind: 'delayed', recipients: [delayed] })).raw);
+  assert.equal(without.recipients[0]!['will-retry-until'], undefined);
+  assert.ok(without.parts[0]!.text!.replace(/\s+/g, ' ').includes('will keep trying. If it finally cannot deliver it, you will get another message.'));
+  const withTime = await python((await build({ kind: 'delayed', retryUntil: Date.UTC(2026, 2, 8, 9, 15), recipients: [delayed] })).raw);
+  assert.equal(withTime.recipients[0]!['will-retry-until'], 'Sun, 08 Mar 2026 09:15:00 +0000');
+  const failed = await python((await build({ kind: 'failed', retryUntil: Date.UTC(2026, 2, 8, 9, 15), recipients: [recipient(1)] })).raw);
+  assert.equal(failed.recipients[0]!['will-retry-until'], undefined);
 });
