@@ -13,6 +13,7 @@
  * A report about a report goes to the postmaster (as a "postmaster notice");
  * a failed postmaster notice is only logged: no loops.
  */
+import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { newQueueId } from '../core/ids.js';
 import { makeEvent, type MailEvent } from '../log/events.js';
@@ -20,7 +21,7 @@ import type { Trace } from '../log/trace.js';
 import type { MessageRecord, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
 import type { Router } from '../scheduler/router.js';
 import { POSTMASTER_NOTICE } from '../scheduler/scheduler.js';
-import { writeReport } from './build.js';
+import { ReportEmpty, writeReport } from './build.js';
 
 const KINDS: ReportKind[] = ['failed', 'expired', 'delayed', 'delivered', 'relayed'];
 
@@ -66,26 +67,38 @@ export class Reporter {
     const to = toPostmaster ? this.postmaster : message.sender;
     const queueId = newQueueId();
     const body = store.createBody(queueId);
+    // Delay warnings get one delay_notice event per recipient: remember who was covered.
+    const warned: RecipientRecord[] = [];
     const recipients = async function* (): AsyncIterable<RecipientRecord> {
-      for await (const r of store.reportRecipients(message.queueId)) if (r.report === kind) yield r;
+      for await (const r of store.reportRecipients(message.queueId)) {
+        if (r.report !== kind) continue;
+        if (kind === 'delayed') warned.push(r);
+        yield r;
+      }
     };
     try {
-      const written = await writeReport(
-        {
-          kind,
-          hostname: this.deps.config.hostname,
-          message,
-          recipients: recipients(),
-          original: () => store.readBody(message.queueId),
-          returnSizeLimit: this.deps.config.dsn.return_size_limit,
-          retryUntil: message.receivedAt + this.deps.config.queue.max_lifetime,
-          to,
-        },
-        (chunk) => body.write(chunk),
-      );
-      if (written.recipientIds.length === 0) {
-        await body.abort();
-        return;
+      let written;
+      try {
+        written = await writeReport(
+          {
+            kind,
+            hostname: this.deps.config.hostname,
+            message,
+            recipients: recipients(),
+            original: () => store.readBody(message.queueId),
+            returnSizeLimit: this.deps.config.dsn.return_size_limit,
+            retryUntil: message.receivedAt + this.deps.config.queue.max_lifetime,
+            to,
+            scratchDir: join(this.deps.config.data_dir, 'spool', 'tmp'),
+          },
+          (chunk) => body.write(chunk),
+        );
+      } catch (e) {
+        if (e instanceof ReportEmpty) {
+          await body.abort();
+          return;
+        }
+        throw e;
       }
       const events: MailEvent[] = [
         makeEvent('dsn_queued', {
@@ -96,11 +109,8 @@ export class Reporter {
           detail: `${kind} report ${queueId} to <${to}> about ${written.recipientIds.length} recipient(s)`,
         }),
       ];
-      if (kind === 'delayed') {
-        // One delay_notice per recipient: the sender was warned about each.
-        for await (const r of recipients()) {
-          events.push(makeEvent('delay_notice', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: r.state, detail: `report ${queueId}` }));
-        }
+      for (const r of warned) {
+        events.push(makeEvent('delay_notice', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: r.state, detail: `report ${queueId}` }));
       }
       await store.insert(
         {
@@ -112,7 +122,7 @@ export class Reporter {
           size: body.size,
           receivedAt: Date.now(),
           smtputf8: written.smtputf8,
-          eightBit: true,
+          eightBit: written.eightBit,
           isReport: true,
           client: toPostmaster ? POSTMASTER_NOTICE : 'dsn',
           subject: written.subject,
