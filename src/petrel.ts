@@ -24,6 +24,7 @@ import { Enqueuer } from './enqueue/enqueue.js';
 import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
+import { SubmissionUsers } from './inbound/submission-users.js';
 import { LocalUsers } from './local/users.js';
 import { EventLog } from './log/event-log.js';
 import { trace } from './log/trace.js';
@@ -95,6 +96,7 @@ export class Petrel {
       trace: trace('inbound'),
       lowOnSpace: () => this.lowOnSpace(),
       accepting: () => this.accepting,
+      users: new SubmissionUsers(this.config.smtp.users_file),
     });
     await this.inbound.listen();
   }

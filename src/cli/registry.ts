@@ -5,5 +5,6 @@
 import { checkConfigCommand } from './check-config.js';
 import type { CliCommand } from './main.js';
 import { startCommand } from './start.js';
+import { passwdCommand } from './passwd.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, passwdCommand];

@@ -42,6 +42,7 @@ export interface Config {
     users_file: string;
     max_recipients: number;
     max_message_size: number;
+    max_header_size: number;
     relay_networks: string[];
     max_connections: number;
     max_connections_per_client: number;
@@ -250,6 +251,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'smtp.users_file': { check: str, def: () => '', doc: 'submission users ("user:<scrypt hash>")' },
   'smtp.max_recipients': { check: int(1, 10_000_000), def: () => 1000, doc: 'per message; beyond it RCPT gets 452 4.5.3' },
   'smtp.max_message_size': { check: size, def: () => 50 * 1024 * 1024, doc: 'SIZE limit' },
+  'smtp.max_header_size': { check: size, def: () => 1024 * 1024, doc: 'largest header section; more: 552 5.3.4' },
   'smtp.relay_networks': { check: arrayOf(cidr), def: () => ['127.0.0.0/8', '::1/128'], doc: 'networks allowed to relay' },
   'smtp.max_connections': { check: positiveInt, def: () => 1000, doc: 'total SMTP connections' },
   'smtp.max_connections_per_client': { check: positiveInt, def: () => 50, doc: 'connections per client address' },

@@ -19,7 +19,7 @@ import { reply, type SmtpReply } from '../core/smtp-reply.js';
 import type { BodyWriter, NewRecipient, QueueStore } from '../queue/store.js';
 import type { Router } from '../scheduler/router.js';
 import { HeaderScanner } from './header-scan.js';
-import { protocolName, receivedHeader } from './received.js';
+import { protocolName, receivedHeader, rfc5322Date } from './received.js';
 
 export interface IncomingRecipient {
   address: string;
@@ -43,6 +43,10 @@ export interface Envelope {
   maxSize: number;
   /** More Received: headers than this fails the message with 5.4.6; 0 for no check. */
   maxReceived: number;
+  /** Submission fix-ups (RFC 6409 §8): add Date: as well as Message-ID: when missing. */
+  fixups?: boolean;
+  /** Largest header section accepted (octets); 0 for no limit. */
+  maxHeaderSize?: number;
 }
 
 /** EnqueueRejected - the message was not kept; `reply` says why, in SMTP terms. */
@@ -75,6 +79,7 @@ export class Incoming {
   private size = 0;
   private oversize = false;
   private nul = false;
+  private headerTooBig = false;
   private failure: Error | null = null;
   private started = false;
 
@@ -84,7 +89,10 @@ export class Incoming {
   ) {
     this.queueId = newQueueId(this.receivedAt);
     this.body = options.store.createBody(this.queueId);
-    this.scanner = new HeaderScanner(() => newMessageId(options.hostname, this.queueId));
+    this.scanner = new HeaderScanner(
+      () => newMessageId(options.hostname, this.queueId),
+      envelope.fixups ? () => rfc5322Date(new Date(this.receivedAt)) : null,
+    );
   }
 
   private async start(): Promise<void> {
@@ -110,10 +118,15 @@ export class Incoming {
     this.size += chunk.length;
     if (!this.nul && chunk.indexOf(0) >= 0) this.nul = true;
     if (this.envelope.maxSize && this.size > this.envelope.maxSize) this.oversize = true;
-    if (this.failure || this.oversize || this.nul) return;
+    if (this.failure || this.oversize || this.nul || this.headerTooBig) return;
     try {
       if (!this.started) await this.start();
-      for (const piece of this.scanner.push(chunk)) await this.body.write(piece);
+      const pieces = this.scanner.push(chunk);
+      if (this.envelope.maxHeaderSize && this.scanner.headerBytes > this.envelope.maxHeaderSize) {
+        this.headerTooBig = true;
+        return;
+      }
+      for (const piece of pieces) await this.body.write(piece);
     } catch (e) {
       this.failure = e as Error;
     }
@@ -124,6 +137,7 @@ export class Incoming {
     try {
       if (this.oversize) throw new EnqueueRejected(reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.envelope.maxSize} octets)`));
       if (this.nul) throw new EnqueueRejected(reply(554, '5.6.0', 'Message contains NUL octets; not accepted'));
+      if (this.headerTooBig) throw new EnqueueRejected(reply(552, '5.3.4', `Message header section exceeds the limit (${this.envelope.maxHeaderSize} octets)`));
       if (this.failure) throw this.failure;
       if (!this.started) await this.start();
       for (const piece of this.scanner.finish()) await this.body.write(piece);

@@ -24,12 +24,31 @@ export class HeaderScanner {
   subject = '';
   /** True when the message had no Message-ID and one was added. */
   added = false;
+  /** A Date: header was seen. */
+  private hasDate = false;
+  /** Octets of the header section seen so far. */
+  headerBytes = 0;
 
-  constructor(private readonly makeMessageId: () => string) {}
+  /**
+   * @param makeMessageId - a new Message-ID when the message has none
+   * @param makeDate - a Date: value when the message has none (submission fix-ups, RFC 6409 §8.3); null adds no Date:
+   */
+  constructor(
+    private readonly makeMessageId: () => string,
+    private readonly makeDate: (() => string) | null = null,
+  ) {}
 
   /** push - returns the octets to store for this chunk (in order). */
   push(chunk: Buffer): Buffer[] {
     if (!this.inHeaders) return [chunk];
+    const before = this.headerBytes;
+    const out = this.pushHeaders(chunk);
+    // Count what belonged to the header section (all of it while still in headers).
+    if (this.inHeaders) this.headerBytes = before + chunk.length;
+    return out;
+  }
+
+  private pushHeaders(chunk: Buffer): Buffer[] {
     const out: Buffer[] = [];
     let start = 0;
     for (;;) {
@@ -97,10 +116,14 @@ export class HeaderScanner {
   }
 
   private injection(): Buffer | null {
-    if (this.messageId) return null;
-    this.messageId = this.makeMessageId();
-    this.added = true;
-    return Buffer.from(`Message-ID: ${this.messageId}\r\n`);
+    let text = '';
+    if (!this.hasDate && this.makeDate) text += `Date: ${this.makeDate()}\r\n`;
+    if (!this.messageId) {
+      this.messageId = this.makeMessageId();
+      this.added = true;
+      text += `Message-ID: ${this.messageId}\r\n`;
+    }
+    return text ? Buffer.from(text) : null;
   }
 
   /** classify - note what a header line (start) is; returns false for a non-header line. */
@@ -118,6 +141,7 @@ export class HeaderScanner {
     const lower = name.toLowerCase();
     this.current = null;
     if (lower === 'received') this.received++;
+    else if (lower === 'date') this.hasDate = true;
     else if (lower === 'message-id' && !this.messageId) {
       this.current = 'message-id';
       this.append(line.subarray(colon + 1).toString('utf8').trim());

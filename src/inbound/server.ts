@@ -35,11 +35,12 @@ export class InboundServer {
 
   async listen(): Promise<void> {
     for (const ep of this.ctx.config.smtp.listen) await this.listenOne(ep, 'smtp');
+    for (const ep of this.ctx.config.smtp.submission_listen) await this.listenOne(ep, 'submission');
   }
 
   private listenOne(ep: Endpoint, kind: BoundListener['kind']): Promise<void> {
     return new Promise((resolve, reject) => {
-      const server = createServer({ noDelay: true }, (socket) => this.accept(socket));
+      const server = createServer({ noDelay: true }, (socket) => this.accept(socket, kind));
       server.once('error', reject);
       server.listen({ host: ep.host, port: ep.port, backlog: 1024 }, () => {
         server.off('error', reject);
@@ -53,7 +54,7 @@ export class InboundServer {
     });
   }
 
-  private accept(socket: Socket): void {
+  private accept(socket: Socket, kind: BoundListener['kind']): void {
     const ip = normalizeIp(socket.remoteAddress ?? '');
     const limits = this.ctx.config.smtp;
     let refusal = null;
@@ -78,18 +79,20 @@ export class InboundServer {
       const n = (this.perClient.get(ip) ?? 1) - 1;
       if (n <= 0) this.perClient.delete(ip);
       else this.perClient.set(ip, n);
-    });
+    }, kind);
     this.sessions.add(session);
     session.start(null);
   }
 
-  /** close - stop listening; give sessions `graceMs` to finish, then drop them. */
+  /** close - stop listening at once; give sessions `graceMs` to finish their replies, then drop them. */
   async close(graceMs = 5000): Promise<void> {
-    await Promise.all(this.servers.map(({ server }) => new Promise<void>((r) => server.close(() => r()))));
+    // server.close() only calls back once every connection is gone: start it, do not wait for it yet.
+    const closed = this.servers.map(({ server }) => new Promise<void>((r) => server.close(() => r())));
     this.servers = [];
     for (const s of this.sessions) s.shutdown();
     const deadline = Date.now() + graceMs;
     while (this.sessions.size && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const s of this.sockets) s.destroy();
+    await Promise.all(closed);
   }
 }

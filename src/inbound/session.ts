@@ -36,6 +36,7 @@ import type { Trace } from '../log/trace.js';
 import { lineLimit, MAX_LINE, parseCommand, parseMail, parseRcpt, type MailParams } from './commands.js';
 import { DataReader } from './data-reader.js';
 import { normalizeIp, type RecipientPolicy } from './policy.js';
+import type { SubmissionUsers } from './submission-users.js';
 
 export interface SessionContext {
   config: Config;
@@ -50,7 +51,19 @@ export interface SessionContext {
   onAccepted?(queueId: string, size: number, recipients: number): void;
   /** False once shutdown began: new transactions get 421. */
   accepting(): boolean;
+  /** Users who may authenticate on submission listeners. */
+  users: SubmissionUsers;
+  /** Observer for metrics: a failed authentication. */
+  onAuthFailure?(ip: string): void;
 }
+
+/** Which listener a session came in on: MX/relay, or RFC 6409 submission (AUTH required). */
+export type ListenerKind = 'smtp' | 'submission';
+
+/** Authentication failures allowed per session before it is closed. */
+const MAX_AUTH_FAILURES = 3;
+
+type AuthStep = { mech: 'PLAIN' } | { mech: 'LOGIN'; user: string | null };
 
 type Phase = 'command' | 'data' | 'closed';
 
@@ -71,6 +84,10 @@ export class Session {
   private esmtp = false;
   private tlsInfo: string | null = null;
   private authenticated = false;
+  private authUser = '';
+  private authStep: AuthStep | null = null;
+  private authFailures = 0;
+  private idleTimer: NodeJS.Timeout | null = null;
   private mail: MailParams | null = null;
   private recipients: IncomingRecipient[] = [];
   private incoming: Incoming | null = null;
@@ -82,6 +99,7 @@ export class Session {
     socket: Socket,
     private readonly ctx: SessionContext,
     private readonly onClose: () => void,
+    private readonly kind: ListenerKind = 'smtp',
   ) {
     this.socket = socket;
     this.clientIp = normalizeIp(socket.remoteAddress ?? '');
@@ -91,7 +109,6 @@ export class Session {
 
   private attach(socket: Socket): void {
     socket.setNoDelay(true);
-    socket.setTimeout(this.idleMs, () => this.timeout('Idle timeout, closing connection'));
     socket.on('data', (chunk: Buffer) => this.receive(chunk));
     socket.on('error', (e) => this.ctx.trace.debug({ sid: this.id, err: e.message }, 'socket error'));
     socket.on('close', () => this.closed());
@@ -106,6 +123,18 @@ export class Session {
     }
     this.send(reply(220, '', `${this.ctx.config.hostname} ESMTP Petrel`));
     this.flush();
+    this.armIdle();
+  }
+
+  /**
+   * armIdle - (re)start the idle timer. It is restarted only when a whole
+   * command has been handled, not on every octet: a client trickling one
+   * byte at a time (slow-loris) is cut off after idle_timeout all the same.
+   */
+  private armIdle(): void {
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => this.timeout('Idle timeout, closing connection'), this.idleMs);
+    this.idleTimer.unref();
   }
 
   /** shutdown - Petrel is stopping: an idle session is told 421 now; a busy one after its current reply. */
@@ -143,6 +172,7 @@ export class Session {
 
   private closed(): void {
     if (this.dataTimer) clearTimeout(this.dataTimer);
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.phase = 'closed';
     void this.abortData();
     this.onClose();
@@ -194,12 +224,14 @@ export class Session {
         }
         const raw = this.input.subarray(0, lf + 1);
         this.input = this.input.subarray(lf + 1);
-        if (raw.length > lineLimit(raw.subarray(0, 4).toString('latin1'))) {
+        if (raw.length > (this.authStep ? MAX_LINE : lineLimit(raw.subarray(0, 4).toString('latin1')))) {
           this.send(reply(500, '5.5.2', 'Line too long'));
           continue;
         }
         const line = raw.toString('utf8').replace(/\r?\n$/, '');
-        await this.command(line);
+        if (this.authStep) await this.authResponse(line);
+        else await this.command(line);
+        if (this.phase === 'command') this.armIdle();
       }
     } catch (e) {
       this.ctx.trace.error({ sid: this.id, err: (e as Error).stack }, 'session failure');
@@ -243,6 +275,8 @@ export class Session {
         return this.send(reply(214, '2.0.0', 'See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)'));
       case 'STARTTLS':
         return this.startTls(arg);
+      case 'AUTH':
+        return this.auth(arg);
       case 'BDAT':
         return this.send(reply(502, '5.5.1', 'BDAT (CHUNKING) not offered; use DATA'));
       default:
@@ -282,6 +316,7 @@ export class Session {
       'DSN',
     ];
     if (this.ctx.tls && !this.tlsInfo) lines.push('STARTTLS');
+    if (this.authOffered()) lines.push('AUTH PLAIN LOGIN');
     lines.push(`LIMITS RCPTMAX=${c.smtp.max_recipients}`);
     lines.push('HELP');
     this.send({ code: 250, enhanced: '', lines });
@@ -290,6 +325,9 @@ export class Session {
   private mailFrom(arg: string): void {
     if (!this.helo) return this.send(reply(503, '5.5.1', 'Send EHLO or HELO first'));
     if (this.mail) return this.send(reply(503, '5.5.1', 'Nested MAIL command'));
+    if (this.kind === 'submission' && !this.authenticated) {
+      return this.send(reply(530, '5.7.0', this.tlsInfo ? 'Authentication required' : 'Must issue a STARTTLS command first, then authenticate'));
+    }
     if (!this.ctx.accepting()) {
       this.send(reply(421, '4.3.2', `${this.ctx.config.hostname} Shutting down, try again later`));
       return this.end();
@@ -335,14 +373,17 @@ export class Session {
       eightBit: this.mail.body === '8BITMIME',
       ret: this.mail.ret,
       envid: this.mail.envid,
-      client: `${this.helo} [${this.clientIp}]`,
+      client: `${this.helo} [${this.clientIp}]${this.authenticated ? ` (authenticated as ${this.authUser})` : ''}`,
       received: { helo: this.helo, ip: this.clientIp, esmtp: this.esmtp, tls: this.tlsInfo, auth: this.authenticated },
+      fixups: this.kind === 'submission',
       isReport: false,
       maxSize: c.smtp.max_message_size,
       maxReceived: c.dsn.max_received_headers,
+      maxHeaderSize: c.smtp.max_header_size,
     });
     this.reader = new DataReader();
     this.phase = 'data';
+    if (this.idleTimer) clearTimeout(this.idleTimer);
     this.dataTimer = setTimeout(() => this.timeout('Timeout during DATA, closing connection'), c.smtp.data_timeout);
     this.dataTimer.unref();
     this.send(reply(354, '', 'End data with <CR><LF>.<CR><LF>'));
@@ -391,7 +432,6 @@ export class Session {
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
     plain.removeAllListeners('timeout');
-    plain.setTimeout(0);
     this.busy = true;
     const secure = new TLSSocket(plain, { isServer: true, secureContext: this.ctx.tls });
     secure.once('secure', () => {
@@ -410,5 +450,87 @@ export class Session {
     });
     this.socket = secure;
     this.attach(secure);
+  }
+
+  /** authOffered - AUTH is offered on submission listeners, and only once TLS is active (RFC 4954 §4, RFC 6409). */
+  private authOffered(): boolean {
+    return this.kind === 'submission' && this.tlsInfo !== null && this.ctx.users.configured && !this.authenticated;
+  }
+
+  private auth(arg: string): void | Promise<void> {
+    if (this.kind !== 'submission') return this.send(reply(503, '5.5.1', 'AUTH not available on this port; use the submission port'));
+    if (!this.esmtp) return this.send(reply(503, '5.5.1', 'Send EHLO first'));
+    if (this.authenticated) return this.send(reply(503, '5.5.1', 'Already authenticated'));
+    if (this.mail) return this.send(reply(503, '5.5.1', 'AUTH not allowed during a mail transaction'));
+    if (!this.tlsInfo) return this.send(reply(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
+    if (!this.ctx.users.configured) return this.send(reply(503, '5.5.1', 'AUTH not available (no users configured)'));
+    const [mechRaw, initial] = arg.trim().split(/\s+/, 2) as [string, string | undefined];
+    const mech = mechRaw.toUpperCase();
+    if (mech === 'PLAIN') {
+      this.authStep = { mech: 'PLAIN' };
+      if (initial !== undefined) return this.authResponse(initial);
+      return this.send({ code: 334, enhanced: '', lines: [''] });
+    }
+    if (mech === 'LOGIN') {
+      this.authStep = { mech: 'LOGIN', user: null };
+      if (initial !== undefined) return this.authResponse(initial);
+      return this.send(reply(334, '', Buffer.from('Username:').toString('base64')));
+    }
+    this.send(reply(504, '5.5.4', 'Unrecognized authentication type (PLAIN or LOGIN)'));
+  }
+
+  /** authResponse - one client line of an AUTH exchange (RFC 4954 §4). */
+  private async authResponse(line: string): Promise<void> {
+    const step = this.authStep!;
+    if (line.trim() === '*') {
+      this.authStep = null;
+      return this.send(reply(501, '5.7.0', 'Authentication cancelled'));
+    }
+    const decoded = /^[A-Za-z0-9+/]*={0,2}$/.test(line.trim()) ? Buffer.from(line.trim(), 'base64').toString('utf8') : null;
+    if (decoded === null) {
+      this.authStep = null;
+      return this.send(reply(501, '5.5.2', 'Cannot decode response (base64 expected)'));
+    }
+    let user: string;
+    let password: string;
+    if (step.mech === 'PLAIN') {
+      // authzid NUL authcid NUL passwd
+      const parts = decoded.split('\u0000');
+      if (parts.length !== 3) {
+        this.authStep = null;
+        return this.send(reply(501, '5.5.2', 'Malformed PLAIN response'));
+      }
+      user = parts[1]!;
+      password = parts[2]!;
+      if (parts[0] && parts[0] !== user) {
+        this.authStep = null;
+        return this.send(reply(535, '5.7.8', 'Authentication credentials invalid'));
+      }
+    } else if (step.user === null) {
+      step.user = decoded;
+      return this.send(reply(334, '', Buffer.from('Password:').toString('base64')));
+    } else {
+      user = step.user;
+      password = decoded;
+    }
+    this.authStep = null;
+    const ok = await this.ctx.users.check(user, password);
+    if (ok) {
+      this.authenticated = true;
+      this.authUser = user;
+      this.ctx.trace.info({ sid: this.id, user, ip: this.clientIp }, 'authenticated');
+      return this.send(reply(235, '2.7.0', 'Authentication successful'));
+    }
+    this.authFailures++;
+    this.ctx.onAuthFailure?.(this.clientIp);
+    this.ctx.trace.warn({ sid: this.id, user: user.slice(0, 64), ip: this.clientIp, failures: this.authFailures }, 'authentication failed');
+    // Slow down guessing: each failure in a session waits longer before its answer.
+    await new Promise((r) => setTimeout(r, Math.min(this.authFailures, 5) * 1000));
+    if (this.phase === 'closed') return;
+    if (this.authFailures >= MAX_AUTH_FAILURES) {
+      this.send(reply(421, '4.7.0', `${this.ctx.config.hostname} Too many authentication failures, closing connection`));
+      return this.end();
+    }
+    this.send(reply(535, '5.7.8', 'Authentication credentials invalid'));
   }
 }
