@@ -4,6 +4,9 @@
  */
 import { checkConfigCommand } from './check-config.js';
 import type { CliCommand } from './main.js';
+import { quarantineCommand } from './quarantine.js';
+import { queueCommand } from './queue.js';
 import { startCommand } from './start.js';
+import { trackCommand } from './track.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand];
