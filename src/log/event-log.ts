@@ -101,7 +101,7 @@ export interface LogPolicy {
 /** How often retention runs. */
 const PRUNE_EVERY_MS = 3_600_000;
 /** Events deleted per transaction (a short write lock each). */
-const PRUNE_BATCH = 10_000;
+const PRUNE_BATCH = 2_000;
 
 export class EventLog {
   private file: FileHandle | null = null;

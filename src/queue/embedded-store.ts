@@ -130,6 +130,9 @@ CREATE TABLE IF NOT EXISTS overrides (
 );
 `;
 
+/** How far an event's ts may lag behind its seq order (a message's received events carry its arrival time). */
+const SINCE_SLACK_MS = 3_600_000;
+
 /** Held destinations, as a subquery the claim statements exclude (an empty table costs nothing). */
 const NOT_HELD = `destination NOT IN (SELECT destination FROM overrides WHERE kind = 'hold')`;
 
@@ -856,17 +859,17 @@ export class EmbeddedStore implements QueueStore {
     if (q.recipient !== undefined) (where.push('recipient = ? COLLATE NOCASE'), args.push(q.recipient.replace(/^<(.*)>$/, '$1')));
     if (q.queueId !== undefined) (where.push('qid = ?'), args.push(q.queueId));
     if (where.length === 0) throw new Error('track needs a message id, sender, recipient or queue id');
-    if (q.since !== undefined) {
-      // The first seq at or after `since` bounds the walk (events_ts index); ts filters exactly.
-      const first = this.db.prepare(`SELECT MIN(seq) AS s FROM events WHERE ts >= ?`).get(q.since) as { s: number | null };
-      where.push('seq >= ?', 'ts >= ?');
-      args.push(first.s ?? Number.MAX_SAFE_INTEGER, q.since);
-    }
-    if (q.beforeSeq !== undefined) (where.push('seq < ?'), args.push(q.beforeSeq));
-    const walk = this.db.prepare(`SELECT seq, qid FROM events WHERE ${where.join(' AND ')} ORDER BY seq DESC`);
+    if (q.beforeSeq !== undefined) (where.push('+seq < ?'), args.push(q.beforeSeq));
+    // "+": walk the message-id/sender/recipient/qid index newest first, never a seq or ts range.
+    // ts follows seq to within a message's DATA phase, so the walk stops once
+    // it is SINCE_SLACK_MS before `since`: nothing older can match.
+    const walk = this.db.prepare(`SELECT seq, qid, ts FROM events WHERE ${where.join(' AND ')} ORDER BY seq DESC`);
+    const stopAt = q.since !== undefined ? new Date(Date.parse(q.since) - SINCE_SLACK_MS).toISOString() : null;
     const qids: string[] = [];
     let next: number | null = null;
-    for (const row of walk.iterate(...args) as IterableIterator<{ seq: number; qid: string }>) {
+    for (const row of walk.iterate(...args) as IterableIterator<{ seq: number; qid: string; ts: string }>) {
+      if (stopAt !== null && row.ts < stopAt) break;
+      if (q.since !== undefined && row.ts < q.since) continue;
       if (qids.includes(row.qid)) continue;
       if (qids.length >= q.limit) {
         next = row.seq + 1;
