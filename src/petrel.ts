@@ -3,17 +3,21 @@
  * inbound listeners, scheduler, delivery agents and reporter together, and
  * takes them down in the safe order.
  *
- * Start order: store (recovery) -> event log (catches up) -> agents ->
- * scheduler -> listeners (only then is mail accepted).
+ * Start order: store (recovery) -> event log (catches up) -> operator
+ * redirects into the router -> agents -> scheduler -> admin listener ->
+ * SMTP listeners (only then is mail accepted).
  * Stop order (SIGTERM): listeners stop accepting and finish their replies ->
- * scheduler stops claiming, running deliveries get until the deadline ->
+ * admin listener closes -> scheduler stops claiming, running deliveries get until the deadline ->
  * agents close -> event log flushes -> store closes. Whatever was in flight
  * and not finished is "delivering" in the store and due again at next start:
  * deferred, never lost.
  */
 import { statfsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Config } from './config/schema.js';
+import { AdminActions } from './admin/actions.js';
+import { AdminMetrics } from './admin/metrics.js';
+import { AdminServer } from './admin/server.js';
+import { parseEndpoint, type Config } from './config/schema.js';
 import type { DeliveryAgent, NextHop } from './delivery/agent.js';
 import { MaildirAgent } from './delivery/maildir.js';
 import { LmtpAgent } from './delivery/lmtp/agent.js';
@@ -48,9 +52,12 @@ export class Petrel {
   readonly scheduler: Scheduler;
   readonly eventLog: EventLog;
   readonly agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  readonly metrics: AdminMetrics;
+  readonly actions: AdminActions;
   inbound: InboundServer | null = null;
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
+  admin: AdminServer | null = null;
   private accepting = true;
   private spaceCheck = { at: 0, low: false };
 
@@ -68,7 +75,8 @@ export class Petrel {
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };
-    this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn') });
+    this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
+    this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
       config,
       store: this.store,
@@ -76,8 +84,12 @@ export class Petrel {
       agents: this.agents,
       report: (qid) => this.reporter.report(qid),
       trace: trace('scheduler'),
+      onResult: (res, m, hop) => this.metrics.onResult(res, m, hop),
     });
     this.eventLog = new EventLog(this.store, join(config.data_dir, 'log', 'events.jsonl'), trace('eventlog'));
+    this.eventLog.policy = { retentionMs: config.log.retention, rotateSize: config.log.rotate_size, keep: config.log.rotate_keep };
+    this.eventLog.onWritten = (events) => this.metrics.onEvents(events);
+    this.actions = new AdminActions({ store: this.store, router: this.router, report: (qid) => this.reporter.report(qid) });
   }
 
   /** start - open everything and begin accepting mail. */
@@ -85,7 +97,15 @@ export class Petrel {
     mkdirSync(this.config.data_dir, { recursive: true });
     await this.store.open();
     await this.eventLog.open();
+    for (const o of await this.store.overrides()) {
+      const to = o.kind === 'redirect' ? parseEndpoint(o.to) : null;
+      if (to) this.router.setRedirect(o.destination, to);
+    }
     this.scheduler.start();
+    if (this.config.admin.listen) {
+      this.admin = new AdminServer({ listen: this.config.admin.listen, token: this.config.admin.token, actions: this.actions, metrics: this.metrics, trace: trace('admin') });
+      await this.admin.listen();
+    }
     const tls = await loadTls(this.config);
     const users = new LocalUsers(this.config.local.users_file);
     this.inbound = new InboundServer({
@@ -97,6 +117,9 @@ export class Petrel {
       lowOnSpace: () => this.lowOnSpace(),
       accepting: () => this.accepting,
       users: new SubmissionUsers(this.config.smtp.users_file),
+      onReply: (code) => this.metrics.onReply(code),
+      onAccepted: (_qid, size) => this.metrics.onAccepted(size),
+      onConnect: () => this.metrics.onConnect(),
     });
     await this.inbound.listen();
   }
@@ -120,6 +143,7 @@ export class Petrel {
     this.accepting = false;
     const t0 = Date.now();
     await this.inbound?.close(Math.min(5000, deadlineMs));
+    await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
     await this.eventLog.close();

@@ -36,6 +36,7 @@ error stops it before anything starts (exit 78).
     }
     out(`petrel ${version()} started, pid ${process.pid}, hostname ${config.hostname}`);
     for (const b of petrel.inbound?.bound ?? []) out(`listening ${b.kind} ${b.host}:${b.port}`);
+    if (petrel.admin?.bound) out(`listening admin http://${petrel.admin.bound.host}:${petrel.admin.bound.port}/`);
     out(`data_dir ${config.data_dir} (event log: ${petrel.eventLog.path})`);
     out(`local domains ${config.local.domains.join(', ') || '(none)'} -> maildir ${config.local.maildir}`);
     return new Promise<number>((resolve) => {

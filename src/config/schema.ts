@@ -74,7 +74,7 @@ export interface Config {
   local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
   dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
   admin: { listen: Endpoint | null; token: string };
-  log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number };
+  log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
 }
 
 /** A check turns a raw TOML value into its typed form, or returns an error text. */
@@ -297,6 +297,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
 
   'log.level': { check: oneOf('error', 'warn', 'info', 'debug', 'trace'), def: () => 'info', doc: 'debug trace level (stderr)' },
   'log.retention': { check: positiveDuration, def: () => 30 * 86_400_000, doc: 'events kept for tracking' },
+  'log.rotate_size': { check: size, def: () => 100 * 1024 * 1024, doc: 'rotate events.jsonl at this size; 0 never' },
+  'log.rotate_keep': { check: int(1, 10_000), def: () => 10, doc: 'rotated event log files kept' },
 };
 
 /** The keys of one [[routes]] entry. */

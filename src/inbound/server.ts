@@ -57,6 +57,7 @@ export class InboundServer {
   private accept(socket: Socket, kind: BoundListener['kind']): void {
     const ip = normalizeIp(socket.remoteAddress ?? '');
     const limits = this.ctx.config.smtp;
+    this.ctx.onConnect?.();
     let refusal = null;
     if (this.sessions.size >= limits.max_connections) {
       refusal = reply(421, '4.7.0', `${this.ctx.config.hostname} Too many connections, try again later`);

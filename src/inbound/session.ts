@@ -49,6 +49,8 @@ export interface SessionContext {
   /** Observer for metrics: every reply code sent, and each message accepted. */
   onReply?(code: number): void;
   onAccepted?(queueId: string, size: number, recipients: number): void;
+  /** Observer for metrics: a client connected (accepted or refused at the greeting). */
+  onConnect?(): void;
   /** False once shutdown began: new transactions get 421. */
   accepting(): boolean;
   /** Users who may authenticate on submission listeners. */

@@ -12,8 +12,20 @@
  * Invariants: each event appears in the file once, in order; after a crash
  * the file is completed from the store on start (a torn last line is cut off
  * first); a failure to write the file never affects mail: it is retried.
+ *
+ * Rotation (size-based, `[log] rotate_size`, keeping `rotate_keep` old files
+ * events.jsonl.1 .. .N, .1 the newest): between two copies, the file is
+ * synced and closed, older files shift up, events.jsonl becomes .1, the
+ * directory is synced, and a new events.jsonl is opened. On start the last
+ * seq is read from events.jsonl, or from events.jsonl.1 when the new file is
+ * still empty — so a crash anywhere in a rotation neither repeats nor skips
+ * an event.
+ *
+ * Retention (`[log] retention`): events older than it are deleted from the
+ * store's table (which serves tracking) once an hour, only up to the last seq
+ * written to this file and synced, and never those of a message still queued.
  */
-import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readSync, fstatSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readSync, fstatSync, renameSync, fsyncSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { MailEvent } from './events.js';
@@ -76,9 +88,30 @@ export function formatEvent(e: MailEvent): string {
   return JSON.stringify(o) + '\n';
 }
 
+/** Retention and rotation policy ([log] retention, rotate_size, rotate_keep). */
+export interface LogPolicy {
+  /** Events older than this leave the store (ms); 0 keeps them. */
+  retentionMs: number;
+  /** Rotate events.jsonl when it reaches this size (octets); 0 never. */
+  rotateSize: number;
+  /** Old files kept: events.jsonl.1 .. .N. */
+  keep: number;
+}
+
+/** How often retention runs. */
+const PRUNE_EVERY_MS = 3_600_000;
+/** Events deleted per transaction (a short write lock each). */
+const PRUNE_BATCH = 2_000;
+
 export class EventLog {
   private file: FileHandle | null = null;
   private seq = 0;
+  private size = 0;
+  private pruneTimer: NodeJS.Timeout | null = null;
+  /** Set before open(): retention and rotation (null: neither). */
+  policy: LogPolicy | null = null;
+  /** Observer (metrics): events just written, in order. */
+  onWritten: ((events: readonly MailEvent[]) => void) | null = null;
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private closed = false;
@@ -92,11 +125,60 @@ export class EventLog {
 
   async open(): Promise<void> {
     mkdirSync(dirname(this.path), { recursive: true });
-    this.seq = lastSeqInFile(this.path);
+    // After a rotation the new file may still be empty: the last event is in .1.
+    this.seq = lastSeqInFile(this.path) || lastSeqInFile(`${this.path}.1`);
     this.file = await open(this.path, 'a', 0o640);
+    this.size = (await this.file.stat()).size;
     await this.flush();
     this.timer = setInterval(() => void this.flush(), this.intervalMs);
     this.timer.unref();
+    if (this.policy?.retentionMs) {
+      this.pruneTimer = setInterval(() => void this.prune(), PRUNE_EVERY_MS);
+      this.pruneTimer.unref();
+      setImmediate(() => void this.prune());
+    }
+  }
+
+  /** rotate - events.jsonl -> .1 (older ones shift up, the oldest beyond `keep` is dropped). */
+  private async rotate(keep: number): Promise<void> {
+    if (!this.file) return;
+    await this.file.sync();
+    await this.file.close();
+    this.file = null;
+    for (let i = keep - 1; i >= 1; i--) {
+      if (existsSync(`${this.path}.${i}`)) renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
+    }
+    renameSync(this.path, `${this.path}.1`);
+    const dir = openSync(dirname(this.path), 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    this.file = await open(this.path, 'a', 0o640);
+    this.size = 0;
+    this.trace.info({ path: this.path }, 'event log rotated');
+  }
+
+  /** prune - retention: delete old events the file already holds (synced first). */
+  async prune(now = Date.now()): Promise<number> {
+    const p = this.policy;
+    if (!p?.retentionMs || !this.file) return 0;
+    let total = 0;
+    try {
+      await this.flush();
+      await this.file.sync();
+      const before = new Date(now - p.retentionMs).toISOString();
+      for (let i = 0; i < 1000; i++) {
+        const n = await this.store.pruneEvents(before, this.seq, PRUNE_BATCH);
+        total += n;
+        if (n < PRUNE_BATCH) break;
+      }
+      if (total) this.trace.info({ n: total, before }, 'old events removed (retention)');
+    } catch (e) {
+      if (!this.closed) this.trace.error({ err: (e as Error).message }, 'event retention failed; will retry');
+    }
+    return total;
   }
 
   /** flush - copy every event the store has after the last one written. */
@@ -115,8 +197,13 @@ export class EventLog {
       for (;;) {
         const events = await this.store.eventsAfter(this.seq, 5000);
         if (events.length === 0) return;
-        await this.file.write(events.map(formatEvent).join(''));
+        const text = events.map(formatEvent).join('');
+        await this.file.write(text);
         this.seq = events[events.length - 1]!.seq ?? this.seq;
+        this.size += Buffer.byteLength(text);
+        this.onWritten?.(events);
+        const p = this.policy;
+        if (p && p.rotateSize > 0 && this.size >= p.rotateSize) await this.rotate(Math.max(1, p.keep));
         if (events.length < 5000) return;
       }
     } catch (e) {
@@ -126,6 +213,7 @@ export class EventLog {
 
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     await this.flush();
     this.closed = true;
     await this.file?.close();

@@ -19,6 +19,8 @@ export const EVENT_IDS = {
   removed: 7000,
   suspended: 7100,
   resumed: 7200,
+  retry_requested: 7300,
+  redirected: 7400,
 } as const;
 
 export type EventName = keyof typeof EVENT_IDS;
@@ -52,6 +54,11 @@ export interface MailEvent {
   status?: string;
   /** Free-form detail: operator and reason, report queue id, "possible duplicate". */
   detail?: string;
+}
+
+/** operatorDetail - the `detail` of an operator action's event: who and why (invariant 2). */
+export function operatorDetail(op: { who: string; reason: string }, what = ''): string {
+  return `${what ? `${what} ` : ''}by ${op.who || 'unknown operator'}: ${op.reason || 'no reason given'}`.slice(0, 2000);
 }
 
 export function makeEvent(event: EventName, fields: Omit<MailEvent, 'id' | 'event' | 'ts'> & { ts?: string }): MailEvent {

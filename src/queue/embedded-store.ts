@@ -15,18 +15,31 @@
  * claimable states), a message's recipients by queue id, pending reports by a
  * partial index; a message's "open" recipient count is kept in its row so
  * finishing a message never counts its recipients.
+ *
+ * Operator actions (docs/admin.md) write their events in the same transaction
+ * as the change. A destination is held or redirected by one row in
+ * `overrides`, consulted by the claim statements, never by rewriting its
+ * recipients. Tracking queries use the events indexes (message_id, sender,
+ * recipient, qid, ts) and never scan the log.
  */
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { FINAL_STATES, type MailEvent, type RecipientState } from '../log/events.js';
+import { FINAL_STATES, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
 import { GroupCommit } from './group-commit.js';
 import { Spool, SpoolWriter } from './spool.js';
 import type {
+  ActionResult,
   BodyWriter,
   Claim,
+  DestinationOverride,
+  MessageStates,
+  Operator,
+  Target,
+  TrackQuery,
+  TrackResult,
   ClaimOptions,
   DestinationSummary,
   InsertOptions,
@@ -101,7 +114,27 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_qid ON events(qid);
 CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id);
+CREATE INDEX IF NOT EXISTS events_sender ON events(sender COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS events_recipient ON events(recipient COLLATE NOCASE) WHERE recipient IS NOT NULL;
+CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+CREATE INDEX IF NOT EXISTS recipients_destination ON recipients(destination, state);
+CREATE INDEX IF NOT EXISTS messages_quarantine ON messages(qid) WHERE quarantine != '';
+CREATE TABLE IF NOT EXISTS overrides (
+  destination TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  target TEXT NOT NULL DEFAULT '',
+  by TEXT NOT NULL DEFAULT '',
+  reason TEXT NOT NULL DEFAULT '',
+  at INTEGER NOT NULL,
+  PRIMARY KEY (destination, kind)
+);
 `;
+
+/** How far an event's ts may lag behind its seq order (a message's received events carry its arrival time). */
+const SINCE_SLACK_MS = 3_600_000;
+
+/** Held destinations, as a subquery the claim statements exclude (an empty table costs nothing). */
+const NOT_HELD = `destination NOT IN (SELECT destination FROM overrides WHERE kind = 'hold')`;
 
 interface MessageRow {
   qid: string;
@@ -223,6 +256,12 @@ export interface EmbeddedStoreOptions {
   dataDir: string;
   /** Bodies up to this size are stored inside the database (one sync for many). */
   inlineMax?: number;
+  /**
+   * Crash recovery at open (claims back to due, orphan body files swept).
+   * Default true. The CLI opening the queue beside a server it cannot reach
+   * passes false: a running server's claims and new bodies must be left alone.
+   */
+  recover?: boolean;
 }
 
 export class EmbeddedStore implements QueueStore {
@@ -252,6 +291,7 @@ export class EmbeddedStore implements QueueStore {
     this.db.exec(SCHEMA);
     this.st = this.prepare();
     this.commit = new GroupCommit(this.db, `${file}-wal`);
+    if (this.options.recover === false) return;
     // Recovery: claims held when the last process stopped are due again now.
     const now = Date.now();
     this.db
@@ -279,12 +319,15 @@ export class EmbeddedStore implements QueueStore {
       getRecipients: db.prepare(`SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE qid = ? ORDER BY id`),
       getRecipientState: db.prepare(`SELECT qid, state, report FROM recipients WHERE id = ?`),
       due: db.prepare(
-        `SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE state IN ('queued','deferred') AND suspended = 0 AND next_at <= ? ORDER BY next_at LIMIT ?`,
+        `SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE state IN ('queued','deferred') AND suspended = 0 AND next_at <= ? AND ${NOT_HELD} ORDER BY next_at LIMIT ?`,
       ),
       claim: db.prepare(`UPDATE recipients SET state = 'delivering', lease_until = ? WHERE id = ?`),
-      nextDue: db.prepare(`SELECT MIN(next_at) AS t FROM recipients WHERE state IN ('queued','deferred') AND suspended = 0`),
+      // ORDER BY + LIMIT (not MIN) so the index is walked only past held destinations' rows.
+      nextDue: db.prepare(
+        `SELECT next_at AS t FROM recipients WHERE state IN ('queued','deferred') AND suspended = 0 AND ${NOT_HELD} ORDER BY next_at LIMIT 1`,
+      ),
       countDue: db.prepare(
-        `SELECT COUNT(*) AS n FROM recipients WHERE qid = ? AND state IN ('queued','deferred') AND suspended = 0 AND next_at <= ?`,
+        `SELECT COUNT(*) AS n FROM recipients WHERE qid = ? AND state IN ('queued','deferred') AND suspended = 0 AND next_at <= ? AND ${NOT_HELD}`,
       ),
       update: db.prepare(
         `UPDATE recipients SET state = @state, attempts = @attempts, next_at = COALESCE(@next_at, next_at), last_at = COALESCE(@last_at, last_at),
@@ -454,8 +497,8 @@ export class EmbeddedStore implements QueueStore {
   }
 
   async nextDueAt(): Promise<number | null> {
-    const row = this.st.nextDue.get() as { t: number | null };
-    return row.t;
+    const row = this.st.nextDue.get() as { t: number } | undefined;
+    return row ? row.t : null;
   }
 
   async countDue(queueId: string, now: number): Promise<number> {
@@ -541,7 +584,19 @@ export class EmbeddedStore implements QueueStore {
          GROUP BY r.destination ORDER BY recipients DESC`,
       )
       .all() as Array<{ destination: string; recipients: number; messages: number; oldest: number; deferred: number; suspended: number; last_reply: string | null }>;
-    return rows.map((r) => ({ ...r, lastReply: r.last_reply ?? '' }));
+    const out: DestinationSummary[] = rows.map(({ last_reply, ...r }) => ({ ...r, lastReply: last_reply ?? '' }));
+    const by = new Map(out.map((d) => [d.destination, d]));
+    for (const o of await this.overrides()) {
+      let d = by.get(o.destination);
+      if (!d) {
+        d = { destination: o.destination, recipients: 0, messages: 0, oldest: 0, deferred: 0, suspended: 0, lastReply: '' };
+        by.set(o.destination, d);
+        out.push(d);
+      }
+      if (o.kind === 'hold') d.held = true;
+      else d.redirect = o.to;
+    }
+    return out;
   }
 
   async list(filter: ListFilter): Promise<MessageRecord[]> {
@@ -552,6 +607,7 @@ export class EmbeddedStore implements QueueStore {
     if (filter.sender !== undefined) (where.push('m.sender = ?'), args.push(filter.sender));
     if (filter.messageId) (where.push('m.message_id IN (?, ?)'), args.push(filter.messageId, `<${filter.messageId.replace(/^<|>$/g, '')}>`));
     if (filter.olderThan !== undefined) (where.push('m.received_at <= ?'), args.push(Date.now() - filter.olderThan));
+    if (filter.quarantined) where.push(`m.quarantine != ''`);
     if (filter.destination) (rcpt.push('r.destination = ?'), args.push(filter.destination));
     if (filter.state) (rcpt.push('r.state = ?'), args.push(filter.state));
     if (filter.recipient) (rcpt.push('r.address = ?'), args.push(filter.recipient));
@@ -577,6 +633,265 @@ export class EmbeddedStore implements QueueStore {
 
   private emitDue(): void {
     for (const l of this.dueListeners) l();
+  }
+
+  /** messageHead - the fields every event of a message carries. */
+  private messageHead(queueId: string): { message_id: string; sender: string } | undefined {
+    return this.db.prepare(`SELECT message_id, sender FROM messages WHERE qid = ?`).get(queueId) as { message_id: string; sender: string } | undefined;
+  }
+
+  /** destinationEvent - the one event of an action on a whole destination. */
+  private destinationEvent(event: 'retry_requested' | 'suspended' | 'resumed' | 'redirected', destination: string, op: Operator, what: string): void {
+    this.insertEvent(makeEvent(event, { queue_id: '', message_id: '', sender: '', detail: operatorDetail(op, `destination ${destination} ${what}`) }));
+  }
+
+  /**
+   * onMessage - run `change` for each recipient of one message in `states`,
+   * writing the event `change` returns, in one durable transaction.
+   */
+  private async onMessage(
+    queueId: string,
+    states: readonly RecipientState[],
+    extra: string,
+    change: (r: RecipientRow, head: { message_id: string; sender: string }) => MailEvent | null,
+    after?: () => string[],
+  ): Promise<ActionResult> {
+    const result = await this.commit.run(() => {
+      const head = this.messageHead(queueId);
+      const res: ActionResult & { files: string[] } = { changed: 0, inFlight: 0, queueIds: [], files: [] };
+      if (!head) return res;
+      const rows = this.db
+        .prepare(`SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE qid = ? AND state IN (${states.map(() => '?').join(',')}) ${extra} ORDER BY id`)
+        .all(queueId, ...states) as RecipientRow[];
+      for (const r of rows) {
+        const e = change(r, head);
+        if (!e) continue;
+        this.insertEvent(e);
+        res.changed++;
+      }
+      res.inFlight = (this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE qid = ? AND state = 'delivering'`).get(queueId) as { n: number }).n;
+      if (res.changed) res.queueIds.push(queueId);
+      if (after) res.files = after();
+      return res;
+    }, true);
+    const { files, ...out } = result;
+    await this.removeBodies(files);
+    return out;
+  }
+
+  async retryNow(target: Target, op: Operator): Promise<ActionResult> {
+    const now = Date.now();
+    let res: ActionResult;
+    if ('destination' in target) {
+      res = await this.commit.run(() => {
+        const n = this.db
+          .prepare(`UPDATE recipients SET next_at = ? WHERE destination = ? AND state IN ('queued','deferred') AND next_at > ?`)
+          .run(now, target.destination, now).changes;
+        this.destinationEvent('retry_requested', target.destination, op, `retried (${n} recipient(s))`);
+        const inFlight = (this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE destination = ? AND state = 'delivering'`).get(target.destination) as { n: number }).n;
+        return { changed: n, inFlight, queueIds: [] };
+      }, true);
+    } else {
+      const upd = this.db.prepare(`UPDATE recipients SET next_at = ? WHERE id = ?`);
+      res = await this.onMessage(target.queueId, ['queued', 'deferred'], '', (r, h) => {
+        upd.run(now, r.id);
+        return makeEvent('retry_requested', { queue_id: r.qid, message_id: h.message_id, sender: h.sender, recipient: r.address, state: r.state, detail: operatorDetail(op) });
+      });
+    }
+    if (res.changed) this.emitDue();
+    return res;
+  }
+
+  async suspend(target: Target, op: Operator): Promise<ActionResult> {
+    if ('destination' in target) return this.hold(target.destination, op, true);
+    const upd = this.db.prepare(`UPDATE recipients SET suspended = 1 WHERE id = ?`);
+    return this.onMessage(target.queueId, ['queued', 'deferred', 'delivering'], 'AND suspended = 0', (r, h) => {
+      upd.run(r.id);
+      return makeEvent('suspended', { queue_id: r.qid, message_id: h.message_id, sender: h.sender, recipient: r.address, state: r.state, detail: operatorDetail(op) });
+    });
+  }
+
+  async resume(target: Target, op: Operator): Promise<ActionResult> {
+    let res: ActionResult;
+    if ('destination' in target) res = await this.hold(target.destination, op, false);
+    else {
+      const upd = this.db.prepare(`UPDATE recipients SET suspended = 0 WHERE id = ?`);
+      res = await this.onMessage(target.queueId, ['queued', 'deferred', 'delivering'], 'AND suspended = 1', (r, h) => {
+        upd.run(r.id);
+        return makeEvent('resumed', { queue_id: r.qid, message_id: h.message_id, sender: h.sender, recipient: r.address, state: r.state, detail: operatorDetail(op) });
+      });
+    }
+    if (res.changed) this.emitDue();
+    return res;
+  }
+
+  /** hold - put a whole destination on hold (one overrides row) or take it off. */
+  private hold(destination: string, op: Operator, on: boolean): Promise<ActionResult> {
+    return this.commit.run(() => {
+      const exists = this.db.prepare(`SELECT 1 FROM overrides WHERE destination = ? AND kind = 'hold'`).get(destination) !== undefined;
+      const open = (this.db.prepare(`SELECT COUNT(*) AS n FROM recipients WHERE destination = ? AND state IN ('queued','deferred','delivering')`).get(destination) as { n: number }).n;
+      if (exists === on) return { changed: 0, inFlight: 0, queueIds: [] };
+      if (on) this.db.prepare(`INSERT INTO overrides (destination, kind, target, by, reason, at) VALUES (?, 'hold', '', ?, ?, ?)`).run(destination, op.who, op.reason, Date.now());
+      else this.db.prepare(`DELETE FROM overrides WHERE destination = ? AND kind = 'hold'`).run(destination);
+      this.destinationEvent(on ? 'suspended' : 'resumed', destination, op, on ? `held (${open} recipient(s))` : `released from hold (${open} recipient(s))`);
+      // A hold is a change even for an empty destination: count at least 1.
+      return { changed: Math.max(open, 1), inFlight: 0, queueIds: [] };
+    }, true);
+  }
+
+  async remove(queueId: string, op: Operator, report: false | ((m: MessageRecord, r: RecipientRecord) => boolean)): Promise<ActionResult> {
+    const m = await this.getMessage(queueId);
+    if (!m) return { changed: 0, inFlight: 0, queueIds: [] };
+    const deltas = new Map<string, number>();
+    const upd = this.db.prepare(`UPDATE recipients SET state = 'removed', report = ?, last_reply = ?, last_status = ?, lease_until = 0 WHERE id = ?`);
+    const text = `removed from the queue by the postmaster (${op.who}): ${op.reason || 'no reason given'}`.slice(0, 1000);
+    const res = await this.onMessage(
+      queueId,
+      ['queued', 'deferred', 'quarantined'],
+      '',
+      (row, h) => {
+        const r = toRecipient(row);
+        const wanted = report !== false && report(m, r);
+        const newReport = wanted ? 'failed' : row.report;
+        upd.run(newReport, wanted ? text : row.last_reply, wanted ? '5.0.0' : row.last_status, row.id);
+        const delta = Number(isOpen('removed', newReport)) - Number(isOpen(row.state, row.report));
+        if (delta) deltas.set(queueId, (deltas.get(queueId) ?? 0) + delta);
+        return makeEvent('removed', {
+          queue_id: queueId,
+          message_id: h.message_id,
+          sender: h.sender,
+          recipient: row.address,
+          state: 'removed',
+          detail: operatorDetail(op, wanted ? 'with a failure report to the sender' : 'without report'),
+        });
+      },
+      () => this.applyDeltas(deltas),
+    );
+    return res;
+  }
+
+  async release(queueId: string, op: Operator): Promise<ActionResult> {
+    const now = Date.now();
+    const upd = this.db.prepare(`UPDATE recipients SET state = 'queued', next_at = ?, lease_until = 0 WHERE id = ?`);
+    const res = await this.onMessage(
+      queueId,
+      ['quarantined'],
+      '',
+      (r, h) => {
+        upd.run(now, r.id);
+        return makeEvent('released', { queue_id: queueId, message_id: h.message_id, sender: h.sender, recipient: r.address, state: 'queued', detail: operatorDetail(op) });
+      },
+      () => {
+        this.db.prepare(`UPDATE messages SET quarantine = '' WHERE qid = ?`).run(queueId);
+        return [];
+      },
+    );
+    if (res.changed) this.emitDue();
+    return res;
+  }
+
+  async redirect(destination: string, to: string | null, op: Operator): Promise<void> {
+    await this.commit.run(() => {
+      if (to === null) {
+        const n = this.db.prepare(`DELETE FROM overrides WHERE destination = ? AND kind = 'redirect'`).run(destination).changes;
+        if (n) this.destinationEvent('redirected', destination, op, 'no longer redirected');
+      } else {
+        this.db
+          .prepare(`INSERT OR REPLACE INTO overrides (destination, kind, target, by, reason, at) VALUES (?, 'redirect', ?, ?, ?, ?)`)
+          .run(destination, to, op.who, op.reason, Date.now());
+        this.destinationEvent('redirected', destination, op, `redirected to ${to}`);
+      }
+    }, true);
+  }
+
+  async overrides(): Promise<DestinationOverride[]> {
+    const rows = this.db.prepare(`SELECT destination, kind, target, by, reason, at FROM overrides ORDER BY destination, kind`).all() as Array<{
+      destination: string;
+      kind: string;
+      target: string;
+      by: string;
+      reason: string;
+      at: number;
+    }>;
+    return rows.map((r) => ({ destination: r.destination, kind: r.kind === 'hold' ? 'hold' : 'redirect', to: r.target, by: r.by, reason: r.reason, at: r.at }));
+  }
+
+  async recipientPage(queueId: string, afterId: number, limit: number): Promise<RecipientRecord[]> {
+    return (this.db.prepare(`SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE qid = ? AND id > ? ORDER BY id LIMIT ?`).all(queueId, afterId, limit) as RecipientRow[]).map(
+      toRecipient,
+    );
+  }
+
+  async messageStates(queueIds: string[]): Promise<MessageStates[]> {
+    const agg = this.db.prepare(
+      `SELECT state, destination, COUNT(*) AS n, SUM(suspended) AS s, MIN(CASE WHEN state IN ('queued','deferred') THEN next_at END) AS nx
+       FROM recipients WHERE qid = ? GROUP BY state, destination`,
+    );
+    const last = this.db.prepare(`SELECT last_reply FROM recipients WHERE qid = ? AND last_reply != '' ORDER BY last_at DESC LIMIT 1`);
+    return queueIds.map((qid) => {
+      const out: MessageStates = { queueId: qid, states: {}, destinations: [], suspended: 0, nextAttemptAt: null, lastReply: '' };
+      for (const r of agg.all(qid) as Array<{ state: RecipientState; destination: string; n: number; s: number; nx: number | null }>) {
+        out.states[r.state] = (out.states[r.state] ?? 0) + r.n;
+        if (!out.destinations.includes(r.destination) && out.destinations.length < 10) out.destinations.push(r.destination);
+        out.suspended += r.s;
+        if (r.nx !== null && (out.nextAttemptAt === null || r.nx < out.nextAttemptAt)) out.nextAttemptAt = r.nx;
+      }
+      out.lastReply = (last.get(qid) as { last_reply: string } | undefined)?.last_reply ?? '';
+      return out;
+    });
+  }
+
+  async countByState(): Promise<Partial<Record<RecipientState, number>>> {
+    const out: Partial<Record<RecipientState, number>> = {};
+    for (const r of this.db.prepare(`SELECT state, COUNT(*) AS n FROM recipients GROUP BY state`).all() as Array<{ state: RecipientState; n: number }>) out[r.state] = r.n;
+    return out;
+  }
+
+  async eventsOf(queueId: string, afterSeq: number, limit: number): Promise<MailEvent[]> {
+    return (this.db.prepare(`SELECT * FROM events WHERE qid = ? AND seq > ? ORDER BY seq LIMIT ?`).all(queueId, afterSeq, limit) as EventRow[]).map(toEvent);
+  }
+
+  async track(q: TrackQuery): Promise<TrackResult> {
+    const where: string[] = [];
+    const args: unknown[] = [];
+    if (q.messageId !== undefined) (where.push('message_id = ?'), args.push(`<${q.messageId.trim().replace(/^<(.*)>$/, '$1')}>`));
+    if (q.sender !== undefined) (where.push('sender = ? COLLATE NOCASE'), args.push(q.sender.replace(/^<(.*)>$/, '$1')));
+    if (q.recipient !== undefined) (where.push('recipient = ? COLLATE NOCASE'), args.push(q.recipient.replace(/^<(.*)>$/, '$1')));
+    if (q.queueId !== undefined) (where.push('qid = ?'), args.push(q.queueId));
+    if (where.length === 0) throw new Error('track needs a message id, sender, recipient or queue id');
+    if (q.beforeSeq !== undefined) (where.push('+seq < ?'), args.push(q.beforeSeq));
+    // "+": walk the message-id/sender/recipient/qid index newest first, never a seq or ts range.
+    // ts follows seq to within a message's DATA phase, so the walk stops once
+    // it is SINCE_SLACK_MS before `since`: nothing older can match.
+    const walk = this.db.prepare(`SELECT seq, qid, ts FROM events WHERE ${where.join(' AND ')} ORDER BY seq DESC`);
+    const stopAt = q.since !== undefined ? new Date(Date.parse(q.since) - SINCE_SLACK_MS).toISOString() : null;
+    const qids: string[] = [];
+    let next: number | null = null;
+    for (const row of walk.iterate(...args) as IterableIterator<{ seq: number; qid: string; ts: string }>) {
+      if (stopAt !== null && row.ts < stopAt) break;
+      if (q.since !== undefined && row.ts < q.since) continue;
+      if (qids.includes(row.qid)) continue;
+      if (qids.length >= q.limit) {
+        next = row.seq + 1;
+        break;
+      }
+      qids.push(row.qid);
+    }
+    const of = this.db.prepare(`SELECT * FROM events WHERE qid = ? ORDER BY seq LIMIT 10000`);
+    const messages = qids.reverse().map((qid) => ({ queueId: qid, events: (of.all(qid) as EventRow[]).map(toEvent) }));
+    return { messages, next };
+  }
+
+  async pruneEvents(before: string, maxSeq: number, limit: number): Promise<number> {
+    return this.commit.run(
+      () =>
+        this.db
+          .prepare(
+            `DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE seq <= ? AND ts < ? AND qid NOT IN (SELECT qid FROM messages) ORDER BY seq LIMIT ?)`,
+          )
+          .run(maxSeq, before, limit).changes,
+      false,
+    );
   }
 
   /** The database handle, for the admin and audit modules that query it directly. */

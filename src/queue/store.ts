@@ -151,6 +151,10 @@ export interface DestinationSummary {
   deferred: number;
   suspended: number;
   lastReply: string;
+  /** The whole destination is on hold (queue suspend --destination). */
+  held?: boolean;
+  /** Mail for it goes to this host:port (queue redirect). */
+  redirect?: string;
 }
 
 export interface ListFilter {
@@ -160,9 +164,72 @@ export interface ListFilter {
   recipient?: string;
   olderThan?: number;
   messageId?: string;
+  /** Only quarantined messages. */
+  quarantined?: boolean;
   /** Cursor: the queue id after which to continue. */
   after?: string;
   limit: number;
+}
+
+/** Who asked for an operator action, and why; written into each event's `detail`. */
+export interface Operator {
+  who: string;
+  reason: string;
+}
+
+/** What an operator action applies to: one message, or every recipient of one destination. */
+export type Target = { queueId: string } | { destination: string };
+
+/** A destination-level operator setting: a hold or a redirect. */
+export interface DestinationOverride {
+  destination: string;
+  /** "hold" keeps the destination's recipients from being claimed; "redirect" sends them to `to`. */
+  kind: 'hold' | 'redirect';
+  /** host:port for redirects; "" for holds. */
+  to: string;
+  by: string;
+  reason: string;
+  at: number;
+}
+
+/** The result of an operator action: how many recipients it changed (and how many it could not). */
+export interface ActionResult {
+  changed: number;
+  /** Recipients being delivered right now: left alone (their attempt decides). */
+  inFlight: number;
+  /** The queue ids touched (at most the first 1000). */
+  queueIds: string[];
+}
+
+/** Per-message aggregates for listings: counts by state and the next attempt. */
+export interface MessageStates {
+  queueId: string;
+  states: Partial<Record<RecipientState, number>>;
+  destinations: string[];
+  suspended: number;
+  nextAttemptAt: number | null;
+  lastReply: string;
+}
+
+/** A message-tracking query (petrel track): at least one of the keys. */
+export interface TrackQuery {
+  messageId?: string;
+  sender?: string;
+  recipient?: string;
+  queueId?: string;
+  /** ISO 8601 time; only events at or after it match. */
+  since?: string;
+  /** Cursor: only matching events with seq below this. */
+  beforeSeq?: number;
+  /** Most messages returned. */
+  limit: number;
+}
+
+export interface TrackResult {
+  /** Each matching message's events, oldest message first, each in seq order. */
+  messages: Array<{ queueId: string; events: MailEvent[] }>;
+  /** Pass as beforeSeq for more (older) matches; null when there are none. */
+  next: number | null;
 }
 
 export interface QueueStore {
@@ -202,4 +269,47 @@ export interface QueueStore {
 
   /** Called after every commit that made something due (the scheduler wakes). */
   onDue(listener: () => void): void;
+
+  /*
+   * Operator actions (admin API, CLI, viewer). Each writes its events, with
+   * the operator and reason in `detail`, in the same transaction as the
+   * change; a single-message action touches only that message's rows.
+   */
+  /** Make queued/deferred recipients due now (event retry_requested each; one destination-level event). */
+  retryNow(target: Target, op: Operator): Promise<ActionResult>;
+  /** Hold: a message's recipients (suspended flag, event each) or a whole destination (hold row, one event). */
+  suspend(target: Target, op: Operator): Promise<ActionResult>;
+  /** Release a hold made by suspend(). */
+  resume(target: Target, op: Operator): Promise<ActionResult>;
+  /**
+   * Remove a message's unfinished recipients (queued, deferred, quarantined;
+   * not those in flight): state removed, event removed each. `report` says,
+   * per recipient, whether its sender gets a failure report (the reporter
+   * sends it); false: none.
+   */
+  remove(queueId: string, op: Operator, report: false | ((m: MessageRecord, r: RecipientRecord) => boolean)): Promise<ActionResult>;
+  /** Release a quarantined message: its quarantined recipients -> queued, due now, event released each. */
+  release(queueId: string, op: Operator): Promise<ActionResult>;
+  /** Send a destination's mail to host:port from now on (`to` null removes the redirect). */
+  redirect(destination: string, to: string | null, op: Operator): Promise<void>;
+  /** Destination holds and redirects in force. */
+  overrides(): Promise<DestinationOverride[]>;
+
+  /** A page of one message's recipients, in id order, after recipient id `afterId`. */
+  recipientPage(queueId: string, afterId: number, limit: number): Promise<RecipientRecord[]>;
+  /** Per-message aggregates for the given messages (a listing page). */
+  messageStates(queueIds: string[]): Promise<MessageStates[]>;
+  /** Recipients in the queue by state (cheap: for metrics at scrape time). */
+  countByState(): Promise<Partial<Record<RecipientState, number>>>;
+
+  /** A page of one message's events in seq order, after `afterSeq`. */
+  eventsOf(queueId: string, afterSeq: number, limit: number): Promise<MailEvent[]>;
+  /** Message tracking: every event of the messages that match (indexed; never a scan). */
+  track(query: TrackQuery): Promise<TrackResult>;
+  /**
+   * Retention: delete up to `limit` events older than `before` (ISO time) with
+   * seq <= `maxSeq` (events already copied to the event log file), never those
+   * of a message still in the queue. Returns how many were deleted.
+   */
+  pruneEvents(before: string, maxSeq: number, limit: number): Promise<number>;
 }

@@ -5,6 +5,10 @@
  * Also names the recipient's destination for operators (CONTRACT.md): the
  * recipient domain, or "[host]:port" for the smarthost. Pure: no I/O; the MX
  * look-up itself happens in the SMTP agent at delivery time.
+ *
+ * Operator redirects (`petrel queue redirect`, stored by the queue store) are
+ * applied last: the destination keeps its name, its next hop becomes
+ * smtp:HOST:PORT.
  */
 import type { Config, Transport } from '../config/schema.js';
 import { domainOf } from '../core/address.js';
@@ -18,6 +22,7 @@ export interface Routed {
 export class Router {
   private readonly local: Set<string>;
   private readonly routes: Map<string, Config['routes'][number]>;
+  private readonly redirects = new Map<string, { host: string; port: number }>();
 
   constructor(private readonly config: Config) {
     this.local = new Set(config.local.domains);
@@ -28,8 +33,22 @@ export class Router {
     return this.local.has(domain.toLowerCase());
   }
 
-  /** route - the next hop for one recipient address. */
+  /** setRedirect - send a destination's mail to host:port from now on (null: route it as configured again). */
+  setRedirect(destination: string, to: { host: string; port: number } | null): void {
+    if (to) this.redirects.set(destination, to);
+    else this.redirects.delete(destination);
+  }
+
+  /** route - the next hop for one recipient address (an operator redirect wins). */
   route(address: string): Routed {
+    const routed = this.configured(address);
+    const to = this.redirects.size ? this.redirects.get(routed.destination) : undefined;
+    if (!to) return routed;
+    return { hop: { kind: 'smtp', key: `smtp:${to.host}:${to.port}`, hosts: 'fixed', host: to.host, port: to.port, tls: 'opportunistic' }, destination: routed.destination };
+  }
+
+  /** configured - the next hop as the configuration says (local -> routes -> smarthost -> MX). */
+  private configured(address: string): Routed {
     const domain = domainOf(address);
     if (this.local.has(domain)) {
       return { hop: { kind: 'maildir', key: `maildir:${this.config.local.maildir}`, root: this.config.local.maildir, perDomain: true }, destination: domain };

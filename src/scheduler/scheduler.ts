@@ -347,7 +347,7 @@ export class Scheduler {
  * 9). A report of Petrel's own that fails is reported to the postmaster (its
  * NOTIFY does not apply); a failed postmaster notice is reported to no one.
  */
-function reportWanted(m: MessageRecord, r: RecipientRecord, kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean {
+export function reportWanted(m: MessageRecord, r: RecipientRecord, kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean {
   if (m.isReport) return kind === 'FAILURE' && m.client !== POSTMASTER_NOTICE;
   return m.sender !== '' && wantsReport(r.notify, kind);
 }

@@ -34,13 +34,13 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
   });
 }
 
-/** baseConfig - a config for tests: loopback, short retries, everything in `dir`. */
+/** baseConfig - a config for tests: loopback, short retries, everything in `dir`; the admin listener on a free port. */
 export function baseConfig(dir: string, extra = '', port = 0): string {
   return `hostname = "petrel.test"
 data_dir = "${join(dir, 'var')}"
 ${extra.includes('[smtp]') ? '' : `[smtp]\nlisten = ["127.0.0.1:${port}"]\n`}
 ${extra}
-`;
+${extra.includes('[admin]') ? '' : `[admin]\nlisten = "127.0.0.1:0"\n`}`;
 }
 
 export interface InProcess {

@@ -239,6 +239,251 @@ for (const backend of backends) {
         b.dispose();
       }
     });
+
+    const op = { who: 'alice', reason: 'testing' };
+
+    test('operator: retry now, per message and per destination, makes deferred recipients due with an event', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const m = await insert(b.store, 2);
+        const other = await insert(b.store, 1);
+        const later = Date.now() + 3_600_000;
+        const [c1, c2] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 });
+        await b.store.recordOutcomes([...c1!.recipients, ...c2!.recipients].map((r) => outcome(r, 'deferred', { nextAttemptAt: later })));
+        assert.equal(await b.store.nextDueAt(), later);
+        let woke = 0;
+        b.store.onDue(() => woke++);
+        const res = await b.store.retryNow({ queueId: m.queueId }, op);
+        assert.equal(res.changed, 2);
+        assert.deepEqual(res.queueIds, [m.queueId]);
+        assert.ok(woke > 0, 'the scheduler is woken');
+        assert.ok((await b.store.nextDueAt())! <= Date.now());
+        const ev = (await b.store.eventsOf(m.queueId, 0, 100)).filter((e) => e.event === 'retry_requested');
+        assert.equal(ev.length, 2);
+        assert.match(ev[0]!.detail!, /by alice: testing/);
+        assert.equal(ev[0]!.id, 7300);
+        const claimed = await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 });
+        assert.deepEqual(claimed.map((c) => c.message.queueId), [m.queueId]);
+        const d = await b.store.retryNow({ destination: 'example.net' }, op);
+        assert.equal(d.changed, 1, 'only the other message was still waiting');
+        assert.equal(d.inFlight, 2);
+        const all = await b.store.eventsAfter(0, 1000);
+        const destEvent = all.find((e) => e.event === 'retry_requested' && e.queue_id === '');
+        assert.match(destEvent!.detail!, /^destination example\.net retried .*by alice: testing/);
+        assert.equal((await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 }))[0]?.message.queueId, other.queueId);
+        assert.equal((await b.store.retryNow({ queueId: 'NOSUCHQUEUEID000' }, op)).changed, 0);
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('operator: suspend and resume a message; hold and release a whole destination without rewriting it', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const m = await insert(b.store, 2);
+        const s = await b.store.suspend({ queueId: m.queueId }, op);
+        assert.equal(s.changed, 2);
+        assert.ok((await b.store.getRecipients(m.queueId)).every((r) => r.suspended));
+        assert.deepEqual(await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 }), [], 'suspended recipients are not claimed');
+        assert.equal(await b.store.nextDueAt(), null);
+        assert.equal((await b.store.suspend({ queueId: m.queueId }, op)).changed, 0, 'suspending twice changes nothing');
+        const r = await b.store.resume({ queueId: m.queueId }, op);
+        assert.equal(r.changed, 2);
+        const names = (await b.store.eventsOf(m.queueId, 0, 100)).map((e) => e.event);
+        assert.deepEqual(names, ['received', 'received', 'suspended', 'suspended', 'resumed', 'resumed']);
+        // Destination hold.
+        const h = await b.store.suspend({ destination: 'example.net' }, op);
+        assert.equal(h.changed, 2);
+        assert.deepEqual(await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 }), [], 'a held destination is not claimed');
+        assert.equal(await b.store.nextDueAt(), null, 'a held destination is not due (the scheduler does not spin)');
+        assert.equal(await b.store.countDue(m.queueId, Date.now() + 1), 0);
+        assert.ok((await b.store.getRecipients(m.queueId)).every((x) => !x.suspended && x.state === 'queued'), 'rows are not rewritten');
+        const sum = await b.store.summary();
+        assert.equal(sum.find((x) => x.destination === 'example.net')?.held, true);
+        assert.deepEqual((await b.store.overrides()).map((o) => [o.destination, o.kind, o.by]), [['example.net', 'hold', 'alice']]);
+        // A held destination that empties stays listed, so it can be resumed.
+        await b.store.suspend({ destination: 'empty.example' }, op);
+        assert.equal((await b.store.summary()).find((x) => x.destination === 'empty.example')?.held, true);
+        await b.store.resume({ destination: 'empty.example' }, op);
+        await b.store.resume({ destination: 'example.net' }, op);
+        assert.equal((await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 }))[0]?.recipients.length, 2);
+        const dest = (await b.store.eventsAfter(0, 1000)).filter((e) => e.queue_id === '');
+        assert.deepEqual(dest.map((e) => e.event), ['suspended', 'suspended', 'resumed', 'resumed']);
+        assert.ok(dest.every((e) => /by alice: testing/.test(e.detail ?? '')));
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('operator: remove silently, or with a failure report; never a recipient in flight', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const silent = await insert(b.store, 2);
+        const res = await b.store.remove(silent.queueId, op, false);
+        assert.equal(res.changed, 2);
+        assert.equal(await b.store.getMessage(silent.queueId), null, 'a message with nothing left goes away');
+        const ev = (await b.store.eventsAfter(0, 1000)).filter((e) => e.queue_id === silent.queueId && e.event === 'removed');
+        assert.equal(ev.length, 2);
+        assert.match(ev[0]!.detail!, /without report by alice: testing/);
+        assert.equal(ev[0]!.state, 'removed');
+        // With a report: kept until the report is queued.
+        const ndr = await insert(b.store, 3);
+        const [c] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 1, leaseMs: 60_000 });
+        assert.equal(c!.message.queueId, ndr.queueId);
+        const r2 = await b.store.remove(ndr.queueId, op, (_m, r) => r.address !== 'r2@example.net');
+        assert.equal(r2.changed, 2);
+        assert.equal(r2.inFlight, 1, 'the recipient being delivered is left to its attempt');
+        const rs = await b.store.getRecipients(ndr.queueId);
+        assert.deepEqual(rs.map((r) => [r.state, r.report]), [['delivering', null], ['removed', 'failed'], ['removed', null]]);
+        assert.match(rs[1]!.lastReply, /removed from the queue by the postmaster \(alice\): testing/);
+        assert.ok(await b.store.getMessage(ndr.queueId));
+        await b.store.recordOutcomes([outcome(c!.recipients[0]!, 'delivered')]);
+        assert.deepEqual(await b.store.pendingReports(10), [ndr.queueId]);
+        const pending: RecipientRecord[] = [];
+        for await (const r of b.store.reportRecipients(ndr.queueId)) pending.push(r);
+        const { m: dsn, body } = message(1, 'report');
+        const w = b.store.createBody(dsn.queueId);
+        await w.write(Buffer.from(body));
+        await b.store.insert({ ...dsn, sender: '', isReport: true }, w, { clearReports: pending.map((r) => r.id) });
+        assert.equal(await b.store.getMessage(ndr.queueId), null);
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('operator: quarantine list, release (back to queued, due now) and delete (removed events)', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const q1 = await insert(b.store, 2);
+        const q2 = await insert(b.store, 1);
+        await insert(b.store, 1);
+        const qev = (m: NewMessage) => (r: RecipientRecord) => makeEvent('quarantined', { queue_id: m.queueId, message_id: m.messageId, sender: m.sender, recipient: r.address, state: 'quarantined' });
+        await b.store.quarantine(q1.queueId, 'unreadable', qev(q1));
+        await b.store.quarantine(q2.queueId, 'unreadable', qev(q2));
+        const listed = await b.store.list({ quarantined: true, limit: 10 });
+        assert.deepEqual(listed.map((m) => m.queueId), [q1.queueId, q2.queueId]);
+        assert.deepEqual((await b.store.list({ quarantined: true, limit: 1, after: q1.queueId })).map((m) => m.queueId), [q2.queueId]);
+        const rel = await b.store.release(q1.queueId, op);
+        assert.equal(rel.changed, 2);
+        assert.equal((await b.store.getMessage(q1.queueId))?.quarantine, '');
+        assert.deepEqual((await b.store.getRecipients(q1.queueId)).map((r) => r.state), ['queued', 'queued']);
+        const released = (await b.store.eventsOf(q1.queueId, 0, 100)).filter((e) => e.event === 'released');
+        assert.equal(released.length, 2);
+        assert.equal(released[0]!.id, 6100);
+        const del = await b.store.remove(q2.queueId, op, false);
+        assert.equal(del.changed, 1);
+        assert.equal(await b.store.getMessage(q2.queueId), null);
+        assert.equal((await b.store.eventsOf(q2.queueId, 0, 100)).filter((e) => e.event === 'removed').length, 1);
+        assert.deepEqual(await b.store.list({ quarantined: true, limit: 10 }), []);
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('operator: redirect is stored (and survives reopening) with an event; removed again with null', async () => {
+      const b = backend.make();
+      let store = b.store;
+      try {
+        await store.open();
+        await store.redirect('example.net', '127.0.0.1:2600', op);
+        if (store instanceof EmbeddedStore) {
+          await store.close();
+          store = b.reopen();
+          await store.open();
+        }
+        assert.deepEqual((await store.overrides()).map((o) => [o.destination, o.kind, o.to]), [['example.net', 'redirect', '127.0.0.1:2600']]);
+        assert.equal((await store.summary()).find((d) => d.destination === 'example.net')?.redirect, '127.0.0.1:2600');
+        await store.redirect('example.net', null, op);
+        assert.deepEqual(await store.overrides(), []);
+        const ev = (await store.eventsAfter(0, 100)).filter((e) => e.event === 'redirected');
+        assert.equal(ev.length, 2);
+        assert.match(ev[0]!.detail!, /destination example\.net redirected to 127\.0\.0\.1:2600 by alice: testing/);
+      } finally {
+        await store.close();
+        b.dispose();
+      }
+    });
+
+    test('listing helpers: recipient pages, per-message states, counts by state, a message\'s events', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const m = await insert(b.store, 5);
+        const p1 = await b.store.recipientPage(m.queueId, 0, 2);
+        const p2 = await b.store.recipientPage(m.queueId, p1[1]!.id, 10);
+        assert.deepEqual([...p1, ...p2].map((r) => r.address), ['r0@example.net', 'r1@example.net', 'r2@example.net', 'r3@example.net', 'r4@example.net']);
+        const [c] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 2, leaseMs: 60_000 });
+        await b.store.recordOutcomes([outcome(c!.recipients[0]!, 'deferred', { nextAttemptAt: Date.now() + 5000 })]);
+        const [st] = await b.store.messageStates([m.queueId]);
+        assert.deepEqual(st!.states, { queued: 3, delivering: 1, deferred: 1 });
+        assert.deepEqual(st!.destinations, ['example.net']);
+        assert.equal(st!.lastReply, 'deferred reply');
+        assert.deepEqual(await b.store.countByState(), { queued: 3, delivering: 1, deferred: 1 });
+        const ev = await b.store.eventsOf(m.queueId, 0, 3);
+        assert.equal(ev.length, 3);
+        assert.equal((await b.store.eventsOf(m.queueId, ev[2]!.seq!, 100)).length, 3);
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('track: by message id (with or without <>), sender and recipient (any case), since, with a cursor', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const a = await insert(b.store, 2);
+        const c = await insert(b.store, 1);
+        const byId = await b.store.track({ messageId: a.messageId.slice(1, -1), limit: 10 });
+        assert.deepEqual(byId.messages.map((x) => x.queueId), [a.queueId]);
+        assert.equal(byId.messages[0]!.events.length, 2);
+        assert.deepEqual((await b.store.track({ messageId: a.messageId, limit: 10 })).messages.map((x) => x.queueId), [a.queueId]);
+        const bySender = await b.store.track({ sender: 'ALICE@example.com', limit: 10 });
+        assert.deepEqual(bySender.messages.map((x) => x.queueId), [a.queueId, c.queueId], 'oldest first');
+        assert.equal(bySender.next, null);
+        const page = await b.store.track({ sender: 'alice@example.com', limit: 1 });
+        assert.deepEqual(page.messages.map((x) => x.queueId), [c.queueId], 'the newest match first');
+        assert.ok(page.next !== null);
+        const rest = await b.store.track({ sender: 'alice@example.com', limit: 1, beforeSeq: page.next! });
+        assert.deepEqual(rest.messages.map((x) => x.queueId), [a.queueId]);
+        assert.deepEqual((await b.store.track({ recipient: 'R1@example.net', limit: 10 })).messages.map((x) => x.queueId), [a.queueId]);
+        assert.deepEqual((await b.store.track({ sender: 'alice@example.com', since: new Date(Date.now() + 60_000).toISOString(), limit: 10 })).messages, []);
+        assert.deepEqual((await b.store.track({ queueId: c.queueId, limit: 10 })).messages.map((x) => x.events.length), [1]);
+        assert.deepEqual((await b.store.track({ sender: 'nobody@example.com', limit: 10 })).messages, []);
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('pruneEvents: only old events already copied, never those of a message still queued', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const gone = await insert(b.store, 1);
+        const kept = await insert(b.store, 1);
+        await b.store.remove(gone.queueId, op, false);
+        const all = await b.store.eventsAfter(0, 100);
+        const future = new Date(Date.now() + 60_000).toISOString();
+        assert.equal(await b.store.pruneEvents(future, 0, 100), 0, 'nothing past maxSeq');
+        const n = await b.store.pruneEvents(future, all[all.length - 1]!.seq!, 100);
+        assert.equal(n, 2, 'received + removed of the finished message');
+        const left = await b.store.eventsAfter(0, 100);
+        assert.deepEqual(left.map((e) => e.queue_id), [kept.queueId]);
+        assert.equal(await b.store.pruneEvents(new Date(0).toISOString(), 1e9, 100), 0, 'nothing newer than `before`');
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
   });
 }
 

@@ -1,0 +1,183 @@
+/*
+ * admin/metrics - Prometheus metrics at /metrics (prom-client), names
+ * starting with `petrel_`.
+ *
+ * Counters move with what happens: SMTP sessions, replies by code and
+ * accepted messages (inbound hooks), attempts and delivery latency (the
+ * scheduler's onResult), reports queued (the reporter's onQueued), and every
+ * mail event by kind (fed from the event log as it copies events, so the
+ * counts agree with the log exactly, expiries and quarantines included).
+ * Gauges that need the queue (recipients by state, queue size and oldest age
+ * per destination) are computed at scrape time from the store's aggregate
+ * queries, never by touching rows on each event.
+ *
+ * Each Petrel has its own registry (tests run several in one process).
+ * Destination labels are bounded: the MAX_DESTINATIONS largest, the rest
+ * summed under destination="(other)".
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { MailEvent } from '../log/events.js';
+import { RECIPIENT_STATES } from '../log/events.js';
+import type { QueueStore, ReportKind } from '../queue/store.js';
+import type { MessageRecord } from '../queue/store.js';
+import type { NextHop, RecipientResult } from '../delivery/agent.js';
+
+/** At most this many destinations get their own label values (bounded cardinality). */
+const MAX_DESTINATIONS = 200;
+
+export class AdminMetrics {
+  readonly registry = new Registry();
+  private readonly received: Counter;
+  private readonly receivedBytes: Counter;
+  private readonly events: Counter;
+  private readonly byOutcome: Record<string, Counter>;
+  private readonly attempts: Counter;
+  private readonly latency: Histogram;
+  private readonly sessions: Counter;
+  private readonly replies: Counter;
+  private readonly dsn: Counter;
+
+  constructor(
+    private readonly store: QueueStore,
+    connections: () => number,
+    options: { defaults?: boolean } = {},
+  ) {
+    const registers = [this.registry];
+    if (options.defaults) collectDefaultMetrics({ register: this.registry, prefix: 'petrel_process_' });
+    this.received = new Counter({ name: 'petrel_messages_received_total', help: 'Messages accepted over SMTP (250 after DATA)', registers });
+    this.receivedBytes = new Counter({ name: 'petrel_received_bytes_total', help: 'Octets of messages accepted over SMTP', registers });
+    this.events = new Counter({ name: 'petrel_events_total', help: 'Mail events written to the event log, by kind', labelNames: ['event'], registers });
+    const outcome = (name: string, help: string): Counter => new Counter({ name, help, registers });
+    this.byOutcome = {
+      received: outcome('petrel_recipients_received_total', 'Recipients of accepted messages (received events)'),
+      delivered: outcome('petrel_recipients_delivered_total', 'Recipients delivered (delivered events)'),
+      deferred: outcome('petrel_recipients_deferred_total', 'Attempts that failed temporarily (deferred events)'),
+      failed: outcome('petrel_recipients_failed_total', 'Recipients failed permanently (failed events)'),
+      expired: outcome('petrel_recipients_expired_total', 'Recipients expired at the end of the queue lifetime (expired events)'),
+      quarantined: outcome('petrel_recipients_quarantined_total', 'Recipients set aside because their message could not be read'),
+      removed: outcome('petrel_recipients_removed_total', 'Recipients removed by an operator'),
+    };
+    this.attempts = new Counter({ name: 'petrel_delivery_attempts_total', help: 'Delivery attempts by result and transport', labelNames: ['result', 'transport'], registers });
+    this.latency = new Histogram({
+      name: 'petrel_delivery_latency_seconds',
+      help: 'Time from acceptance to delivery, per delivered recipient',
+      labelNames: ['transport'],
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400],
+      registers,
+    });
+    this.sessions = new Counter({ name: 'petrel_smtp_sessions_total', help: 'SMTP connections accepted or refused at the greeting', registers });
+    this.replies = new Counter({ name: 'petrel_smtp_replies_total', help: 'SMTP replies sent, by code', labelNames: ['code'], registers });
+    this.dsn = new Counter({ name: 'petrel_dsn_sent_total', help: 'Delivery status notifications queued, by kind', labelNames: ['kind'], registers });
+    new Gauge({
+      name: 'petrel_smtp_connections',
+      help: 'SMTP connections open now',
+      registers,
+      collect() {
+        this.set(connections());
+      },
+    });
+    const self = this;
+    new Gauge({
+      name: 'petrel_recipients',
+      help: 'Recipients in the queue, by state',
+      labelNames: ['state'],
+      registers,
+      async collect() {
+        const counts = await self.store.countByState();
+        for (const s of RECIPIENT_STATES) this.set({ state: s }, counts[s] ?? 0);
+      },
+    });
+    // One summary query feeds the three per-destination gauges.
+    let pending: Promise<Array<{ destination: string; recipients: number; messages: number; oldest: number }>> | null = null;
+    const destinations = (): Promise<Array<{ destination: string; recipients: number; messages: number; oldest: number }>> => {
+      if (!pending) {
+        pending = self.store.summary().then((all) => {
+          const top = all.filter((d) => d.recipients > 0).slice(0, MAX_DESTINATIONS);
+          const rest = all.filter((d) => d.recipients > 0).slice(MAX_DESTINATIONS);
+          if (rest.length) {
+            top.push({
+              ...rest[0]!,
+              destination: '(other)',
+              recipients: rest.reduce((n, d) => n + d.recipients, 0),
+              messages: rest.reduce((n, d) => n + d.messages, 0),
+              oldest: Math.min(...rest.map((d) => d.oldest)),
+            });
+          }
+          return top;
+        });
+        setImmediate(() => (pending = null));
+      }
+      return pending;
+    };
+    new Gauge({
+      name: 'petrel_queue_recipients',
+      help: 'Unfinished recipients in the queue, per destination',
+      labelNames: ['destination'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const d of await destinations()) this.set({ destination: d.destination }, d.recipients);
+      },
+    });
+    new Gauge({
+      name: 'petrel_queue_messages',
+      help: 'Messages with unfinished recipients, per destination',
+      labelNames: ['destination'],
+      registers,
+      async collect() {
+        this.reset();
+        for (const d of await destinations()) this.set({ destination: d.destination }, d.messages);
+      },
+    });
+    new Gauge({
+      name: 'petrel_queue_oldest_age_seconds',
+      help: 'Age of the oldest unfinished message, per destination',
+      labelNames: ['destination'],
+      registers,
+      async collect() {
+        this.reset();
+        const now = Date.now();
+        for (const d of await destinations()) this.set({ destination: d.destination }, Math.max(0, (now - d.oldest) / 1000));
+      },
+    });
+  }
+
+  /** Inbound hooks (SessionContext.onReply / onAccepted / onConnect). */
+  onReply(code: number): void {
+    this.replies.inc({ code: String(code) });
+  }
+  onAccepted(size: number): void {
+    this.received.inc();
+    this.receivedBytes.inc(size);
+  }
+  onConnect(): void {
+    this.sessions.inc();
+  }
+
+  /** Scheduler hook: one attempt's result. */
+  onResult(result: RecipientResult, message: MessageRecord, hop: NextHop): void {
+    this.attempts.inc({ result: result.kind, transport: hop.kind });
+    if (result.kind === 'delivered') this.latency.observe({ transport: hop.kind }, Math.max(0, (Date.now() - message.receivedAt) / 1000));
+  }
+
+  /** Reporter hook: a report was queued. */
+  onReport(kind: ReportKind): void {
+    this.dsn.inc({ kind });
+  }
+
+  /** Event log hook: events as they are written to events.jsonl. */
+  onEvents(events: readonly MailEvent[]): void {
+    for (const e of events) {
+      this.events.inc({ event: e.event });
+      if (e.recipient !== undefined) this.byOutcome[e.event]?.inc();
+    }
+  }
+
+  async text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

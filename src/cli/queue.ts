@@ -1,0 +1,281 @@
+/*
+ * cli/queue - `petrel queue`: the queue by destination (like qshape), the
+ * message list, one message, and the operator actions (retry, suspend,
+ * resume, delete, redirect). Talks to the running server's admin API, or to
+ * the store directly when the server is not running (cli/admin-client).
+ *
+ * Exit codes: 0 done; 1 not found / nothing matched / nothing to change;
+ * 64 usage; 69 the server does not answer and the queue cannot be opened;
+ * 77 the admin token was refused.
+ *
+ * Untrusted input: the command line (checked again by admin/actions).
+ */
+import type { Params } from '../admin/actions.js';
+import { isQueueId } from '../core/ids.js';
+import { AdminClient, Unavailable, cliOperator, type Answer } from './admin-client.js';
+import { age, clip, exitFor, table, when } from './format.js';
+import { configFrom, type Args, type CliCommand } from './main.js';
+
+type Out = (s: string) => void;
+
+/** withClient - load the config, run `fn` with an admin client, map failures to exit codes. */
+export async function withClient(args: Args, err: Out, fn: (c: AdminClient) => Promise<number>): Promise<number> {
+  const id = args.positional[1];
+  if (id !== undefined && !isQueueId(id)) {
+    err(`petrel: "${id}" is not a queue id (16 characters such as 1M7YZRKW60M0GRV1, as shown by petrel queue list)`);
+    return 64;
+  }
+  const config = configFrom(args, err);
+  if (!config) return 64;
+  const client = new AdminClient(config, err);
+  try {
+    return await fn(client);
+  } catch (e) {
+    if (e instanceof Unavailable) {
+      err(`petrel: ${e.message}`);
+      return 69;
+    }
+    throw e;
+  } finally {
+    await client.close();
+  }
+}
+
+/** answer - print an API answer (JSON or via `show`) and return the exit code. */
+export function answer(a: Answer, args: Args, out: Out, err: Out, show: (body: Answer['body']) => void): number {
+  if (a.status !== 200) {
+    if (args.flags.has('json')) out(JSON.stringify(a.body, null, 2));
+    err(`petrel: ${a.body?.error ?? `error ${a.status}`}`);
+    return exitFor(a.status);
+  }
+  if (args.flags.has('json')) out(JSON.stringify(a.body, null, 2));
+  else show(a.body);
+  return 0;
+}
+
+export function flag(args: Args, name: string): string | undefined {
+  const v = args.flags.get(name);
+  return typeof v === 'string' ? v : undefined;
+}
+
+export function actionBody(args: Args, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return { operator: cliOperator(), reason: flag(args, 'reason') ?? '', ...extra };
+}
+
+/** printMessage - `queue show` / `quarantine show`: envelope, recipients, history. */
+export function printMessage(b: Answer['body'], out: Out): void {
+  const m = b.message;
+  const now = Date.now();
+  if (m) {
+    out(`queue id:    ${m.queueId}`);
+    out(`message id:  ${m.messageId}`);
+    out(`sender:      <${m.sender}>`);
+    out(`subject:     ${clip(m.subject, 100)}`);
+    out(`received:    ${new Date(m.receivedAt).toISOString()} (${age(m.receivedAt, now)} ago) from ${m.client}`);
+    out(`size:        ${m.size} octets${m.smtputf8 ? ', SMTPUTF8' : ''}${m.isReport ? ', a delivery report' : ''}${m.envid ? `, ENVID ${m.envid}` : ''}${m.ret ? `, RET=${m.ret}` : ''}`);
+    if (m.quarantine) out(`quarantined: ${m.quarantine}`);
+    out('');
+    out(
+      table(
+        ['RECIPIENT', 'STATE', 'ATTEMPTS', 'NEXT', 'DESTINATION', 'LAST REPLY'],
+        (b.recipients as Array<Record<string, any>>).map((r) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+          r.address,
+          r.state + (r.suspended ? ' (held)' : ''),
+          String(r.attempts),
+          r.state === 'queued' || r.state === 'deferred' ? when(r.nextAttemptAt, now) : '-',
+          r.destination,
+          clip(r.lastReply || '-', 70),
+        ]),
+      ),
+    );
+    if (b.recipientsNext !== null) out(`(more recipients: the API's recipients_after=${b.recipientsNext})`);
+  } else {
+    out(`${b.events[0]?.queue_id ?? ''}: no longer in the queue; its history:`);
+  }
+  out('');
+  out('history:');
+  for (const e of b.events as Array<Record<string, any>>) out(`  ${eventLine(e)}`); // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+}
+
+/** eventLine - one event for people: time, kind, recipient, state, attempt, remote, reply/error/detail. */
+export function eventLine(e: Record<string, unknown>): string {
+  const parts = [String(e.ts), String(e.event).padEnd(15)];
+  if (e.recipient !== undefined) parts.push(`<${e.recipient}>`);
+  if (e.state !== undefined) parts.push(String(e.state));
+  if (e.attempt !== undefined) parts.push(`attempt ${e.attempt}`);
+  if (e.remote) parts.push(`via ${e.remote}`);
+  const text = (e.reply ?? e.error ?? '') as string;
+  if (text) parts.push(`"${clip(text, 120)}"`);
+  if (e.detail) parts.push(`(${clip(String(e.detail), 160)})`);
+  return parts.join(' ');
+}
+
+/** target - "ID" or "--destination D" for retry/suspend/resume. */
+function targetPath(args: Args, verb: string, err: Out): string | null {
+  const id = args.positional[1];
+  const dest = flag(args, 'destination');
+  if ((id === undefined) === (dest === undefined)) {
+    err(`Usage: petrel queue ${verb} QUEUE_ID | --destination D [--reason TEXT]`);
+    return null;
+  }
+  return id !== undefined ? `/api/messages/${encodeURIComponent(id)}/${verb}` : `/api/destinations/${encodeURIComponent(dest!)}/${verb}`;
+}
+
+function printResult(verb: string, b: Answer['body'], out: Out): void {
+  out(`${verb}: ${b.changed} recipient(s) changed${b.inFlight ? `; ${b.inFlight} being delivered right now were left to their attempt` : ''}`);
+}
+
+async function summary(c: AdminClient, args: Args, out: Out, err: Out): Promise<number> {
+  const a = await c.call('GET', '/api/queue');
+  return answer(a, args, out, err, (b) => {
+    const now = Date.now();
+    if (b.destinations.length === 0) {
+      out('The queue is empty.');
+      return;
+    }
+    out(
+      table(
+        ['DESTINATION', 'RCPTS', 'MSGS', 'DEFERRED', 'HELD', 'OLDEST', 'NOTE', 'LAST ERROR'],
+        (b.destinations as Array<Record<string, any>>).map((d) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+          d.destination,
+          String(d.recipients),
+          String(d.messages),
+          String(d.deferred),
+          String(d.suspended),
+          d.recipients ? age(d.oldest, now) : '-',
+          [d.held ? 'ON HOLD' : '', d.redirect ? `-> ${d.redirect}` : ''].filter(Boolean).join(' ') || '-',
+          clip(d.lastReply || '-', 80),
+        ]),
+      ),
+    );
+    out(`total: ${b.total.recipients} recipient(s) in ${b.total.messages} message(s) (a message with several destinations counts under each)`);
+  });
+}
+
+/** listParams - the list filters from the command line. */
+export function listParams(args: Args): Params {
+  return {
+    destination: flag(args, 'destination'),
+    state: flag(args, 'state'),
+    sender: flag(args, 'sender'),
+    recipient: flag(args, 'recipient'),
+    older_than: flag(args, 'older-than'),
+    message_id: flag(args, 'message-id'),
+    after: flag(args, 'after'),
+    limit: flag(args, 'limit'),
+  };
+}
+
+/** printList - a page of messages; says how to get the next one. */
+export function printList(b: Answer['body'], out: Out, again: string): void {
+  const now = Date.now();
+  if (b.messages.length === 0) return out('No message matches.');
+  out(
+    table(
+      ['QUEUE ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENTS', 'NEXT', 'DESTINATIONS', 'SUBJECT'],
+      (b.messages as Array<Record<string, any>>).map((m) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+        m.queueId,
+        age(m.receivedAt, now),
+        String(m.size),
+        `<${clip(m.sender, 40)}>`,
+        Object.entries(m.states as Record<string, number>)
+          .map(([s, n]) => `${n} ${s}`)
+          .join(', ') + (m.suspended ? ` (${m.suspended} held)` : ''),
+        when(m.nextAttemptAt, now),
+        clip((m.destinations as string[]).join(','), 40),
+        clip(m.subject, 40),
+      ]),
+    ),
+  );
+  if (b.next) out(`more: ${again} --after ${b.next}`);
+}
+
+async function list(c: AdminClient, args: Args, out: Out, err: Out): Promise<number> {
+  const a = await c.call('GET', '/api/messages', listParams(args));
+  const code = answer(a, args, out, err, (b) => printList(b, out, 'petrel queue list ...'));
+  return code === 0 && a.body.messages.length === 0 ? 1 : code;
+}
+
+const HELP = `Usage:
+  petrel queue [--json]                           the queue by destination: recipients, messages,
+                                                  deferred, held, oldest, last error (like qshape)
+  petrel queue list [--destination D] [--state S] [--sender A] [--recipient A]
+                    [--older-than 1h] [--message-id ID] [--limit N] [--after QUEUE_ID] [--json]
+  petrel queue show QUEUE_ID [--json]             envelope, each recipient's state, attempts,
+                                                  next attempt and last reply, and its history
+  petrel queue retry QUEUE_ID | --destination D [--reason TEXT]
+  petrel queue suspend QUEUE_ID | --destination D [--reason TEXT]
+  petrel queue resume QUEUE_ID | --destination D [--reason TEXT]
+  petrel queue delete QUEUE_ID [--ndr | --silent] [--reason TEXT]
+  petrel queue redirect --destination D (--to HOST:PORT | --clear) [--reason TEXT]
+
+A destination is a recipient domain, or the smarthost / route name that
+"petrel queue" shows. States: queued delivering delivered deferred failed
+expired quarantined removed. Lists come a page at a time (--limit, at most
+500; --after continues). Every action is an event in the log with your user
+name and --reason. "delete --ndr" sends the sender a failure report for the
+removed recipients; "--silent" (the default) sends none. "suspend
+--destination" holds all of a destination's mail until "resume"; "resume" does
+not retry at once: "retry" does. "redirect" sends a destination's mail to
+HOST:PORT over SMTP from now on (and retries it now); "--clear" ends that.
+
+Talks to the running server's admin API ([admin] listen); when the server is
+not running it opens the queue in data_dir directly.
+Exit: 0 done, 1 not found or nothing matched, 64 usage, 69 neither the server
+nor the queue is available, 77 the admin token was refused.
+Options: --config FILE, --json.
+`;
+
+export const queueCommand: CliCommand = {
+  name: 'queue',
+  summary: 'show the queue by destination; list, show, retry, suspend, resume, delete, redirect',
+  help: HELP,
+  run(args, out, err) {
+    const sub = args.positional[0] ?? '';
+    return withClient(args, err, async (c) => {
+      switch (sub) {
+        case '':
+          return summary(c, args, out, err);
+        case 'list':
+          return list(c, args, out, err);
+        case 'show': {
+          const id = args.positional[1];
+          if (!id) return (err('Usage: petrel queue show QUEUE_ID'), 64);
+          return answer(await c.call('GET', `/api/messages/${encodeURIComponent(id)}`), args, out, err, (b) => printMessage(b, out));
+        }
+        case 'retry':
+        case 'suspend':
+        case 'resume': {
+          const path = targetPath(args, sub, err);
+          if (!path) return 64;
+          const a = await c.call('POST', path, {}, actionBody(args));
+          const code = answer(a, args, out, err, (b) => printResult(sub, b, out));
+          return code === 0 && a.body.changed === 0 ? 1 : code;
+        }
+        case 'delete': {
+          const id = args.positional[1];
+          if (!id || (args.flags.has('ndr') && args.flags.has('silent'))) return (err('Usage: petrel queue delete QUEUE_ID [--ndr | --silent] [--reason TEXT]'), 64);
+          const ndr = args.flags.has('ndr');
+          const a = await c.call('POST', `/api/messages/${encodeURIComponent(id)}/delete`, {}, actionBody(args, { ndr }));
+          const code = answer(a, args, out, err, (b) => {
+            printResult('delete', b, out);
+            if (ndr && b.changed) out(a.via === 'server' ? 'A failure report goes to the sender.' : 'A failure report goes to the sender when the server starts.');
+          });
+          return code === 0 && a.body.changed === 0 ? 1 : code;
+        }
+        case 'redirect': {
+          const dest = flag(args, 'destination');
+          const to = flag(args, 'to');
+          if (!dest || (to === undefined) === !args.flags.has('clear')) return (err('Usage: petrel queue redirect --destination D (--to HOST:PORT | --clear) [--reason TEXT]'), 64);
+          const a = await c.call('POST', `/api/destinations/${encodeURIComponent(dest)}/redirect`, {}, actionBody(args, { to: to ?? null }));
+          return answer(a, args, out, err, (b) =>
+            out(b.to ? `${b.destination}: mail goes to ${b.to} from now on (${b.retried} recipient(s) retried now)` : `${b.destination}: routed as configured again`),
+          );
+        }
+        default:
+          err(`petrel queue: unknown subcommand "${sub}"\n\n${HELP}`);
+          return 64;
+      }
+    });
+  },
+};
