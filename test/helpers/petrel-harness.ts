@@ -77,7 +77,10 @@ export async function startPetrel(extra = '', options: PetrelOptions = {}, dir =
 
 export function readEvents(path: string): MailEvent[] {
   if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
+  const text = readFileSync(path, 'utf8');
+  // The writer may be appending right now: a last line without its newline is not complete yet.
+  const complete = text.slice(0, text.lastIndexOf('\n') + 1);
+  return complete
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as MailEvent);

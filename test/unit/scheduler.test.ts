@@ -107,7 +107,7 @@ test('one failure report per message per pass, across next hops', async () => {
   await s.store.open();
   s.scheduler.start();
   const qid = await enqueue(s.enqueuer, 'alice@example.com', ['a@one.example', 'b@two.example', 'c@two.example', 'd@local.test']);
-  await until(async () => (await s.store.getMessage(qid)) === null);
+  await until(async () => (await s.store.getMessage(qid)) === null && s.agent.jobs.some((j) => j.message.isReport));
   await s.scheduler.stop();
   const ev = (await events(s.store)).filter((e) => e.queue_id === qid);
   assert.deepEqual(ev.filter((e) => e.event === 'failed').map((e) => e.recipient).sort(), ['a@one.example', 'b@two.example', 'c@two.example']);
