@@ -24,10 +24,10 @@
  */
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { FINAL_STATES, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
+import { FINAL_STATES, RECIPIENT_STATES, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
 import { GroupCommit } from './group-commit.js';
 import { Spool, SpoolWriter } from './spool.js';
 import type {
@@ -298,6 +298,82 @@ export class EmbeddedStore implements QueueStore {
       .prepare(`UPDATE recipients SET state = CASE WHEN attempts = 0 THEN 'queued' ELSE 'deferred' END, next_at = ?, lease_until = 0 WHERE state = 'delivering'`)
       .run(now);
     await this.sweepOrphans();
+    await this.verify();
+  }
+
+  /**
+   * verify - start-up check for damage (a truncated or missing body file, a
+   * recipient row in no known state, unreadable counters, recipients whose
+   * message row is gone). Each damaged message is quarantined with an event,
+   * so an operator sees it and can repair and release it; nothing is deleted,
+   * and undamaged mail is not held up (invariant 7, seed 004).
+   */
+  private async verify(): Promise<void> {
+    const states = RECIPIENT_STATES.map((x) => `'${x}'`).join(',');
+    const damaged = new Map<string, string>();
+    const note = (qid: string, why: string): void => {
+      if (!damaged.has(qid)) damaged.set(qid, why);
+    };
+    for (const r of this.db
+      .prepare(
+        `SELECT qid, state, typeof(attempts) AS ta, typeof(next_at) AS tn FROM recipients
+         WHERE state NOT IN (${states}) OR typeof(attempts) <> 'integer' OR typeof(next_at) <> 'integer' OR attempts < 0`,
+      )
+      .all() as Array<{ qid: string; state: unknown; ta: string; tn: string }>) {
+      note(r.qid, `damaged recipient row (state ${JSON.stringify(r.state)}, attempts ${r.ta}, next_at ${r.tn})`);
+    }
+    for (const m of this.db
+      .prepare(
+        `SELECT qid FROM messages WHERE typeof(received_at) <> 'integer' OR typeof(size) <> 'integer' OR size < 0 OR typeof(sender) <> 'text' OR typeof(message_id) <> 'text'`,
+      )
+      .all() as Array<{ qid: string }>) {
+      note(m.qid, 'damaged message row');
+    }
+    for (const m of this.db.prepare(`SELECT qid, size FROM messages WHERE body IS NULL AND quarantine = ''`).all() as Array<{ qid: string; size: number }>) {
+      let actual: number | null = null;
+      try {
+        actual = statSync(this.spool.pathOf(m.qid)).size;
+      } catch {
+        actual = null;
+      }
+      if (actual === null) note(m.qid, 'body file missing from the spool');
+      else if (actual !== m.size) note(m.qid, `body file is ${actual} octets, ${m.size} were accepted (truncated or damaged)`);
+    }
+    const orphans = this.db
+      .prepare(`SELECT DISTINCT r.qid AS qid FROM recipients r WHERE NOT EXISTS (SELECT 1 FROM messages m WHERE m.qid = r.qid)`)
+      .all() as Array<{ qid: string }>;
+    if (damaged.size === 0 && orphans.length === 0) return;
+    await this.commit.run(() => {
+      for (const { qid } of orphans) {
+        // The envelope is gone: keep the recipients visible under a placeholder message.
+        this.db
+          .prepare(
+            `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body, rcpt_count, open_count, quarantine)
+             VALUES (?, '', '', NULL, NULL, 0, ?, 0, 0, 0, '', '', NULL, (SELECT COUNT(*) FROM recipients WHERE qid = ?), (SELECT COUNT(*) FROM recipients WHERE qid = ?), ?)`,
+          )
+          .run(qid, Date.now(), qid, qid, 'message row missing: recipients kept under a placeholder');
+        damaged.set(qid, 'message row missing: recipients kept under a placeholder');
+      }
+      for (const [qid, why] of damaged) {
+        this.st.quarantineMessage.run(why, qid);
+        const head = (this.db.prepare(`SELECT message_id, sender FROM messages WHERE qid = ?`).get(qid) as { message_id: unknown; sender: unknown } | undefined) ?? { message_id: '', sender: '' };
+        const rows = this.db.prepare(`SELECT id, address, state FROM recipients WHERE qid = ?`).all(qid) as Array<{ id: number; address: unknown; state: unknown }>;
+        for (const r of rows) {
+          if (typeof r.state === 'string' && FINAL_STATES.has(r.state as RecipientState)) continue;
+          this.db.prepare(`UPDATE recipients SET state = 'quarantined', lease_until = 0 WHERE id = ?`).run(r.id);
+          this.insertEvent(
+            makeEvent('quarantined', {
+              queue_id: qid,
+              message_id: String(head.message_id ?? ''),
+              sender: String(head.sender ?? ''),
+              recipient: String(r.address ?? ''),
+              state: 'quarantined',
+              error: why,
+            }),
+          );
+        }
+      }
+    }, true);
   }
 
   private prepare() {
