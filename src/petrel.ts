@@ -4,8 +4,11 @@
  * takes them down in the safe order.
  *
  * Start order: store (recovery) -> event log (catches up) -> agents ->
- * scheduler -> listeners (only then is mail accepted).
- * Stop order (SIGTERM): listeners stop accepting and finish their replies ->
+ * scheduler -> listeners and the pickup directory (only then is mail accepted).
+ * Local users and aliases are re-read when their files change and on reload()
+ * (SIGHUP).
+ * Stop order (SIGTERM): pickup stops after its current file; listeners stop
+ * accepting and finish their replies ->
  * scheduler stops claiming, running deliveries get until the deadline ->
  * agents close -> event log flushes -> store closes. Whatever was in flight
  * and not finished is "delivering" in the store and due again at next start:
@@ -15,15 +18,17 @@ import { statfsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from './config/schema.js';
 import type { DeliveryAgent, NextHop } from './delivery/agent.js';
+import { DirectoryAgent } from './delivery/directory.js';
 import { MaildirAgent } from './delivery/maildir.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
-import { LocalUsers } from './local/users.js';
+import { LocalRecipients } from './local/recipients.js';
 import { EventLog } from './log/event-log.js';
 import { trace } from './log/trace.js';
+import { PickupDirectory } from './pickup/pickup.js';
 import { EmbeddedStore } from './queue/embedded-store.js';
 import type { QueueStore } from './queue/store.js';
 import { Router } from './scheduler/router.js';
@@ -44,6 +49,9 @@ export class Petrel {
   readonly scheduler: Scheduler;
   readonly eventLog: EventLog;
   readonly agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  /** Local users, aliases and catch-alls (RCPT checks and enqueue-time expansion). */
+  readonly local: LocalRecipients;
+  readonly pickup: PickupDirectory;
   inbound: InboundServer | null = null;
   private accepting = true;
   private spaceCheck = { at: 0, low: false };
@@ -54,8 +62,19 @@ export class Petrel {
   ) {
     this.store = options.store ?? new EmbeddedStore({ dataDir: config.data_dir });
     this.router = new Router(config);
-    this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router });
-    this.agents = { maildir: new MaildirAgent(), ...options.agents };
+    const localTrace = trace('local');
+    this.local = new LocalRecipients({
+      domains: config.local.domains,
+      usersFile: config.local.users_file,
+      aliasesFile: config.local.aliases_file,
+      onProblem: (text) => localTrace.warn({ problem: text }, 'local users/aliases'),
+    });
+    this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router, expand: (rs) => this.local.expand(rs) });
+    this.agents = {
+      maildir: new MaildirAgent(),
+      directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
+      ...options.agents,
+    };
     this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn') });
     this.scheduler = new Scheduler({
       config,
@@ -66,6 +85,7 @@ export class Petrel {
       trace: trace('scheduler'),
     });
     this.eventLog = new EventLog(this.store, join(config.data_dir, 'log', 'events.jsonl'), trace('eventlog'));
+    this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup') });
   }
 
   /** start - open everything and begin accepting mail. */
@@ -75,17 +95,23 @@ export class Petrel {
     await this.eventLog.open();
     this.scheduler.start();
     const tls = await loadTls(this.config);
-    const users = new LocalUsers(this.config.local.users_file);
+    this.local.watch();
     this.inbound = new InboundServer({
       config: this.config,
       enqueuer: this.enqueuer,
-      policy: new RecipientPolicy(this.config, users),
+      policy: new RecipientPolicy(this.config, this.local),
       tls: tls.context,
       trace: trace('inbound'),
       lowOnSpace: () => this.lowOnSpace(),
       accepting: () => this.accepting,
     });
     await this.inbound.listen();
+    await this.pickup.start();
+  }
+
+  /** reload - re-read the users and aliases files now (SIGHUP). */
+  reload(): void {
+    this.local.reload();
   }
 
   /** lowOnSpace - free space under data_dir below min_free_space (checked at most once a second). */
@@ -106,6 +132,8 @@ export class Petrel {
   async stop(deadlineMs = 25_000): Promise<void> {
     this.accepting = false;
     const t0 = Date.now();
+    this.local.unwatch();
+    await this.pickup.stop();
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     await Promise.allSettled(Object.values(this.agents).map((a) => a?.close()));

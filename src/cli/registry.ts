@@ -4,6 +4,7 @@
  */
 import { checkConfigCommand } from './check-config.js';
 import type { CliCommand } from './main.js';
+import { sendmailCommand } from './sendmail.js';
 import { startCommand } from './start.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, sendmailCommand];

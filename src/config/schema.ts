@@ -65,6 +65,7 @@ export interface Config {
     max_connections_per_destination: number;
     max_connections: number;
     helo_name: string;
+    directory_require_mount: boolean;
   };
   routes: Route[];
   local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
@@ -90,6 +91,8 @@ function ok<T>(value: T): { value: T } {
 const describe = (raw: unknown): string => JSON.stringify(raw) ?? String(raw);
 
 export const str: Check<string> = (raw) => (typeof raw === 'string' ? ok(raw) : { error: `must be a string (got ${describe(raw)})` });
+
+const bool: Check<boolean> = (raw) => (typeof raw === 'boolean' ? ok(raw) : { error: `must be true or false (got ${describe(raw)})` });
 
 const nonEmptyStr: Check<string> = (raw) =>
   typeof raw === 'string' && raw.trim() !== '' ? ok(raw.trim()) : { error: `must be a non-empty string (got ${describe(raw)})` };
@@ -274,6 +277,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.max_connections_per_destination': { check: positiveInt, def: () => 20, doc: 'per next hop' },
   'delivery.max_connections': { check: positiveInt, def: () => 200, doc: 'outbound connections in all' },
   'delivery.helo_name': { check: str, def: () => '', doc: 'EHLO name; hostname when empty' },
+  'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },

@@ -1,0 +1,144 @@
+/*
+ * local/recipients - who exists in the local domains: the users file and the
+ * aliases file together, kept current while Petrel runs.
+ *
+ * - exists(): the RCPT-time check (inbound/policy): an alias, a catch-all or
+ *   a user is valid; anything else in a local domain gets 550 5.1.1 when a
+ *   users_file is set (never accepted and bounced later).
+ * - expand(): the enqueue-time expansion (local/expand), used by every way in.
+ * - Both files are re-read when they change (polled with fs.watchFile, which
+ *   also sees a file replaced by rename, as editors and config tools do) and
+ *   on reload() (SIGHUP). A file that cannot be read keeps the previous table.
+ *
+ * Untrusted input: the two files. Every problem found is reported through
+ * `onProblem` as "FILE:LINE: what", and the bad line is skipped.
+ */
+import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { domainOf } from '../core/address.js';
+import { emptyAliases, parseAliases, type AliasTable } from './aliases.js';
+import { aliasFor, expandRecipients, type ExpandRecipient, type ExpandTables } from './expand.js';
+import { LocalUsers } from './users.js';
+
+export interface LocalRecipientsOptions {
+  domains: readonly string[];
+  usersFile: string;
+  aliasesFile: string;
+  /** Called with each problem found when a file is (re)loaded, and with alias loops found while expanding. */
+  onProblem?: (text: string) => void;
+}
+
+export class LocalRecipients {
+  private readonly domains: ReadonlySet<string>;
+  private readonly users: LocalUsers;
+  private aliases: AliasTable = emptyAliases();
+  private aliasesLoaded = false;
+  private watching: string[] = [];
+  private aliasProblems: string[] = [];
+
+  constructor(private readonly options: LocalRecipientsOptions) {
+    this.domains = new Set(options.domains.map((d) => d.toLowerCase()));
+    this.users = new LocalUsers(options.usersFile);
+    this.loadAliases();
+    this.report(this.users.problems);
+  }
+
+  private report(problems: readonly string[]): void {
+    for (const p of problems) this.options.onProblem?.(p);
+  }
+
+  private loadAliases(): string[] {
+    const file = this.options.aliasesFile;
+    if (!file) return [];
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      this.aliasProblems = [`${file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}; keeping the previous aliases`];
+      this.report(this.aliasProblems);
+      return this.aliasProblems;
+    }
+    const parsed = parseAliases(text, file, this.domains);
+    this.aliases = parsed.table;
+    this.aliasesLoaded = true;
+    this.aliasProblems = [...parsed.problems, ...this.targetWarnings()];
+    this.report(this.aliasProblems);
+    return this.aliasProblems;
+  }
+
+  /** problems - what the last load of each file found. */
+  get problems(): string[] {
+    return [...this.users.problems, ...this.aliasProblems];
+  }
+
+  /** targetWarnings - with a users_file: local targets that are neither users nor aliases (delivered to a mailbox nobody is listed for). */
+  private targetWarnings(): string[] {
+    if (!this.users.restricted) return [];
+    const out: string[] = [];
+    for (const map of [this.aliases.bare, this.aliases.exact, this.aliases.catchAll]) {
+      for (const entry of map.values()) {
+        for (const t of entry.targets) {
+          if (t.domain === null || !this.domains.has(t.domain)) continue;
+          const a = `${t.local}@${t.domain}`;
+          if (!this.users.exists(a) && !aliasFor(a, this.tables())) out.push(`${entry.where}: target <${a}> is not in the users file; it is delivered to that mailbox anyway`);
+        }
+      }
+    }
+    return out;
+  }
+
+  /** reload - re-read both files now (SIGHUP). */
+  reload(): void {
+    this.report(this.users.reload());
+    this.loadAliases();
+  }
+
+  /** watch - re-read a file when it changes (polled every `intervalMs`; the check is a stat). */
+  watch(intervalMs = 1000): void {
+    this.unwatch();
+    const files: Array<[string, () => void]> = [
+      [this.options.usersFile, () => this.report(this.users.reload())],
+      [this.options.aliasesFile, () => this.loadAliases()],
+    ];
+    for (const [file, reload] of files) {
+      if (!file) continue;
+      watchFile(file, { interval: intervalMs, persistent: false }, (cur: Stats, prev: Stats) => {
+        if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size || cur.ctimeMs !== prev.ctimeMs) reload();
+      });
+      this.watching.push(file);
+    }
+  }
+
+  unwatch(): void {
+    for (const f of this.watching) unwatchFile(f);
+    this.watching = [];
+  }
+
+  isLocalDomain(domain: string): boolean {
+    return this.domains.has(domain.toLowerCase());
+  }
+
+  private tables(): ExpandTables {
+    return {
+      isLocalDomain: (d) => this.domains.has(d),
+      aliases: this.aliases,
+      isUser: (a) => this.users.exists(a),
+      restricted: this.users.restricted,
+    };
+  }
+
+  /** exists - is this address of a local domain valid at RCPT? (an alias, a catch-all, or a user) */
+  exists(address: string): boolean {
+    const domain = domainOf(address);
+    if (this.users.exists(address)) return true;
+    if (aliasFor(address, this.tables())) return true;
+    return this.aliases.catchAll.has(domain);
+  }
+
+  /** expand - alias expansion of a message's recipients (local/expand). */
+  expand<R extends ExpandRecipient>(recipients: readonly R[]): ExpandRecipient[] {
+    if (!this.aliasesLoaded && !this.users.restricted) return [...recipients];
+    const { recipients: out, notes } = expandRecipients(recipients, this.tables());
+    for (const n of notes) this.options.onProblem?.(n);
+    return out;
+  }
+}
