@@ -43,10 +43,12 @@ const IGNORED_WITH_ARG = new Set(['A', 'B', 'L', 'N', 'R', 'V', 'e', 'p']);
 export function parseSendmailArgs(argv: readonly string[]): SendmailArgs | { error: string } {
   const a: SendmailArgs = { extract: false, ignoreDots: false, sender: null, fullName: null, config: null, verbose: false, newAliases: false, recipients: [], ignored: [] };
   let i = 0;
+  let dashdash = false;
   for (; i < argv.length; i++) {
     const word = argv[i]!;
     if (word === '--') {
       i++;
+      dashdash = true;
       break;
     }
     if (!word.startsWith('-') || word === '-') break;
@@ -74,7 +76,7 @@ export function parseSendmailArgs(argv: readonly string[]): SendmailArgs | { err
   }
   for (; i < argv.length; i++) {
     const word = argv[i]!;
-    if (word.startsWith('-') && word !== '-') return { error: `option ${word} after the recipients (options come first)` };
+    if (!dashdash && word.startsWith('-') && word !== '-') return { error: `option ${word} after the recipients (options come first)` };
     a.recipients.push(word);
   }
   return a;

@@ -113,7 +113,8 @@ export function expandOne(address: string, t: ExpandTables, maxDepth = MAX_ALIAS
   visit(address, true);
   if (loop) return { kind: 'loop', chain: loop };
   if (unknown) return { kind: 'unknown' };
-  return { kind: 'addresses', addresses: out };
+  const seen = new Set<string>();
+  return { kind: 'addresses', addresses: out.filter((a) => !seen.has(a.toLowerCase()) && seen.add(a.toLowerCase())) };
 }
 
 /** expandRecipients - the whole message's recipients, expanded and de-duplicated; `notes` describe loops found. */

@@ -15,7 +15,7 @@
  */
 import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
 import { domainOf } from '../core/address.js';
-import { emptyAliases, parseAliases, type AliasTable } from './aliases.js';
+import { emptyAliases, parseAliases, type AliasEntry, type AliasTable } from './aliases.js';
 import { aliasFor, expandRecipients, type ExpandRecipient, type ExpandTables } from './expand.js';
 import { LocalUsers } from './users.js';
 
@@ -74,15 +74,18 @@ export class LocalRecipients {
   private targetWarnings(): string[] {
     if (!this.users.restricted) return [];
     const out: string[] = [];
-    for (const map of [this.aliases.bare, this.aliases.exact, this.aliases.catchAll]) {
-      for (const entry of map.values()) {
-        for (const t of entry.targets) {
-          if (t.domain === null || !this.domains.has(t.domain)) continue;
-          const a = `${t.local}@${t.domain}`;
+    const check = (entry: AliasEntry, domains: Iterable<string>): void => {
+      for (const t of entry.targets) {
+        for (const d of t.domain === null ? domains : [t.domain]) {
+          if (!this.domains.has(d)) continue;
+          const a = `${t.local}@${d}`;
           if (!this.users.exists(a) && !aliasFor(a, this.tables())) out.push(`${entry.where}: target <${a}> is not in the users file; it is delivered to that mailbox anyway`);
         }
       }
-    }
+    };
+    for (const entry of this.aliases.bare.values()) check(entry, this.domains);
+    for (const [key, entry] of this.aliases.exact) check(entry, [key.slice(key.lastIndexOf('@') + 1)]);
+    for (const [domain, entry] of this.aliases.catchAll) check(entry, [domain]);
     return out;
   }
 
