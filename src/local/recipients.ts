@@ -6,14 +6,17 @@
  *   a user is valid; anything else in a local domain gets 550 5.1.1 when a
  *   users_file is set (never accepted and bounced later).
  * - expand(): the enqueue-time expansion (local/expand), used by every way in.
- * - Both files are re-read when they change (polled with fs.watchFile, which
- *   also sees a file replaced by rename, as editors and config tools do) and
- *   on reload() (SIGHUP). A file that cannot be read keeps the previous table.
+ * - Both files are re-read when they change and on reload() (SIGHUP). A
+ *   change is seen by polling the file's stat (inode, size, mtime, ctime)
+ *   against the stat taken just before the last load — so a file replaced by
+ *   rename (as editors and config tools do) is seen, and so is a change made
+ *   between a load and the start of watching. A file that cannot be read
+ *   keeps the previous table.
  *
  * Untrusted input: the two files. Every problem found is reported through
  * `onProblem` as "FILE:LINE: what", and the bad line is skipped.
  */
-import { readFileSync, unwatchFile, watchFile, type Stats } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { domainOf } from '../core/address.js';
 import { emptyAliases, parseAliases, type AliasEntry, type AliasTable } from './aliases.js';
 import { aliasFor, expandRecipients, type ExpandRecipient, type ExpandTables } from './expand.js';
@@ -32,14 +35,22 @@ export class LocalRecipients {
   private readonly users: LocalUsers;
   private aliases: AliasTable = emptyAliases();
   private aliasesLoaded = false;
-  private watching: string[] = [];
+  private timer: NodeJS.Timeout | null = null;
   private aliasProblems: string[] = [];
+  /** Each file's stat signature taken just before it was last read. */
+  private readonly loaded = new Map<string, string>();
 
   constructor(private readonly options: LocalRecipientsOptions) {
     this.domains = new Set(options.domains.map((d) => d.toLowerCase()));
+    this.loaded.set(options.usersFile, signature(options.usersFile));
     this.users = new LocalUsers(options.usersFile);
     this.loadAliases();
     this.report(this.users.problems);
+  }
+
+  private loadUsers(): void {
+    this.loaded.set(this.options.usersFile, signature(this.options.usersFile));
+    this.report(this.users.reload());
   }
 
   private report(problems: readonly string[]): void {
@@ -49,6 +60,7 @@ export class LocalRecipients {
   private loadAliases(): string[] {
     const file = this.options.aliasesFile;
     if (!file) return [];
+    this.loaded.set(file, signature(file));
     let text: string;
     try {
       text = readFileSync(file, 'utf8');
@@ -91,29 +103,25 @@ export class LocalRecipients {
 
   /** reload - re-read both files now (SIGHUP). */
   reload(): void {
-    this.report(this.users.reload());
+    this.loadUsers();
     this.loadAliases();
   }
 
-  /** watch - re-read a file when it changes (polled every `intervalMs`; the check is a stat). */
+  /** watch - re-read a file when its stat changes (checked every `intervalMs`). */
   watch(intervalMs = 1000): void {
     this.unwatch();
-    const files: Array<[string, () => void]> = [
-      [this.options.usersFile, () => this.report(this.users.reload())],
-      [this.options.aliasesFile, () => this.loadAliases()],
-    ];
-    for (const [file, reload] of files) {
-      if (!file) continue;
-      watchFile(file, { interval: intervalMs, persistent: false }, (cur: Stats, prev: Stats) => {
-        if (cur.mtimeMs !== prev.mtimeMs || cur.ino !== prev.ino || cur.size !== prev.size || cur.ctimeMs !== prev.ctimeMs) reload();
-      });
-      this.watching.push(file);
-    }
+    const { usersFile, aliasesFile } = this.options;
+    if (!usersFile && !aliasesFile) return;
+    this.timer = setInterval(() => {
+      if (usersFile && signature(usersFile) !== this.loaded.get(usersFile)) this.loadUsers();
+      if (aliasesFile && signature(aliasesFile) !== this.loaded.get(aliasesFile)) this.loadAliases();
+    }, intervalMs);
+    this.timer.unref();
   }
 
   unwatch(): void {
-    for (const f of this.watching) unwatchFile(f);
-    this.watching = [];
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
   }
 
   isLocalDomain(domain: string): boolean {
@@ -143,5 +151,16 @@ export class LocalRecipients {
     const { recipients: out, notes } = expandRecipients(recipients, this.tables());
     for (const n of notes) this.options.onProblem?.(n);
     return out;
+  }
+}
+
+/** signature - what a file's stat says about its content, to notice changes ("" for no file configured). */
+function signature(file: string): string {
+  if (!file) return '';
+  try {
+    const s = statSync(file);
+    return `${s.dev}:${s.ino}:${s.size}:${s.mtimeMs}:${s.ctimeMs}`;
+  } catch (e) {
+    return `error:${(e as NodeJS.ErrnoException).code ?? String(e)}`;
   }
 }
