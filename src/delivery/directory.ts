@@ -138,8 +138,8 @@ export class DirectoryAgent implements DeliveryAgent {
       let timer: NodeJS.Timeout | undefined;
       const work = this.write(job, path, recipients);
       const timedOut = new Promise<null>((resolve) => {
+        // Not unref'd: a job in flight keeps the process alive; the timer is cleared when the write ends.
         timer = setTimeout(() => resolve(null), this.timeoutMs);
-        timer.unref();
       });
       const result = await Promise.race([work, timedOut]).finally(() => clearTimeout(timer));
       if (result) {
