@@ -40,12 +40,19 @@ const NAME_MAX = 255;
 /** The steps a fault-injection seam can fail (tests). */
 export type MaildirStep = 'mkdir' | 'open' | 'write' | 'fsync' | 'link';
 
+/** unsafeName - true when this text cannot be one path component of a mailbox. */
+const unsafeName = (s: string): boolean => s === '' || s.startsWith('.') || /[/\\\x00-\x1f\x7f]/.test(s) || Buffer.byteLength(s) > NAME_MAX;
+
+/** canNameMailbox - can this address be delivered to a Maildir at all? (RCPT refuses those that cannot.) */
+export function canNameMailbox(address: string): boolean {
+  return !unsafeName(localPartOf(address).toLowerCase().replace(/^"(.*)"$/, '$1')) && !unsafeName(domainOf(address));
+}
+
 /** mailboxPath - root/<domain>/<user>, or null when the address cannot name one safely. */
 export function mailboxPath(root: string, address: string): string | null {
   const local = localPartOf(address).toLowerCase().replace(/^"(.*)"$/, '$1');
   const domain = domainOf(address);
-  const unsafe = (s: string): boolean => s === '' || s.startsWith('.') || /[/\\\x00-\x1f\x7f]/.test(s) || Buffer.byteLength(s) > NAME_MAX;
-  if (unsafe(local) || unsafe(domain)) return null;
+  if (unsafeName(local) || unsafeName(domain)) return null;
   const base = resolve(root);
   const box = resolve(base, domain, local);
   // Belt and braces: whatever the checks above missed, never leave the root.
@@ -67,6 +74,8 @@ export function uniqueName(): string {
   return `${sec}.M${usec}P${process.pid}Q${deliveries}R${randomBytes(4).toString('hex')}.${hostPart()}`;
 }
 
+const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
+
 async function fsyncDir(dir: string): Promise<void> {
   const fd = await open(dir, 'r');
   try {
@@ -76,20 +85,27 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** ensureDir - mkdir -p; when something was created, fsync the parent of each new directory. */
+/**
+ * ensureDir - mkdir -p, one level at a time (so the real error is reported:
+ * a recursive mkdir says ENOENT on a read-only file system); each directory
+ * created has its parent fsync'd, so it survives a crash.
+ */
 async function ensureDir(dir: string): Promise<void> {
-  const first = await mkdir(dir, { recursive: true });
-  if (first === undefined) return;
-  // `first` is the top-most directory created: fsync its parent and every new directory down to `dir`.
-  let d = resolve(dir);
-  const top = resolve(first);
-  const chain: string[] = [];
-  for (;;) {
-    chain.push(dirname(d));
-    if (d === top || dirname(d) === d) break;
-    d = dirname(d);
+  try {
+    await mkdir(dir);
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw e;
+    await ensureDir(dirname(dir));
+    try {
+      await mkdir(dir);
+    } catch (e2) {
+      if (errno(e2) === 'EEXIST') return;
+      throw e2;
+    }
   }
-  for (const p of chain) await fsyncDir(p);
+  await fsyncDir(dirname(dir));
 }
 
 /** lfWriter - CR LF -> LF, carrying a CR that ends one chunk over to the next. */
@@ -118,8 +134,6 @@ function lfWriter(write: (b: Buffer) => Promise<void>): { push: (chunk: Buffer) 
     },
   };
 }
-
-const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
 
 export class MaildirAgent implements DeliveryAgent {
   /** Fault-injection seam for tests: throw from here to fail that step. */

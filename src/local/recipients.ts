@@ -18,6 +18,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { domainOf } from '../core/address.js';
+import { canNameMailbox } from '../delivery/maildir.js';
 import { emptyAliases, parseAliases, type AliasEntry, type AliasTable } from './aliases.js';
 import { aliasFor, expandRecipients, type ExpandRecipient, type ExpandTables } from './expand.js';
 import { LocalUsers } from './users.js';
@@ -137,9 +138,11 @@ export class LocalRecipients {
     };
   }
 
-  /** exists - is this address of a local domain valid at RCPT? (an alias, a catch-all, or a user) */
+  /** exists - is this address of a local domain valid at RCPT? (an alias, a catch-all, or a user whose name can be a mailbox) */
   exists(address: string): boolean {
     const domain = domainOf(address);
+    // "../x", ".hidden", "a/b": no mailbox can have that name (delivery/maildir would fail it with 5.1.3).
+    if (!canNameMailbox(address)) return false;
     if (this.users.exists(address)) return true;
     if (aliasFor(address, this.tables())) return true;
     return this.aliases.catchAll.has(domain);
