@@ -3,7 +3,7 @@
  * there as files are queued like any other (Postfix's pickup). The protocol
  * for writers and the file format are in docs/connectors.md.
  *
- * The directory is watched (fs.watch) and scanned every few seconds as a
+ * The directory is watched (fs.watch) and scanned every 2 seconds as a
  * safety net (a watch can miss events, e.g. on network file systems). Only
  * regular files directly in pickup/ whose names do not start with "." are
  * read: writers create ".name" (or work in pickup/tmp/) and rename when done,
@@ -94,7 +94,7 @@ export class PickupDirectory {
     await mkdir(this.badDir, { recursive: true });
     this.stopped = false;
     this.startWatch();
-    this.timer = setInterval(() => this.kick(), this.options.scanIntervalMs ?? 5000);
+    this.timer = setInterval(() => this.kick(), this.options.scanIntervalMs ?? 2000);
     this.timer.unref();
     this.kick();
   }
@@ -184,7 +184,7 @@ export class PickupDirectory {
         return;
       }
       this.stats.temporary++;
-      this.notBefore.set(name, Date.now() + (this.options.retryMs ?? 5000));
+      this.notBefore.set(name, Date.now() + (this.options.retryMs ?? 2000));
       trace.warn({ file: name, err: (e as Error).message }, 'pickup file not queued now; will try again');
     }
   }
@@ -308,7 +308,7 @@ export class PickupDirectory {
       throw new Error('no free name in pickup/bad/');
     } catch (e) {
       // Left in place (never deleted); tried again later, which may move it then.
-      this.notBefore.set(name, Date.now() + (this.options.retryMs ?? 5000));
+      this.notBefore.set(name, Date.now() + (this.options.retryMs ?? 2000));
       trace.error({ file: name, reason, err: (e as Error).message }, 'cannot move unusable pickup file to bad/');
     }
   }
