@@ -16,7 +16,7 @@
  * given to that user); run as another user, everything runs as that user.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
@@ -73,8 +73,12 @@ export async function startDovecot(users: readonly string[]): Promise<Dovecot> {
   const me = userInfo();
   const root = me.uid === 0;
   const mailUser = root ? 'nobody' : me.username;
-  const mailGroup = root ? (idOf('group', 'nogroup') !== null ? 'nogroup' : 'nobody') : String(me.gid);
+  // Dovecot wants group names, not numbers.
+  const myGroup = spawnSync('id', ['-gn'], { encoding: 'utf8' }).stdout.trim() || String(me.gid);
+  const mailGroup = root ? (idOf('group', 'nogroup') !== null ? 'nogroup' : 'nobody') : myGroup;
   if (root) {
+    // mkdtemp makes the directory 0700: the mail user must be able to pass through it.
+    chmodSync(dir, 0o755);
     const uid = idOf('passwd', mailUser) ?? 65534;
     const gid = idOf('group', mailGroup) ?? 65534;
     chownSync(join(dir, 'mail'), uid, gid);
@@ -92,7 +96,7 @@ protocols = lmtp
 listen = ${host}
 ssl = no
 default_internal_user = ${internal}
-default_internal_group = ${root ? 'root' : String(me.gid)}
+default_internal_group = ${root ? 'root' : myGroup}
 default_login_user = ${internal}
 first_valid_uid = 1
 first_valid_gid = 0
