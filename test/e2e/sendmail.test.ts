@@ -44,7 +44,10 @@ async function start(dir: string, port: number): Promise<InProcess> {
 }
 
 function outFiles(dir: string): string[] {
-  return readdirSync(join(dir, 'out')).map((f) => readFileSync(join(dir, 'out', f), 'latin1'));
+  // As a reader of the share must: files starting with "." are still being written.
+  return readdirSync(join(dir, 'out'))
+    .filter((f) => !f.startsWith('.'))
+    .map((f) => readFileSync(join(dir, 'out', f), 'latin1'));
 }
 
 function pickupFiles(dir: string): string[] {
