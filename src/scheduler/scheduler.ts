@@ -162,16 +162,18 @@ export class Scheduler {
     const pending = new Map(recipients.map((r) => [r.id, r]));
     const writes: Promise<void>[] = [];
     const job: DeliveryJob = { message, recipients, hop, openBody: this.openBody(message) };
-    // One jitter per job: recipients that failed together are due together
-    // again, so the retry is again one job (one transaction, one file).
+    // One jitter per job, one clock reading per batch of results: recipients
+    // that failed together are due together again, so the retry is again one
+    // job (one transaction, one file).
     const jitter = this.random();
     const record = (results: RecipientResult[]): void => {
       const outcomes: Outcome[] = [];
+      const now = Date.now();
       for (const res of results) {
         const r = pending.get(res.recipientId);
         if (!r) continue; // a duplicate or unknown result: the first one stands
         pending.delete(res.recipientId);
-        const o = this.outcome(message, r, hop, res, () => jitter);
+        const o = this.outcome(message, r, hop, res, () => jitter, now);
         if (o.report) this.passes.get(message.queueId)!.reports = true;
         outcomes.push(o);
         this.deps.onResult?.(res, message, hop);
@@ -236,8 +238,7 @@ export class Scheduler {
   }
 
   /** outcome - the new state of one recipient after one attempt. */
-  private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult, random: () => number = this.random): Outcome {
-    const now = Date.now();
+  private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult, random: () => number = this.random, now = Date.now()): Outcome {
     const attempts = r.attempts + 1;
     const cfg = this.deps.config.queue;
     const base = {

@@ -84,7 +84,10 @@ test('share missing for the whole lifetime: every attempt counted, then expired 
     assert.match(of(events, qid, 'dsn_queued')[0]!.detail!, /expired report .* to <alice@localhost> about 2 recipient/);
     assert.equal(existsSync(share), false, 'Petrel never creates the share');
     // The report reaches the sender (a local mailbox) and says 4.4.7 for each recipient.
-    const reports = await waitFor(() => mailbox(p, 'alice').filter((m) => m.includes('message/delivery-status')), 10_000, 'the report in alice\'s mailbox');
+    const reports = await waitFor(() => {
+      const r = mailbox(p, 'alice').filter((m) => m.includes('message/delivery-status'));
+      return r.length ? r : null;
+    }, 10_000, 'the report in alice\'s mailbox');
     assert.equal(reports.length, 1);
     const report = reports[0]!;
     for (const rcpt of ['bob@legacy.example', 'carol@legacy.example']) {
