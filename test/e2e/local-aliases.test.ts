@@ -131,7 +131,8 @@ test('an alias loop is accepted, then failed 5.4.6 with a report naming what the
     const report = await waitFor(() => mailbox(p, 'one.test', 'alice').find((m) => m.includes('message/delivery-status')), 10_000, 'the report to alice');
     assert.match(report, /Original-Recipient: rfc822;loop-a@one\.test\nFinal-Recipient: rfc822; loop-a@one\.test\nAction: failed\nStatus: 5\.4\.6\n/);
     assert.match(report, /Diagnostic-Code: smtp; 550 5\.4\.6 <loop-a@one\.test>: alias expansion loop/);
-    assert.equal(of(p.events(), qid, 'dsn_queued').length, 1);
+    // The event log file follows the store a moment later.
+    await waitFor(() => of(p.events(), qid, 'dsn_queued').length === 1, 5000, 'the dsn_queued event');
   } finally {
     await p.stop();
     cleanup(dir);

@@ -77,7 +77,10 @@ export async function startPetrel(extra = '', options: PetrelOptions = {}, dir =
 
 export function readEvents(path: string): MailEvent[] {
   if (!existsSync(path)) return [];
-  return readFileSync(path, 'utf8')
+  const text = readFileSync(path, 'utf8');
+  // Only complete lines: the log may be read while a line is being appended.
+  return text
+    .slice(0, text.lastIndexOf('\n') + 1)
     .split('\n')
     .filter((l) => l.trim())
     .map((l) => JSON.parse(l) as MailEvent);

@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import { DirectoryAgent, envelopeBlock, readEnvelope } from '../../src/delivery/directory.js';
 import type { DeliveryJob, RecipientResult } from '../../src/delivery/agent.js';
 import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
-import { cleanup, tempDir } from '../helpers/petrel-harness.js';
+import { cleanup, tempDir, waitFor } from '../helpers/petrel-harness.js';
 
 const BODY = 'Subject: hello\r\n\r\nbody\r\n';
 
@@ -149,8 +149,7 @@ test('a hung write is deferred after the timeout; later jobs for that PATH are d
     assert.match(r2[0]!.reply, /has not returned \(hung file system\?\)/);
     // The share comes back: the hung write finishes and publishes its file.
     release();
-    await new Promise((r) => setTimeout(r, 100));
-    assert.deepEqual(readdirSync(dir), ['1M7YZRKW60M0GRV1.eml']);
+    await waitFor(() => readdirSync(dir).join() === '1M7YZRKW60M0GRV1.eml', 5000, 'the late write to publish its file and remove its temporary name');
     // The retry of the timed-out job finds it and does not write again.
     const r3 = await run(agent, job(dir, ['x@l.test']));
     assert.equal(r3[0]!.kind, 'delivered');
