@@ -5,8 +5,11 @@
  *
  * Start order: store (recovery) -> event log (catches up) -> operator
  * redirects into the router -> agents -> scheduler -> admin listener ->
- * SMTP listeners (only then is mail accepted).
- * Stop order (SIGTERM): listeners stop accepting and finish their replies ->
+ * SMTP listeners and the pickup directory (only then is mail accepted).
+ * Local users and aliases are re-read when their files change and on reload()
+ * (SIGHUP).
+ * Stop order (SIGTERM): pickup stops after its current file; listeners stop
+ * accepting and finish their replies ->
  * admin listener closes -> scheduler stops claiming, running deliveries get until the deadline ->
  * agents close -> event log flushes -> store closes. Whatever was in flight
  * and not finished is "delivering" in the store and due again at next start:
@@ -19,6 +22,7 @@ import { AdminMetrics } from './admin/metrics.js';
 import { AdminServer } from './admin/server.js';
 import { parseEndpoint, type Config } from './config/schema.js';
 import type { DeliveryAgent, NextHop } from './delivery/agent.js';
+import { DirectoryAgent } from './delivery/directory.js';
 import { MaildirAgent } from './delivery/maildir.js';
 import { LmtpAgent } from './delivery/lmtp/agent.js';
 import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/agent.js';
@@ -29,9 +33,10 @@ import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
 import { SubmissionUsers } from './inbound/submission-users.js';
-import { LocalUsers } from './local/users.js';
+import { LocalRecipients } from './local/recipients.js';
 import { EventLog } from './log/event-log.js';
 import { trace } from './log/trace.js';
+import { PickupDirectory } from './pickup/pickup.js';
 import { EmbeddedStore } from './queue/embedded-store.js';
 import type { QueueStore } from './queue/store.js';
 import { Router } from './scheduler/router.js';
@@ -54,6 +59,11 @@ export class Petrel {
   readonly agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
   readonly metrics: AdminMetrics;
   readonly actions: AdminActions;
+  /** Local users, aliases and catch-alls (RCPT checks and enqueue-time expansion). */
+  readonly local: LocalRecipients;
+  readonly pickup: PickupDirectory;
+  /** Users who may authenticate on submission listeners ([smtp] users_file). */
+  readonly submissionUsers: SubmissionUsers;
   inbound: InboundServer | null = null;
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
@@ -67,10 +77,18 @@ export class Petrel {
   ) {
     this.store = options.store ?? new EmbeddedStore({ dataDir: config.data_dir });
     this.router = new Router(config);
-    this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router });
+    const localTrace = trace('local');
+    this.local = new LocalRecipients({
+      domains: config.local.domains,
+      usersFile: config.local.users_file,
+      aliasesFile: config.local.aliases_file,
+      onProblem: (text) => localTrace.warn({ problem: text }, 'local users/aliases'),
+    });
+    this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router, expand: (rs) => this.local.expand(rs) });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.agents = {
       maildir: new MaildirAgent(),
+      directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
       smtp: SmtpAgent.fromConfig(config, { pool: this.pool }),
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
@@ -90,6 +108,8 @@ export class Petrel {
     this.eventLog.policy = { retentionMs: config.log.retention, rotateSize: config.log.rotate_size, keep: config.log.rotate_keep };
     this.eventLog.onWritten = (events) => this.metrics.onEvents(events);
     this.actions = new AdminActions({ store: this.store, router: this.router, report: (qid) => this.reporter.report(qid) });
+    this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
+    this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup') });
   }
 
   /** start - open everything and begin accepting mail. */
@@ -107,21 +127,28 @@ export class Petrel {
       await this.admin.listen();
     }
     const tls = await loadTls(this.config);
-    const users = new LocalUsers(this.config.local.users_file);
+    this.local.watch();
     this.inbound = new InboundServer({
       config: this.config,
       enqueuer: this.enqueuer,
-      policy: new RecipientPolicy(this.config, users),
+      policy: new RecipientPolicy(this.config, this.local),
       tls: tls.context,
       trace: trace('inbound'),
       lowOnSpace: () => this.lowOnSpace(),
       accepting: () => this.accepting,
-      users: new SubmissionUsers(this.config.smtp.users_file),
+      users: this.submissionUsers,
       onReply: (code) => this.metrics.onReply(code),
       onAccepted: (_qid, size) => this.metrics.onAccepted(size),
       onConnect: () => this.metrics.onConnect(),
     });
     await this.inbound.listen();
+    await this.pickup.start();
+  }
+
+  /** reload - re-read the local users, aliases and submission users files now (SIGHUP). */
+  reload(): void {
+    this.local.reload();
+    this.submissionUsers.reload();
   }
 
   /** lowOnSpace - free space under data_dir below min_free_space (checked at most once a second). */
@@ -142,6 +169,8 @@ export class Petrel {
   async stop(deadlineMs = 25_000): Promise<void> {
     this.accepting = false;
     const t0 = Date.now();
+    this.local.unwatch();
+    await this.pickup.stop();
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));

@@ -6,8 +6,9 @@ import { checkConfigCommand } from './check-config.js';
 import type { CliCommand } from './main.js';
 import { quarantineCommand } from './quarantine.js';
 import { queueCommand } from './queue.js';
+import { sendmailCommand } from './sendmail.js';
 import { startCommand } from './start.js';
 import { passwdCommand } from './passwd.js';
 import { trackCommand } from './track.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, passwdCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, sendmailCommand, passwdCommand];

@@ -5,6 +5,7 @@
  * ("listening smtp 127.0.0.1:2525" is a stable line scripts may wait for).
  * SIGTERM/SIGINT: graceful stop within 30 s (CONTRACT.md, "Running"); a second
  * signal exits at once (the queue is safe either way: that is invariant 1).
+ * SIGHUP: re-read the local users and aliases files.
  */
 import { initTrace } from '../log/trace.js';
 import { Petrel } from '../petrel.js';
@@ -64,6 +65,10 @@ error stops it before anything starts (exit 78).
             resolve(1);
           });
       };
+      process.on('SIGHUP', () => {
+        out('petrel: SIGHUP received, re-reading the users and aliases files');
+        petrel.reload();
+      });
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
     });

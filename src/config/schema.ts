@@ -69,6 +69,7 @@ export interface Config {
     max_messages_per_connection: number;
     connection_idle_timeout: number;
     dead_destination_backoff: number;
+    directory_require_mount: boolean;
   };
   routes: Route[];
   local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
@@ -94,6 +95,8 @@ function ok<T>(value: T): { value: T } {
 const describe = (raw: unknown): string => JSON.stringify(raw) ?? String(raw);
 
 export const str: Check<string> = (raw) => (typeof raw === 'string' ? ok(raw) : { error: `must be a string (got ${describe(raw)})` });
+
+const bool: Check<boolean> = (raw) => (typeof raw === 'boolean' ? ok(raw) : { error: `must be true or false (got ${describe(raw)})` });
 
 const nonEmptyStr: Check<string> = (raw) =>
   typeof raw === 'string' && raw.trim() !== '' ? ok(raw.trim()) : { error: `must be a non-empty string (got ${describe(raw)})` };
@@ -282,6 +285,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.max_messages_per_connection': { check: int(1, 1_000_000), def: () => 100, doc: 'messages one outbound connection carries before it closes' },
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a destination fails to connect, its other jobs are deferred at once for this long' },
+  'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },

@@ -3,18 +3,29 @@
  * (root/<domain>/<user>/{tmp,new,cur}, https://cr.yp.to/proto/maildir.html).
  *
  * Each recipient gets its own file, written to tmp/ with `Return-Path:` and
- * `Delivered-To:` added, fsync'd, renamed into new/, and new/ fsync'd: only
- * then is the recipient delivered. Line ends are stored as LF, as Maildir
- * readers (Dovecot, mutt) expect.
+ * `Delivered-To:` added, fsync'd, hard-linked into new/ (link never replaces
+ * an existing file; rename only where the file system has no hard links),
+ * new/ fsync'd, and the tmp/ name removed: only then is the recipient
+ * delivered. A mailbox directory created for the delivery has its parent
+ * fsync'd too, so a crash cannot take a "delivered" mailbox away. Line ends
+ * are stored as LF, as Maildir readers (Dovecot, mutt) expect.
  *
- * Invariants: a local error (full disk, permissions) defers, never loses; an
- * address that cannot name a mailbox safely (a "/" or leading "." in the
- * local part) fails with 5.1.3 and never touches a path outside the root; a
- * half-written tmp file is removed.
+ * File names follow the Maildir spec: "<sec>.M<usec>P<pid>Q<n>R<random>.<host>"
+ * with "/" and ":" in the host name written "\057" and "\072"; a name that
+ * exists already (in tmp/ or new/) is never reused: a new one is made.
+ *
+ * Invariants: a local error (full disk, quota, permissions, read-only file
+ * system) defers, never loses; an address that cannot name a mailbox safely
+ * (empty, a leading ".", "/", "\" or control characters, a component longer
+ * than a file name may be) fails with 5.1.3 and never touches a path outside
+ * the root; a half-written tmp file is removed.
+ *
+ * Untrusted input: the recipient address (from the envelope) becomes a path.
  */
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { link, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve, sep } from 'node:path';
 import { domainOf, localPartOf } from '../core/address.js';
 import { resultsFor, type DeliveryAgent, type DeliveryJob, type RecipientResult } from './agent.js';
 
@@ -23,22 +34,47 @@ let deliveries = 0;
 /** Mailboxes written at once within one job. */
 const PARALLEL = 8;
 
+/** Longest file name component most file systems allow (octets). */
+const NAME_MAX = 255;
+
+/** The steps a fault-injection seam can fail (tests). */
+export type MaildirStep = 'mkdir' | 'open' | 'write' | 'fsync' | 'link';
+
+/** unsafeName - true when this text cannot be one path component of a mailbox. */
+const unsafeName = (s: string): boolean => s === '' || s.startsWith('.') || /[/\\\x00-\x1f\x7f]/.test(s) || Buffer.byteLength(s) > NAME_MAX;
+
+/** canNameMailbox - can this address be delivered to a Maildir at all? (RCPT refuses those that cannot.) */
+export function canNameMailbox(address: string): boolean {
+  return !unsafeName(localPartOf(address).toLowerCase().replace(/^"(.*)"$/, '$1')) && !unsafeName(domainOf(address));
+}
+
 /** mailboxPath - root/<domain>/<user>, or null when the address cannot name one safely. */
 export function mailboxPath(root: string, address: string): string | null {
   const local = localPartOf(address).toLowerCase().replace(/^"(.*)"$/, '$1');
   const domain = domainOf(address);
-  const unsafe = (s: string): boolean => s === '' || s.startsWith('.') || /[/\\\x00-\x1f]/.test(s);
-  if (unsafe(local) || unsafe(domain)) return null;
-  return join(root, domain, local);
+  if (unsafeName(local) || unsafeName(domain)) return null;
+  const base = resolve(root);
+  const box = resolve(base, domain, local);
+  // Belt and braces: whatever the checks above missed, never leave the root.
+  if (!box.startsWith(base + sep) || dirname(dirname(box)) !== base) return null;
+  return box;
 }
 
-/** uniqueName - a Maildir file name: time.M<usec>P<pid>Q<n>.host */
-function uniqueName(): string {
-  const now = Date.now();
-  const usec = Number(process.hrtime.bigint() % 1_000_000n);
-  deliveries = (deliveries + 1) % 1e9;
-  return `${Math.floor(now / 1000)}.M${usec}P${process.pid}Q${deliveries}.${hostname().replace(/[/:]/g, '_')}`;
+/** hostPart - the host name as the Maildir spec writes it in file names. */
+export function hostPart(name = hostname()): string {
+  return (name || 'localhost').replace(/\//g, '\\057').replace(/:/g, '\\072');
 }
+
+/** uniqueName - a Maildir file name: <sec>.M<usec>P<pid>Q<n>R<random>.<host> */
+export function uniqueName(): string {
+  const t = performance.timeOrigin + performance.now();
+  const sec = Math.floor(t / 1000);
+  const usec = Math.floor((t * 1000) % 1_000_000);
+  deliveries = (deliveries + 1) % 1e9;
+  return `${sec}.M${usec}P${process.pid}Q${deliveries}R${randomBytes(4).toString('hex')}.${hostPart()}`;
+}
+
+const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
 
 async function fsyncDir(dir: string): Promise<void> {
   const fd = await open(dir, 'r');
@@ -49,7 +85,30 @@ async function fsyncDir(dir: string): Promise<void> {
   }
 }
 
-/** toLf - CR LF -> LF, carrying a CR that ends one chunk over to the next. */
+/**
+ * ensureDir - mkdir -p, one level at a time (so the real error is reported:
+ * a recursive mkdir says ENOENT on a read-only file system); each directory
+ * created has its parent fsync'd, so it survives a crash.
+ */
+async function ensureDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir);
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'EEXIST') return;
+    if (code !== 'ENOENT' || dirname(dir) === dir) throw e;
+    await ensureDir(dirname(dir));
+    try {
+      await mkdir(dir);
+    } catch (e2) {
+      if (errno(e2) === 'EEXIST') return;
+      throw e2;
+    }
+  }
+  await fsyncDir(dirname(dir));
+}
+
+/** lfWriter - CR LF -> LF, carrying a CR that ends one chunk over to the next. */
 function lfWriter(write: (b: Buffer) => Promise<void>): { push: (chunk: Buffer) => Promise<void>; end: () => Promise<void> } {
   let pendingCR = false;
   return {
@@ -77,6 +136,9 @@ function lfWriter(write: (b: Buffer) => Promise<void>): { push: (chunk: Buffer) 
 }
 
 export class MaildirAgent implements DeliveryAgent {
+  /** Fault-injection seam for tests: throw from here to fail that step. */
+  fault: ((step: MaildirStep, path: string) => void) | null = null;
+
   async deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void> {
     if (job.hop.kind !== 'maildir') {
       report(resultsFor(job.recipients, { kind: 'deferred', status: '4.3.5', reply: `maildir agent given a ${job.hop.kind} hop`, remote: 'maildir', remoteReply: false }));
@@ -95,36 +157,50 @@ export class MaildirAgent implements DeliveryAgent {
     await Promise.all(Array.from({ length: Math.min(PARALLEL, job.recipients.length) }, worker));
   }
 
+  private step(step: MaildirStep, path: string): void {
+    this.fault?.(step, path);
+  }
+
   private async deliverOne(job: DeliveryJob, root: string, address: string): Promise<Omit<RecipientResult, 'recipientId'>> {
     const box = mailboxPath(root, address);
     if (!box) return { kind: 'failed', status: '5.1.3', reply: `cannot deliver to <${address}>: the address does not name a valid mailbox`, remote: 'maildir', remoteReply: false };
-    const name = uniqueName();
-    const tmp = join(box, 'tmp', name);
-    const dest = join(box, 'new', name);
+    let tmp = '';
     let file;
     try {
-      await mkdir(join(box, 'tmp'), { recursive: true });
-      await mkdir(join(box, 'new'), { recursive: true });
-      await mkdir(join(box, 'cur'), { recursive: true });
-      file = await open(tmp, 'wx', 0o600);
+      for (const d of ['tmp', 'new', 'cur']) {
+        this.step('mkdir', join(box, d));
+        await ensureDir(join(box, d));
+      }
+      // A name already in tmp/ is never reused (the spec's rule): take another.
+      for (let tries = 0; !file; tries++) {
+        tmp = join(box, 'tmp', uniqueName());
+        try {
+          this.step('open', tmp);
+          file = await open(tmp, 'wx', 0o600);
+        } catch (e) {
+          if (errno(e) !== 'EEXIST' || tries >= 5) throw e;
+        }
+      }
     } catch (e) {
       return localError(e, box);
     }
     try {
       const f = file;
       const sender = job.message.sender;
+      this.step('write', tmp);
       await f.write(`Return-Path: <${sender}>\nDelivered-To: ${address}\n`);
       const lf = lfWriter(async (b) => {
+        this.step('write', tmp);
         await f.write(b);
       });
       const body = await job.openBody();
       for await (const chunk of body as AsyncIterable<Buffer>) await lf.push(chunk);
       await lf.end();
+      this.step('fsync', tmp);
       await f.sync();
       await f.close();
       file = null;
-      await rename(tmp, dest);
-      await fsyncDir(join(box, 'new'));
+      const dest = await this.publish(tmp, box);
       return { kind: 'delivered', status: '2.0.0', reply: `delivered to maildir ${dest}`, remote: 'maildir', remoteReply: false };
     } catch (e) {
       if (file) await file.close().catch(() => undefined);
@@ -134,11 +210,47 @@ export class MaildirAgent implements DeliveryAgent {
     }
   }
 
+  /** publish - tmp/<name> -> new/<name> without ever replacing a file; fsync new/; returns the final path. */
+  private async publish(tmp: string, box: string): Promise<string> {
+    for (let tries = 0; tries < 6; tries++) {
+      const dest = join(box, 'new', tries === 0 ? tmp.slice(tmp.lastIndexOf(sep) + 1) : uniqueName());
+      try {
+        this.step('link', dest);
+        await link(tmp, dest);
+      } catch (e) {
+        const code = errno(e);
+        if (code === 'EEXIST') continue;
+        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
+        // No hard links on this file system: rename, after making sure nothing is replaced.
+        const there = await lstat(dest).then(
+          () => true,
+          (err: unknown) => (errno(err) === 'ENOENT' ? false : Promise.reject(err)),
+        );
+        if (there) continue;
+        await rename(tmp, dest);
+        await fsyncDir(join(box, 'new'));
+        return dest;
+      }
+      try {
+        this.step('fsync', join(box, 'new'));
+        await fsyncDir(join(box, 'new'));
+      } catch (e) {
+        // Not known to be durable, so not delivered: take the copy back (the retry makes a new one).
+        await unlink(dest).catch(() => undefined);
+        throw e;
+      }
+      await unlink(tmp).catch(() => undefined);
+      return dest;
+    }
+    throw Object.assign(new Error(`no free name in ${join(box, 'new')}`), { code: 'EEXIST' });
+  }
+
   async close(): Promise<void> {}
 }
 
+/** localError - a local I/O failure as a deferral (RFC 3463: 4.2.2 quota, 4.3.1 disk full, 4.3.0 otherwise). */
 function localError(e: unknown, box: string): Omit<RecipientResult, 'recipientId'> {
   const err = e as NodeJS.ErrnoException;
-  const status = err.code === 'ENOSPC' || err.code === 'EDQUOT' ? '4.2.2' : '4.3.0';
+  const status = err.code === 'EDQUOT' ? '4.2.2' : err.code === 'ENOSPC' ? '4.3.1' : '4.3.0';
   return { kind: 'deferred', status, reply: `cannot write to maildir ${box}: ${err.code ?? err.message}`, remote: 'maildir', remoteReply: false };
 }

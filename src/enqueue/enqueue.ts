@@ -1,7 +1,9 @@
 /*
  * enqueue/enqueue - turns an accepted envelope and a message stream into a
  * queued message (Postfix's "cleanup"): adds Received: (and Message-ID: when
- * missing), routes each recipient to name its destination, streams the body
+ * missing), expands local aliases (local/expand: the envelope gets the
+ * expanded recipients, ORCPT naming what the sender wrote), routes each
+ * recipient to name its destination, streams the body
  * into the store and commits it durably.
  *
  * Invariants:
@@ -25,6 +27,8 @@ export interface IncomingRecipient {
   address: string;
   orcpt: string | null;
   notify: string | null;
+  /** Set only for a recipient already decided to fail (core/decided); otherwise the router names it. */
+  destination?: string;
 }
 
 export interface Envelope {
@@ -61,6 +65,8 @@ export interface EnqueueOptions {
   hostname: string;
   store: QueueStore;
   router: Router;
+  /** Alias expansion of the recipients (local/recipients), applied at commit. */
+  expand?: (recipients: readonly IncomingRecipient[]) => IncomingRecipient[];
 }
 
 export class Enqueuer {
@@ -144,7 +150,8 @@ export class Incoming {
       if (this.envelope.maxReceived && this.scanner.received > this.envelope.maxReceived) {
         throw new EnqueueRejected(reply(554, '5.4.6', `Too many hops (${this.scanner.received} Received: headers); mail loop?`));
       }
-      const recipients: NewRecipient[] = this.envelope.recipients.map((r) => ({ ...r, destination: this.options.router.route(r.address).destination }));
+      const given = this.options.expand ? this.options.expand(this.envelope.recipients) : this.envelope.recipients;
+      const recipients: NewRecipient[] = given.map((r) => ({ address: r.address, orcpt: r.orcpt, notify: r.notify, destination: r.destination ?? this.options.router.route(r.address).destination }));
       await this.options.store.insert(
         {
           queueId: this.queueId,

@@ -3,8 +3,9 @@
  * "inbound"; invariant 9: no open relay).
  *
  * A recipient is accepted when its domain is local (from any network: that is
- * what an MX is for; with `[local] users_file` set the user must exist, else
- * 550 5.1.1 — refused now, never accepted and bounced later), or when the
+ * what an MX is for; with `[local] users_file` set the user must exist — or
+ * be an alias or caught by a catch-all — else 550 5.1.1: refused now, never
+ * accepted and bounced later), or when the
  * client may relay: its address is in `relay_networks` or it authenticated.
  * Everything else gets 554 5.7.1. Pure apart from the users table it is given.
  */
@@ -13,7 +14,11 @@ import type { Config } from '../config/schema.js';
 import { parseCidr } from '../config/schema.js';
 import { domainOf } from '../core/address.js';
 import { reply, type SmtpReply } from '../core/smtp-reply.js';
-import type { LocalUsers } from '../local/users.js';
+
+/** The local-recipient check policy needs (local/recipients: users, aliases, catch-alls). */
+export interface LocalRecipientCheck {
+  exists(address: string): boolean;
+}
 
 /** normalizeIp - "::ffff:127.0.0.1" -> "127.0.0.1" so IPv4 networks match mapped addresses. */
 export function normalizeIp(ip: string): string {
@@ -50,7 +55,7 @@ export class RecipientPolicy {
 
   constructor(
     config: Config,
-    private readonly users: LocalUsers,
+    private readonly users: LocalRecipientCheck,
   ) {
     this.relay = new RelayNetworks(config.smtp.relay_networks);
     this.local = new Set(config.local.domains);

@@ -12,6 +12,7 @@
  */
 import type { Config, Transport } from '../config/schema.js';
 import { domainOf } from '../core/address.js';
+import { DECIDED, isDecided } from '../core/decided.js';
 import type { NextHop } from '../delivery/agent.js';
 
 export interface Routed {
@@ -31,6 +32,19 @@ export class Router {
 
   isLocalDomain(domain: string): boolean {
     return this.local.has(domain.toLowerCase());
+  }
+
+  /**
+   * routeRecipient - the next hop for a queued recipient: as route(), except
+   * that a recipient enqueue already decided to fail (an alias loop, an
+   * unknown user from pickup; core/decided) gets a reject hop.
+   */
+  routeRecipient(r: { address: string; destination: string }): Routed {
+    if (isDecided(r.destination)) {
+      const d = DECIDED[r.destination];
+      return { hop: { kind: 'reject', key: `reject:${r.destination}`, status: d.status, text: d.text(r.address) }, destination: r.destination };
+    }
+    return this.route(r.address);
   }
 
   /** setRedirect - send a destination's mail to host:port from now on (null: route it as configured again). */

@@ -128,7 +128,7 @@ export class Scheduler {
   private dispatch(claim: Claim): void {
     const byHop = new Map<string, { hop: NextHop; recipients: RecipientRecord[] }>();
     for (const r of claim.recipients) {
-      const { hop } = this.deps.router.route(r.address);
+      const { hop } = this.deps.router.routeRecipient(r);
       let g = byHop.get(hop.key);
       if (!g) byHop.set(hop.key, (g = { hop, recipients: [] }));
       g.recipients.push(r);
@@ -162,13 +162,18 @@ export class Scheduler {
     const pending = new Map(recipients.map((r) => [r.id, r]));
     const writes: Promise<void>[] = [];
     const job: DeliveryJob = { message, recipients, hop, openBody: this.openBody(message) };
+    // One jitter per job, one clock reading per batch of results: recipients
+    // that failed together are due together again, so the retry is again one
+    // job (one transaction, one file).
+    const jitter = this.random();
     const record = (results: RecipientResult[]): void => {
       const outcomes: Outcome[] = [];
+      const now = Date.now();
       for (const res of results) {
         const r = pending.get(res.recipientId);
         if (!r) continue; // a duplicate or unknown result: the first one stands
         pending.delete(res.recipientId);
-        const o = this.outcome(message, r, hop, res);
+        const o = this.outcome(message, r, hop, res, () => jitter, now);
         if (o.report) this.passes.get(message.queueId)!.reports = true;
         outcomes.push(o);
         this.deps.onResult?.(res, message, hop);
@@ -233,8 +238,7 @@ export class Scheduler {
   }
 
   /** outcome - the new state of one recipient after one attempt. */
-  private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult): Outcome {
-    const now = Date.now();
+  private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult, random: () => number = this.random, now = Date.now()): Outcome {
     const attempts = r.attempts + 1;
     const cfg = this.deps.config.queue;
     const base = {
@@ -270,7 +274,7 @@ export class Scheduler {
       const report = wants('FAILURE') ? 'failed' : null;
       return { ...base, state: 'failed', report, event: makeEvent('failed', { ...ev, state: 'failed' }) };
     }
-    const d = afterTemporaryFailure(cfg, m, { attempts, delayNotified: r.delayNotified }, now, this.random);
+    const d = afterTemporaryFailure(cfg, m, { attempts, delayNotified: r.delayNotified }, now, random);
     if (d.state === 'expired') {
       const report = wants('FAILURE') ? 'expired' : null;
       return { ...base, lastStatus: '4.4.7', state: 'expired', report, event: makeEvent('expired', { ...ev, status: '4.4.7', state: 'expired', detail: `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000) }) };
