@@ -93,7 +93,7 @@ test('share missing for the whole lifetime: every attempt counted, then expired 
     for (const rcpt of ['bob@legacy.example', 'carol@legacy.example']) {
       assert.match(report, new RegExp(`Final-Recipient: rfc822; ${rcpt.replace('.', '\\.')}\\nAction: failed\\nStatus: 4\\.4\\.7\\n`));
     }
-    assert.match(report, /Diagnostic-Code: smtp; .*does not exist/);
+    assert.match(report, /Diagnostic-Code: X-Petrel; .*does not exist/);
   } finally {
     await p.stop();
     cleanup(dir);

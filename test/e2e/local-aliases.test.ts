@@ -129,8 +129,8 @@ test('an alias loop is accepted, then failed 5.4.6 with a report naming what the
     assert.match(failed.error!, /^550 5\.4\.6 <loop-a@one\.test>: alias expansion loop/);
     await waitFor(() => of(p.events(), qid, 'delivered').length === 1, 10_000, 'bob still gets it');
     const report = await waitFor(() => mailbox(p, 'one.test', 'alice').find((m) => m.includes('message/delivery-status')), 10_000, 'the report to alice');
-    assert.match(report, /Original-Recipient: rfc822;loop-a@one\.test\nFinal-Recipient: rfc822; loop-a@one\.test\nAction: failed\nStatus: 5\.4\.6\n/);
-    assert.match(report, /Diagnostic-Code: smtp; 550 5\.4\.6 <loop-a@one\.test>: alias expansion loop/);
+    assert.match(report, /Original-Recipient: rfc822; ?loop-a@one\.test\nFinal-Recipient: rfc822; loop-a@one\.test\nAction: failed\nStatus: 5\.4\.6\n/);
+    assert.match(report, /Diagnostic-Code: X-Petrel; 550 5\.4\.6 <loop-a@one\.test>: alias expansion loop/);
     // The event log file follows the store a moment later.
     await waitFor(() => of(p.events(), qid, 'dsn_queued').length === 1, 5000, 'the dsn_queued event');
   } finally {
@@ -153,8 +153,8 @@ test('reports about expanded recipients name the original address (ORCPT), unles
     assert.equal((await t.read())!.code, 250);
     t.close();
     const report = await waitFor(() => mailbox(p, 'one.test', 'alice').find((m) => m.includes('message/delivery-status')), 15_000, 'the expiry report');
-    assert.match(report, /Original-Recipient: rfc822;gone@one\.test\nFinal-Recipient: rfc822; ghost@remote\.example\n/);
-    assert.match(report, /Original-Recipient: rfc822;Client\+Given@one\.test\nFinal-Recipient: rfc822; ghost2@remote\.example\n/);
+    assert.match(report, /Original-Recipient: rfc822; ?gone@one\.test\nFinal-Recipient: rfc822; ghost@remote\.example\n/);
+    assert.match(report, /Original-Recipient: rfc822; ?Client\+Given@one\.test\nFinal-Recipient: rfc822; ghost2@remote\.example\n/);
   } finally {
     await p.stop();
     cleanup(dir);
