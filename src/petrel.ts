@@ -94,7 +94,7 @@ export class Petrel {
       ...options.agents,
     };
     this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
-    this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
+    this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind), expand: (rs) => this.local.expand(rs) });
     this.scheduler = new Scheduler({
       config,
       store: this.store,

@@ -18,10 +18,11 @@ import type { Config } from '../config/schema.js';
 import { newQueueId } from '../core/ids.js';
 import { makeEvent, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
-import type { MessageRecord, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
+import type { MessageRecord, NewRecipient, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
 import type { Router } from '../scheduler/router.js';
 import { POSTMASTER_NOTICE } from '../scheduler/scheduler.js';
 import { ReportEmpty, writeReport } from './build.js';
+import type { IncomingRecipient } from '../enqueue/enqueue.js';
 
 const KINDS: ReportKind[] = ['failed', 'expired', 'delayed', 'delivered', 'relayed'];
 
@@ -31,6 +32,8 @@ export interface ReporterDeps {
   router: Router;
   trace: Trace;
   onQueued?: (kind: ReportKind) => void;
+  /** Local alias expansion (the same as for every other message), so a report to an alias reaches its targets. */
+  expand?: (recipients: readonly IncomingRecipient[]) => IncomingRecipient[];
 }
 
 export class Reporter {
@@ -59,6 +62,13 @@ export class Reporter {
     const kinds = new Set<ReportKind>();
     for await (const r of this.deps.store.reportRecipients(queueId)) if (r.report) kinds.add(r.report);
     for (const kind of KINDS) if (kinds.has(kind)) await this.one(message, kind);
+  }
+
+  /** reportRecipients - where a report to `to` goes: expanded like any message's recipients. */
+  private reportRecipients(to: string): NewRecipient[] {
+    const given: IncomingRecipient[] = [{ address: to, orcpt: null, notify: 'NEVER' }];
+    const expanded = this.deps.expand ? this.deps.expand(given) : given;
+    return expanded.map((r) => ({ address: r.address, orcpt: r.orcpt, notify: 'NEVER', destination: r.destination ?? this.deps.router.route(r.address).destination }));
   }
 
   private async one(message: MessageRecord, kind: ReportKind): Promise<void> {
@@ -126,7 +136,7 @@ export class Reporter {
           isReport: true,
           client: toPostmaster ? POSTMASTER_NOTICE : 'dsn',
           subject: written.subject,
-          recipients: [{ address: to, orcpt: null, notify: 'NEVER', destination: this.deps.router.route(to).destination }],
+          recipients: this.reportRecipients(to),
         },
         body,
         { clearReports: written.recipientIds, events },

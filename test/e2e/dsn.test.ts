@@ -130,3 +130,21 @@ test('a failure from <> makes no report; a failed report goes to the postmaster 
     cleanup(p.dir);
   }
 });
+
+test('a report to a sender that is a local alias reaches the alias target', async () => {
+  const peer = await startPeer({ rcptReply: () => '550 5.1.1 No such user' });
+  const { writeFileSync } = await import('node:fs');
+  const { tempDir } = await import('../helpers/petrel-harness.js');
+  const dir = tempDir();
+  writeFileSync(join(dir, 'aliases'), 'boss: alice\n');
+  const p = await startPetrel(`[delivery]\nsmarthost = "127.0.0.1:${peer.port}"\n[local]\ndomains = ["home.test"]\naliases_file = "aliases"\n`, {}, dir);
+  try {
+    await send(p, 'boss@home.test', ['x@far.example']);
+    await waitFor(() => mailbox(p, 'alice').length === 1, 10_000, 'the report in the target mailbox');
+    assert.equal(mailbox(p, 'boss').length, 0, 'no mailbox named after the alias');
+  } finally {
+    await p.stop();
+    await peer.close();
+    cleanup(p.dir);
+  }
+});
