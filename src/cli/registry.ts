@@ -2,6 +2,7 @@
  * cli/registry - the list of `petrel` commands, in the order --help shows them.
  * A new command is a module exporting a CliCommand, added here.
  */
+import { auditCommand } from './audit.js';
 import { checkConfigCommand } from './check-config.js';
 import type { CliCommand } from './main.js';
 import { quarantineCommand } from './quarantine.js';
@@ -11,4 +12,4 @@ import { startCommand } from './start.js';
 import { passwdCommand } from './passwd.js';
 import { trackCommand } from './track.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, sendmailCommand, passwdCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, auditCommand, sendmailCommand, passwdCommand];

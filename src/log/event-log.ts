@@ -85,6 +85,7 @@ export function formatEvent(e: MailEvent): string {
   if (e.error !== undefined) o.error = e.error;
   if (e.status !== undefined) o.status = e.status;
   if (e.detail !== undefined) o.detail = e.detail;
+  if (e.report !== undefined) o.report = e.report;
   return JSON.stringify(o) + '\n';
 }
 

@@ -54,6 +54,13 @@ export interface MailEvent {
   status?: string;
   /** Free-form detail: operator and reason, report queue id, "possible duplicate". */
   detail?: string;
+  /**
+   * On outcomes and removals: the report this change owes the sender
+   * ("failed", "expired", "delayed", "delivered", "relayed") or "none" (no
+   * report: the sender is <>, NOTIFY says so, or it was not asked for). The
+   * fate audit checks every owed report was queued.
+   */
+  report?: string;
 }
 
 /** operatorDetail - the `detail` of an operator action's event: who and why (invariant 2). */

@@ -110,7 +110,8 @@ CREATE TABLE IF NOT EXISTS events (
   reply TEXT,
   error TEXT,
   status TEXT,
-  detail TEXT
+  detail TEXT,
+  report TEXT
 );
 CREATE INDEX IF NOT EXISTS events_qid ON events(qid);
 CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id);
@@ -188,6 +189,7 @@ interface EventRow {
   error: string | null;
   status: string | null;
   detail: string | null;
+  report: string | null;
 }
 
 const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine';
@@ -244,6 +246,7 @@ export function toEvent(r: EventRow): MailEvent {
   if (r.error !== null) e.error = r.error;
   if (r.status !== null) e.status = r.status;
   if (r.detail !== null) e.detail = r.detail;
+  if (r.report !== null && r.report !== undefined) e.report = r.report;
   return e;
 }
 
@@ -387,8 +390,8 @@ export class EmbeddedStore implements QueueStore {
         `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at) VALUES (?, ?, ?, ?, ?, 'queued', ?)`,
       ),
       insertEvent: db.prepare(
-        `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail)
-         VALUES (@ts, @id, @event, @queue_id, @message_id, @sender, @recipient, @attempt, @state, @remote, @reply, @error, @status, @detail)`,
+        `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
+         VALUES (@ts, @id, @event, @queue_id, @message_id, @sender, @recipient, @attempt, @state, @remote, @reply, @error, @status, @detail, @report)`,
       ),
       getMessage: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE qid = ?`),
       getBody: db.prepare(`SELECT body FROM messages WHERE qid = ?`),
@@ -517,6 +520,7 @@ export class EmbeddedStore implements QueueStore {
       error: e.error ?? null,
       status: e.status ?? null,
       detail: e.detail ?? null,
+      report: e.report ?? null,
     });
   }
 
@@ -838,6 +842,7 @@ export class EmbeddedStore implements QueueStore {
           sender: h.sender,
           recipient: row.address,
           state: 'removed',
+          report: wanted ? 'failed' : 'none',
           detail: operatorDetail(op, wanted ? 'with a failure report to the sender' : 'without report'),
         });
       },
@@ -890,6 +895,10 @@ export class EmbeddedStore implements QueueStore {
       at: number;
     }>;
     return rows.map((r) => ({ destination: r.destination, kind: r.kind === 'hold' ? 'hold' : 'redirect', to: r.target, by: r.by, reason: r.reason, at: r.at }));
+  }
+
+  async scanRecipients(afterId: number, limit: number): Promise<RecipientRecord[]> {
+    return (this.db.prepare(`SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE id > ? ORDER BY id LIMIT ?`).all(afterId, limit) as RecipientRow[]).map(toRecipient);
   }
 
   async recipientPage(queueId: string, afterId: number, limit: number): Promise<RecipientRecord[]> {

@@ -421,7 +421,7 @@ export class MemoryStore implements QueueStore {
           r.lastReply = text;
           r.lastStatus = '5.0.0';
         }
-        return makeEvent('removed', MemoryStore.head(r, m, op, 'removed', wanted ? 'with a failure report to the sender' : 'without report'));
+        return { ...makeEvent('removed', MemoryStore.head(r, m, op, 'removed', wanted ? 'with a failure report to the sender' : 'without report')), report: wanted ? 'failed' : 'none' };
       },
     );
     this.finishIfDone(queueId);
@@ -458,6 +458,10 @@ export class MemoryStore implements QueueStore {
 
   async overrides(): Promise<DestinationOverride[]> {
     return [...this.overrideMap.values()].map((o) => ({ ...o })).sort((a, b) => a.destination.localeCompare(b.destination) || a.kind.localeCompare(b.kind));
+  }
+
+  async scanRecipients(afterId: number, limit: number): Promise<RecipientRecord[]> {
+    return [...this.recipients.values()].filter((r) => r.id > afterId).sort((a, b) => a.id - b.id).slice(0, limit).map((r) => ({ ...r }));
   }
 
   async recipientPage(queueId: string, afterId: number, limit: number): Promise<RecipientRecord[]> {

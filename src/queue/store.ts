@@ -297,6 +297,8 @@ export interface QueueStore {
 
   /** A page of one message's recipients, in id order, after recipient id `afterId`. */
   recipientPage(queueId: string, afterId: number, limit: number): Promise<RecipientRecord[]>;
+  /** Every recipient in the store, in id order, a page at a time (the fate audit). */
+  scanRecipients(afterId: number, limit: number): Promise<RecipientRecord[]>;
   /** Per-message aggregates for the given messages (a listing page). */
   messageStates(queueIds: string[]): Promise<MessageStates[]>;
   /** Recipients in the queue by state (cheap: for metrics at scrape time). */

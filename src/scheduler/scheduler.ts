@@ -268,16 +268,16 @@ export class Scheduler {
         if (hop.kind !== 'smtp') report = 'delivered';
         else if (res.relayed) report = 'relayed';
       }
-      return { ...base, state: 'delivered', report, event: makeEvent('delivered', { ...ev, state: 'delivered' }) };
+      return { ...base, state: 'delivered', report, event: makeEvent('delivered', { ...ev, state: 'delivered', report: report ?? 'none' }) };
     }
     if (res.kind === 'failed') {
       const report = wants('FAILURE') ? 'failed' : null;
-      return { ...base, state: 'failed', report, event: makeEvent('failed', { ...ev, state: 'failed' }) };
+      return { ...base, state: 'failed', report, event: makeEvent('failed', { ...ev, state: 'failed', report: report ?? 'none' }) };
     }
     const d = afterTemporaryFailure(cfg, m, { attempts, delayNotified: r.delayNotified }, now, random);
     if (d.state === 'expired') {
       const report = wants('FAILURE') ? 'expired' : null;
-      return { ...base, lastStatus: '4.4.7', state: 'expired', report, event: makeEvent('expired', { ...ev, status: '4.4.7', state: 'expired', detail: `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000) }) };
+      return { ...base, lastStatus: '4.4.7', state: 'expired', report, event: makeEvent('expired', { ...ev, status: '4.4.7', state: 'expired', report: report ?? 'none', detail: `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000) }) };
     }
     const delay = d.delayNotice && wants('DELAY');
     return {
@@ -286,7 +286,7 @@ export class Scheduler {
       nextAttemptAt: d.nextAttemptAt,
       ...(d.delayNotice ? { delayNotified: true } : {}),
       ...(delay ? { report: 'delayed' as const } : {}),
-      event: makeEvent('deferred', { ...ev, state: 'deferred' }),
+      event: makeEvent('deferred', { ...ev, state: 'deferred', ...(delay ? { report: 'delayed' } : {}) }),
     };
   }
 

@@ -5,7 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
-import { startChild, waitFor, cleanup, freePort, tempDir, baseConfig, type Child } from '../helpers/petrel-harness.js';
+import { join } from 'node:path';
+import { startChild, waitFor, cleanup, freePort, tempDir, baseConfig, spawnPetrel, type Child } from '../helpers/petrel-harness.js';
 import { startPeer } from '../helpers/test-peer.js';
 
 const TOTAL = 2400;
@@ -74,6 +75,10 @@ test(`kill -9 while ${TOTAL} messages are sent: every acknowledged message arriv
     // Only what was in flight at the kill can be repeated: at most one message per client connection
     // being delivered, plus what the scheduler had claimed; far below the total.
     assert.ok(duplicates <= 200, `duplicates ${duplicates} bounded by what was in flight`);
+    // The fate audit agrees: every accepted recipient is at an end, nothing unexplained.
+    const audit = spawnPetrel(['audit', '--config', join(dir, 'petrel.toml')], dir);
+    assert.equal(await audit.exited, 0, audit.stdout() + audit.stderr());
+    assert.match(audit.stdout(), /exceptions: 0/);
   } finally {
     child?.kill('SIGKILL');
     await child?.exited;
