@@ -4,41 +4,13 @@
 // (at most the messages in flight at the kill) are reported, not hidden.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SmtpTalk } from '../helpers/smtp-talk.js';
+import { sendLoad } from '../helpers/load.js';
 import { join } from 'node:path';
 import { startChild, waitFor, cleanup, freePort, tempDir, baseConfig, spawnPetrel, type Child } from '../helpers/petrel-harness.js';
 import { startPeer } from '../helpers/test-peer.js';
 
 const TOTAL = 2400;
 const CLIENTS = 12;
-
-/** load - CLIENTS connections sending messages ids [from, to) until done or the server dies. */
-async function load(port: number, next: { i: number; to: number }, acked: Set<string>): Promise<void> {
-  const client = async (): Promise<void> => {
-    let t: SmtpTalk;
-    try {
-      t = await SmtpTalk.open(port);
-      await t.read();
-      await t.cmd('EHLO load.test');
-    } catch {
-      return;
-    }
-    try {
-      while (next.i < next.to) {
-        const n = next.i++;
-        const id = `<crash-${n}@example.com>`;
-        const r = await t.send('load@example.com', [`r${n}@remote.example`], `Subject: crash ${n}\r\nMessage-ID: ${id}\r\n\r\n${'body '.repeat(200)}\r\n`);
-        if (r.code === 250) acked.add(id);
-      }
-      await t.cmd('QUIT').catch(() => undefined);
-    } catch {
-      // The server was killed mid-conversation: this message was not acknowledged.
-    } finally {
-      t.close();
-    }
-  };
-  await Promise.all(Array.from({ length: CLIENTS }, client));
-}
 
 test(`kill -9 while ${TOTAL} messages are sent: every acknowledged message arrives`, async (t) => {
   const dir = tempDir();
@@ -50,7 +22,7 @@ test(`kill -9 while ${TOTAL} messages are sent: every acknowledged message arriv
     child = await startChild(dir, config);
     const acked = new Set<string>();
     const next = { i: 0, to: TOTAL };
-    const running = load(port, next, acked);
+    const running = sendLoad(port, next, acked, { clients: CLIENTS, prefix: 'crash' });
     await waitFor(() => acked.size >= 800, 60_000, '800 acknowledged before the kill');
     child.kill('SIGKILL');
     await child.exited;
@@ -59,7 +31,7 @@ test(`kill -9 while ${TOTAL} messages are sent: every acknowledged message arriv
     const sentAtKill = next.i;
     child = await startChild(dir, config);
     next.to = TOTAL;
-    await load(port, next, acked);
+    await sendLoad(port, next, acked, { clients: CLIENTS, prefix: 'crash' });
     assert.ok(next.i >= TOTAL, 'the whole load was offered');
     const arrived = (): string[] =>
       sink.transactions.filter((x) => x.completed && x.finalReplies[0]?.startsWith('2')).map((x) => /^Message-ID: (.*)$/m.exec(x.body.toString('latin1'))?.[1]?.trim() ?? '');
