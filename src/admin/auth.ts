@@ -24,7 +24,7 @@ import type { IncomingMessage } from 'node:http';
 /** A viewer session lasts this long (12 hours: one working day). */
 export const SESSION_MS = 12 * 3_600_000;
 /** At most this many sessions are kept; more evict the oldest (a bounded table, DESIGN.md invariant 6). */
-const MAX_SESSIONS = 1000;
+export const MAX_SESSIONS = 1000;
 export const COOKIE = 'petrel_session';
 
 function digest(s: string): Buffer {

@@ -331,9 +331,14 @@ export class Scheduler {
     }
   }
 
-  /** idle - true when nothing is in flight (tests and shutdown use it). */
+  /** busy - recipients in flight now (tests and shutdown use it). */
   get busy(): number {
     return this.inflight;
+  }
+
+  /** tableSizes - sizes of the in-memory tables, to show they drain (docs/reliability.md). */
+  get tableSizes(): { passes: number; jobs: number } {
+    return { passes: this.passes.size, jobs: this.jobs.size };
   }
 
   /** stop - claim nothing more; wait for running jobs until the deadline. */

@@ -1,0 +1,47 @@
+// DESIGN.md invariant 6 and seed 002: no table in Petrel can fill. The ones
+// with a fixed bound evict (and a full one changes nothing about mail); the
+// others hold only what is in use and drain when it is done.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import type { IncomingMessage } from 'node:http';
+import { AdminAuth, MAX_SESSIONS } from '../../src/admin/auth.js';
+import { SmtpTalk } from '../helpers/smtp-talk.js';
+import { startPetrel, waitFor, cleanup } from '../helpers/petrel-harness.js';
+
+function request(headers: Record<string, string>): IncomingMessage {
+  return { headers: { host: '127.0.0.1:8025', ...headers } } as unknown as IncomingMessage;
+}
+
+test('admin sessions: a full table evicts the oldest; the newest and the bearer token still work', () => {
+  const auth = new AdminAuth('s3cret');
+  const first = auth.login('s3cret')!;
+  const ids = [first];
+  for (let i = 0; i < MAX_SESSIONS + 10; i++) ids.push(auth.login('s3cret')!);
+  assert.equal(auth.allowed(request({ cookie: `petrel_session=${first}` })), false, 'the oldest session was evicted');
+  assert.equal(auth.allowed(request({ cookie: `petrel_session=${ids.at(-1)!}` })), true);
+  assert.equal(auth.allowed(request({ authorization: 'Bearer s3cret' })), true);
+  assert.equal(auth.login('wrong'), null);
+});
+
+test('per-client connection counts, scheduler passes and jobs drain to nothing after the work is done', async () => {
+  const p = await startPetrel('[local]\ndomains = ["localhost"]\n');
+  try {
+    const talks: SmtpTalk[] = [];
+    for (let i = 0; i < 20; i++) {
+      const t = await SmtpTalk.open(p.port);
+      await t.read();
+      await t.cmd('EHLO c.test');
+      assert.equal((await t.send('a@example.com', [`u${i}@localhost`], 'Subject: x\r\n\r\ny\r\n')).code, 250);
+      talks.push(t);
+    }
+    for (const t of talks) t.close();
+    await waitFor(() => p.petrel.inbound!.connectionCount === 0, 5000, 'sessions to end');
+    await waitFor(() => p.events().filter((e) => e.event === 'delivered').length === 20, 10_000, 'deliveries');
+    await waitFor(() => p.petrel.scheduler.tableSizes.passes === 0 && p.petrel.scheduler.tableSizes.jobs === 0, 5000, 'scheduler tables to drain');
+    assert.equal(p.petrel.scheduler.busy, 0);
+    assert.equal((p.petrel.inbound as unknown as { perClient: Map<string, number> }).perClient.size, 0, 'no per-client entry left behind');
+  } finally {
+    await p.stop();
+    cleanup(p.dir);
+  }
+});
