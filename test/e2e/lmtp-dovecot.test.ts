@@ -29,7 +29,7 @@ test('LMTP to a real Dovecot: delivered per recipient; an unknown user fails wit
       assert.match(text, /hello Dovecot/);
       assert.match(text, /by petrel\.test \(Petrel\)/);
     }
-    await waitFor(() => p.events().filter((e) => e.attempt).length === 3, 10_000, 'three outcomes');
+    await waitFor(() => p.events().filter((e) => e.attempt && e.sender === 'sender@home.test').length === 3, 10_000, 'three outcomes');
     const out = Object.fromEntries(p.events().filter((e) => e.attempt && e.sender === 'sender@home.test').map((e) => [e.recipient, [e.event, e.status]]));
     assert.deepEqual(out['ann@dove.test'], ['delivered', '2.0.0']);
     assert.deepEqual(out['ben@dove.test'], ['delivered', '2.0.0']);

@@ -48,6 +48,7 @@ for (const kind of ['connection refused', 'black-holed port'] as const) {
         assert.equal(mine.at(-1)!.event, 'expired');
         assert.equal(mine.at(-1)!.status, '4.4.7');
       }
+      await waitFor(() => p.events().some((e) => e.event === 'dsn_queued'), 5000, 'the dsn_queued event');
       assert.equal(p.events().filter((e) => e.event === 'dsn_queued').length, 1, 'one report for both');
     } finally {
       await p.stop();

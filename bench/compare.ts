@@ -1,0 +1,164 @@
+/*
+ * bench/compare - Petrel and Postfix side by side on this machine, in the
+ * same run: the same load generator (Postfix's smtp-source, 20 sessions),
+ * the same sink (Postfix's smtp-sink, counting messages), alternating A/B
+ * for several rounds. Both acknowledge only what is on stable storage.
+ *
+ * For each workload it prints one line per run and a summary line:
+ *   workload=… petrel_over_postfix_e2e=… petrel_e2e_msgs_per_s=… postfix_e2e_msgs_per_s=…
+ *   petrel_cpu_ms_per_msg=… postfix_cpu_ms_per_msg=… petrel_peak_rss_mb=… postfix_peak_rss_mb=…
+ * (medians over the rounds). CPU counts every process of each MTA (Postfix:
+ * all its daemons, living and exited); not the load generator or the sink.
+ *
+ * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k]
+ * Needs root (for the private Postfix) and the Debian package postfix.
+ */
+import { join } from 'node:path';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { arg, cpuMs, freePort, removeDir, rssMb, run, sleep, startPetrel, tempDir, type Proc } from './lib.js';
+import { startPostfixRelay, type PostfixRelay } from './postfix.js';
+
+interface Workload {
+  name: string;
+  recipients: number;
+  size: number;
+}
+
+const WORKLOADS: Record<string, Workload> = {
+  '1x4k': { name: '1rcpt-4KB', recipients: 1, size: 4096 },
+  '10x4k': { name: '10rcpt-4KB', recipients: 10, size: 4096 },
+  '1x100k': { name: '1rcpt-100KB', recipients: 1, size: 100 * 1024 },
+};
+
+interface RunResult {
+  system: 'petrel' | 'postfix';
+  e2e: number;
+  accept: number;
+  cpuPerMsg: number;
+  peakRss: number;
+}
+
+/** CountingSink - smtp-sink with -c; the latest "msg=N" it printed. */
+class CountingSink {
+  private child: ChildProcess;
+  private count = 0;
+  private tail = '';
+  constructor(readonly port: number) {
+    this.child = spawn('smtp-sink', [...(process.getuid?.() === 0 ? ['-u', 'nobody'] : []), '-c', `127.0.0.1:${port}`, '1024'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    this.child.stdout!.on('data', (d: Buffer) => {
+      const text = this.tail + d.toString('latin1');
+      const all = [...text.matchAll(/msg=(\d+)/g)];
+      if (all.length) this.count = Number(all[all.length - 1]![1]);
+      this.tail = text.slice(-32);
+    });
+  }
+  get messages(): number {
+    return this.count;
+  }
+  async stop(): Promise<void> {
+    this.child.kill();
+    await new Promise((r) => this.child.once('exit', r));
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function once(system: 'petrel' | 'postfix', w: Workload, messages: number): Promise<RunResult> {
+  const sinkPort = await freePort();
+  const sink = new CountingSink(sinkPort);
+  await sleep(300);
+  let petrel: Proc | null = null;
+  let postfix: PostfixRelay | null = null;
+  const dir = tempDir('petrel-bench-compare-');
+  try {
+    let port: number;
+    let cpu: () => number;
+    let rss: () => number;
+    if (system === 'petrel') {
+      port = await freePort();
+      petrel = await startPetrel(
+        dir,
+        `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_connections_per_client = 1000\n[delivery]\nsmarthost = "127.0.0.1:${sinkPort}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n`,
+      );
+      const pid = petrel.child.pid!;
+      cpu = () => cpuMs(pid);
+      rss = () => rssMb(pid).rss;
+    } else {
+      postfix = await startPostfixRelay({ nextHop: sinkPort });
+      port = postfix.port;
+      cpu = () => postfix!.cpuMs();
+      rss = () => postfix!.rssMb();
+    }
+    await sleep(500);
+    const cpu0 = cpu();
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, rss())), 200);
+    const t0 = Date.now();
+    await run('smtp-source', ['-s', '20', '-m', String(messages), '-l', String(w.size), '-r', String(w.recipients), '-f', 'bench@example.com', '-t', 'rcpt@example.net', `127.0.0.1:${port}`]);
+    const tAccept = Date.now();
+    const deadline = Date.now() + 900_000;
+    while (sink.messages < messages) {
+      if (Date.now() > deadline) throw new Error(`${system}: only ${sink.messages} of ${messages} at the sink`);
+      await sleep(20);
+    }
+    const tDone = Date.now();
+    clearInterval(sampler);
+    peak = Math.max(peak, rss());
+    return {
+      system,
+      e2e: messages / ((tDone - t0) / 1000),
+      accept: messages / ((tAccept - t0) / 1000),
+      cpuPerMsg: (cpu() - cpu0) / messages,
+      peakRss: peak,
+    };
+  } finally {
+    await petrel?.stop();
+    await postfix?.stop();
+    await sink.stop();
+    removeDir(dir);
+  }
+}
+
+async function main(): Promise<void> {
+  const messages = Number(arg('messages', '20000'));
+  const rounds = Number(arg('rounds', '3'));
+  const names = arg('workloads', '1x4k,10x4k,1x100k').split(',');
+  for (const key of names) {
+    const w = WORKLOADS[key];
+    if (!w) throw new Error(`unknown workload ${key} (${Object.keys(WORKLOADS).join(', ')})`);
+    const results: RunResult[] = [];
+    for (let r = 0; r < rounds; r++) {
+      const order: Array<'petrel' | 'postfix'> = r % 2 === 0 ? ['petrel', 'postfix'] : ['postfix', 'petrel'];
+      for (const system of order) {
+        const res = await once(system, w, messages);
+        results.push(res);
+        console.log(`workload=${w.name} round=${r + 1} system=${system} e2e_msgs_per_s=${res.e2e.toFixed(0)} accept_msgs_per_s=${res.accept.toFixed(0)} cpu_ms_per_msg=${res.cpuPerMsg.toFixed(3)} peak_rss_mb=${res.peakRss.toFixed(0)}`);
+      }
+    }
+    const of = (s: 'petrel' | 'postfix', f: (x: RunResult) => number): number => median(results.filter((x) => x.system === s).map(f));
+    const pe = of('petrel', (x) => x.e2e);
+    const po = of('postfix', (x) => x.e2e);
+    console.log(
+      [
+        `workload=${w.name}`,
+        `messages=${messages}`,
+        `rounds=${rounds}`,
+        `petrel_over_postfix_e2e=${(pe / po).toFixed(2)}`,
+        `petrel_e2e_msgs_per_s=${pe.toFixed(0)}`,
+        `postfix_e2e_msgs_per_s=${po.toFixed(0)}`,
+        `petrel_cpu_ms_per_msg=${of('petrel', (x) => x.cpuPerMsg).toFixed(3)}`,
+        `postfix_cpu_ms_per_msg=${of('postfix', (x) => x.cpuPerMsg).toFixed(3)}`,
+        `petrel_peak_rss_mb=${of('petrel', (x) => x.peakRss).toFixed(0)}`,
+        `postfix_peak_rss_mb=${of('postfix', (x) => x.peakRss).toFixed(0)}`,
+      ].join(' '),
+    );
+  }
+}
+
+main().catch((e) => {
+  console.error(`bench/compare: ${(e as Error).stack}`);
+  process.exit(1);
+});
