@@ -38,7 +38,7 @@ interface RunResult {
   peakRss: number;
 }
 
-/** CountingSink - smtp-sink with -c; the latest "msg=N" it printed. */
+/** CountingSink - smtp-sink with -c; the latest "mesg=N" it printed. */
 class CountingSink {
   private child: ChildProcess;
   private count = 0;
@@ -47,7 +47,7 @@ class CountingSink {
     this.child = spawn('smtp-sink', [...(process.getuid?.() === 0 ? ['-u', 'nobody'] : []), '-c', `127.0.0.1:${port}`, '1024'], { stdio: ['ignore', 'pipe', 'ignore'] });
     this.child.stdout!.on('data', (d: Buffer) => {
       const text = this.tail + d.toString('latin1');
-      const all = [...text.matchAll(/msg=(\d+)/g)];
+      const all = [...text.matchAll(/mesg=(\d+)/g)];
       if (all.length) this.count = Number(all[all.length - 1]![1]);
       this.tail = text.slice(-32);
     });

@@ -84,7 +84,14 @@ export class Petrel {
       aliasesFile: config.local.aliases_file,
       onProblem: (text) => localTrace.warn({ problem: text }, 'local users/aliases'),
     });
-    this.enqueuer = new Enqueuer({ hostname: config.hostname, store: this.store, router: this.router, expand: (rs) => this.local.expand(rs) });
+    this.enqueuer = new Enqueuer({
+      hostname: config.hostname,
+      store: this.store,
+      router: this.router,
+      expand: (rs) => this.local.expand(rs),
+      // The scheduler is made below; the fast path reaches it when a message arrives.
+      fresh: { leaseMs: Scheduler.LEASE_MS, room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
+    });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.agents = {
       maildir: new MaildirAgent(),

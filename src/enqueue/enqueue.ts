@@ -18,7 +18,7 @@
  */
 import { newMessageId, newQueueId } from '../core/ids.js';
 import { reply, type SmtpReply } from '../core/smtp-reply.js';
-import type { BodyWriter, NewRecipient, QueueStore } from '../queue/store.js';
+import type { BodyWriter, Claim, NewRecipient, QueueStore } from '../queue/store.js';
 import type { Router } from '../scheduler/router.js';
 import { HeaderScanner } from './header-scan.js';
 import { protocolName, receivedHeader, rfc5322Date } from './received.js';
@@ -67,6 +67,20 @@ export interface EnqueueOptions {
   router: Router;
   /** Alias expansion of the recipients (local/recipients), applied at commit. */
   expand?: (recipients: readonly IncomingRecipient[]) => IncomingRecipient[];
+  /**
+   * Fresh-message fast path (the scheduler): when it has room, the message's
+   * recipients are inserted already claimed and handed over at once, instead
+   * of being found by the next claim query.
+   */
+  fresh?: FreshSink;
+}
+
+export interface FreshSink {
+  /** Room for this many more recipients in flight right now? */
+  room(recipients: number): boolean;
+  /** Take a claim made at insert time (after it is durable). */
+  take(claim: Claim): void;
+  leaseMs: number;
 }
 
 export class Enqueuer {
@@ -151,8 +165,10 @@ export class Incoming {
         throw new EnqueueRejected(reply(554, '5.4.6', `Too many hops (${this.scanner.received} Received: headers); mail loop?`));
       }
       const given = this.options.expand ? this.options.expand(this.envelope.recipients) : this.envelope.recipients;
+      const fresh = this.options.fresh;
+      const claimLeaseMs = fresh && fresh.room(given.length) ? fresh.leaseMs : undefined;
       const recipients: NewRecipient[] = given.map((r) => ({ address: r.address, orcpt: r.orcpt, notify: r.notify, destination: r.destination ?? this.options.router.route(r.address).destination }));
-      await this.options.store.insert(
+      const claim = await this.options.store.insert(
         {
           queueId: this.queueId,
           messageId: this.scanner.messageId,
@@ -169,7 +185,9 @@ export class Incoming {
           recipients,
         },
         this.body,
+        claimLeaseMs === undefined ? {} : { claimLeaseMs },
       );
+      if (claim) fresh!.take(claim);
       return { queueId: this.queueId, messageId: this.scanner.messageId, size: this.body.size };
     } catch (e) {
       await this.body.abort().catch(() => undefined);

@@ -44,6 +44,7 @@ import type {
   DestinationSummary,
   InsertOptions,
   ListFilter,
+  MessageMeta,
   MessageRecord,
   NewMessage,
   Outcome,
@@ -250,6 +251,34 @@ export function toEvent(r: EventRow): MailEvent {
   return e;
 }
 
+/** messageMeta - the message fields of a new message (without its recipients). */
+export function messageMeta(m: NewMessage): MessageMeta {
+  const { recipients: _r, ...meta } = m;
+  return meta;
+}
+
+/** newRecipientRecord - the record of a recipient just inserted and claimed. */
+export function newRecipientRecord(id: number, m: NewMessage, r: NewMessage['recipients'][number]): RecipientRecord {
+  return {
+    id,
+    queueId: m.queueId,
+    address: r.address,
+    orcpt: r.orcpt,
+    notify: r.notify,
+    destination: r.destination,
+    state: 'delivering',
+    attempts: 0,
+    nextAttemptAt: m.receivedAt,
+    lastAttemptAt: null,
+    lastReply: '',
+    lastStatus: '',
+    remote: '',
+    report: null,
+    delayNotified: false,
+    suspended: false,
+  };
+}
+
 /** A recipient counts as "open" while it is unfinished or still owes a report. */
 function isOpen(state: string, report: string | null): boolean {
   return !FINAL_STATES.has(state as RecipientState) || report !== null;
@@ -387,8 +416,9 @@ export class EmbeddedStore implements QueueStore {
          VALUES (@qid, @message_id, @sender, @envid, @ret, @size, @received_at, @smtputf8, @eight_bit, @is_report, @client, @subject, @body, @rcpt_count, @rcpt_count)`,
       ),
       insertRecipient: db.prepare(
-        `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at) VALUES (?, ?, ?, ?, ?, 'queued', ?)`,
+        `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
+      isHeld: db.prepare(`SELECT 1 FROM overrides WHERE destination = ? AND kind = 'hold'`),
       insertEvent: db.prepare(
         `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
          VALUES (@ts, @id, @event, @queue_id, @message_id, @sender, @recipient, @attempt, @state, @remote, @reply, @error, @status, @detail, @report)`,
@@ -439,7 +469,7 @@ export class EmbeddedStore implements QueueStore {
     return this.spool.createWriter(queueId);
   }
 
-  async insert(message: NewMessage, body: BodyWriter, options: InsertOptions = {}): Promise<void> {
+  async insert(message: NewMessage, body: BodyWriter, options: InsertOptions = {}): Promise<Claim | null> {
     if (!(body instanceof SpoolWriter)) throw new Error('body writer does not belong to this store');
     let finished: { inline: Buffer | null; dir: string | null };
     try {
@@ -451,8 +481,10 @@ export class EmbeddedStore implements QueueStore {
     try {
       // The renamed body file's directory entry is durable before any row names it.
       if (finished.dir) await this.spool.syncDir(finished.dir);
+      let claim: Claim | null = null;
       const removed = await this.commit.run(
         (db) => {
+          claim = null;
           this.st.insertMessage.run({
             qid: message.queueId,
             message_id: message.messageId,
@@ -469,8 +501,20 @@ export class EmbeddedStore implements QueueStore {
             body: finished.inline,
             rcpt_count: message.recipients.length,
           });
+          const lease = options.claimLeaseMs;
+          const held = new Map<string, boolean>();
+          const isHeld = (d: string): boolean => {
+            let h = held.get(d);
+            if (h === undefined) held.set(d, (h = this.st.isHeld.get(d) !== undefined));
+            return h;
+          };
           for (const r of message.recipients) {
-            this.st.insertRecipient.run(message.queueId, r.address, r.orcpt, r.notify, r.destination, message.receivedAt);
+            const claimed = lease !== undefined && !isHeld(r.destination);
+            const info = this.st.insertRecipient.run(message.queueId, r.address, r.orcpt, r.notify, r.destination, claimed ? 'delivering' : 'queued', message.receivedAt, claimed ? message.receivedAt + lease : 0);
+            if (claimed) {
+              claim ??= { message: { ...messageMeta(message), recipientCount: message.recipients.length, quarantine: '' }, recipients: [] };
+              claim.recipients.push(newRecipientRecord(Number(info.lastInsertRowid), message, r));
+            }
             this.insertEvent({
               ts: new Date(message.receivedAt).toISOString(),
               id: 1000,
@@ -497,11 +541,13 @@ export class EmbeddedStore implements QueueStore {
         true,
       );
       await this.removeBodies(removed);
+      // Only what was not claimed here is for the scheduler to find.
+      if (!claim || (claim as Claim).recipients.length < message.recipients.length) this.emitDue();
+      return claim;
     } catch (e) {
       if (finished.dir) await this.spool.remove(message.queueId).catch(() => undefined);
       throw e;
     }
-    this.emitDue();
   }
 
   private insertEvent(e: MailEvent): void {

@@ -82,17 +82,19 @@ export class MemoryStore implements QueueStore {
     return new MemoryBody(queueId);
   }
 
-  async insert(message: NewMessage, body: BodyWriter, options: InsertOptions = {}): Promise<void> {
+  async insert(message: NewMessage, body: BodyWriter, options: InsertOptions = {}): Promise<Claim | null> {
     if (!(body instanceof MemoryBody) || body.aborted) throw new Error('body writer does not belong to this store');
     this.fault();
     const { recipients, ...meta } = message;
     const entry: Entry = { message: { ...meta, recipientCount: recipients.length, quarantine: '' }, body: Buffer.concat(body.chunks), recipients: [] };
+    let claim: Claim | null = null;
     for (const r of recipients) {
+      const claimed = options.claimLeaseMs !== undefined && !this.overrideMap.has(`hold ${r.destination}`);
       const rec: RecipientRecord = {
         id: this.nextId++,
         queueId: message.queueId,
         ...r,
-        state: 'queued',
+        state: claimed ? 'delivering' : 'queued',
         attempts: 0,
         nextAttemptAt: message.receivedAt,
         lastAttemptAt: null,
@@ -105,6 +107,10 @@ export class MemoryStore implements QueueStore {
       };
       entry.recipients.push(rec);
       this.recipients.set(rec.id, rec);
+      if (claimed) {
+        claim ??= { message: { ...entry.message }, recipients: [] };
+        claim.recipients.push({ ...rec });
+      }
       this.pushEvent({
         ts: new Date(message.receivedAt).toISOString(),
         id: 1000,
@@ -128,7 +134,8 @@ export class MemoryStore implements QueueStore {
       }
     }
     for (const q of touched) this.finishIfDone(q);
-    this.emit();
+    if (!claim || claim.recipients.length < recipients.length) this.emit();
+    return claim;
   }
 
   private pushEvent(e: MailEvent): void {

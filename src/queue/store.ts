@@ -131,6 +131,13 @@ export interface BodyWriter {
 }
 
 export interface InsertOptions {
+  /**
+   * Fresh-message fast path: insert the recipients already claimed (a lease of
+   * this many ms) and return the claim, so the scheduler can start on them
+   * without a claim round trip. Recipients of held destinations are inserted
+   * queued, as usual, and left out of the claim.
+   */
+  claimLeaseMs?: number;
   /** Recipients whose pending report this message is; cleared in the same transaction. */
   clearReports?: number[];
   /** Extra events to write in the same transaction (e.g. dsn_queued). */
@@ -238,7 +245,8 @@ export interface QueueStore {
   close(): Promise<void>;
 
   createBody(queueId: string): BodyWriter;
-  insert(message: NewMessage, body: BodyWriter, options?: InsertOptions): Promise<void>;
+  /** Resolves with the claim when `claimLeaseMs` was given (null when nothing could be claimed). */
+  insert(message: NewMessage, body: BodyWriter, options?: InsertOptions): Promise<Claim | null>;
   readBody(queueId: string): Promise<Readable>;
 
   claimDue(now: number, options: ClaimOptions): Promise<Claim[]>;

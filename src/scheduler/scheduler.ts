@@ -76,6 +76,23 @@ export class Scheduler {
     void this.reportLeftovers();
   }
 
+  /** LEASE_MS - how long a claim is held before a shared backend may hand it to another node. */
+  static readonly LEASE_MS = 10 * 60_000;
+
+  /**
+   * fresh - the sink for the fresh-message fast path (enqueue/enqueue): a
+   * message inserted already claimed is dispatched at once, with no claim
+   * query, when there is room in flight.
+   */
+  readonly fresh = {
+    leaseMs: Scheduler.LEASE_MS,
+    room: (recipients: number): boolean => this.running && this.inflight + recipients <= this.maxInflight,
+    take: (claim: Claim): void => {
+      if (!this.running) return; // stopping: the claim stays "delivering" and is due again at the next start
+      this.dispatch(claim);
+    },
+  };
+
   /** wake - something may be due: claim soon. */
   wake(): void {
     if (!this.running) return;
@@ -92,7 +109,7 @@ export class Scheduler {
       do {
         this.again = false;
         while (this.running && this.inflight < this.maxInflight) {
-          const claims = await this.deps.store.claimDue(Date.now(), { maxRecipients: Math.min(5000, this.maxInflight - this.inflight), leaseMs: 10 * 60_000 });
+          const claims = await this.deps.store.claimDue(Date.now(), { maxRecipients: Math.min(5000, this.maxInflight - this.inflight), leaseMs: Scheduler.LEASE_MS });
           if (claims.length === 0) break;
           for (const c of claims) this.dispatch(c);
         }

@@ -174,6 +174,36 @@ for (const backend of backends) {
       }
     });
 
+    test('fast path: insert returns the claim; held destinations stay queued; a crash makes the claim due again', async () => {
+      const b = backend.make();
+      let store = b.store;
+      try {
+        await store.open();
+        await store.suspend({ destination: 'held.example' }, { who: 'test', reason: 'hold' });
+        const { m, body } = message(3);
+        m.recipients[2] = { ...m.recipients[2]!, address: 'h@held.example', destination: 'held.example' };
+        const w = store.createBody(m.queueId);
+        await w.write(Buffer.from(body));
+        const claim = await store.insert(m, w, { claimLeaseMs: 60_000 });
+        assert.ok(claim);
+        assert.equal(claim.message.queueId, m.queueId);
+        assert.deepEqual(claim.recipients.map((r) => [r.address, r.state, r.attempts]), [['r0@example.net', 'delivering', 0], ['r1@example.net', 'delivering', 0]]);
+        assert.deepEqual((await store.getRecipients(m.queueId)).map((r) => r.state), ['delivering', 'delivering', 'queued']);
+        assert.deepEqual(await store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 1000 }), [], 'claimed ones are not found again; the held one is not due');
+        const ev = await store.eventsAfter(0, 100);
+        assert.equal(ev.filter((e) => e.event === 'received').length, 3, 'received events as usual');
+        if (store instanceof EmbeddedStore) {
+          await store.close();
+          store = b.reopen();
+        }
+        await store.open();
+        assert.deepEqual((await store.getRecipients(m.queueId)).map((r) => r.state), ['queued', 'queued', 'queued']);
+      } finally {
+        await store.close();
+        b.dispose();
+      }
+    });
+
     test('reopening after a crash makes claimed recipients due again', async () => {
       const b = backend.make();
       let store = b.store;
