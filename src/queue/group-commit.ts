@@ -20,14 +20,15 @@
  * Invariants:
  * - a durable operation's promise resolves only after an fsync of the WAL
  *   that *started after* its COMMIT returned; it rejects if its own work
- *   failed (each runs in its own SAVEPOINT, so none of its writes are kept)
- *   or if the commit failed (nothing of the batch is kept);
+ *   failed (then none of its writes are kept: the batch is rolled back and
+ *   the others run again, each alone) or if the commit failed (nothing of
+ *   the batch is kept);
  * - operations run in the order they were queued.
  * Note: a committed write is visible to readers before it is durable; what
  * is not yet durable is never *acknowledged* (no 250, no outcome reported).
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import type { Database } from 'better-sqlite3';
+import type { Database, Statement } from 'better-sqlite3';
 
 interface Pending {
   op: (db: Database) => unknown;
@@ -54,11 +55,18 @@ export class GroupCommit {
   /** Fault-injection seam for tests: throw to make the next commit fail. */
   fault: (() => void) | null = null;
 
+  private readonly begin: Statement;
+  private readonly commitStmt: Statement;
+  private readonly rollback: Statement;
+
   constructor(
     private readonly db: Database,
     private readonly walPath: string,
   ) {
     this.db.pragma('synchronous = NORMAL');
+    this.begin = db.prepare('BEGIN IMMEDIATE');
+    this.commitStmt = db.prepare('COMMIT');
+    this.rollback = db.prepare('ROLLBACK');
   }
 
   /** run - queue an operation; `durable` ones resolve only once on stable storage. */
@@ -73,35 +81,23 @@ export class GroupCommit {
     });
   }
 
-  /** flush - run everything queued so far in one transaction. */
+  /**
+   * flush - run everything queued so far in one transaction. Optimistic: the
+   * operations run back to back; only if one of them throws is the batch
+   * rolled back and each operation run again in a transaction of its own, so
+   * a failing operation keeps nothing and fails alone (cheaper than a
+   * savepoint around every operation, since failures are rare).
+   */
   flush(): void {
     this.scheduled = false;
     const batch = this.queue;
     if (batch.length === 0) return;
     this.queue = [];
-    const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    let results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
     try {
-      this.db.exec('BEGIN IMMEDIATE');
-      try {
-        for (const p of batch) {
-          this.db.exec('SAVEPOINT op');
-          try {
-            results.push({ ok: true, value: p.op(this.db) });
-            this.db.exec('RELEASE op');
-          } catch (error) {
-            this.db.exec('ROLLBACK TO op');
-            this.db.exec('RELEASE op');
-            results.push({ ok: false, error });
-          }
-        }
-        this.fault?.();
-        this.db.exec('COMMIT');
-      } catch (e) {
-        if (this.db.inTransaction) this.db.exec('ROLLBACK');
-        throw e;
-      }
+      results = this.runBatch(batch);
     } catch (error) {
-      // The whole batch failed to commit: nothing of it is kept, every writer hears.
+      // The batch could not be committed at all: nothing of it is kept, every writer hears.
       for (const p of batch) p.reject(error);
       return;
     }
@@ -117,6 +113,53 @@ export class GroupCommit {
       } else p.resolve(r.value);
     });
     if (durable && !this.syncing) this.syncing = this.syncLoop();
+  }
+
+  /** runBatch - all operations in one transaction; on an operation's failure, one transaction each. */
+  private runBatch(batch: Pending[]): Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
+    this.begin.run();
+    let failed = false;
+    const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    try {
+      for (const p of batch) results.push({ ok: true, value: p.op(this.db) });
+    } catch {
+      failed = true;
+    }
+    if (!failed) {
+      try {
+        this.fault?.();
+        this.commitStmt.run();
+        return results;
+      } catch (e) {
+        if (this.db.inTransaction) this.rollback.run();
+        throw e;
+      }
+    }
+    this.rollback.run();
+    if (batch.length === 1) {
+      // Run it once more alone to learn its error (the state is as before it).
+      return [this.runOne(batch[0]!)];
+    }
+    return batch.map((p) => this.runOne(p));
+  }
+
+  private runOne(p: Pending): { ok: true; value: unknown } | { ok: false; error: unknown } {
+    this.begin.run();
+    let value: unknown;
+    try {
+      value = p.op(this.db);
+    } catch (error) {
+      this.rollback.run();
+      return { ok: false, error };
+    }
+    try {
+      this.fault?.();
+      this.commitStmt.run();
+    } catch (error) {
+      if (this.db.inTransaction) this.rollback.run();
+      return { ok: false, error };
+    }
+    return { ok: true, value };
   }
 
   /** syncLoop - fsync the WAL until no committed durable write is left waiting. */

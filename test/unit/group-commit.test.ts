@@ -1,0 +1,72 @@
+// Unit tests for queue/group-commit: one transaction for a batch, one WAL
+// fsync for many commits, and a failing operation that keeps nothing and
+// fails alone while the others of its batch commit.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { GroupCommit } from '../../src/queue/group-commit.js';
+
+function setup(): { db: Database.Database; gc: GroupCommit; done: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-gc-'));
+  const db = new Database(join(dir, 'q.db'));
+  db.pragma('journal_mode = WAL');
+  db.exec('CREATE TABLE t (v INTEGER)');
+  const gc = new GroupCommit(db, join(dir, 'q.db-wal'));
+  return { db, gc, done: () => (db.close(), rmSync(dir, { recursive: true, force: true })) };
+}
+
+test('operations queued in one turn share one transaction and one fsync', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    await Promise.all(Array.from({ length: 50 }, (_, i) => gc.run(() => ins.run(i), true)));
+    assert.equal((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n, 50);
+    assert.equal(gc.stats.batches, 1);
+    assert.equal(gc.stats.syncs, 1);
+  } finally {
+    await gc.close();
+    done();
+  }
+});
+
+test('a failing operation keeps nothing and fails alone; the rest of its batch commits', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    const a = gc.run(() => ins.run(1), true);
+    const b = gc.run(() => {
+      ins.run(2);
+      throw new Error('half done');
+    }, true);
+    const c = gc.run(() => ins.run(3), false);
+    await assert.rejects(b, /half done/);
+    await a;
+    await c;
+    assert.deepEqual((db.prepare('SELECT v FROM t ORDER BY v').all() as Array<{ v: number }>).map((r) => r.v), [1, 3]);
+  } finally {
+    await gc.close();
+    done();
+  }
+});
+
+test('a failed commit rejects the whole batch and keeps none of it', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    gc.fault = () => {
+      throw new Error('disk gone');
+    };
+    const all = [gc.run(() => ins.run(1), true), gc.run(() => ins.run(2), true)];
+    for (const p of all) await assert.rejects(p, /disk gone/);
+    gc.fault = null;
+    assert.equal((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n, 0);
+    await gc.run(() => ins.run(9), true);
+    assert.equal((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n, 1);
+  } finally {
+    await gc.close();
+    done();
+  }
+});
