@@ -27,6 +27,7 @@ import type { Database as Db } from 'better-sqlite3';
 import { mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
+import { Worker } from 'node:worker_threads';
 import { FINAL_STATES, RECIPIENT_STATES, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
 import { GroupCommit } from './group-commit.js';
 import { Spool, SpoolWriter } from './spool.js';
@@ -301,6 +302,7 @@ export class EmbeddedStore implements QueueStore {
   private commit!: GroupCommit;
   readonly spool: Spool;
   private readonly dueListeners: Array<() => void> = [];
+  private checkpointer: Worker | null = null;
   private st!: ReturnType<EmbeddedStore['prepare']>;
 
   constructor(private readonly options: EmbeddedStoreOptions) {
@@ -323,6 +325,7 @@ export class EmbeddedStore implements QueueStore {
     this.db.exec(SCHEMA);
     this.st = this.prepare();
     this.commit = new GroupCommit(this.db, `${file}-wal`);
+    this.startCheckpointer(file);
     if (this.options.recover === false) return;
     // Recovery: claims held when the last process stopped are due again now.
     const now = Date.now();
@@ -458,8 +461,44 @@ export class EmbeddedStore implements QueueStore {
     };
   }
 
+  /**
+   * startCheckpointer - WAL checkpoints on a worker thread (queue/checkpoint-worker);
+   * if it cannot run, SQLite's own automatic checkpoints stay on.
+   */
+  private startCheckpointer(file: string): void {
+    if (this.options.recover === false) return; // a reader (CLI, audit): the server checkpoints
+    try {
+      const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file, intervalMs: 250 } });
+      worker.unref();
+      this.db.pragma('wal_autocheckpoint = 0');
+      worker.on('error', () => this.checkpointerGone());
+      worker.on('exit', () => this.checkpointerGone());
+      this.checkpointer = worker;
+    } catch {
+      this.checkpointer = null;
+    }
+  }
+
+  private checkpointerGone(): void {
+    if (!this.checkpointer) return;
+    this.checkpointer = null;
+    if (this.db?.open) this.db.pragma('wal_autocheckpoint = 1000');
+  }
+
   async close(): Promise<void> {
     if (!this.db?.open) return;
+    const worker = this.checkpointer;
+    if (worker) {
+      this.checkpointer = null;
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(() => void worker.terminate().then(() => resolve()), 2000);
+        worker.once('exit', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        worker.postMessage('stop');
+      });
+    }
     await this.commit.close();
     if (process.env.PETREL_STORE_STATS) process.stderr.write(`group commit: ${JSON.stringify(this.commit.stats)}\n`);
     this.db.close();
