@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS recipients (
 CREATE INDEX IF NOT EXISTS recipients_qid ON recipients(qid);
 CREATE INDEX IF NOT EXISTS recipients_due ON recipients(next_at) WHERE state IN ('queued','deferred') AND suspended = 0;
 CREATE INDEX IF NOT EXISTS recipients_report ON recipients(qid) WHERE report IS NOT NULL;
-CREATE INDEX IF NOT EXISTS recipients_delivering ON recipients(id) WHERE state = 'delivering';
+DROP INDEX IF EXISTS recipients_delivering;
 CREATE TABLE IF NOT EXISTS events (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   ts TEXT NOT NULL,
@@ -120,7 +120,8 @@ CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id);
 CREATE INDEX IF NOT EXISTS events_sender ON events(sender COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS events_recipient ON events(recipient COLLATE NOCASE) WHERE recipient IS NOT NULL;
 CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
-CREATE INDEX IF NOT EXISTS recipients_destination ON recipients(destination, state);
+DROP INDEX IF EXISTS recipients_destination;
+CREATE INDEX IF NOT EXISTS recipients_dest ON recipients(destination);
 CREATE INDEX IF NOT EXISTS messages_quarantine ON messages(qid) WHERE quarantine != '';
 CREATE TABLE IF NOT EXISTS overrides (
   destination TEXT NOT NULL,
@@ -452,7 +453,7 @@ export class EmbeddedStore implements QueueStore {
       deleteMessage: db.prepare(`DELETE FROM messages WHERE qid = ?`),
       deleteRecipients: db.prepare(`DELETE FROM recipients WHERE qid = ?`),
       pendingReports: db.prepare(
-        `SELECT DISTINCT qid FROM recipients WHERE report IS NOT NULL AND qid NOT IN (SELECT qid FROM recipients WHERE state = 'delivering') LIMIT ?`,
+        `SELECT DISTINCT r.qid AS qid FROM recipients r WHERE r.report IS NOT NULL AND NOT EXISTS (SELECT 1 FROM recipients x WHERE x.qid = r.qid AND x.state = 'delivering') LIMIT ?`,
       ),
       reportPage: db.prepare(`SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE qid = ? AND report IS NOT NULL AND id > ? ORDER BY id LIMIT ?`),
       quarantineMessage: db.prepare(`UPDATE messages SET quarantine = ? WHERE qid = ?`),
@@ -676,10 +677,12 @@ export class EmbeddedStore implements QueueStore {
     const removed = await this.commit.run(() => {
       const deltas = new Map<string, number>();
       for (const o of outcomes) {
-        const old = this.st.getRecipientState.get(o.recipientId) as { qid: string; state: string; report: string | null } | undefined;
+        const old = o.prev
+          ? { qid: o.queueId, state: o.prev.state as string, report: o.prev.report as string | null }
+          : (this.st.getRecipientState.get(o.recipientId) as { qid: string; state: string; report: string | null } | undefined);
         if (!old) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
         const report = o.report === undefined ? old.report : o.report;
-        this.st.update.run({
+        const changed = this.st.update.run({
           id: o.recipientId,
           state: o.state,
           attempts: o.attempts,
@@ -691,7 +694,8 @@ export class EmbeddedStore implements QueueStore {
           report,
           delay_notified: o.delayNotified === undefined ? null : o.delayNotified ? 1 : 0,
           suspended: o.suspended === undefined ? null : o.suspended ? 1 : 0,
-        });
+        }).changes;
+        if (changed === 0) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
         this.insertEvent(o.event);
         const delta = Number(isOpen(o.state, report)) - Number(isOpen(old.state, old.report));
         if (delta) deltas.set(old.qid, (deltas.get(old.qid) ?? 0) + delta);

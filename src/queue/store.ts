@@ -117,6 +117,11 @@ export interface Outcome {
   suspended?: boolean;
   /** The event that records this change (always one). */
   event: MailEvent;
+  /**
+   * What the recipient was before this change, when the caller knows it (the
+   * scheduler holds the claim): saves the store a read per outcome.
+   */
+  prev?: { state: RecipientState; report: ReportKind | null };
 }
 
 /** Streaming body writer for a message being received. */

@@ -261,6 +261,7 @@ export class Scheduler {
     const base = {
       recipientId: r.id,
       queueId: m.queueId,
+      prev: { state: r.state, report: r.report },
       attempts,
       lastAttemptAt: now,
       lastReply: res.reply,
