@@ -196,7 +196,10 @@ export class EventLog {
     if (!this.file) return;
     try {
       for (;;) {
-        const events = await this.store.eventsAfter(this.seq, 5000);
+        // Only what is on stable storage: never record a change a power loss could undo.
+        const durable = this.store.durableEventSeq();
+        if (durable <= this.seq) return;
+        const events = (await this.store.eventsAfter(this.seq, 5000)).filter((e) => (e.seq ?? 0) <= durable);
         if (events.length === 0) return;
         const text = events.map(formatEvent).join('');
         await this.file.write(text);

@@ -304,6 +304,8 @@ export class EmbeddedStore implements QueueStore {
   readonly spool: Spool;
   private readonly dueListeners: Array<() => void> = [];
   private checkpointer: Worker | null = null;
+  /** Event sequence numbers: inserted in the open transaction, committed, and durable (fsync'd). */
+  private seqs = { tx: 0, committed: 0, durable: 0 };
   private st!: ReturnType<EmbeddedStore['prepare']>;
 
   constructor(private readonly options: EmbeddedStoreOptions) {
@@ -326,6 +328,23 @@ export class EmbeddedStore implements QueueStore {
     this.db.exec(SCHEMA);
     this.st = this.prepare();
     this.commit = new GroupCommit(this.db, `${file}-wal`);
+    const last = (this.db.prepare(`SELECT MAX(seq) AS s FROM events`).get() as { s: number | null }).s ?? 0;
+    this.seqs = { tx: 0, committed: last, durable: last };
+    this.commit.hooks = {
+      committed: () => {
+        if (this.seqs.tx > this.seqs.committed) this.seqs.committed = this.seqs.tx;
+        this.seqs.tx = 0;
+      },
+      rolledBack: () => {
+        this.seqs.tx = 0;
+      },
+      syncStarting: () => {
+        const upTo = this.seqs.committed;
+        return () => {
+          if (upTo > this.seqs.durable) this.seqs.durable = upTo;
+        };
+      },
+    };
     this.startCheckpointer(file);
     if (this.options.recover === false) return;
     // Recovery: claims held when the last process stopped are due again now.
@@ -591,7 +610,7 @@ export class EmbeddedStore implements QueueStore {
   }
 
   private insertEvent(e: MailEvent): void {
-    this.st.insertEvent.run({
+    const info = this.st.insertEvent.run({
       ts: e.ts,
       id: e.id,
       event: e.event,
@@ -608,6 +627,17 @@ export class EmbeddedStore implements QueueStore {
       detail: e.detail ?? null,
       report: e.report ?? null,
     });
+    this.seqs.tx = Number(info.lastInsertRowid);
+  }
+
+  /**
+   * durableEventSeq - the newest event known to be on stable storage. Events
+   * are visible as soon as their transaction commits, a moment before the
+   * fsync that makes them durable; the event log copies only up to here, so
+   * the file never records a change a power loss could still undo.
+   */
+  durableEventSeq(): number {
+    return this.seqs.durable;
   }
 
   /** applyDeltas - adjust open counts; delete messages that have nothing left open. Returns file bodies to unlink. */

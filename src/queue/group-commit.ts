@@ -55,18 +55,25 @@ export class GroupCommit {
   /** Fault-injection seam for tests: throw to make the next commit fail. */
   fault: (() => void) | null = null;
 
-  private readonly begin: Statement;
+  private readonly beginStmt: Statement;
   private readonly commitStmt: Statement;
-  private readonly rollback: Statement;
+  private readonly rollbackStmt: Statement;
+  /**
+   * Hooks for what the operations leave beside the database (the store's
+   * event sequence): told when a transaction commits or rolls back, and when
+   * an fsync starts (the returned function runs once it has succeeded: all
+   * that was committed before it started is then durable).
+   */
+  hooks: { committed(): void; rolledBack(): void; syncStarting(): () => void } | null = null;
 
   constructor(
     private readonly db: Database,
     private readonly walPath: string,
   ) {
     this.db.pragma('synchronous = NORMAL');
-    this.begin = db.prepare('BEGIN IMMEDIATE');
+    this.beginStmt = db.prepare('BEGIN IMMEDIATE');
     this.commitStmt = db.prepare('COMMIT');
-    this.rollback = db.prepare('ROLLBACK');
+    this.rollbackStmt = db.prepare('ROLLBACK');
   }
 
   /** run - queue an operation; `durable` ones resolve only once on stable storage. */
@@ -115,9 +122,24 @@ export class GroupCommit {
     if (durable && !this.syncing) this.syncing = this.syncLoop();
   }
 
+  private begin(): void {
+    this.beginStmt.run();
+  }
+
+  private commitTx(): void {
+    this.fault?.();
+    this.commitStmt.run();
+    this.hooks?.committed();
+  }
+
+  private rollback(): void {
+    if (this.db.inTransaction) this.rollbackStmt.run();
+    this.hooks?.rolledBack();
+  }
+
   /** runBatch - all operations in one transaction; on an operation's failure, one transaction each. */
   private runBatch(batch: Pending[]): Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> {
-    this.begin.run();
+    this.begin();
     let failed = false;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
@@ -127,15 +149,14 @@ export class GroupCommit {
     }
     if (!failed) {
       try {
-        this.fault?.();
-        this.commitStmt.run();
+        this.commitTx();
         return results;
       } catch (e) {
-        if (this.db.inTransaction) this.rollback.run();
+        this.rollback();
         throw e;
       }
     }
-    this.rollback.run();
+    this.rollback();
     if (batch.length === 1) {
       // Run it once more alone to learn its error (the state is as before it).
       return [this.runOne(batch[0]!)];
@@ -144,19 +165,18 @@ export class GroupCommit {
   }
 
   private runOne(p: Pending): { ok: true; value: unknown } | { ok: false; error: unknown } {
-    this.begin.run();
+    this.begin();
     let value: unknown;
     try {
       value = p.op(this.db);
     } catch (error) {
-      this.rollback.run();
+      this.rollback();
       return { ok: false, error };
     }
     try {
-      this.fault?.();
-      this.commitStmt.run();
+      this.commitTx();
     } catch (error) {
-      if (this.db.inTransaction) this.rollback.run();
+      this.rollback();
       return { ok: false, error };
     }
     return { ok: true, value };
@@ -169,9 +189,11 @@ export class GroupCommit {
         const batch = this.waiting;
         this.waiting = [];
         try {
+          const made = this.hooks?.syncStarting();
           if (!this.wal) this.wal = await open(this.walPath, 'r');
           await this.wal.sync();
           this.stats.syncs++;
+          made?.();
           for (const w of batch) w.resolve(w.value);
         } catch (e) {
           for (const w of batch) w.reject(e);

@@ -309,6 +309,10 @@ export class MemoryStore implements QueueStore {
     return out;
   }
 
+  durableEventSeq(): number {
+    return this.seq;
+  }
+
   async eventsAfter(seq: number, limit: number): Promise<MailEvent[]> {
     return this.events.filter((e) => (e.seq ?? 0) > seq).slice(0, limit);
   }

@@ -276,6 +276,8 @@ export interface QueueStore {
   summary(): Promise<DestinationSummary[]>;
   list(filter: ListFilter): Promise<MessageRecord[]>;
 
+  /** The newest event on stable storage (the event log copies no further). */
+  durableEventSeq(): number;
   /** Events written after `seq`, in order (for the event log and tracking). */
   eventsAfter(seq: number, limit: number): Promise<MailEvent[]>;
   appendEvents(events: MailEvent[]): Promise<void>;

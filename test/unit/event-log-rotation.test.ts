@@ -106,3 +106,29 @@ test('retention deletes old events once they are in the file, never newer ones n
     cleanup(dir);
   }
 });
+
+test('the event log copies only events that are on stable storage', async () => {
+  let durable = 0;
+  class HalfSynced extends MemoryStore {
+    override durableEventSeq(): number {
+      return durable;
+    }
+  }
+  const store = new HalfSynced();
+  const dir = tempDir();
+  const log = new EventLog(store, join(dir, 'events.jsonl'), trace('test'), 10_000);
+  try {
+    await log.open();
+    await store.appendEvents([1, 2, 3].map((n) => makeEvent('suspended', { queue_id: `Q${n}`, message_id: '', sender: '' })));
+    durable = 2;
+    await log.flush();
+    const lines = (): string[] => readFileSync(join(dir, 'events.jsonl'), 'utf8').trim().split('\n');
+    assert.deepEqual(lines().map((l) => (JSON.parse(l) as { queue_id: string }).queue_id), ['Q1', 'Q2']);
+    durable = 3;
+    await log.flush();
+    assert.equal(lines().length, 3);
+  } finally {
+    await log.close();
+    cleanup(dir);
+  }
+});
