@@ -38,7 +38,8 @@
  * compared).
  */
 import { randomBytes } from 'node:crypto';
-import { link, lstat, open, rename, stat, unlink } from 'node:fs/promises';
+import { open, stat, unlink } from 'node:fs/promises';
+import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
 import { dirname, join } from 'node:path';
 import { rfc5322Date } from '../enqueue/received.js';
 import type { MessageRecord, RecipientRecord } from '../queue/store.js';
@@ -69,7 +70,6 @@ interface Gate {
   hung: boolean;
 }
 
-const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
 
 /** envelopeBlock - the X-Petrel-Envelope-* lines that open each file (docs/connectors.md). */
 export function envelopeBlock(message: Pick<MessageRecord, 'queueId' | 'receivedAt' | 'sender'>, recipients: readonly string[]): string {
@@ -93,14 +93,6 @@ export function readEnvelope(text: string): { queueId: string | null; recipients
   return { queueId, recipients };
 }
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = await open(dir, 'r');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
-}
 
 /** fileName - `<queue_id>.eml`, then `<queue_id>.<n>.eml`. */
 export function fileName(queueId: string, n: number): string {
@@ -261,25 +253,11 @@ export class DirectoryAgent implements DeliveryAgent {
   private async publish(tmp: string, path: string, queueId: string, from: number): Promise<string> {
     for (let n = from; n <= MAX_SUFFIX; n++) {
       const dest = join(path, fileName(queueId, n));
-      try {
-        await this.step('link', dest);
-        await link(tmp, dest);
-      } catch (e) {
-        const code = errno(e);
-        if (code === 'EEXIST') continue;
-        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
-        // No hard links on this file system (some network shares): rename, after making sure nothing is replaced.
-        const there = await lstat(dest).then(
-          () => true,
-          (err: unknown) => (errno(err) === 'ENOENT' ? false : Promise.reject(err)),
-        );
-        if (there) continue;
-        await rename(tmp, dest);
-        await this.syncDir(path, dest);
-        return dest;
-      }
+      await this.step('link', dest);
+      const placed = await publishNoReplace(tmp, dest);
+      if (placed === 'exists') continue;
       await this.syncDir(path, dest);
-      await unlink(tmp).catch(() => undefined);
+      if (placed === 'linked') await unlink(tmp).catch(() => undefined);
       return dest;
     }
     throw Object.assign(new Error(`no free file name for ${queueId} in ${path}`), { code: 'EEXIST' });

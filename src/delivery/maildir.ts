@@ -22,7 +22,8 @@
  *
  * Untrusted input: the recipient address (from the envelope) becomes a path.
  */
-import { link, lstat, mkdir, open, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, unlink } from 'node:fs/promises';
+import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
@@ -74,16 +75,7 @@ export function uniqueName(): string {
   return `${sec}.M${usec}P${process.pid}Q${deliveries}R${randomBytes(4).toString('hex')}.${hostPart()}`;
 }
 
-const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = await open(dir, 'r');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
-}
 
 /**
  * ensureDir - mkdir -p, one level at a time (so the real error is reported:
@@ -214,23 +206,9 @@ export class MaildirAgent implements DeliveryAgent {
   private async publish(tmp: string, box: string): Promise<string> {
     for (let tries = 0; tries < 6; tries++) {
       const dest = join(box, 'new', tries === 0 ? tmp.slice(tmp.lastIndexOf(sep) + 1) : uniqueName());
-      try {
-        this.step('link', dest);
-        await link(tmp, dest);
-      } catch (e) {
-        const code = errno(e);
-        if (code === 'EEXIST') continue;
-        if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
-        // No hard links on this file system: rename, after making sure nothing is replaced.
-        const there = await lstat(dest).then(
-          () => true,
-          (err: unknown) => (errno(err) === 'ENOENT' ? false : Promise.reject(err)),
-        );
-        if (there) continue;
-        await rename(tmp, dest);
-        await fsyncDir(join(box, 'new'));
-        return dest;
-      }
+      this.step('link', dest);
+      const placed = await publishNoReplace(tmp, dest);
+      if (placed === 'exists') continue;
       try {
         this.step('fsync', join(box, 'new'));
         await fsyncDir(join(box, 'new'));
@@ -239,7 +217,7 @@ export class MaildirAgent implements DeliveryAgent {
         await unlink(dest).catch(() => undefined);
         throw e;
       }
-      await unlink(tmp).catch(() => undefined);
+      if (placed === 'linked') await unlink(tmp).catch(() => undefined);
       return dest;
     }
     throw Object.assign(new Error(`no free name in ${join(box, 'new')}`), { code: 'EEXIST' });

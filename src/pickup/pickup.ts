@@ -32,7 +32,8 @@
  * directory cannot be used to mail out files its writer could not read.
  */
 import { constants, watch, type FSWatcher } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { CrlfNormalizer } from '../core/crlf.js';
@@ -61,16 +62,7 @@ export interface PickupOptions {
 /** Why a file goes to bad/ (permanent) rather than being tried again. */
 class Unusable extends Error {}
 
-const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = await open(dir, 'r');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
-}
 
 export class PickupDirectory {
   readonly dir: string;
@@ -286,17 +278,15 @@ export class PickupDirectory {
         const target = n === 0 ? name : `${name}.${n}`;
         const dest = join(this.badDir, target);
         if (await exists(join(this.badDir, `${target}.reason`))) continue;
+        let placed;
         try {
-          await link(from, dest);
-          await unlink(from);
+          placed = await publishNoReplace(from, dest);
         } catch (e) {
-          const code = errno(e);
-          if (code === 'EEXIST') continue;
-          if (code === 'ENOENT') return;
-          if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
-          if (await exists(dest)) continue;
-          await rename(from, dest);
+          if (errno(e) === 'ENOENT') return; // gone already (picked up or removed by its writer)
+          throw e;
         }
+        if (placed === 'exists') continue;
+        if (placed === 'linked') await unlink(from);
         await writeFile(join(this.badDir, `${target}.reason`), `${new Date().toISOString()} ${name}: ${reason}\n`);
         await fsyncDir(this.badDir);
         await fsyncDir(this.dir);

@@ -10,16 +10,9 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { fsyncDir } from '../core/durable-fs.js';
 import { dirname, join, resolve } from 'node:path';
 
-async function fsyncDir(dir: string): Promise<void> {
-  const fd = await open(dir, 'r');
-  try {
-    await fd.sync();
-  } finally {
-    await fd.close();
-  }
-}
 
 /** ensurePickupDir - mkdir -p; a directory created now has its parent fsync'd. */
 export async function ensurePickupDir(dir: string): Promise<void> {

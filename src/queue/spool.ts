@@ -16,6 +16,7 @@ import { createReadStream, openSync, fsyncSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { BodyWriter } from './store.js';
+import { fsyncDir } from '../core/durable-fs.js';
 
 /** The characters a queue id can end with (core/ids): one spool folder each. */
 const QUEUE_ID_CHARS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -81,12 +82,7 @@ export class Spool {
   /** syncDir - fsync one directory without blocking the event loop. */
   async syncDir(dir: string): Promise<void> {
     this.fault?.('dirsync');
-    const fd = await open(dir, 'r');
-    try {
-      await fd.sync();
-    } finally {
-      await fd.close();
-    }
+    await fsyncDir(dir);
   }
 
   /** List body files on disk (start-up sweep of orphans). */

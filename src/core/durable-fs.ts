@@ -1,0 +1,48 @@
+/*
+ * core/durable-fs - the file-system steps of the durability protocol that
+ * several writers share (spool, Maildir, directory connector, pickup):
+ * fsync a directory, and publish a finished temporary file under a final name
+ * without ever replacing an existing file.
+ *
+ * Invariants: publishNoReplace never overwrites a file (hard link, or, on a
+ * file system without hard links, rename only after checking the name is
+ * free); it reports "exists" instead, and the caller picks another name.
+ */
+import { link, lstat, open, rename } from 'node:fs/promises';
+
+/** errno - the code of a Node.js system error ("ENOENT"), or undefined. */
+export const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
+
+/** fsyncDir - make the entries of a directory (new names, renames) durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fd = await open(dir, 'r');
+  try {
+    await fd.sync();
+  } finally {
+    await fd.close();
+  }
+}
+
+/**
+ * publishNoReplace - make `tmp` appear as `dest`, never replacing a file:
+ * "linked" (tmp is still there; the caller removes it after making the new
+ * name durable), "renamed" (no hard links on this file system: tmp is gone),
+ * or "exists" (dest is taken; nothing changed).
+ */
+export async function publishNoReplace(tmp: string, dest: string): Promise<'linked' | 'renamed' | 'exists'> {
+  try {
+    await link(tmp, dest);
+    return 'linked';
+  } catch (e) {
+    const code = errno(e);
+    if (code === 'EEXIST') return 'exists';
+    if (code !== 'EPERM' && code !== 'ENOTSUP' && code !== 'EOPNOTSUPP' && code !== 'ENOSYS') throw e;
+  }
+  const there = await lstat(dest).then(
+    () => true,
+    (err: unknown) => (errno(err) === 'ENOENT' ? false : Promise.reject(err)),
+  );
+  if (there) return 'exists';
+  await rename(tmp, dest);
+  return 'renamed';
+}
