@@ -15,6 +15,10 @@ export const ROOT = new URL('../../', import.meta.url).pathname;
 /** The same helpers the tests use: temporary directories and free loopback ports. */
 export { tempDir, freePort } from '../test/helpers/petrel-harness.js';
 
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
+
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
