@@ -61,6 +61,23 @@ try {
   db.exec('ANALYZE');
   const fillMs = Date.now() - t0;
   const n = (db.prepare('SELECT COUNT(*) AS n FROM events').get() as { n: number }).n;
+  // The tracking index is built by the store's worker thread: wait until it holds every event.
+  const last = (db.prepare('SELECT MAX(seq) AS s FROM events').get() as { s: number }).s;
+  const t1 = Date.now();
+  const { default: Database } = await import('better-sqlite3');
+  for (;;) {
+    let indexed = 0;
+    try {
+      const t = new Database(join(dir, 'queue', 'track.db'), { readonly: true, fileMustExist: true });
+      indexed = (t.prepare('SELECT MAX(seq) AS s FROM track').get() as { s: number | null }).s ?? 0;
+      t.close();
+    } catch {
+      indexed = 0;
+    }
+    if (indexed >= last) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const indexMs = Date.now() - t1;
 
   const probe = Math.floor(messages * 0.37);
   const byId = await time(() => store.track({ messageId: `m${probe}@bench.example`, limit: 100 }));
@@ -75,6 +92,7 @@ try {
   const out = {
     events: n,
     fill_s: (fillMs / 1000).toFixed(1),
+    index_s: (indexMs / 1000).toFixed(1),
     track_message_id_ms: byId.ms,
     track_message_id_events: byId.value.messages[0]?.events.length ?? 0,
     track_sender_ms: bySender.ms,

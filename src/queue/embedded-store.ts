@@ -24,7 +24,7 @@
  */
 import Database from 'better-sqlite3';
 import type { Database as Db } from 'better-sqlite3';
-import { mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
@@ -116,10 +116,10 @@ CREATE TABLE IF NOT EXISTS events (
   report TEXT
 );
 CREATE INDEX IF NOT EXISTS events_qid ON events(qid);
-CREATE INDEX IF NOT EXISTS events_message_id ON events(message_id);
-CREATE INDEX IF NOT EXISTS events_sender ON events(sender COLLATE NOCASE);
-CREATE INDEX IF NOT EXISTS events_recipient ON events(recipient COLLATE NOCASE) WHERE recipient IS NOT NULL;
-CREATE INDEX IF NOT EXISTS events_ts ON events(ts);
+DROP INDEX IF EXISTS events_message_id;
+DROP INDEX IF EXISTS events_sender;
+DROP INDEX IF EXISTS events_recipient;
+DROP INDEX IF EXISTS events_ts;
 DROP INDEX IF EXISTS recipients_destination;
 CREATE INDEX IF NOT EXISTS recipients_dest ON recipients(destination);
 CREATE INDEX IF NOT EXISTS messages_quarantine ON messages(qid) WHERE quarantine != '';
@@ -303,7 +303,9 @@ export class EmbeddedStore implements QueueStore {
   private commit!: GroupCommit;
   readonly spool: Spool;
   private readonly dueListeners: Array<() => void> = [];
-  private checkpointer: Worker | null = null;
+  private worker: Worker | null = null;
+  /** Read-only connection to the tracking index, opened on first use. */
+  private trackReader: Db | null | undefined = undefined;
   /** Event sequence numbers: inserted in the open transaction, committed, and durable (fsync'd). */
   private seqs = { tx: 0, committed: 0, durable: 0 };
   private st!: ReturnType<EmbeddedStore['prepare']>;
@@ -345,7 +347,7 @@ export class EmbeddedStore implements QueueStore {
         };
       },
     };
-    this.startCheckpointer(file);
+    this.startWorker(file);
     if (this.options.recover === false) return;
     // Recovery: claims held when the last process stopped are due again now.
     const now = Date.now();
@@ -482,44 +484,47 @@ export class EmbeddedStore implements QueueStore {
   }
 
   /**
-   * startCheckpointer - WAL checkpoints on a worker thread (queue/checkpoint-worker);
-   * if it cannot run, SQLite's own automatic checkpoints stay on.
+   * startWorker - WAL checkpoints and the tracking index on a worker thread
+   * (queue/store-worker); if it cannot run, SQLite's own automatic
+   * checkpoints stay on and tracking reads the event table directly.
    */
-  private startCheckpointer(file: string): void {
-    if (this.options.recover === false) return; // a reader (CLI, audit): the server checkpoints
+  private startWorker(file: string): void {
+    if (this.options.recover === false) return; // a reader (CLI, audit): the server does this work
     try {
-      const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), { workerData: { file, intervalMs: 250 } });
+      const worker = new Worker(new URL('./store-worker.js', import.meta.url), { workerData: { file, trackFile: this.trackFile, intervalMs: 250 } });
       worker.unref();
       this.db.pragma('wal_autocheckpoint = 0');
-      worker.on('error', () => this.checkpointerGone());
-      worker.on('exit', () => this.checkpointerGone());
-      this.checkpointer = worker;
+      worker.on('error', () => this.workerGone());
+      worker.on('exit', () => this.workerGone());
+      this.worker = worker;
     } catch {
-      this.checkpointer = null;
+      this.worker = null;
     }
   }
 
-  private checkpointerGone(): void {
-    if (!this.checkpointer) return;
-    this.checkpointer = null;
+  private workerGone(): void {
+    if (!this.worker) return;
+    this.worker = null;
     if (this.db?.open) this.db.pragma('wal_autocheckpoint = 1000');
   }
 
   async close(): Promise<void> {
     if (!this.db?.open) return;
-    const worker = this.checkpointer;
+    const worker = this.worker;
     if (worker) {
-      this.checkpointer = null;
+      this.worker = null;
       await new Promise<void>((resolve) => {
         const t = setTimeout(() => void worker.terminate().then(() => resolve()), 2000);
         worker.once('exit', () => {
           clearTimeout(t);
           resolve();
         });
-        worker.postMessage('stop');
+        worker.postMessage({ kind: 'stop' });
       });
     }
     await this.commit.close();
+    if (this.trackReader) this.trackReader.close();
+    this.trackReader = undefined;
     if (process.env.PETREL_STORE_STATS) process.stderr.write(`group commit: ${JSON.stringify(this.commit.stats)}\n`);
     this.db.close();
   }
@@ -1055,6 +1060,28 @@ export class EmbeddedStore implements QueueStore {
     return (this.db.prepare(`SELECT * FROM events WHERE qid = ? AND seq > ? ORDER BY seq LIMIT ?`).all(queueId, afterSeq, limit) as EventRow[]).map(toEvent);
   }
 
+  private get trackFile(): string {
+    return join(this.options.dataDir, 'queue', 'track.db');
+  }
+
+  /** tracking - the tracking index (store-worker), or null when there is none yet. */
+  private tracking(): Db | null {
+    if (this.trackReader === undefined) {
+      try {
+        this.trackReader = existsSync(this.trackFile) ? new Database(this.trackFile, { readonly: true, fileMustExist: true }) : null;
+      } catch {
+        this.trackReader = null;
+      }
+      if (this.trackReader === null) return null;
+    }
+    return this.trackReader;
+  }
+
+  /**
+   * track - the messages whose events match, newest first, with all their
+   * events. Matches come from the tracking index and, for events newer than
+   * what it holds, from the event table itself, so nothing is missed.
+   */
   async track(q: TrackQuery): Promise<TrackResult> {
     const where: string[] = [];
     const args: unknown[] = [];
@@ -1064,23 +1091,36 @@ export class EmbeddedStore implements QueueStore {
     if (q.queueId !== undefined) (where.push('qid = ?'), args.push(q.queueId));
     if (where.length === 0) throw new Error('track needs a message id, sender, recipient or queue id');
     if (q.beforeSeq !== undefined) (where.push('+seq < ?'), args.push(q.beforeSeq));
-    // "+": walk the message-id/sender/recipient/qid index newest first, never a seq or ts range.
-    // ts follows seq to within a message's DATA phase, so the walk stops once
+    const index = this.tracking();
+    let indexed = 0;
+    try {
+      indexed = index ? ((index.prepare(`SELECT MAX(seq) AS s FROM track`).get() as { s: number | null }).s ?? 0) : 0;
+    } catch {
+      indexed = 0;
+    }
+    type Hit = { seq: number; qid: string; ts: string };
+    // Newest first: the events the index does not hold yet, then the index.
+    const tail = this.db.prepare(`SELECT seq, qid, ts FROM events WHERE seq > ? AND ${where.join(' AND ')} ORDER BY seq DESC`);
+    const walks: Array<IterableIterator<Hit>> = [tail.iterate(indexed, ...args) as IterableIterator<Hit>];
+    if (index && indexed > 0) walks.push(index.prepare(`SELECT seq, qid, ts FROM track WHERE ${where.join(' AND ')} ORDER BY seq DESC`).iterate(...args) as IterableIterator<Hit>);
+    // ts follows seq to within a message's DATA phase, so a walk stops once
     // it is SINCE_SLACK_MS before `since`: nothing older can match.
-    const walk = this.db.prepare(`SELECT seq, qid, ts FROM events WHERE ${where.join(' AND ')} ORDER BY seq DESC`);
     const stopAt = q.since !== undefined ? new Date(Date.parse(q.since) - SINCE_SLACK_MS).toISOString() : null;
     const qids: string[] = [];
     let next: number | null = null;
-    for (const row of walk.iterate(...args) as IterableIterator<{ seq: number; qid: string; ts: string }>) {
-      if (stopAt !== null && row.ts < stopAt) break;
-      if (q.since !== undefined && row.ts < q.since) continue;
-      if (qids.includes(row.qid)) continue;
-      if (qids.length >= q.limit) {
-        next = row.seq + 1;
-        break;
+    outer: for (const walk of walks) {
+      for (const row of walk) {
+        if (stopAt !== null && row.ts < stopAt) break outer;
+        if (q.since !== undefined && row.ts < q.since) continue;
+        if (qids.includes(row.qid)) continue;
+        if (qids.length >= q.limit) {
+          next = row.seq + 1;
+          break outer;
+        }
+        qids.push(row.qid);
       }
-      qids.push(row.qid);
     }
+    for (const w of walks) w.return?.();
     const of = this.db.prepare(`SELECT * FROM events WHERE qid = ? ORDER BY seq LIMIT 10000`);
     const messages = qids.reverse().map((qid) => ({ queueId: qid, events: (of.all(qid) as EventRow[]).map(toEvent) }));
     return { messages, next };
@@ -1095,7 +1135,10 @@ export class EmbeddedStore implements QueueStore {
           )
           .run(maxSeq, before, limit).changes,
       false,
-    );
+    ).then((n) => {
+      if (n > 0) this.worker?.postMessage({ kind: 'prune', maxSeq });
+      return n;
+    });
   }
 
   /** The database handle, for the admin and audit modules that query it directly. */

@@ -49,6 +49,8 @@ export class GroupCommit {
   private closed = false;
   private waiting: Waiter[] = [];
   private syncing: Promise<void> | null = null;
+  /** Durable writes are gathering until the fsync in flight ends. */
+  private flushAfterSync = false;
   private wal: FileHandle | null = null;
   /** Statistics for benchmarks and metrics. */
   readonly stats = { batches: 0, operations: 0, syncs: 0 };
@@ -97,9 +99,22 @@ export class GroupCommit {
    */
   flush(): void {
     this.scheduled = false;
+    if (this.queue.length === 0) return;
+    // While an fsync is in flight, durable writes gain nothing by committing
+    // now (they would wait for the next fsync anyway): let them gather and go
+    // in one transaction the moment it ends. Fewer commits, fewer fsyncs.
+    if (this.syncing && this.queue.every((p) => p.durable)) {
+      this.flushAfterSync = true;
+      return;
+    }
     const batch = this.queue;
-    if (batch.length === 0) return;
     this.queue = [];
+    this.commitBatch(batch);
+    if (this.waitingSync && !this.syncing) this.syncing = this.syncLoop();
+  }
+
+  /** commitBatch - one transaction for the batch; durable writes join the waiters of the next fsync. */
+  private commitBatch(batch: Pending[]): void {
     let results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }>;
     try {
       results = this.runBatch(batch);
@@ -110,16 +125,16 @@ export class GroupCommit {
     }
     this.stats.batches++;
     this.stats.operations += batch.length;
-    let durable = false;
     batch.forEach((p, i) => {
       const r = results[i]!;
       if (!r.ok) p.reject(r.error);
-      else if (p.durable) {
-        this.waiting.push({ value: r.value, resolve: p.resolve, reject: p.reject });
-        durable = true;
-      } else p.resolve(r.value);
+      else if (p.durable) this.waiting.push({ value: r.value, resolve: p.resolve, reject: p.reject });
+      else p.resolve(r.value);
     });
-    if (durable && !this.syncing) this.syncing = this.syncLoop();
+  }
+
+  private get waitingSync(): boolean {
+    return this.waiting.length > 0;
   }
 
   private begin(): void {
@@ -198,10 +213,27 @@ export class GroupCommit {
         } catch (e) {
           for (const w of batch) w.reject(e);
         }
+        if (this.flushAfterSync) {
+          this.flushAfterSync = false;
+          this.commitQueued();
+        }
       }
     } finally {
       this.syncing = null;
     }
+    // Writes that gathered while the last fsync ran, if the loop ended before taking them.
+    if (this.flushAfterSync) {
+      this.flushAfterSync = false;
+      this.flush();
+    }
+  }
+
+  /** commitQueued - commit what gathered during an fsync (its waiters join the sync loop). */
+  private commitQueued(): void {
+    const batch = this.queue;
+    if (batch.length === 0) return;
+    this.queue = [];
+    this.commitBatch(batch);
   }
 
   /** close - commit and sync what is queued, then refuse new work. */

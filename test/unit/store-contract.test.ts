@@ -533,3 +533,34 @@ test('embedded: a body file is only in the spool while its message is', async ()
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('embedded: tracking finds events both in the worker-built index and newer than it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-store-'));
+  const store = new EmbeddedStore({ dataDir: dir });
+  try {
+    await store.open();
+    const older = await insert(store, 1);
+    const { default: Database } = await import('better-sqlite3');
+    const indexed = (): number => {
+      try {
+        const t = new Database(join(dir, 'queue', 'track.db'), { readonly: true, fileMustExist: true });
+        const s = (t.prepare('SELECT MAX(seq) AS s FROM track').get() as { s: number | null }).s ?? 0;
+        t.close();
+        return s;
+      } catch {
+        return 0;
+      }
+    };
+    const deadline = Date.now() + 10_000;
+    while (indexed() < 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(indexed() >= 1, 'the worker indexed the first message');
+    const newer = await insert(store, 1); // probably not indexed yet
+    const found = await store.track({ sender: 'alice@example.com', limit: 10 });
+    assert.deepEqual(found.messages.map((m) => m.queueId), [older.queueId, newer.queueId]);
+    const byId = await store.track({ messageId: older.messageId, limit: 10 });
+    assert.deepEqual(byId.messages.map((m) => m.queueId), [older.queueId]);
+  } finally {
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});

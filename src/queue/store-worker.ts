@@ -1,0 +1,101 @@
+/*
+ * queue/store-worker - the embedded store's background work, on a worker
+ * thread with connections of its own, so none of it stops the event loop
+ * that serves SMTP sessions:
+ *
+ * 1. WAL checkpoints (PASSIVE: they never wait for, or block, the writer).
+ *    The main connection turns its automatic checkpoints off while this
+ *    worker runs, and back on if it dies.
+ * 2. The message-tracking index (data_dir/queue/track.db): who sent what to
+ *    whom, by Message-ID, sender, recipient and queue id, for `petrel track`.
+ *    Kept out of the hot transaction (where four more indexes on every event
+ *    cost about a third of the database writes per message); it trails the
+ *    event table by at most one interval, can be deleted at any time, and is
+ *    rebuilt from the event table on the next start. Queries read the table's
+ *    newest events directly, so they miss nothing (queue/embedded-store).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+
+const { file, trackFile, intervalMs } = workerData as { file: string; trackFile: string; intervalMs: number };
+
+const queue = new Database(file);
+queue.pragma('synchronous = NORMAL');
+queue.pragma('busy_timeout = 1000');
+
+const TRACK_SCHEMA = `
+CREATE TABLE IF NOT EXISTS track (
+  seq INTEGER PRIMARY KEY,
+  ts TEXT NOT NULL,
+  qid TEXT NOT NULL,
+  message_id TEXT NOT NULL,
+  sender TEXT NOT NULL,
+  recipient TEXT
+);
+CREATE INDEX IF NOT EXISTS track_message_id ON track(message_id);
+CREATE INDEX IF NOT EXISTS track_sender ON track(sender COLLATE NOCASE);
+CREATE INDEX IF NOT EXISTS track_recipient ON track(recipient COLLATE NOCASE) WHERE recipient IS NOT NULL;
+CREATE INDEX IF NOT EXISTS track_qid ON track(qid);
+`;
+
+let track: Database.Database | null = null;
+try {
+  track = new Database(trackFile);
+  track.pragma('journal_mode = WAL');
+  // Rebuildable from the event table: no sync of its own.
+  track.pragma('synchronous = OFF');
+  track.exec(TRACK_SCHEMA);
+  track.prepare(`ATTACH DATABASE ? AS q`).run(file);
+} catch (e) {
+  parentPort?.postMessage({ error: `tracking index unavailable: ${(e as Error).message}` });
+  track = null;
+}
+
+const newEvents = queue.prepare(`SELECT seq, ts, qid, message_id, sender, recipient FROM events WHERE seq > ? ORDER BY seq LIMIT 5000`);
+const insert = track?.prepare(`INSERT OR IGNORE INTO track (seq, ts, qid, message_id, sender, recipient) VALUES (@seq, @ts, @qid, @message_id, @sender, @recipient)`);
+const indexed = track?.prepare(`SELECT MAX(seq) AS s FROM track`);
+
+/** index - copy the newest events' search keys into the tracking index. */
+function index(): void {
+  if (!track || !insert || !indexed) return;
+  let after = (indexed.get() as { s: number | null }).s ?? 0;
+  for (;;) {
+    const rows = newEvents.all(after) as Array<{ seq: number }>;
+    if (rows.length === 0) return;
+    track.transaction(() => {
+      for (const r of rows) insert.run(r);
+    })();
+    after = rows[rows.length - 1]!.seq;
+    if (rows.length < 5000) return;
+  }
+}
+
+/** prune - drop index rows whose events the store has pruned (up to maxSeq). */
+function prune(maxSeq: number): void {
+  if (!track) return;
+  track.prepare(`DELETE FROM track WHERE seq <= ? AND NOT EXISTS (SELECT 1 FROM q.events e WHERE e.seq = track.seq)`).run(maxSeq);
+}
+
+function work(): void {
+  try {
+    queue.pragma('wal_checkpoint(PASSIVE)');
+    index();
+  } catch (e) {
+    parentPort?.postMessage({ error: (e as Error).message });
+  }
+}
+
+work();
+const timer = setInterval(work, intervalMs);
+parentPort?.on('message', (m: { kind: string; maxSeq?: number }) => {
+  if (m.kind === 'work') work();
+  if (m.kind === 'prune' && m.maxSeq !== undefined) prune(m.maxSeq);
+  if (m.kind === 'stop') {
+    clearInterval(timer);
+    work();
+    track?.close();
+    queue.close();
+    parentPort?.postMessage({ kind: 'stopped' });
+    parentPort?.close();
+  }
+});
