@@ -151,6 +151,12 @@ export class MemoryStore implements QueueStore {
     }
   }
 
+  async readBodyBuffer(queueId: string): Promise<Buffer | null> {
+    const entry = this.messages.get(queueId);
+    if (!entry) throw new Error(`no message ${queueId} in the queue`);
+    return entry.body;
+  }
+
   async readBody(queueId: string): Promise<Readable> {
     const entry = this.messages.get(queueId);
     if (!entry) throw new Error(`no message ${queueId} in the queue`);

@@ -253,6 +253,8 @@ export interface QueueStore {
   /** Resolves with the claim when `claimLeaseMs` was given (null when nothing could be claimed). */
   insert(message: NewMessage, body: BodyWriter, options?: InsertOptions): Promise<Claim | null>;
   readBody(queueId: string): Promise<Readable>;
+  /** The whole body when the store holds it in one piece (small messages); null when it must be streamed. */
+  readBodyBuffer(queueId: string): Promise<Buffer | null>;
 
   claimDue(now: number, options: ClaimOptions): Promise<Claim[]>;
   /** Earliest next attempt of any claimable recipient, or null when none. */

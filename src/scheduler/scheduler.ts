@@ -18,7 +18,7 @@
  *   recorded if they arrive before the deadline, otherwise the claims stay
  *   "delivering" and open() turns them back into due recipients.
  */
-import { Transform, type Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { BodyUnreadable, type DeliveryAgent, type DeliveryJob, type NextHop, type RecipientResult } from '../delivery/agent.js';
 import { makeEvent } from '../log/events.js';
@@ -165,6 +165,12 @@ export class Scheduler {
     return async () => {
       let stream: Readable;
       try {
+        // A small body comes in one piece: its size is checked at once, no stream stage needed.
+        const whole = await this.deps.store.readBodyBuffer(message.queueId);
+        if (whole) {
+          if (whole.length !== message.size) throw new Error(`stored body is ${whole.length} octets, ${message.size} were accepted`);
+          return Readable.from([whole]);
+        }
         stream = await this.deps.store.readBody(message.queueId);
       } catch (e) {
         throw new BodyUnreadable(message.queueId, e);
