@@ -203,6 +203,8 @@ export class Session {
       while (this.input.length && this.phase !== 'closed') {
         if (this.phase === 'data') {
           await this.dataInput();
+          // The message was answered: silence from here on is idle time again.
+          if ((this.phase as Phase) === 'command') this.armIdle();
           continue;
         }
         const lf = this.input.indexOf(10);
