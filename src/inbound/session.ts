@@ -246,8 +246,22 @@ export class Session {
       this.busy = false;
       if (!this.ctx.accepting() && this.phase === 'command') this.shutdown();
       this.flush();
-      if (this.phase !== 'closed' && !this.socket.destroyed) this.socket.resume();
+      this.resumeReading();
     }
+  }
+
+  /**
+   * resumeReading - read on, but only once the client has taken our replies:
+   * a client that pipelines commands and never reads would otherwise make us
+   * buffer replies without bound.
+   */
+  private resumeReading(): void {
+    if (this.phase === 'closed' || this.socket.destroyed) return;
+    if (!this.socket.writableNeedDrain) return void this.socket.resume();
+    const socket = this.socket;
+    socket.once('drain', () => {
+      if (socket === this.socket && !this.busy) this.resumeReading();
+    });
   }
 
   private async command(line: string): Promise<void> {
