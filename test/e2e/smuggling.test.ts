@@ -40,6 +40,9 @@ const SEQUENCES: Array<[string, string]> = [
   ['CRLF.LFCRLF', '\r\n.\n\r\n'],
   ['LFLF.LFLF', '\n\n.\n\n'],
   ['CRLF..CRLF', '\r\n..\r\n'],
+  // Found by test/fuzz/smtp-session: a dot line ended by a bare LF must not start a line.
+  ['CRLF.LF.CRLF', '\r\n.\n.\r\n'],
+  ['LF.LF.CRLF', '\n.\n.\r\n'],
 ];
 // Not in the list: "\r\r\n.\r\n" — its last five octets are a real CRLF.CRLF, so it
 // is an end of data by RFC 5321 for every receiver alike (nothing to smuggle).
