@@ -318,7 +318,7 @@ export class Session {
 
   private ehlo(arg: string, extended: boolean): void {
     const name = arg.trim();
-    if (!name || /\s/.test(name)) return this.send(reply(501, '5.5.4', `Syntax: ${extended ? 'EHLO' : 'HELO'} hostname`));
+    if (!name || /[\s\x00-\x1f\x7f]/.test(name)) return this.send(reply(501, '5.5.4', `Syntax: ${extended ? 'EHLO' : 'HELO'} hostname`));
     this.helo = name.slice(0, 255);
     this.esmtp = extended;
     this.resetTransaction();
