@@ -260,7 +260,7 @@ smarthost = "127.0.0.1:${peer.port}"
 });
 
 describe('limits, real process', () => {
-  test('a 200 MB message over max_message_size is refused while streaming: 552 5.3.4, memory flat, nothing kept', async () => {
+  test('a 200 MB message over max_message_size is refused while streaming: 552 5.3.4, memory flat, nothing kept', async (tc) => {
     const dir = tempDir();
     const port = await freePort();
     const child = await startChild(dir, baseConfig(dir, `[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_message_size = "1MB"\n[local]\ndomains = ["local.test"]\n`));
@@ -288,6 +288,7 @@ describe('limits, real process', () => {
       assert.match(replyLine(await t.read(60_000)), /^552 5\.3\.4 /);
       clearInterval(sampler);
       const grew = peak - baseline;
+      tc.diagnostic(`rss baseline ${Math.round(baseline / 1e6)} MB, peak ${Math.round(peak / 1e6)} MB while refusing 200 MB; spool peak ${maxSpool} octets`);
       assert.ok(grew < 64 * 1024 * 1024, `server RSS grew by ${Math.round(grew / 1e6)} MB for a refused 200 MB message`);
       assert.ok(maxSpool < 8 * 1024 * 1024, `spool held ${maxSpool} octets while refusing`);
       assert.equal((await t.cmd('NOOP')).code, 250, 'the session goes on');
