@@ -239,7 +239,13 @@ rotate_size = 0
         }
       }
     };
-    const rss = (): number => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+    const proc = child;
+    const rss = (): number => {
+      if (proc.proc.exitCode !== null || proc.proc.signalCode !== null) {
+        throw new Error(`petrel exited during the soak (code ${proc.proc.exitCode}, signal ${proc.proc.signalCode}); data in ${dir}\nstdout: ${proc.stdout().slice(-3000)}\nstderr: ${proc.stderr().slice(-3000)}`);
+      }
+      return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+    };
     const heap = async (): Promise<number> => metric(await httpGet(adminPort, '/metrics').catch(() => ''), 'petrel_process_nodejs_heap_size_used_bytes') / 1e6;
     const sample = async (): Promise<SoakSample> => {
       consume();
@@ -358,7 +364,9 @@ rotate_size = 0
       }
     }
     await peer.close();
-    cleanup(dir);
+    // A failed run keeps its data for diagnosis (the error names the folder).
+    if (result.finished) cleanup(dir);
+    else o.log(`data kept in ${dir}`);
   }
   result.seconds = Math.round((Date.now() - t0) / 1000);
   return result;
