@@ -83,3 +83,20 @@ test('random bytes right after the greeting, and from outside relay_networks', a
     { numRuns: 500 },
   );
 });
+
+test('regressions the fuzzer found, replayed deterministically', async () => {
+  const cases: Array<[string, string, RegExp]> = [
+    ['EHLO with a NUL (echoed in the reply)', 'EHLO \u0000\r\nEHLO a\u0001b\r\nQUIT\r\n', /^220 [^\r]*\r\n501 5\.5\.4 [^\r]*\r\n501 5\.5\.4 [^\r]*\r\n221 /],
+    ['a parameter name with a NUL (echoed in the reply)', 'EHLO c.test\r\nMAIL FROM:<a@b.example> U@\u0000=1\r\nQUIT\r\n', /\r\n555 5\.5\.4 Unsupported parameter U@\?\r\n221 /],
+    [
+      'CRLF . LF . CRLF inside DATA (ended the message early)',
+      'EHLO c.test\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<bob@local.test>\r\nDATA\r\nx\r\n.\n.\r\nRSET\r\n\r\n.\r\nQUIT\r\n',
+      /\r\n354 [^\r]*\r\n250 2\.0\.0 Ok: queued as \S+\r\n221 /,
+    ],
+  ];
+  for (const [what, input, want] of cases) {
+    const r = await runSession([Buffer.from(input, 'latin1')], { config });
+    assert.deepEqual(r.problems, [], what);
+    assert.match(r.output.toString('latin1'), want, what);
+  }
+});
