@@ -6,7 +6,7 @@
  * from the event log, backlog, oldest waiting recipient, retry-schedule
  * violations) and a summary:
  *
- *   messages=N refused=N delivered=N lost=N duplicates=N deferred_attempts=N
+ *   messages=N refused=N connection_errors=N delivered=N lost=N duplicates=N deferred_attempts=N
  *   schedule_violations=N warmup_rss_mb=N end_rss_mb=N rss_ratio=R
  *   warmup_heap_mb=N end_heap_mb=N max_latency_ms=N seconds=N finished=B
  *   verdict=PASS|FAIL
@@ -36,7 +36,7 @@ async function main(): Promise<void> {
     bodySize: Number(arg('size', '2000')),
     log: (l) => console.log(l),
   });
-  const pass = r.finished && r.refused === 0 && r.lost === 0 && r.duplicates === 0 && r.scheduleViolations === 0 && r.endRssMb <= r.warmupRssMb * 1.2;
+  const pass = r.finished && r.refused === 0 && r.connectionErrors === 0 && r.lost === 0 && r.duplicates === 0 && r.scheduleViolations === 0 && r.endRssMb <= r.warmupRssMb * 1.2;
   console.log(`${summaryLine(r)} verdict=${pass ? 'PASS' : 'FAIL'}`);
   process.exit(pass ? 0 : 1);
 }

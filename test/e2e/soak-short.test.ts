@@ -29,6 +29,7 @@ test('soak, short: 5,000 messages, none lost or doubled, retry schedule kept, me
   assert.ok(r.finished, `every message delivered within the bound\n${context}`);
   assert.equal(r.sent, 5000, context);
   assert.equal(r.refused, 0, context);
+  assert.equal(r.connectionErrors, 0, context);
   assert.equal(r.lost, 0, context);
   assert.equal(r.duplicates, 0, context);
   assert.equal(r.deferredAttempts, 100, `every 50th message deferred once, then retried\n${context}`);

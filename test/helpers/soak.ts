@@ -68,6 +68,8 @@ export interface SoakResult {
   samples: SoakSample[];
   sent: number;
   refused: number;
+  /** Client connections that broke (closed without a reply, reset). */
+  connectionErrors: number;
   delivered: number;
   lost: number;
   duplicates: number;
@@ -164,6 +166,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     samples,
     sent: 0,
     refused: 0,
+    connectionErrors: 0,
     delivered: 0,
     lost: 0,
     duplicates: 0,
@@ -284,6 +287,7 @@ rotate_size = 0
     let next = 0;
     const deadline = t0 + o.maxSeconds * 1000;
     const body = ('soak body line, long enough to look like mail text and not compress to nothing\r\n').repeat(Math.max(1, Math.round(o.bodySize / 82)));
+    const acked = new Uint8Array(o.messages + 1);
     const sender = async (): Promise<void> => {
       let t: SmtpTalk | null = null;
       let onThis = 0;
@@ -293,27 +297,46 @@ rotate_size = 0
           const due = t0 + (seq / o.rate) * 1000;
           if (due > Date.now()) await new Promise((r) => setTimeout(r, due - Date.now()));
         }
-        if (!t || t.closed || onThis >= 500) {
-          if (t) {
-            await t.cmd('QUIT').catch(() => undefined);
-            t.close();
-            talks.delete(t);
+        let stage = 'connect';
+        try {
+          if (!t || t.closed || onThis >= 500) {
+            if (t) {
+              await t.cmd('QUIT').catch(() => undefined);
+              t.close();
+              talks.delete(t);
+            }
+            t = await SmtpTalk.open(port);
+            talks.add(t);
+            stage = 'greeting';
+            const greeting = await t.read();
+            if (greeting?.code !== 220) throw new Error(`greeting ${greeting ? `${greeting.code} ${greeting.enhanced} ${greeting.lines.join(' ')}` : '(closed)'}`);
+            stage = 'EHLO';
+            await t.cmd('EHLO soak.client');
+            onThis = 0;
           }
-          t = await SmtpTalk.open(port);
-          talks.add(t);
-          await t.read();
-          await t.cmd('EHLO soak.client');
-          onThis = 0;
+          onThis++;
+          stage = `message ${onThis} on the connection`;
+          const id = `<soak-${seq}-${t0}@soak.test>`;
+          const r = await t.send(
+            `sender${seq % 97}@soak.test`,
+            [`rcpt${seq % 1009}@remote.example`],
+            `From: <sender${seq % 97}@soak.test>\r\nTo: <rcpt${seq % 1009}@remote.example>\r\nSubject: soak message ${seq}\r\nMessage-ID: ${id}\r\nX-Soak-Seq: ${seq}\r\nDate: ${new Date().toUTCString()}\r\n\r\n${body}`,
+          );
+          if (r.code === 250) {
+            result.sent++;
+            acked[seq] = 1;
+          } else {
+            result.refused++;
+            if (result.refused <= 20) o.log(`refused seq=${seq} at ${Math.round((Date.now() - t0) / 1000)} s: ${r.code} ${r.enhanced} ${r.lines.join(' ')}`);
+          }
+        } catch (e) {
+          // The connection broke: note it (a failure of the run), and go on with a new one.
+          result.connectionErrors++;
+          if (result.connectionErrors <= 20) o.log(`connection error seq=${seq} at ${Math.round((Date.now() - t0) / 1000)} s, ${stage}: ${(e as Error).message}`);
+          t?.close();
+          if (t) talks.delete(t);
+          t = null;
         }
-        onThis++;
-        const id = `<soak-${seq}-${t0}@soak.test>`;
-        const r = await t.send(
-          `sender${seq % 97}@soak.test`,
-          [`rcpt${seq % 1009}@remote.example`],
-          `From: <sender${seq % 97}@soak.test>\r\nTo: <rcpt${seq % 1009}@remote.example>\r\nSubject: soak message ${seq}\r\nMessage-ID: ${id}\r\nX-Soak-Seq: ${seq}\r\nDate: ${new Date().toUTCString()}\r\n\r\n${body}`,
-        );
-        if (r.code === 250) result.sent++;
-        else result.refused++;
       }
       if (t) {
         await t.cmd('QUIT').catch(() => undefined);
@@ -335,7 +358,7 @@ rotate_size = 0
         result.warmupHeapMb = s.heapMb;
         o.log(`warm-up done at sent=${result.sent}: rss_mb=${s.rssMb} heap_mb=${s.heapMb}`);
       }
-      if (sendersDone && waiting.size === 0 && deliveredAtPeer >= result.sent) {
+      if (sendersDone && waiting.size === 0) {
         result.finished = true;
         break;
       }
@@ -348,8 +371,14 @@ rotate_size = 0
     result.endRssMb = end.rssMb;
     result.endHeapMb = end.heapMb;
     result.delivered = deliveredAtPeer;
-    result.lost = result.sent - deliveredAtPeer;
+    let lost = 0;
+    for (let i = 1; i <= o.messages; i++) if (acked[i] && !seen[i]) lost++;
+    result.lost = lost;
     result.duplicates = duplicates;
+    if (result.connectionErrors || result.refused) {
+      o.log(`petrel stderr (tail): ${child.stderr().slice(-4000)}`);
+      o.log(`petrel stdout (tail): ${child.stdout().slice(-2000)}`);
+    }
   } finally {
     stopSending = true;
     for (const t of talks) t.close();
@@ -375,5 +404,5 @@ rotate_size = 0
 /** summaryLine - the result as key=value figures. */
 export function summaryLine(r: SoakResult): string {
   const ratio = r.endRssMb / r.warmupRssMb;
-  return `messages=${r.sent} refused=${r.refused} delivered=${r.delivered} lost=${r.lost} duplicates=${r.duplicates} deferred_attempts=${r.deferredAttempts} schedule_violations=${r.scheduleViolations} warmup_rss_mb=${r.warmupRssMb} end_rss_mb=${r.endRssMb} rss_ratio=${ratio.toFixed(2)} warmup_heap_mb=${r.warmupHeapMb} end_heap_mb=${r.endHeapMb} max_latency_ms=${r.maxLatencyMs} seconds=${r.seconds} finished=${r.finished}`;
+  return `messages=${r.sent} refused=${r.refused} connection_errors=${r.connectionErrors} delivered=${r.delivered} lost=${r.lost} duplicates=${r.duplicates} deferred_attempts=${r.deferredAttempts} schedule_violations=${r.scheduleViolations} warmup_rss_mb=${r.warmupRssMb} end_rss_mb=${r.endRssMb} rss_ratio=${ratio.toFixed(2)} warmup_heap_mb=${r.warmupHeapMb} end_heap_mb=${r.endHeapMb} max_latency_ms=${r.maxLatencyMs} seconds=${r.seconds} finished=${r.finished}`;
 }
