@@ -85,7 +85,8 @@ export function checkQueueId(id: string | undefined): string {
 
 function checkDestination(d: string | undefined): string {
   const v = (d ?? '').trim().toLowerCase();
-  if (!v || v.length > 300 || /[\s/\\]/.test(v)) throw new AdminError(400, `not a destination: ${JSON.stringify(d ?? '')}`);
+  // A name (domain, [host]:port), never a path; no control octets (they would reach terminals and the viewer).
+  if (!v || v.length > 300 || /[\s/\\\x00-\x1f\x7f]/.test(v)) throw new AdminError(400, `not a destination: ${JSON.stringify(d ?? '')}`);
   return v;
 }
 

@@ -28,6 +28,8 @@ export class HeaderScanner {
   private hasDate = false;
   /** Octets of the header section seen so far. */
   headerBytes = 0;
+  /** Where in the current chunk the header section ended (its length while it goes on). */
+  private headerEnd = 0;
 
   /**
    * @param makeMessageId - a new Message-ID when the message has none
@@ -41,10 +43,12 @@ export class HeaderScanner {
   /** push - returns the octets to store for this chunk (in order). */
   push(chunk: Buffer): Buffer[] {
     if (!this.inHeaders) return [chunk];
-    const before = this.headerBytes;
+    this.headerEnd = chunk.length;
     const out = this.pushHeaders(chunk);
-    // Count what belonged to the header section (all of it while still in headers).
-    if (this.inHeaders) this.headerBytes = before + chunk.length;
+    // Count what belonged to the header section: all of the chunk while still
+    // in headers, else up to the line that ended it (the chunk that ends the
+    // header section counts too — often it is the only one).
+    this.headerBytes += this.headerEnd;
     return out;
   }
 
@@ -71,6 +75,7 @@ export class HeaderScanner {
       }
       this.line(line, out);
       if (!this.inHeaders) {
+        this.headerEnd = start;
         if (start < chunk.length) out.push(chunk.subarray(start));
         return out;
       }
@@ -88,6 +93,7 @@ export class HeaderScanner {
             this.longLine = true;
           } else {
             this.endHeaders(out);
+            this.headerEnd = start;
             out.push(Buffer.from('\r\n'), held);
           }
         } else out.push(rest);

@@ -68,6 +68,11 @@ function splitPath(arg: string, keyword: 'FROM' | 'TO'): { path: string; params:
   return { path, params };
 }
 
+/** shown - a client's parameter name as it may appear in a reply: short, printable ASCII only. */
+function shown(key: string): string {
+  return key.slice(0, 40).replace(/[^\x21-\x7e]/g, '?');
+}
+
 function splitParam(p: string): [string, string | null] {
   const i = p.indexOf('=');
   return i < 0 ? [p.toUpperCase(), null] : [p.slice(0, i).toUpperCase(), p.slice(i + 1)];
@@ -81,7 +86,7 @@ export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolea
   const seen = new Set<string>();
   for (const p of sp.params) {
     const [key, value] = splitParam(p);
-    if (seen.has(key)) return bad(501, '5.5.4', `Duplicate parameter ${key}`);
+    if (seen.has(key)) return bad(501, '5.5.4', `Duplicate parameter ${shown(key)}`);
     seen.add(key);
     switch (key) {
       case 'SIZE':
@@ -117,7 +122,7 @@ export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolea
         // RFC 4954 §5: accepted and not trusted.
         break;
       default:
-        return bad(555, '5.5.4', `Unsupported parameter ${key.slice(0, 40)}`);
+        return bad(555, '5.5.4', `Unsupported parameter ${shown(key)}`);
     }
   }
   if (out.sender !== '' && !parseMailbox(out.sender, out.smtputf8)) return bad(553, '5.1.7', 'Bad sender address syntax');
@@ -132,7 +137,7 @@ export function parseRcpt(arg: string, offered: { dsn: boolean }, utf8: boolean)
   const seen = new Set<string>();
   for (const p of sp.params) {
     const [key, value] = splitParam(p);
-    if (seen.has(key)) return bad(501, '5.5.4', `Duplicate parameter ${key}`);
+    if (seen.has(key)) return bad(501, '5.5.4', `Duplicate parameter ${shown(key)}`);
     seen.add(key);
     switch (key) {
       case 'NOTIFY': {
@@ -152,7 +157,7 @@ export function parseRcpt(arg: string, offered: { dsn: boolean }, utf8: boolean)
         break;
       }
       default:
-        return bad(555, '5.5.4', `Unsupported parameter ${key.slice(0, 40)}`);
+        return bad(555, '5.5.4', `Unsupported parameter ${shown(key)}`);
     }
   }
   if (/^postmaster$/i.test(out.address)) return { ok: out };

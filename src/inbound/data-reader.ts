@@ -54,11 +54,13 @@ export class DataReader {
         }
         this.dot = 0;
         if (b === LF) {
-          // "." then a bare LF: a line holding one dot, not an end.
+          // "." then a bare LF: a line holding one dot, not an end; and like
+          // every bare LF it does not begin a line where "." may end the data
+          // (else CR LF "." LF "." CR LF would end it).
           out[o++] = DOT;
           out[o++] = CR;
           out[o++] = LF;
-          this.lineStart = true;
+          this.lineStart = false;
           i++;
           continue;
         }

@@ -203,6 +203,8 @@ export class Session {
       while (this.input.length && this.phase !== 'closed') {
         if (this.phase === 'data') {
           await this.dataInput();
+          // The message was answered: silence from here on is idle time again.
+          if ((this.phase as Phase) === 'command') this.armIdle();
           continue;
         }
         const lf = this.input.indexOf(10);
@@ -244,8 +246,22 @@ export class Session {
       this.busy = false;
       if (!this.ctx.accepting() && this.phase === 'command') this.shutdown();
       this.flush();
-      if (this.phase !== 'closed' && !this.socket.destroyed) this.socket.resume();
+      this.resumeReading();
     }
+  }
+
+  /**
+   * resumeReading - read on, but only once the client has taken our replies:
+   * a client that pipelines commands and never reads would otherwise make us
+   * buffer replies without bound.
+   */
+  private resumeReading(): void {
+    if (this.phase === 'closed' || this.socket.destroyed) return;
+    if (!this.socket.writableNeedDrain) return void this.socket.resume();
+    const socket = this.socket;
+    socket.once('drain', () => {
+      if (socket === this.socket && !this.busy) this.resumeReading();
+    });
   }
 
   private async command(line: string): Promise<void> {
@@ -302,7 +318,7 @@ export class Session {
 
   private ehlo(arg: string, extended: boolean): void {
     const name = arg.trim();
-    if (!name || /\s/.test(name)) return this.send(reply(501, '5.5.4', `Syntax: ${extended ? 'EHLO' : 'HELO'} hostname`));
+    if (!name || /[\s\x00-\x1f\x7f]/.test(name)) return this.send(reply(501, '5.5.4', `Syntax: ${extended ? 'EHLO' : 'HELO'} hostname`));
     this.helo = name.slice(0, 255);
     this.esmtp = extended;
     this.resetTransaction();

@@ -15,10 +15,11 @@ export class SmtpTalk {
   private parser = new ReplyParser();
   closed = false;
 
-  static async open(port: number, host = '127.0.0.1'): Promise<SmtpTalk> {
+  /** open - connect; `localAddress` picks the client's own 127.0.0.x (relay_networks tests). */
+  static async open(port: number, host = '127.0.0.1', localAddress?: string): Promise<SmtpTalk> {
     const t = new SmtpTalk();
     await new Promise<void>((resolve, reject) => {
-      t.socket = connect({ port, host }, () => resolve());
+      t.socket = connect({ port, host, ...(localAddress ? { localAddress } : {}) }, () => resolve());
       t.socket.once('error', reject);
     });
     t.wire();

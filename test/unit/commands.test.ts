@@ -49,3 +49,13 @@ test('line limits: 512, MAIL +100, RCPT +500 (RFC 3461 §4)', () => {
   assert.equal(lineLimit('MAIL'), 612);
   assert.equal(lineLimit('rcpt'), 1012);
 });
+
+test('a parameter name echoed in a reply is short printable ASCII (found by test/fuzz: NUL was echoed)', () => {
+  for (const arg of ['FROM:<a@b> U@\u0000=1', 'FROM:<a@b> X\u0001\u00ff=1 ' + 'Y'.repeat(300), 'FROM:<a@b> Z\u0000 Z\u0000']) {
+    const r = parseMail(arg, on);
+    assert.ok('error' in r);
+    for (const l of r.error.lines) assert.match(l, /^[\x20-\x7e]{1,80}$/, JSON.stringify(l));
+  }
+  const r = parseRcpt('TO:<a@b> Q\u0000=1', on, false);
+  assert.ok('error' in r && /^Unsupported parameter Q\?$/.test(r.error.lines[0]!));
+});

@@ -36,6 +36,10 @@ test('smuggling sequences are content, never an end, and leave as CRLF', () => {
     ['a\r\n.\rMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
     ['a\r.\r\nMAIL FROM:<x>\r\n', 'a\r\n.\r\nMAIL FROM:<x>\r\n'],
     ['a\n\r.\r\nMAIL FROM:<x>\r\n', 'a\r\n\r\n.\r\nMAIL FROM:<x>\r\n'],
+    // Found by test/fuzz: a dot line ended by a bare LF used to count as a line start.
+    ['a\r\n.\n.\r\nMAIL FROM:<x>\r\n', 'a\r\n.\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['a\r\n.\n.\n.\r\nMAIL FROM:<x>\r\n', 'a\r\n.\r\n.\r\n.\r\nMAIL FROM:<x>\r\n'],
+    ['.\n.\r\nMAIL FROM:<x>\r\n', '.\r\n.\r\nMAIL FROM:<x>\r\n'],
   ];
   for (const [smuggle, stored] of cases) {
     const r = read(smuggle + 'real end\r\n.\r\n');

@@ -40,3 +40,15 @@ test('an over-long header line is passed through unharmed', () => {
   assert.equal(out, text);
   assert.equal(s.messageId, '<m@x>');
 });
+
+test('headerBytes counts the header section whatever the chunking, the chunk that ends it included', () => {
+  const header = 'Subject: x\r\nX-A: ' + 'a'.repeat(5000) + '\r\n';
+  const text = header + '\r\n' + 'b'.repeat(10_000) + '\r\n';
+  for (const chunk of [1, 7, 100, 4096, text.length]) {
+    const { s } = scan(text, chunk);
+    assert.equal(s.headerBytes, header.length + 2, `chunk ${chunk}`);
+  }
+  // A header section ended by a line that is not a header: counted up to that line, not the body after it.
+  const { s } = scan(header + 'not a header line\r\n' + 'c'.repeat(9000), 100_000);
+  assert.equal(s.headerBytes, header.length + 'not a header line\r\n'.length);
+});

@@ -33,9 +33,12 @@ test('the data ends with CRLF.CRLF, adding the CRLF a last line lacks; empty mes
   assert.equal(enc('\r\n'), '\r\n.\r\n');
 });
 
-test('bare LF becomes CRLF; a bare CR inside a line is kept', () => {
+test('bare LF and bare CR become CRLF (RFC 5321 §2.3.8); a dot after either is stuffed', () => {
   assert.equal(enc('a\nb\n'), 'a\r\nb\r\n.\r\n');
-  assert.equal(enc('a\rb\r\n'), 'a\rb\r\n.\r\n');
+  assert.equal(enc('a\rb\r\n'), 'a\r\nb\r\n.\r\n');
+  // "<CR>.<CR>" and "<LF>.<LF>" never reach the wire as a line holding one dot.
+  assert.equal(enc('a\r.\rb\n.\nc'), 'a\r\n..\r\nb\r\n..\r\nc\r\n.\r\n');
+  assert.equal(enc('a\r\r\n\r'), 'a\r\n\r\n\r\n.\r\n');
 });
 
 test('a line of exactly 998 octets is untouched; 999 is wrapped with CRLF + space', () => {
@@ -73,7 +76,7 @@ test('a wrap never splits a UTF-8 sequence', () => {
 test('any chunking gives the same bytes (CR and LF split across chunks, dots at chunk starts)', () => {
   const parts: string[] = [];
   for (let i = 0; i < 300; i++) parts.push(i % 7 === 0 ? `.dot ${i}` : i % 11 === 0 ? 'q'.repeat(2100 + i) : `line ${i}`);
-  const input = Buffer.from(parts.join('\r\n') + '\n.\nlast');
+  const input = Buffer.from(parts.join('\r\n') + '\n.\nlast\r.\r\r\r\n.x\rend');
   const whole = encodeAll(input);
   let seed = 7;
   const rnd = (): number => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % 17) + 1;

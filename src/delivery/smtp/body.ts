@@ -9,8 +9,10 @@
  *   is wrapped with CRLF + space (a header folds that way; in a body it adds a
  *   space at the break). The stuffed dot counts; a break never falls inside a
  *   UTF-8 sequence when it can be avoided;
- * - bare LF becomes CRLF (the queue stores CRLF; this only makes the wire
- *   safe whatever the store holds); the data ends with CRLF "." CRLF.
+ * - bare LF and bare CR become CRLF (RFC 5321 §2.3.8: a client sends CR and
+ *   LF only as CRLF). The queue stores CRLF already; this makes the wire safe
+ *   whatever the store holds, so a stored "<CR>.<CR>" can never reach the next
+ *   hop as a fake end of data (SMTP smuggling); the data ends with CRLF "." CRLF.
  *
  * Untrusted input: the message octets (they came from a client).
  */
@@ -24,7 +26,6 @@ export const MAX_LINE = 998;
 const CRLF = Buffer.from('\r\n');
 const CRLF_SP = Buffer.from('\r\n ');
 const DOT_BUF = Buffer.from('.');
-const CR_BUF = Buffer.from('\r');
 const END = Buffer.from('.\r\n');
 const CRLF_END = Buffer.from('\r\n.\r\n');
 
@@ -41,30 +42,36 @@ export class DotEncoder {
     const n = chunk.length;
     let i = 0;
     if (this.pendingCR && n > 0) {
+      // The chunk before ended with CR: CR LF, or a bare CR; both end the line.
       this.pendingCR = false;
-      if (chunk[0] === LF) {
+      parts.push(CRLF);
+      this.lineLen = 0;
+      if (chunk[0] === LF) i = 1;
+    }
+    // Next CR and LF at or after i (found once each, not per line: O(n) for any mix).
+    let cr = chunk.indexOf(CR, i);
+    let lf = chunk.indexOf(LF, i);
+    while (i < n) {
+      if (cr >= 0 && cr < i) cr = chunk.indexOf(CR, i);
+      if (lf >= 0 && lf < i) lf = chunk.indexOf(LF, i);
+      if (cr >= 0 && (lf < 0 || cr < lf)) {
+        this.content(chunk, i, cr);
+        if (cr + 1 === n) {
+          // Is it CR LF or a bare CR? The next chunk says.
+          this.pendingCR = true;
+          i = n;
+          break;
+        }
         parts.push(CRLF);
         this.lineLen = 0;
-        i = 1;
-      } else {
-        this.content(CR_BUF, 0, 1);
-      }
-    }
-    while (i < n) {
-      const lf = chunk.indexOf(LF, i);
-      if (lf >= 0) {
-        const end = lf > i && chunk[lf - 1] === CR ? lf - 1 : lf;
-        this.content(chunk, i, end);
+        i = chunk[cr + 1] === LF ? cr + 2 : cr + 1;
+      } else if (lf >= 0) {
+        this.content(chunk, i, lf);
         parts.push(CRLF);
         this.lineLen = 0;
         i = lf + 1;
       } else {
-        let end = n;
-        if (chunk[n - 1] === CR) {
-          end = n - 1;
-          this.pendingCR = true;
-        }
-        this.content(chunk, i, end);
+        this.content(chunk, i, n);
         i = n;
       }
     }
