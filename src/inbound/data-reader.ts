@@ -44,7 +44,22 @@ export class DataReader {
     let o = 0;
     let i = 0;
     const n = input.length;
+    // Where the next CR and LF are (memchr, kept until passed): the octets
+    // between are copied in one go instead of one at a time.
+    let nextCR = -2;
+    let nextLF = -2;
     while (i < n) {
+      if (this.dot === 0 && !this.sawCR && !this.lineStart) {
+        if (nextCR !== -1 && nextCR < i) nextCR = input.indexOf(CR, i);
+        if (nextLF !== -1 && nextLF < i) nextLF = input.indexOf(LF, i);
+        const stop = Math.min(nextCR < 0 ? n : nextCR, nextLF < 0 ? n : nextLF);
+        if (stop > i) {
+          input.copy(out, o, i, stop);
+          o += stop - i;
+          i = stop;
+          continue;
+        }
+      }
       const b = input[i]!;
       if (this.dot === 1) {
         if (b === CR) {

@@ -47,6 +47,8 @@ export class RelayNetworks {
 export interface RcptContext {
   clientIp: string;
   authenticated: boolean;
+  /** The client's address is in relay_networks (a session works it out once). */
+  inRelayNetworks?: boolean;
 }
 
 export class RecipientPolicy {
@@ -62,7 +64,12 @@ export class RecipientPolicy {
   }
 
   mayRelay(ctx: RcptContext): boolean {
-    return ctx.authenticated || this.relay.contains(ctx.clientIp);
+    return ctx.authenticated || (ctx.inRelayNetworks ?? this.relay.contains(ctx.clientIp));
+  }
+
+  /** inRelayNetworks - is this client address in relay_networks? */
+  inRelayNetworks(ip: string): boolean {
+    return this.relay.contains(ip);
   }
 
   isLocal(address: string): boolean {

@@ -86,6 +86,8 @@ export class Session {
   private esmtp = false;
   private tlsInfo: string | null = null;
   private authenticated = false;
+  /** Whether the client's address is in relay_networks, worked out at the first RCPT. */
+  private relayNet: boolean | undefined = undefined;
   private authUser = '';
   private authStep: AuthStep | null = null;
   private authFailures = 0;
@@ -373,7 +375,8 @@ export class Session {
     if (/^postmaster$/i.test(address)) address = `postmaster@${this.ctx.config.local.domains[0] ?? this.ctx.config.hostname}`;
     else address = address.slice(0, address.lastIndexOf('@') + 1) + address.slice(address.lastIndexOf('@') + 1).toLowerCase();
     if (!this.mail.smtputf8 && hasNonAscii(address)) return this.send(reply(553, '5.6.7', 'Address needs SMTPUTF8'));
-    const refusal = this.ctx.policy.check(address, { clientIp: this.clientIp, authenticated: this.authenticated });
+    this.relayNet ??= this.ctx.policy.inRelayNetworks(this.clientIp);
+    const refusal = this.ctx.policy.check(address, { clientIp: this.clientIp, authenticated: this.authenticated, inRelayNetworks: this.relayNet });
     if (refusal) return this.send(refusal);
     this.recipients.push({ address, orcpt: p.orcpt, notify: p.notify });
     this.send(reply(250, '2.1.5', 'Recipient ok'));

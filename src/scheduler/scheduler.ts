@@ -54,6 +54,8 @@ export const POSTMASTER_NOTICE = 'postmaster-notice';
 export class Scheduler {
   private running = false;
   private claiming = false;
+  /** The claim loop stopped because maxInflight was reached. */
+  private starved = false;
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
@@ -113,6 +115,8 @@ export class Scheduler {
           if (claims.length === 0) break;
           for (const c of claims) this.dispatch(c);
         }
+        // Full: a finishing job wakes us again (and only then is a claim worth making).
+        if (this.inflight >= this.maxInflight) this.starved = true;
       } while (this.again && this.running);
     } catch (e) {
       this.deps.trace.error({ err: (e as Error).stack }, 'claim failed; retrying in 1s');
@@ -325,7 +329,12 @@ export class Scheduler {
         if (pass.reports) void this.endOfPass(queueId);
       }
     }
-    this.wake();
+    // Due work is announced by the store (onDue) and by the timer; a job's end
+    // only matters when the claim loop stopped for want of room.
+    if (this.starved && this.inflight < this.maxInflight) {
+      this.starved = false;
+      this.wake();
+    }
   }
 
   private async endOfPass(queueId: string): Promise<void> {
