@@ -162,9 +162,17 @@ export class Session {
   private end(): void {
     this.flush();
     this.phase = 'closed';
-    this.socket.end();
+    const socket = this.socket;
+    if (!this.tlsInfo && socket.writableLength === 0) {
+      // The last reply is already with the kernel, which sends it and then the
+      // FIN: close now rather than wait for the client to close first (many
+      // clients reset the connection, and each reset costs an error object).
+      socket.destroy();
+      return;
+    }
+    socket.end();
     // A client that does not close its side is not allowed to hold the socket.
-    setTimeout(() => this.socket.destroy(), 5000).unref();
+    setTimeout(() => socket.destroy(), 5000).unref();
   }
 
   private timeout(text: string): void {
