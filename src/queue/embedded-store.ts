@@ -306,6 +306,8 @@ export class EmbeddedStore implements QueueStore {
   private worker: Worker | null = null;
   /** Read-only connection to the tracking index, opened on first use. */
   private trackReader: Db | null | undefined = undefined;
+  /** Held destinations (the `overrides` hold rows), read once and dropped whenever a hold changes. */
+  private held: Set<string> | null = null;
   /** Event sequence numbers: inserted in the open transaction, committed, and durable (fsync'd). */
   private seqs = { tx: 0, committed: 0, durable: 0 };
   private st!: ReturnType<EmbeddedStore['prepare']>;
@@ -438,12 +440,11 @@ export class EmbeddedStore implements QueueStore {
     return {
       insertMessage: db.prepare(
         `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body, rcpt_count, open_count)
-         VALUES (@qid, @message_id, @sender, @envid, @ret, @size, @received_at, @smtputf8, @eight_bit, @is_report, @client, @subject, @body, @rcpt_count, @rcpt_count)`,
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       insertRecipient: db.prepare(
         `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
-      isHeld: db.prepare(`SELECT 1 FROM overrides WHERE destination = ? AND kind = 'hold'`),
       insertEvent: db.prepare(
         `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
          VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -464,10 +465,10 @@ export class EmbeddedStore implements QueueStore {
         `SELECT COUNT(*) AS n FROM recipients WHERE qid = ? AND state IN ('queued','deferred') AND suspended = 0 AND next_at <= ? AND ${NOT_HELD}`,
       ),
       update: db.prepare(
-        `UPDATE recipients SET state = @state, attempts = @attempts, next_at = COALESCE(@next_at, next_at), last_at = COALESCE(@last_at, last_at),
-           last_reply = COALESCE(@last_reply, last_reply), last_status = COALESCE(@last_status, last_status), remote = COALESCE(@remote, remote),
-           report = @report, delay_notified = COALESCE(@delay_notified, delay_notified), suspended = COALESCE(@suspended, suspended), lease_until = 0
-         WHERE id = @id`,
+        `UPDATE recipients SET state = ?, attempts = ?, next_at = COALESCE(?, next_at), last_at = COALESCE(?, last_at),
+           last_reply = COALESCE(?, last_reply), last_status = COALESCE(?, last_status), remote = COALESCE(?, remote),
+           report = ?, delay_notified = COALESCE(?, delay_notified), suspended = COALESCE(?, suspended), lease_until = 0
+         WHERE id = ?`,
       ),
       clearReport: db.prepare(`UPDATE recipients SET report = NULL WHERE id = ?`),
       addOpen: db.prepare(`UPDATE messages SET open_count = open_count + ? WHERE qid = ? RETURNING open_count, body IS NULL AS file`),
@@ -549,34 +550,35 @@ export class EmbeddedStore implements QueueStore {
       const removed = await this.commit.run(
         (db) => {
           claim = null;
-          this.st.insertMessage.run({
-            qid: message.queueId,
-            message_id: message.messageId,
-            sender: message.sender,
-            envid: message.envid,
-            ret: message.ret,
-            size: message.size,
-            received_at: message.receivedAt,
-            smtputf8: message.smtputf8 ? 1 : 0,
-            eight_bit: message.eightBit ? 1 : 0,
-            is_report: message.isReport ? 1 : 0,
-            client: message.client,
-            subject: message.subject,
-            body: finished.inline,
-            rcpt_count: message.recipients.length,
-          });
+          this.st.insertMessage.run(
+            message.queueId,
+            message.messageId,
+            message.sender,
+            message.envid,
+            message.ret,
+            message.size,
+            message.receivedAt,
+            message.smtputf8 ? 1 : 0,
+            message.eightBit ? 1 : 0,
+            message.isReport ? 1 : 0,
+            message.client,
+            message.subject,
+            finished.inline,
+            message.recipients.length,
+            message.recipients.length,
+          );
           const lease = options.claimLeaseMs;
-          const held = new Map<string, boolean>();
-          const isHeld = (d: string): boolean => {
-            let h = held.get(d);
-            if (h === undefined) held.set(d, (h = this.st.isHeld.get(d) !== undefined));
-            return h;
-          };
+          const held = lease === undefined ? null : this.heldDestinations();
+          const isHeld = (d: string): boolean => held!.has(d);
           for (const r of message.recipients) {
             const claimed = lease !== undefined && !isHeld(r.destination);
             const info = this.st.insertRecipient.run(message.queueId, r.address, r.orcpt, r.notify, r.destination, claimed ? 'delivering' : 'queued', message.receivedAt, claimed ? message.receivedAt + lease : 0);
             if (claimed) {
-              claim ??= { message: { ...messageMeta(message), recipientCount: message.recipients.length, quarantine: '' }, recipients: [] };
+              claim ??= {
+                message: { ...messageMeta(message), recipientCount: message.recipients.length, quarantine: '' },
+                recipients: [],
+                ...(finished.inline ? { body: finished.inline } : {}),
+              };
               claim.recipients.push(newRecipientRecord(Number(info.lastInsertRowid), message, r));
             }
             this.insertEvent({
@@ -724,19 +726,19 @@ export class EmbeddedStore implements QueueStore {
           : (this.st.getRecipientState.get(o.recipientId) as { qid: string; state: string; report: string | null } | undefined);
         if (!old) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
         const report = o.report === undefined ? old.report : o.report;
-        const changed = this.st.update.run({
-          id: o.recipientId,
-          state: o.state,
-          attempts: o.attempts,
-          next_at: o.nextAttemptAt ?? null,
-          last_at: o.lastAttemptAt ?? null,
-          last_reply: o.lastReply ?? null,
-          last_status: o.lastStatus ?? null,
-          remote: o.remote ?? null,
+        const changed = this.st.update.run(
+          o.state,
+          o.attempts,
+          o.nextAttemptAt ?? null,
+          o.lastAttemptAt ?? null,
+          o.lastReply ?? null,
+          o.lastStatus ?? null,
+          o.remote ?? null,
           report,
-          delay_notified: o.delayNotified === undefined ? null : o.delayNotified ? 1 : 0,
-          suspended: o.suspended === undefined ? null : o.suspended ? 1 : 0,
-        }).changes;
+          o.delayNotified === undefined ? null : o.delayNotified ? 1 : 0,
+          o.suspended === undefined ? null : o.suspended ? 1 : 0,
+          o.recipientId,
+        ).changes;
         if (changed === 0) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
         this.insertEvent(o.event);
         const delta = Number(isOpen(o.state, report)) - Number(isOpen(old.state, old.report));
@@ -936,6 +938,12 @@ export class EmbeddedStore implements QueueStore {
     return res;
   }
 
+  /** heldDestinations - the destinations on hold now (cached; see `held`). */
+  private heldDestinations(): Set<string> {
+    this.held ??= new Set((this.db.prepare(`SELECT destination FROM overrides WHERE kind = 'hold'`).all() as Array<{ destination: string }>).map((r) => r.destination));
+    return this.held;
+  }
+
   /** hold - put a whole destination on hold (one overrides row) or take it off. */
   private hold(destination: string, op: Operator, on: boolean): Promise<ActionResult> {
     return this.commit.run(() => {
@@ -944,6 +952,7 @@ export class EmbeddedStore implements QueueStore {
       if (exists === on) return { changed: 0, inFlight: 0, queueIds: [] };
       if (on) this.db.prepare(`INSERT INTO overrides (destination, kind, target, by, reason, at) VALUES (?, 'hold', '', ?, ?, ?)`).run(destination, op.who, op.reason, Date.now());
       else this.db.prepare(`DELETE FROM overrides WHERE destination = ? AND kind = 'hold'`).run(destination);
+      this.held = null;
       this.destinationEvent(on ? 'suspended' : 'resumed', destination, op, on ? `held (${open} recipient(s))` : `released from hold (${open} recipient(s))`);
       // A hold is a change even for an empty destination: count at least 1.
       return { changed: Math.max(open, 1), inFlight: 0, queueIds: [] };

@@ -108,7 +108,7 @@ export class MemoryStore implements QueueStore {
       entry.recipients.push(rec);
       this.recipients.set(rec.id, rec);
       if (claimed) {
-        claim ??= { message: { ...entry.message }, recipients: [] };
+        claim ??= { message: { ...entry.message }, recipients: [], body: entry.body };
         claim.recipients.push({ ...rec });
       }
       this.pushEvent({

@@ -95,6 +95,8 @@ export interface RecipientRecord {
 export interface Claim {
   message: MessageRecord;
   recipients: RecipientRecord[];
+  /** The body, when the claim was made at insert time and the body was small (saves reading it back). */
+  body?: Buffer;
 }
 
 /** The result of one attempt (or an operator action) for one recipient. */

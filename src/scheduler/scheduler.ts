@@ -46,7 +46,12 @@ interface Pass {
   inflight: number;
   /** Some outcome of this pass asked for a report. */
   reports: boolean;
+  /** Octets of the message body kept in memory for this pass (counted in the budget). */
+  bodyBytes: number;
 }
+
+/** Most octets of message bodies kept in memory for messages in flight (the rest are read back). */
+const BODY_BUDGET = 64 * 1024 * 1024;
 
 /** The messages a report goes to when the reported message was itself a report. */
 export const POSTMASTER_NOTICE = 'postmaster-notice';
@@ -56,6 +61,8 @@ export class Scheduler {
   private claiming = false;
   /** The claim loop stopped because maxInflight was reached. */
   private starved = false;
+  /** Octets of bodies kept for messages in flight (BODY_BUDGET). */
+  private bodyBytes = 0;
   private again = false;
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
@@ -91,6 +98,8 @@ export class Scheduler {
     room: (recipients: number): boolean => this.running && this.inflight + recipients <= this.maxInflight,
     take: (claim: Claim): void => {
       if (!this.running) return; // stopping: the claim stays "delivering" and is due again at the next start
+      // Bodies kept in memory for in-flight messages are bounded; past the budget they are read back when needed.
+      if (claim.body && this.bodyBytes + claim.body.length > BODY_BUDGET) delete claim.body;
       this.dispatch(claim);
     },
   };
@@ -156,21 +165,25 @@ export class Scheduler {
     }
     const qid = claim.message.queueId;
     let pass = this.passes.get(qid);
-    if (!pass) this.passes.set(qid, (pass = { inflight: 0, reports: false }));
+    if (!pass) this.passes.set(qid, (pass = { inflight: 0, reports: false, bodyBytes: 0 }));
+    if (claim.body && pass.bodyBytes === 0) {
+      pass.bodyBytes = claim.body.length;
+      this.bodyBytes += claim.body.length;
+    }
     pass.inflight += claim.recipients.length;
     this.inflight += claim.recipients.length;
     for (const { hop, recipients } of byHop.values()) {
-      const p = this.runJob(claim.message, hop, recipients).finally(() => this.jobs.delete(p));
+      const p = this.runJob(claim.message, hop, recipients, claim.body).finally(() => this.jobs.delete(p));
       this.jobs.add(p);
     }
   }
 
-  private openBody(message: MessageRecord): () => Promise<Readable> {
+  private openBody(message: MessageRecord, kept?: Buffer): () => Promise<Readable> {
     return async () => {
       let stream: Readable;
       try {
         // A small body comes in one piece: its size is checked at once, no stream stage needed.
-        const whole = await this.deps.store.readBodyBuffer(message.queueId);
+        const whole = kept ?? (await this.deps.store.readBodyBuffer(message.queueId));
         if (whole) {
           if (whole.length !== message.size) throw new Error(`stored body is ${whole.length} octets, ${message.size} were accepted`);
           return Readable.from([whole]);
@@ -185,10 +198,10 @@ export class Scheduler {
     };
   }
 
-  private async runJob(message: MessageRecord, hop: NextHop, recipients: RecipientRecord[]): Promise<void> {
+  private async runJob(message: MessageRecord, hop: NextHop, recipients: RecipientRecord[], body?: Buffer): Promise<void> {
     const pending = new Map(recipients.map((r) => [r.id, r]));
     const writes: Promise<void>[] = [];
-    const job: DeliveryJob = { message, recipients, hop, openBody: this.openBody(message) };
+    const job: DeliveryJob = { message, recipients, hop, openBody: this.openBody(message, body) };
     // One jitter per job, one clock reading per batch of results: recipients
     // that failed together are due together again, so the retry is again one
     // job (one transaction, one file).
@@ -326,6 +339,7 @@ export class Scheduler {
       pass.inflight -= n;
       if (pass.inflight <= 0) {
         this.passes.delete(queueId);
+        this.bodyBytes -= pass.bodyBytes;
         if (pass.reports) void this.endOfPass(queueId);
       }
     }
