@@ -10,29 +10,39 @@
  * (medians over the rounds). CPU counts every process of each MTA (Postfix:
  * all its daemons, living and exited); not the load generator or the sink.
  *
- * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k]
+ * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k]
+ * (rcpt100k, dsn100k: one message to 100,000 recipients; figures are per recipient.)
  * Needs root (for the private Postfix) and the Debian package postfix.
  */
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { arg, cpuMs, freePort, removeDir, rssMb, run, sleep, startPetrel, tempDir, type Proc } from './lib.js';
 import { startPostfixRelay, type PostfixRelay } from './postfix.js';
+import { SmtpTalk } from '../test/helpers/smtp-talk.js';
+import { startPeer } from '../test/helpers/test-peer.js';
 
 interface Workload {
   name: string;
   recipients: number;
   size: number;
+  /** One message to this many recipients instead of smtp-source's load (see bulk()). */
+  bulk?: 'relay' | 'dsn';
 }
 
 const WORKLOADS: Record<string, Workload> = {
   '1x4k': { name: '1rcpt-4KB', recipients: 1, size: 4096 },
   '10x4k': { name: '10rcpt-4KB', recipients: 10, size: 4096 },
   '1x100k': { name: '1rcpt-100KB', recipients: 1, size: 100 * 1024 },
+  rcpt100k: { name: '100000rcpt-via-100-per-transaction', recipients: 100_000, size: 1024, bulk: 'relay' },
+  dsn100k: { name: 'dsn-for-100000-failed', recipients: 100_000, size: 1024, bulk: 'dsn' },
 };
 
 interface RunResult {
   system: 'petrel' | 'postfix';
+  /** Messages (bulk: recipients) per second, end to end. */
   e2e: number;
+  /** Bulk runs: seconds from connect to the last delivery (or the report). */
+  seconds?: number;
   accept: number;
   cpuPerMsg: number;
   peakRss: number;
@@ -122,6 +132,79 @@ async function once(system: 'petrel' | 'postfix', w: Workload, messages: number)
   }
 }
 
+/**
+ * bulk - one message with w.recipients recipients, pipelined, relayed to a
+ * peer that takes 100 per transaction (452 after that) — or, for 'dsn',
+ * refuses every one of them (550) and accepts the report to the sender. The
+ * run ends when the peer has every recipient (relay) or the report (dsn).
+ * e2e is reported as recipients per second; CPU per recipient.
+ */
+async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResult> {
+  const n = w.recipients;
+  const peer = await startPeer(
+    w.bulk === 'dsn'
+      ? { rcptReply: (a) => (a.startsWith('user') ? '550 5.1.1 No such user' : undefined) }
+      : { rcptLimit: { after: 100, reply: '452 4.5.3 Too many recipients' } },
+  );
+  let petrel: Proc | null = null;
+  let postfix: PostfixRelay | null = null;
+  const dir = tempDir('petrel-bench-compare-');
+  try {
+    let port: number;
+    let cpu: () => number;
+    let rss: () => number;
+    if (system === 'petrel') {
+      port = await freePort();
+      petrel = await startPetrel(
+        dir,
+        `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_recipients = ${n}\n[delivery]\nsmarthost = "127.0.0.1:${peer.port}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n`,
+      );
+      const pid = petrel.child.pid!;
+      cpu = () => cpuMs(pid);
+      rss = () => rssMb(pid).rss;
+    } else {
+      postfix = await startPostfixRelay({ nextHop: peer.port, recipientLimit: n });
+      port = postfix.port;
+      cpu = () => postfix!.cpuMs();
+      rss = () => postfix!.rssMb();
+    }
+    await sleep(500);
+    const cpu0 = cpu();
+    let peak = 0;
+    const sampler = setInterval(() => (peak = Math.max(peak, rss())), 200);
+    const t0 = Date.now();
+    const c = await SmtpTalk.open(port);
+    await c.read();
+    await c.cmd('EHLO bench.test');
+    let batch = 'MAIL FROM:<alice@home.example>\r\n';
+    for (let i = 0; i < n; i++) batch += `RCPT TO:<user${i}@far.example>\r\n`;
+    c.write(batch + 'DATA\r\n');
+    for (let i = 0; i < n + 2; i++) await c.read(300_000);
+    c.write(`Subject: bulk\r\n\r\n${'x'.repeat(w.size)}\r\n.\r\n`);
+    const r = await c.read(300_000);
+    if (r?.code !== 250) throw new Error(`${system}: not accepted: ${r?.code}`);
+    const tAccept = Date.now();
+    await c.cmd('QUIT').catch(() => undefined);
+    c.close();
+    const done = (): boolean =>
+      w.bulk === 'dsn' ? peer.transactions.some((x) => x.completed && x.sender === '' && x.accepted.includes('alice@home.example')) : peer.delivered().length >= n;
+    const deadline = Date.now() + 900_000;
+    while (!done()) {
+      if (Date.now() > deadline) throw new Error(`${system}: ${w.name} did not finish (${peer.delivered().length} delivered)`);
+      await sleep(50);
+    }
+    const tDone = Date.now();
+    clearInterval(sampler);
+    peak = Math.max(peak, rss());
+    return { system, e2e: n / ((tDone - t0) / 1000), accept: n / ((tAccept - t0) / 1000), cpuPerMsg: (cpu() - cpu0) / n, peakRss: peak, seconds: (tDone - t0) / 1000 };
+  } finally {
+    await petrel?.stop();
+    await postfix?.stop();
+    await peer.close();
+    removeDir(dir);
+  }
+}
+
 async function main(): Promise<void> {
   const messages = Number(arg('messages', '20000'));
   const rounds = Number(arg('rounds', '3'));
@@ -133,9 +216,11 @@ async function main(): Promise<void> {
     for (let r = 0; r < rounds; r++) {
       const order: Array<'petrel' | 'postfix'> = r % 2 === 0 ? ['petrel', 'postfix'] : ['postfix', 'petrel'];
       for (const system of order) {
-        const res = await once(system, w, messages);
+        const res = w.bulk ? await bulk(system, w) : await once(system, w, messages);
         results.push(res);
-        console.log(`workload=${w.name} round=${r + 1} system=${system} e2e_msgs_per_s=${res.e2e.toFixed(0)} accept_msgs_per_s=${res.accept.toFixed(0)} cpu_ms_per_msg=${res.cpuPerMsg.toFixed(3)} peak_rss_mb=${res.peakRss.toFixed(0)}`);
+        console.log(
+          `workload=${w.name} round=${r + 1} system=${system} e2e_msgs_per_s=${res.e2e.toFixed(0)} accept_msgs_per_s=${res.accept.toFixed(0)} cpu_ms_per_msg=${res.cpuPerMsg.toFixed(3)} peak_rss_mb=${res.peakRss.toFixed(0)}${res.seconds !== undefined ? ` seconds=${res.seconds.toFixed(1)}` : ''}`,
+        );
       }
     }
     const of = (s: 'petrel' | 'postfix', f: (x: RunResult) => number): number => median(results.filter((x) => x.system === s).map(f));
