@@ -99,6 +99,9 @@ export interface LogPolicy {
   keep: number;
 }
 
+/** Most handed-over events held in memory while the file is written; past it they are read back instead. */
+const MAX_PENDING = 200_000;
+
 /** How often retention runs. */
 const PRUNE_EVERY_MS = 3_600_000;
 /** Events deleted per transaction (a short write lock each). */
@@ -116,6 +119,9 @@ export class EventLog {
   private timer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private closed = false;
+  /** Durable events handed over by the store, not yet written (in seq order). */
+  private pending: MailEvent[] = [];
+  private soon = false;
 
   constructor(
     private readonly store: QueueStore,
@@ -130,6 +136,7 @@ export class EventLog {
     this.seq = lastSeqInFile(this.path) || lastSeqInFile(`${this.path}.1`);
     this.file = await open(this.path, 'a', 0o640);
     this.size = (await this.file.stat()).size;
+    this.store.onEvents((events) => this.take(events));
     await this.flush();
     this.timer = setInterval(() => void this.flush(), this.intervalMs);
     this.timer.unref();
@@ -182,6 +189,37 @@ export class EventLog {
     return total;
   }
 
+  /** take - durable events from the store: written at the next turn, no read-back. */
+  private take(events: MailEvent[]): void {
+    if (this.pending.length + events.length > MAX_PENDING) {
+      // The file is not keeping up: let go; the store still has them (copy reads them back).
+      this.pending = [];
+      return;
+    }
+    for (const e of events) this.pending.push(e);
+    if (!this.soon) {
+      this.soon = true;
+      setImmediate(() => {
+        this.soon = false;
+        void this.flush();
+      });
+    }
+  }
+
+  /** nextBatch - the handed-over events that follow the last one written (null: there is a gap, read back). */
+  private nextBatch(durable: number): MailEvent[] | null {
+    let i = 0;
+    while (i < this.pending.length && (this.pending[i]!.seq ?? 0) <= this.seq) i++;
+    if (i) this.pending = this.pending.slice(i);
+    if (this.pending.length === 0 || this.pending[0]!.seq !== this.seq + 1) return null;
+    if ((this.pending[0]!.seq ?? 0) > durable) return null;
+    let n = 1;
+    while (n < this.pending.length && n < 5000 && this.pending[n]!.seq === this.pending[n - 1]!.seq! + 1 && this.pending[n]!.seq! <= durable) n++;
+    const batch = this.pending.slice(0, n);
+    this.pending = this.pending.slice(n);
+    return batch;
+  }
+
   /** flush - copy every event the store has after the last one written. */
   flush(): Promise<void> {
     if (!this.running) {
@@ -199,7 +237,7 @@ export class EventLog {
         // Only what is on stable storage: never record a change a power loss could undo.
         const durable = this.store.durableEventSeq();
         if (durable <= this.seq) return;
-        const events = (await this.store.eventsAfter(this.seq, 5000)).filter((e) => (e.seq ?? 0) <= durable);
+        const events = this.nextBatch(durable) ?? (await this.store.eventsAfter(this.seq, 5000)).filter((e) => (e.seq ?? 0) <= durable);
         if (events.length === 0) return;
         const text = events.map(formatEvent).join('');
         await this.file.write(text);
@@ -208,7 +246,7 @@ export class EventLog {
         this.onWritten?.(events);
         const p = this.policy;
         if (p && p.rotateSize > 0 && this.size >= p.rotateSize) await this.rotate(Math.max(1, p.keep));
-        if (events.length < 5000) return;
+        if (events.length < 5000 && this.pending.length === 0) return;
       }
     } catch (e) {
       if (!this.closed) this.trace.error({ err: (e as Error).message }, 'cannot write the event log; will retry');

@@ -310,6 +310,10 @@ export class EmbeddedStore implements QueueStore {
   private held: Set<string> | null = null;
   /** Event sequence numbers: inserted in the open transaction, committed, and durable (fsync'd). */
   private seqs = { tx: 0, committed: 0, durable: 0 };
+  /** Events of the open transaction, of committed ones not yet fsync'd, and who wants them once durable. */
+  private txEvents: MailEvent[] = [];
+  private unsyncedEvents: MailEvent[] = [];
+  private readonly eventListeners: Array<(events: MailEvent[]) => void> = [];
   private st!: ReturnType<EmbeddedStore['prepare']>;
 
   constructor(private readonly options: EmbeddedStoreOptions) {
@@ -338,14 +342,22 @@ export class EmbeddedStore implements QueueStore {
       committed: () => {
         if (this.seqs.tx > this.seqs.committed) this.seqs.committed = this.seqs.tx;
         this.seqs.tx = 0;
+        if (this.txEvents.length) {
+          for (const e of this.txEvents) this.unsyncedEvents.push(e);
+          this.txEvents = [];
+        }
       },
       rolledBack: () => {
         this.seqs.tx = 0;
+        this.txEvents = [];
       },
       syncStarting: () => {
         const upTo = this.seqs.committed;
+        const events = this.unsyncedEvents;
+        this.unsyncedEvents = [];
         return () => {
           if (upTo > this.seqs.durable) this.seqs.durable = upTo;
+          if (events.length) for (const l of this.eventListeners) l(events);
         };
       },
     };
@@ -636,6 +648,14 @@ export class EmbeddedStore implements QueueStore {
       e.report ?? null,
     );
     this.seqs.tx = Number(info.lastInsertRowid);
+    if (this.eventListeners.length) {
+      e.seq = this.seqs.tx;
+      this.txEvents.push(e);
+    }
+  }
+
+  onEvents(listener: (events: MailEvent[]) => void): void {
+    this.eventListeners.push(listener);
   }
 
   /**

@@ -139,7 +139,15 @@ export class MemoryStore implements QueueStore {
   }
 
   private pushEvent(e: MailEvent): void {
-    this.events.push({ ...e, seq: ++this.seq });
+    const withSeq = { ...e, seq: ++this.seq };
+    this.events.push(withSeq);
+    for (const l of this.eventListeners) l([withSeq]);
+  }
+
+  private readonly eventListeners: Array<(events: MailEvent[]) => void> = [];
+
+  onEvents(listener: (events: MailEvent[]) => void): void {
+    this.eventListeners.push(listener);
   }
 
   private finishIfDone(queueId: string): void {

@@ -282,6 +282,12 @@ export interface QueueStore {
 
   /** The newest event on stable storage (the event log copies no further). */
   durableEventSeq(): number;
+  /**
+   * Events as they become durable, in seq order (the event log takes them
+   * from here instead of reading them back). A listener may miss some (it
+   * came late, or dropped a backlog): eventsAfter() always has them.
+   */
+  onEvents(listener: (events: MailEvent[]) => void): void;
   /** Events written after `seq`, in order (for the event log and tracking). */
   eventsAfter(seq: number, limit: number): Promise<MailEvent[]>;
   appendEvents(events: MailEvent[]): Promise<void>;
