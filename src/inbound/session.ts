@@ -65,6 +65,17 @@ export type ListenerKind = 'smtp' | 'submission';
 /** Authentication failures allowed per session before it is closed. */
 const MAX_AUTH_FAILURES = 3;
 
+/** A reply sent often, with its wire form made once. */
+type Fixed = SmtpReply & { wire: string };
+function fixed(code: number, enhanced: string, text: string): Fixed {
+  const r = reply(code, enhanced, text);
+  return { ...r, wire: formatReply(r) };
+}
+const OK = fixed(250, '2.0.0', 'Ok');
+const SENDER_OK = fixed(250, '2.1.0', 'Sender ok');
+const RECIPIENT_OK = fixed(250, '2.1.5', 'Recipient ok');
+const START_DATA = fixed(354, '', 'End data with <CR><LF>.<CR><LF>');
+
 type AuthStep = { mech: 'PLAIN' } | { mech: 'LOGIN'; user: string | null };
 
 type Phase = 'command' | 'data' | 'closed';
@@ -149,7 +160,7 @@ export class Session {
   }
 
   private send(r: SmtpReply): void {
-    this.output += formatReply(r);
+    this.output += (r as Partial<Fixed>).wire ?? formatReply(r);
     this.ctx.onReply?.(r.code);
   }
 
@@ -289,9 +300,9 @@ export class Session {
         return this.data(arg);
       case 'RSET':
         this.resetTransaction();
-        return this.send(reply(250, '2.0.0', 'Ok'));
+        return this.send(OK);
       case 'NOOP':
-        return this.send(reply(250, '2.0.0', 'Ok'));
+        return this.send(OK);
       case 'QUIT':
         this.send(reply(221, '2.0.0', `${this.ctx.config.hostname} Bye`));
         return this.end();
@@ -370,7 +381,7 @@ export class Session {
     if (this.ctx.lowOnSpace()) return this.send(reply(452, '4.3.1', 'Insufficient system storage; try again later'));
     this.mail = p;
     this.recipients = [];
-    this.send(reply(250, '2.1.0', 'Sender ok'));
+    this.send(SENDER_OK);
   }
 
   private rcptTo(arg: string): void {
@@ -387,7 +398,7 @@ export class Session {
     const refusal = this.ctx.policy.check(address, { clientIp: this.clientIp, authenticated: this.authenticated, inRelayNetworks: this.relayNet });
     if (refusal) return this.send(refusal);
     this.recipients.push({ address, orcpt: p.orcpt, notify: p.notify });
-    this.send(reply(250, '2.1.5', 'Recipient ok'));
+    this.send(RECIPIENT_OK);
   }
 
   private data(arg: string): void {
@@ -415,7 +426,7 @@ export class Session {
     if (this.idleTimer) clearTimeout(this.idleTimer);
     this.dataTimer = setTimeout(() => this.timeout('Timeout during DATA, closing connection'), c.smtp.data_timeout);
     this.dataTimer.unref();
-    this.send(reply(354, '', 'End data with <CR><LF>.<CR><LF>'));
+    this.send(START_DATA);
     // The 354 must reach the client before it sends the message.
     this.flush();
   }

@@ -739,33 +739,55 @@ export class EmbeddedStore implements QueueStore {
     if (outcomes.length === 0) return;
     let becameDue = false;
     const removed = await this.commit.run(() => {
+      // First what each outcome does to its message's count of open recipients...
       const deltas = new Map<string, number>();
+      const reports: Array<string | null> = [];
       for (const o of outcomes) {
         const old = o.prev
           ? { qid: o.queueId, state: o.prev.state as string, report: o.prev.report as string | null }
           : (this.st.getRecipientState.get(o.recipientId) as { qid: string; state: string; report: string | null } | undefined);
         if (!old) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
         const report = o.report === undefined ? old.report : o.report;
-        const changed = this.st.update.run(
-          o.state,
-          o.attempts,
-          o.nextAttemptAt ?? null,
-          o.lastAttemptAt ?? null,
-          o.lastReply ?? null,
-          o.lastStatus ?? null,
-          o.remote ?? null,
-          report,
-          o.delayNotified === undefined ? null : o.delayNotified ? 1 : 0,
-          o.suspended === undefined ? null : o.suspended ? 1 : 0,
-          o.recipientId,
-        ).changes;
-        if (changed === 0) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
-        this.insertEvent(o.event);
+        reports.push(report);
         const delta = Number(isOpen(o.state, report)) - Number(isOpen(old.state, old.report));
         if (delta) deltas.set(old.qid, (deltas.get(old.qid) ?? 0) + delta);
         if (o.state === 'queued' || o.state === 'deferred') becameDue = true;
       }
-      return this.applyDeltas(deltas);
+      // ...then the messages this finishes: their rows go, so their recipients need no update.
+      const finishing = new Set<string>();
+      const files: string[] = [];
+      for (const [qid, delta] of deltas) {
+        if (delta === 0) continue;
+        const row = this.st.addOpen.get(delta, qid) as { open_count: number; file: number } | undefined;
+        if (row && row.open_count <= 0) {
+          finishing.add(qid);
+          if (row.file) files.push(qid);
+        }
+      }
+      outcomes.forEach((o, i) => {
+        if (!finishing.has(o.queueId)) {
+          const changed = this.st.update.run(
+            o.state,
+            o.attempts,
+            o.nextAttemptAt ?? null,
+            o.lastAttemptAt ?? null,
+            o.lastReply ?? null,
+            o.lastStatus ?? null,
+            o.remote ?? null,
+            reports[i],
+            o.delayNotified === undefined ? null : o.delayNotified ? 1 : 0,
+            o.suspended === undefined ? null : o.suspended ? 1 : 0,
+            o.recipientId,
+          ).changes;
+          if (changed === 0) throw new Error(`recipient ${o.recipientId} of ${o.queueId} is not in the queue`);
+        }
+        this.insertEvent(o.event);
+      });
+      for (const qid of finishing) {
+        this.st.deleteRecipients.run(qid);
+        this.st.deleteMessage.run(qid);
+      }
+      return files;
     }, true);
     await this.removeBodies(removed);
     if (becameDue) this.emitDue();
