@@ -19,6 +19,7 @@ import { statfsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AdminActions } from './admin/actions.js';
 import { AdminMetrics } from './admin/metrics.js';
+import { AuthThrottle } from './inbound/auth-throttle.js';
 import { AdminServer } from './admin/server.js';
 import { parseEndpoint, type Config } from './config/schema.js';
 import type { DeliveryAgent, NextHop } from './delivery/agent.js';
@@ -62,6 +63,8 @@ export class Petrel {
   /** Local users, aliases and catch-alls (RCPT checks and enqueue-time expansion). */
   readonly local: LocalRecipients;
   readonly pickup: PickupDirectory;
+  /** Failed logins per client address, across sessions. */
+  readonly authThrottle: AuthThrottle;
   /** Users who may authenticate on submission listeners ([smtp] users_file). */
   readonly submissionUsers: SubmissionUsers;
   inbound: InboundServer | null = null;
@@ -116,6 +119,7 @@ export class Petrel {
     this.eventLog.onWritten = (events) => this.metrics.onEvents(events);
     this.actions = new AdminActions({ store: this.store, router: this.router, report: (qid) => this.reporter.report(qid) });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
+    this.authThrottle = new AuthThrottle();
     this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup') });
   }
 
@@ -147,6 +151,10 @@ export class Petrel {
       onReply: (code) => this.metrics.onReply(code),
       onAccepted: (_qid, size) => this.metrics.onAccepted(size),
       onConnect: () => this.metrics.onConnect(),
+      authFailed: (ip) => {
+        this.metrics.onAuthFailure();
+        return this.authThrottle.failed(ip);
+      },
     });
     await this.inbound.listen();
     await this.pickup.start();

@@ -36,6 +36,7 @@ export class AdminMetrics {
   private readonly sessions: Counter;
   private readonly replies: Counter;
   private readonly dsn: Counter;
+  private readonly authFailures: Counter;
 
   constructor(
     private readonly store: QueueStore,
@@ -67,6 +68,7 @@ export class AdminMetrics {
     });
     this.sessions = new Counter({ name: 'petrel_smtp_sessions_total', help: 'SMTP connections accepted or refused at the greeting', registers });
     this.replies = new Counter({ name: 'petrel_smtp_replies_total', help: 'SMTP replies sent, by code', labelNames: ['code'], registers });
+    this.authFailures = new Counter({ name: 'petrel_smtp_auth_failures_total', help: 'Failed AUTH attempts on submission listeners', registers });
     this.dsn = new Counter({ name: 'petrel_dsn_sent_total', help: 'Delivery status notifications queued, by kind', labelNames: ['kind'], registers });
     new Gauge({
       name: 'petrel_smtp_connections',
@@ -152,6 +154,9 @@ export class AdminMetrics {
   }
   onConnect(): void {
     this.sessions.inc();
+  }
+  onAuthFailure(): void {
+    this.authFailures.inc();
   }
 
   /** Scheduler hook: one attempt's result. */

@@ -49,6 +49,8 @@ export interface Config {
     max_unknown_commands: number;
     idle_timeout: number;
     data_timeout: number;
+    session_timeout: number;
+    max_junk_commands: number;
   };
   tls: { cert: string; key: string };
   queue: {
@@ -261,6 +263,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'smtp.max_unknown_commands': { check: int(0), def: () => 10, doc: 'then 421 4.7.0' },
   'smtp.idle_timeout': { check: positiveDuration, def: () => 5 * 60_000, doc: 'between commands' },
   'smtp.data_timeout': { check: positiveDuration, def: () => 10 * 60_000, doc: 'whole DATA phase' },
+  'smtp.session_timeout': { check: positiveDuration, def: () => 60 * 60_000, doc: 'whole connection; then 421 4.4.2 at the next command' },
+  'smtp.max_junk_commands': { check: int(0), def: () => 100, doc: 'NOOP/RSET/VRFY/EXPN/HELP per accepted message; then 421 4.7.0' },
 
   'tls.cert': { check: str, def: () => '', doc: 'PEM certificate; self-signed when empty' },
   'tls.key': { check: str, def: () => '', doc: 'PEM key' },

@@ -55,8 +55,11 @@ export interface SessionContext {
   accepting(): boolean;
   /** Users who may authenticate on submission listeners. */
   users: SubmissionUsers;
-  /** Observer for metrics: a failed authentication. */
-  onAuthFailure?(ip: string): void;
+  /**
+   * Failed logins by client address, across sessions: record one and get how
+   * long to wait before answering it (see inbound/auth-throttle).
+   */
+  authFailed(ip: string): number;
 }
 
 /** Which listener a session came in on: MX/relay, or RFC 6409 submission (AUTH required). */
@@ -108,6 +111,11 @@ export class Session {
   private incoming: Incoming | null = null;
   private reader: DataReader | null = null;
   private dataTimer: NodeJS.Timeout | null = null;
+  private sessionTimer: NodeJS.Timeout | null = null;
+  /** session_timeout has passed: the session ends at the next command boundary. */
+  private overtime = false;
+  /** NOOP, RSET, VRFY, EXPN, HELP since the last accepted message. */
+  private junk = 0;
   private readonly idleMs: number;
 
   constructor(
@@ -139,6 +147,13 @@ export class Session {
     this.send(reply(220, '', `${this.ctx.config.hostname} ESMTP Petrel`));
     this.flush();
     this.armIdle();
+    // The whole session is bounded too: a client that sends a command just
+    // inside idle_timeout, forever, is still let go after session_timeout.
+    this.sessionTimer = setTimeout(() => {
+      this.overtime = true;
+      if (!this.busy && this.phase === 'command') this.timeout('Session time limit reached, closing connection');
+    }, this.ctx.config.smtp.session_timeout);
+    this.sessionTimer.unref();
   }
 
   /**
@@ -196,6 +211,7 @@ export class Session {
   private closed(): void {
     if (this.dataTimer) clearTimeout(this.dataTimer);
     if (this.idleTimer) clearTimeout(this.idleTimer);
+    if (this.sessionTimer) clearTimeout(this.sessionTimer);
     this.phase = 'closed';
     void this.abortData();
     this.onClose();
@@ -265,6 +281,7 @@ export class Session {
       this.end();
     } finally {
       this.busy = false;
+      if (this.overtime && this.phase === 'command') this.timeout('Session time limit reached, closing connection');
       if (!this.ctx.accepting() && this.phase === 'command') this.shutdown();
       this.flush();
       this.resumeReading();
@@ -298,20 +315,15 @@ export class Session {
         return this.rcptTo(arg);
       case 'DATA':
         return this.data(arg);
-      case 'RSET':
-        this.resetTransaction();
-        return this.send(OK);
-      case 'NOOP':
-        return this.send(OK);
       case 'QUIT':
         this.send(reply(221, '2.0.0', `${this.ctx.config.hostname} Bye`));
         return this.end();
+      case 'RSET':
+      case 'NOOP':
       case 'VRFY':
-        return this.send(reply(252, '2.5.2', 'Cannot VRFY user, but will accept message and attempt delivery'));
       case 'EXPN':
-        return this.send(reply(502, '5.5.1', 'EXPN not available'));
       case 'HELP':
-        return this.send(reply(214, '2.0.0', 'See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)'));
+        return this.junkCommand(verb);
       case 'STARTTLS':
         return this.startTls(arg);
       case 'AUTH':
@@ -320,6 +332,31 @@ export class Session {
         return this.send(reply(502, '5.5.1', 'BDAT (CHUNKING) not offered; use DATA'));
       default:
         return this.unrecognized();
+    }
+  }
+
+  /**
+   * junkCommand - commands that move no mail. They are counted (the count
+   * starts again with each accepted message) so that a client cannot hold a
+   * connection open with them for ever: past max_junk_commands, 421 4.7.0.
+   */
+  private junkCommand(verb: 'RSET' | 'NOOP' | 'VRFY' | 'EXPN' | 'HELP'): void {
+    if (++this.junk > this.ctx.config.smtp.max_junk_commands) {
+      this.send(reply(421, '4.7.0', `${this.ctx.config.hostname} Too many commands without mail, closing connection`));
+      return this.end();
+    }
+    switch (verb) {
+      case 'RSET':
+        this.resetTransaction();
+        return this.send(OK);
+      case 'NOOP':
+        return this.send(OK);
+      case 'VRFY':
+        return this.send(reply(252, '2.5.2', 'Cannot VRFY user, but will accept message and attempt delivery'));
+      case 'EXPN':
+        return this.send(reply(502, '5.5.1', 'EXPN not available'));
+      case 'HELP':
+        return this.send(reply(214, '2.0.0', 'See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)'));
     }
   }
 
@@ -450,6 +487,7 @@ export class Session {
     this.resetTransaction();
     try {
       const done = await incoming.commit();
+      this.junk = 0;
       this.ctx.onAccepted?.(done.queueId, done.size, recipients);
       this.send(reply(250, '2.0.0', `Ok: queued as ${done.queueId}`));
     } catch (e) {
@@ -562,10 +600,11 @@ export class Session {
       return this.send(reply(235, '2.7.0', 'Authentication successful'));
     }
     this.authFailures++;
-    this.ctx.onAuthFailure?.(this.clientIp);
-    this.ctx.trace.warn({ sid: this.id, user: user.slice(0, 64), ip: this.clientIp, failures: this.authFailures }, 'authentication failed');
-    // Slow down guessing: each failure in a session waits longer before its answer.
-    await new Promise((r) => setTimeout(r, Math.min(this.authFailures, 5) * 1000));
+    // Slow down guessing: each failure from the same address (in this session
+    // or any other lately) waits longer before its answer.
+    const wait = this.ctx.authFailed(this.clientIp);
+    this.ctx.trace.warn({ sid: this.id, user: user.slice(0, 64), ip: this.clientIp, failures: this.authFailures, wait_ms: wait }, 'authentication failed');
+    await new Promise((r) => setTimeout(r, wait));
     if (this.phase === 'closed') return;
     if (this.authFailures >= MAX_AUTH_FAILURES) {
       this.send(reply(421, '4.7.0', `${this.ctx.config.hostname} Too many authentication failures, closing connection`));

@@ -7,7 +7,9 @@
 // line (cut at idle_timeout: the idle timer restarts only per whole command);
 // idle after a message; a DATA phase that trickles (data_timeout); a client
 // that never reads its replies (Petrel stops reading, memory bounded); and a
-// 200 MB message refused while streaming with the server's memory flat.
+// 200 MB message refused while streaming with the server's memory flat; the
+// whole session bounded (session_timeout) and commands that move no mail
+// counted (max_junk_commands).
 //
 // Timing bounds are generous (a timeout of 1 s must fire before 4 s); nothing
 // compares absolute speeds.
@@ -256,6 +258,82 @@ smarthost = "127.0.0.1:${peer.port}"
     assert.ok(stalled, `the client could write ${Math.round(written / 1e6)} MB of commands without Petrel pausing`);
     assert.ok(written < 32 * 1024 * 1024, `written before the stall: ${written}`);
     assert.ok(held < 1024 * 1024, `Petrel buffered ${Math.round(held / 1e6)} MB of unread replies`);
+  });
+});
+
+describe('session bounds: total session time and commands that move no mail', () => {
+  let p: InProcess;
+  before(async () => {
+    p = await startPetrel(`[smtp]
+listen = ["127.0.0.1:0"]
+idle_timeout = "1s"
+session_timeout = "2500ms"
+max_junk_commands = 8
+[local]
+domains = ["local.test"]
+`);
+  });
+  afterEach(() => {
+    for (const o of opened.splice(0)) o.close();
+  });
+  after(async () => {
+    await p.stop();
+    cleanup(p.dir);
+  });
+
+  test('NOOP/RSET/VRFY/HELP past max_junk_commands get 421 4.7.0; each accepted message starts the count again', async () => {
+    const t = await session(p.port);
+    for (const c of ['NOOP', 'RSET', 'VRFY bob', 'HELP', 'NOOP', 'EXPN list', 'NOOP', 'NOOP']) assert.notEqual((await t.cmd(c)).code, 421, c);
+    assert.match(replyLine(await t.cmd('NOOP')), /^421 4\.7\.0 /, 'the ninth command that moves no mail');
+    assert.equal(await t.read(), null, 'closed');
+
+    const u = await session(p.port);
+    for (let i = 0; i < 7; i++) assert.equal((await u.cmd('NOOP')).code, 250);
+    assert.equal((await u.send('alice@example.com', ['bob@local.test'], 'Subject: keeps it going\r\n\r\nx\r\n')).code, 250);
+    for (let i = 0; i < 8; i++) assert.equal((await u.cmd('RSET')).code, 250, `RSET ${i + 1} after a message`);
+    assert.match(replyLine(await u.cmd('NOOP')), /^421 4\.7\.0 /);
+  });
+
+  test('a client that keeps a session busy past session_timeout is let go with 421 4.4.2 between commands', async () => {
+    const t = await session(p.port);
+    const t0 = Date.now();
+    let accepted = 0;
+    let last: string = '';
+    // A message every 300 ms: never idle, never junk; only the session's age ends it.
+    while (Date.now() - t0 < 8000) {
+      const r = await t.send('alice@example.com', ['bob@local.test'], `Subject: ${accepted}\r\n\r\nx\r\n`).catch(() => null);
+      if (!r || r.code !== 250) {
+        last = replyLine(r);
+        break;
+      }
+      accepted++;
+      await sleep(300);
+    }
+    const elapsed = Date.now() - t0;
+    assert.ok(elapsed >= 2000 && elapsed < 6000, `ended after ${elapsed} ms with session_timeout = 2.5 s`);
+    const why = last || replyLine(await t.read());
+    assert.match(why, /^421 4\.4\.2 .*[Ss]ession time/, why);
+    assert.ok(accepted >= 3, `messages accepted before the limit: ${accepted}`);
+  });
+
+  test('a message being received when session_timeout passes is finished and accepted; then 421 4.4.2', async () => {
+    const before = (await p.petrel.store.list({ limit: 1000 })).length;
+    const t = await session(p.port);
+    await t.cmd('MAIL FROM:<alice@example.com>');
+    await t.cmd('RCPT TO:<bob@local.test>');
+    assert.equal((await t.cmd('DATA')).code, 354);
+    t.write('Subject: long upload\r\n\r\n');
+    // 3.5 s of data: past session_timeout (2.5 s), inside data_timeout (10 min).
+    for (let i = 0; i < 35 && !t.closed; i++) {
+      t.write(`line ${i}\r\n`);
+      await sleep(100);
+    }
+    assert.ok(!t.closed, 'not cut in the middle of a message');
+    t.write('.\r\n');
+    assert.match(replyLine(await t.read()), /^250 2\.0\.0 /);
+    assert.match(replyLine(await t.read()), /^421 4\.4\.2 /);
+    assert.equal(await t.read(), null);
+    await waitFor(async () => (await p.petrel.store.list({ limit: 1000 })).length >= before, 5000, 'stored');
   });
 });
 

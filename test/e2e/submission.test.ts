@@ -1,6 +1,7 @@
 // The submission listener (RFC 6409, RFC 4954): AUTH only after STARTTLS,
 // MAIL refused until authenticated, relay allowed once authenticated, failed
-// logins slowed and the session closed after three, Date:/Message-ID: added,
+// logins slowed per client address (across sessions), counted in /metrics,
+// and the session closed after three, Date:/Message-ID: added,
 // and `petrel passwd` writing scrypt hashes.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -62,7 +63,7 @@ test('AUTH is offered only after STARTTLS; MAIL needs authentication; then relay
   }
 });
 
-test('AUTH LOGIN works; wrong passwords are slowed, then the session is closed after three', async () => {
+test('AUTH LOGIN works; wrong passwords are slowed (per address, across sessions), the session closed after three', async () => {
   const { p, sub, sink } = await setup();
   try {
     const t = await SmtpTalk.open(sub);
@@ -87,6 +88,11 @@ test('AUTH LOGIN works; wrong passwords are slowed, then the session is closed a
     await u.cmd('EHLO client.test');
     await u.startTls();
     await u.cmd('EHLO client.test');
+    // Reconnecting does not reset the count: the address's fourth failure waits 4 s.
+    const t4 = Date.now();
+    assert.match(replyLine(await u.cmd(`AUTH PLAIN ${plain('alice', 'guess')}`)), /^535 5\.7\.8 /);
+    assert.ok(Date.now() - t4 >= 3900, `the fourth failure from the address, in a new session, waited ${Date.now() - t4} ms`);
+    assert.match(await p.petrel.metrics.text(), /^petrel_smtp_auth_failures_total 4$/m);
     assert.equal(replyLine(await u.cmd('AUTH LOGIN')), `334 ${Buffer.from('Username:').toString('base64')}`);
     assert.equal(replyLine(await u.cmd(Buffer.from('alice').toString('base64'))), `334 ${Buffer.from('Password:').toString('base64')}`);
     assert.match(replyLine(await u.cmd(Buffer.from('correct horse battery').toString('base64'))), /^235 2\.7\.0 /);

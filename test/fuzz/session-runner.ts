@@ -175,6 +175,7 @@ export async function runSession(chunks: Buffer[], options: RunOptions): Promise
     lowOnSpace: () => false,
     accepting: () => true,
     users: new SubmissionUsers(''),
+    authFailed: () => 0,
   };
   const socket = new FakeSocket(options.remoteAddress ?? '127.0.0.1');
   let closedCalls = 0;

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { AdminAuth, MAX_SESSIONS } from '../../src/admin/auth.js';
+import { AuthThrottle } from '../../src/inbound/auth-throttle.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 import { startPetrel, waitFor, cleanup } from '../helpers/petrel-harness.js';
 
@@ -21,6 +22,21 @@ test('admin sessions: a full table evicts the oldest; the newest and the bearer 
   assert.equal(auth.allowed(request({ cookie: `petrel_session=${ids.at(-1)!}` })), true);
   assert.equal(auth.allowed(request({ authorization: 'Bearer s3cret' })), true);
   assert.equal(auth.login('wrong'), null);
+});
+
+test('failed logins per address: delays grow and fade; a full table forgets the least recent address, nothing else', () => {
+  let now = 1_000_000;
+  const t = new AuthThrottle({ stepMs: 1000, maxDelayMs: 5000, forgetMs: 60_000, maxEntries: 100, now: () => now });
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(() => t.failed('192.0.2.1')), [1000, 2000, 3000, 4000, 5000, 5000, 5000]);
+  assert.equal(t.failed('192.0.2.2'), 1000, 'another address starts at one');
+  now += 61_000;
+  assert.equal(t.failed('192.0.2.1'), 1000, 'a count fades after forgetMs of quiet');
+  // Fill the table with a flood of addresses: it stays at its bound.
+  for (let i = 0; i < 1000; i++) t.failed(`198.51.100.${i % 250}-${i}`);
+  assert.equal(t.size, 100);
+  assert.equal(t.failures('192.0.2.1'), 0, 'the least recent address was forgotten');
+  assert.equal(t.failed('192.0.2.1'), 1000, 'a forgotten address is slowed again from one');
+  assert.equal(t.total, 1010);
 });
 
 test('per-client connection counts, scheduler passes and jobs drain to nothing after the work is done', async () => {
