@@ -120,7 +120,7 @@ export class Petrel {
     this.actions = new AdminActions({ store: this.store, router: this.router, report: (qid) => this.reporter.report(qid) });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
     this.authThrottle = new AuthThrottle();
-    this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup') });
+    this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup'), record: (events) => this.store.appendEvents(events) });
   }
 
   /** start - open everything and begin accepting mail. */

@@ -19,8 +19,9 @@
  *   durable in the queue); the directory is then fsync'd;
  * - a file that cannot be used (no sender, no recipient, a bad address, too
  *   big, NUL octets, too many Received:, not a regular file, unreadable) is
- *   moved to pickup/bad/ with a `<name>.reason` file and a trace line, and
- *   stays there: it is never deleted and never read again;
+ *   moved to pickup/bad/ with a `<name>.reason` file, a `pickup_rejected`
+ *   event in the event log and a trace line, and stays there: it is never
+ *   deleted and never read again;
  * - a temporary failure (the queue cannot store now) leaves the file where it
  *   is; it is tried again after a pause;
  * - one file at a time: memory is bounded by the header limit, not the
@@ -40,6 +41,7 @@ import { CrlfNormalizer } from '../core/crlf.js';
 import { hasHeader, parseHeaderSection } from '../core/headers.js';
 import { EnqueueRejected, type Enqueuer, type Envelope } from '../enqueue/enqueue.js';
 import { rfc5322Date } from '../enqueue/received.js';
+import { makeEvent, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
 import { headerEnvelope } from './envelope.js';
 
@@ -57,6 +59,8 @@ export interface PickupOptions {
   scanIntervalMs?: number;
   /** Pause before a file that failed temporarily is tried again. */
   retryMs?: number;
+  /** Writes an event to the event log (through the store): here, `pickup_rejected`. */
+  record?: (events: MailEvent[]) => Promise<void>;
 }
 
 /** Why a file goes to bad/ (permanent) rather than being tried again. */
@@ -293,6 +297,9 @@ export class PickupDirectory {
         this.notBefore.delete(name);
         this.stats.bad++;
         trace.warn({ file: name, moved_to: dest, reason }, 'pickup file cannot be queued; moved to pickup/bad/');
+        await this.options
+          .record?.([makeEvent('pickup_rejected', { queue_id: '', message_id: '', sender: '', state: 'rejected', detail: `pickup/bad/${target}: ${reason}`.slice(0, 2000) })])
+          .catch((e: unknown) => trace.warn({ file: name, err: (e as Error).message }, 'pickup_rejected event not written'));
         return;
       }
       throw new Error('no free name in pickup/bad/');

@@ -93,7 +93,7 @@ test('without X-Envelope-*: sender from From, recipients from To, Cc and Bcc; Bc
   }
 });
 
-test('unusable files move to pickup/bad/ with a reason, are never deleted, and are not read again', async () => {
+test('unusable files move to pickup/bad/ with a reason and an event, are never deleted, and are not read again', async () => {
   const dir = setup();
   const p = await startPetrel(config(dir), {}, dir);
   try {
@@ -129,6 +129,17 @@ test('unusable files move to pickup/bad/ with a reason, are never deleted, and a
     drop(p, 'no-sender', 'To: bob@localhost\n\nsecond\n');
     await waitFor(() => existsSync(pickup(p, 'bad', 'no-sender.1')), 10_000, 'the second bad file');
     assert.match(readFileSync(pickup(p, 'bad', 'no-sender'), 'utf8'), /Subject: x/);
+    // Each one is in the event log too, where the operator watches.
+    const rejected = (): MailEvent[] => p.events().filter((e) => e.event === 'pickup_rejected');
+    await waitFor(() => rejected().length === 8, 10_000, 'a pickup_rejected event per bad file');
+    for (const [name, re] of Object.entries(reasons)) {
+      const e = rejected().find((x) => x.detail?.startsWith(`pickup/bad/${name}: `));
+      assert.ok(e, `event for ${name}`);
+      assert.match(e.detail!, re);
+      assert.equal(e.id, 1100);
+      assert.equal(e.queue_id, '');
+    }
+    assert.ok(rejected().some((x) => x.detail?.startsWith('pickup/bad/no-sender.1: ')));
     // bad/ is never read again: a later scan leaves it as it is.
     const before = readdirSync(pickup(p, 'bad')).sort();
     p.petrel.pickup.kick();
