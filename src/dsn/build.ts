@@ -120,6 +120,7 @@ const SUBJECT_PREFIX: Record<ReportKind, string> = {
   delayed: 'Delivery delayed',
   delivered: 'Delivered',
   relayed: 'Relayed',
+  expanded: 'Expanded',
 };
 
 /** The longest part of the original's subject repeated in the report's. */
@@ -229,7 +230,7 @@ export async function writeReport(input: ReportInput, write: (chunk: Buffer) => 
     const subject = subjectOf(kind, m, global);
     const messageId = `<${cleanText(m.queueId)}.${randomBytes(6).toString('hex')}.dsn@${hostname}>`;
     const originalId = cleanText(m.messageId ?? '');
-    const undelivered = kind === 'delivered' || kind === 'relayed' ? 'Delivered' : 'Undelivered';
+    const undelivered = kind === 'delivered' || kind === 'relayed' || kind === 'expanded' ? 'Delivered' : 'Undelivered';
     const out = new Batch(write);
     await out.text(
       `From: Mail Delivery System <MAILER-DAEMON@${hostname}>\r\n` +

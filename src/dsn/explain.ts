@@ -223,6 +223,13 @@ const RELAYED: Explanation = {
   advice: '',
 };
 
+const EXPANDED: Explanation = {
+  key: 'expanded',
+  title: 'Passed on to the addresses of an alias',
+  what: 'The address is an alias (a forwarding address or list) on this mail system. The message was accepted for it and passed on to the addresses it stands for. You will hear again about those addresses only if delivery to one of them fails or is delayed.',
+  advice: '',
+};
+
 /**
  * explain - the explanation for one recipient of a report of `kind`, whose
  * last attempt ended with `status` (for an expiry: the last error, not
@@ -231,6 +238,7 @@ const RELAYED: Explanation = {
 export function explain(kind: ReportKind, status: string, remote: boolean): Explanation {
   if (kind === 'delivered') return DELIVERED;
   if (kind === 'relayed') return RELAYED;
+  if (kind === 'expanded') return EXPANDED;
   const key = reasonKey(status);
   const r = REASONS[key]!;
   return {

@@ -45,6 +45,7 @@ export const ACTION: Record<ReportKind, Action> = {
   delayed: 'delayed',
   delivered: 'delivered',
   relayed: 'relayed',
+  expanded: 'expanded',
 };
 
 /** Longest remote reply or local error quoted, in characters: a reply is never this long, a hostile one may be. */
@@ -59,6 +60,7 @@ const CLASS: Record<ReportKind, { cls: '2' | '4' | '5'; generic: string }> = {
   delayed: { cls: '4', generic: '4.0.0' },
   delivered: { cls: '2', generic: '2.0.0' },
   relayed: { cls: '2', generic: '2.0.0' },
+  expanded: { cls: '2', generic: '2.0.0' },
 };
 
 /** validStatus - the RFC 3463 code in `text`, or null. */

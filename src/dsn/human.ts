@@ -97,6 +97,11 @@ export function opening(c: HumanContext, total: number): string {
     case 'delivered':
       out += para(`${msg} was delivered to ${recipients}. You asked to be told when it was delivered, and this is that notice. It does not mean that the message has been read.`);
       break;
+    case 'expanded':
+      out += para(
+        `${msg} was accepted for ${recipients}, an alias on this mail system, and passed on to the addresses it stands for. You asked to be told when it was delivered: this is that notice for the alias. You will get another notice about those addresses only if delivery to one of them fails or is delayed.`,
+      );
+      break;
     case 'relayed':
       out += para(
         `${msg} was passed on to the next mail server for ${recipients}. You asked to be told when it was delivered, but that server does not send delivery notices, so this is the last notice about these recipients that you will get from this mail system.`,
@@ -135,7 +140,7 @@ export function entry(r: CleanRecipient, kind: ReportKind): string {
   // The server is shown whenever one is known, also when the error was local (a connection timed out).
   if (r.server) out += labelled('Server:', capText(r.server, 300));
   if (r.reply) {
-    const label = r.remoteReply ? (last ? 'Last reply:' : 'Reply:') : kind === 'delivered' || kind === 'relayed' ? 'Details:' : last ? 'Last error:' : 'Error:';
+    const label = r.remoteReply ? (last ? 'Last reply:' : 'Reply:') : kind === 'delivered' || kind === 'relayed' || kind === 'expanded' ? 'Details:' : last ? 'Last error:' : 'Error:';
     out += labelled(label, r.reply);
   }
   return out;

@@ -24,7 +24,7 @@ import { POSTMASTER_NOTICE } from '../scheduler/scheduler.js';
 import { ReportEmpty, writeReport } from './build.js';
 import type { IncomingRecipient } from '../enqueue/enqueue.js';
 
-const KINDS: ReportKind[] = ['failed', 'expired', 'delayed', 'delivered', 'relayed'];
+const KINDS: ReportKind[] = ['failed', 'expired', 'delayed', 'delivered', 'relayed', 'expanded'];
 
 export interface ReporterDeps {
   config: Config;

@@ -23,7 +23,11 @@
  *   have no RCPT to refuse them at, so the sender gets a DSN;
  * - each expanded recipient keeps NOTIFY and gets ORCPT = the original
  *   address when none was given (RFC 3461 §6.2: reports name what the sender
- *   wrote); duplicates across the whole message are dropped (first kept).
+ *   wrote); duplicates across the whole message are dropped (first kept);
+ * - when NOTIFY asked for SUCCESS, the alias itself is queued once more with
+ *   destination "alias-expanded" (ends "delivered" with an `expanded` report,
+ *   Action: expanded) and its addresses get NOTIFY less SUCCESS, so the
+ *   sender hears once about the alias, not once per address it names.
  *
  * Bounded work: each alias is expanded at most once per original recipient,
  * so a file with shared sub-lists cannot blow up exponentially.
@@ -117,6 +121,16 @@ export function expandOne(address: string, t: ExpandTables, maxDepth = MAX_ALIAS
   return { kind: 'addresses', addresses: out.filter((a) => !seen.has(a.toLowerCase()) && seen.add(a.toLowerCase())) };
 }
 
+function wantsSuccess(notify: string | null): boolean {
+  return notify !== null && notify.split(',').some((k) => k.trim().toUpperCase() === 'SUCCESS');
+}
+
+/** withoutSuccess - a NOTIFY value less SUCCESS ("SUCCESS" alone becomes "NEVER"). */
+function withoutSuccess(notify: string): string {
+  const rest = notify.split(',').filter((k) => k.trim().toUpperCase() !== 'SUCCESS');
+  return rest.length ? rest.join(',') : 'NEVER';
+}
+
 /** expandRecipients - the whole message's recipients, expanded and de-duplicated; `notes` describe loops found. */
 export function expandRecipients(input: readonly ExpandRecipient[], t: ExpandTables, maxDepth = MAX_ALIAS_DEPTH): { recipients: ExpandRecipient[]; notes: string[] } {
   const recipients: ExpandRecipient[] = [];
@@ -140,8 +154,15 @@ export function expandRecipients(input: readonly ExpandRecipient[], t: ExpandTab
       push(decided(r, 'alias-loop'));
     } else if (one.kind === 'unknown') {
       push(decided(r, 'unknown-user'));
+    } else if (one.addresses.length === 1 && one.addresses[0] === r.address) {
+      push(r);
     } else {
-      for (const a of one.addresses) push(a === r.address ? r : { address: a, orcpt: r.orcpt ?? `rfc822;${r.address}`, notify: r.notify });
+      // An alias. A sender who asked to hear of delivery hears that the alias
+      // was expanded; its addresses carry on without SUCCESS (RFC 3461 §6.2.7.3).
+      const success = wantsSuccess(r.notify);
+      if (success) push(decided(r, 'alias-expanded'));
+      const notify = success ? withoutSuccess(r.notify!) : r.notify;
+      for (const a of one.addresses) push({ address: a, orcpt: r.orcpt ?? `rfc822;${r.address}`, notify });
     }
   }
   return { recipients, notes };

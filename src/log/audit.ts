@@ -56,7 +56,7 @@ interface MessageFate {
   reported: Map<string, number>;
 }
 
-const REPORT_KINDS = new Set(['failed', 'expired', 'delivered', 'relayed']);
+const REPORT_KINDS = new Set(['failed', 'expired', 'delivered', 'relayed', 'expanded']);
 
 /** eventFiles - the event log files oldest first: events.jsonl.N ... .1, then events.jsonl. */
 export function eventFiles(path: string): string[] {

@@ -25,7 +25,7 @@ import type { Readable } from 'node:stream';
 import type { MailEvent, RecipientState } from '../log/events.js';
 
 /** The kinds of report (DSN) a recipient can be waiting for. */
-export type ReportKind = 'failed' | 'expired' | 'delayed' | 'delivered' | 'relayed';
+export type ReportKind = 'failed' | 'expired' | 'delayed' | 'delivered' | 'relayed' | 'expanded';
 
 export interface NewRecipient {
   address: string;

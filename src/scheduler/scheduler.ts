@@ -224,7 +224,8 @@ export class Scheduler {
     try {
       const agent = this.deps.agents[hop.kind];
       if (hop.kind === 'reject') {
-        record(recipients.map((r) => ({ recipientId: r.id, kind: hop.status.startsWith('5') ? 'failed' : 'deferred', status: hop.status, reply: hop.text, remote: '', remoteReply: false })));
+        const kind = hop.status.startsWith('5') ? 'failed' : hop.status.startsWith('2') ? 'delivered' : 'deferred';
+        record(recipients.map((r) => ({ recipientId: r.id, kind, status: hop.status, reply: hop.text, remote: '', remoteReply: false })));
       } else if (!agent) {
         record(recipients.map((r) => ({ recipientId: r.id, kind: 'deferred', status: '4.3.5', reply: `no delivery agent for ${hop.kind} is configured`, remote: '', remoteReply: false })));
       } else {
@@ -306,7 +307,8 @@ export class Scheduler {
     if (res.kind === 'delivered') {
       let report: ReportKind | null = null;
       if (wants('SUCCESS')) {
-        if (hop.kind !== 'smtp') report = 'delivered';
+        if (hop.kind === 'reject') report = 'expanded';
+        else if (hop.kind !== 'smtp') report = 'delivered';
         else if (res.relayed) report = 'relayed';
       }
       return { ...base, state: 'delivered', report, event: makeEvent('delivered', { ...ev, state: 'delivered', report: report ?? 'none' }) };

@@ -148,3 +148,49 @@ test('a report to a sender that is a local alias reaches the alias target', asyn
     cleanup(p.dir);
   }
 });
+
+test('NOTIFY=SUCCESS to an alias: one "expanded" report for the alias; its addresses go on without SUCCESS', async () => {
+  const peer = await startPeer({ dsn: true });
+  const { writeFileSync } = await import('node:fs');
+  const { tempDir } = await import('../helpers/petrel-harness.js');
+  const dir = tempDir();
+  writeFileSync(join(dir, 'aliases'), 'team: bob, carol, outside@far.example\nsolo: dave\n');
+  const p = await startPetrel(`[delivery]\nsmarthost = "127.0.0.1:${peer.port}"\n[local]\ndomains = ["home.test"]\naliases_file = "aliases"\n`, {}, dir);
+  try {
+    await send(p, 'alice@home.test', ['team@home.test', 'solo@home.test', 'erin@home.test'], {
+      'team@home.test': 'NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;team@home.test',
+      'solo@home.test': 'NOTIFY=SUCCESS',
+      'erin@home.test': 'NOTIFY=SUCCESS',
+    });
+    await waitFor(() => mailbox(p, 'bob').length === 1 && mailbox(p, 'carol').length === 1 && mailbox(p, 'dave').length === 1 && peer.delivered().length === 1, 10_000, 'the alias targets');
+    await waitFor(() => mailbox(p, 'alice').length >= 2, 10_000, 'reports');
+    await new Promise((r) => setTimeout(r, 500));
+    const reports = await Promise.all(mailbox(p, 'alice').map((r) => python(r)));
+    assert.equal(reports.length, 2, 'one report per kind: expanded (team, solo) and delivered (erin)');
+    const byAction = new Map(reports.map((r) => [r.recipients[0]!['action'], r]));
+    const expanded = byAction.get('expanded')!;
+    assert.ok(expanded, 'an expanded report');
+    assert.deepEqual(expanded.defects, []);
+    assert.deepEqual(expanded.recipients.map((r) => r['final-recipient']).sort(), ['rfc822; solo@home.test', 'rfc822; team@home.test']);
+    assert.ok(expanded.recipients.every((r) => r['action'] === 'expanded' && r['status'] === '2.0.0'));
+    assert.equal(expanded.recipients.find((r) => r['final-recipient'] === 'rfc822; team@home.test')!['original-recipient'], 'rfc822; team@home.test');
+    assert.match(expanded.headers['subject']![0]!, /^Expanded/);
+    const delivered = byAction.get('delivered')!;
+    assert.deepEqual(delivered.recipients.map((r) => r['final-recipient']), ['rfc822; erin@home.test']);
+    // The alias's addresses were not asked for success: the remote one went on with NOTIFY less SUCCESS.
+    const tx = peer.transactions.find((x) => x.completed)!;
+    assert.equal(tx.rcpts.length, 1);
+    assert.equal(tx.rcpts[0]!.address, 'outside@far.example');
+    assert.ok(tx.rcpts[0]!.params.includes('NOTIFY=FAILURE'), tx.rcpts[0]!.params.join(' '));
+    assert.ok(tx.rcpts[0]!.params.includes('ORCPT=rfc822;team@home.test'), tx.rcpts[0]!.params.join(' '));
+    const ev = p.events();
+    const teamDone = ev.find((e) => e.event === 'delivered' && e.recipient === 'team@home.test');
+    assert.equal(teamDone?.report, 'expanded');
+    assert.match(teamDone?.reply ?? '', /alias expanded/);
+    assert.equal(ev.filter((e) => e.event === 'delivered' && e.report === 'delivered').map((e) => e.recipient).join(), 'erin@home.test');
+  } finally {
+    await p.stop();
+    await peer.close();
+    cleanup(p.dir);
+  }
+});

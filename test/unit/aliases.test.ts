@@ -117,11 +117,30 @@ test('a loop fails the whole original recipient once, with ORCPT, destination al
 
 test('expanded recipients keep NOTIFY, get ORCPT (unless given), and are de-duplicated across the message', () => {
   const t = tables('team: alice, bob\nops: bob, carol@remote.example\n');
-  const { recipients } = expandRecipients([rcpt('team@a.test', { notify: 'SUCCESS,FAILURE' }), rcpt('ops@a.test', { orcpt: 'rfc822;Ops@A.test' }), rcpt('alice@a.test')], t);
+  const { recipients } = expandRecipients([rcpt('team@a.test', { notify: 'FAILURE,DELAY' }), rcpt('ops@a.test', { orcpt: 'rfc822;Ops@A.test' }), rcpt('alice@a.test')], t);
   assert.deepEqual(recipients, [
-    { address: 'alice@a.test', orcpt: 'rfc822;team@a.test', notify: 'SUCCESS,FAILURE' },
-    { address: 'bob@a.test', orcpt: 'rfc822;team@a.test', notify: 'SUCCESS,FAILURE' },
+    { address: 'alice@a.test', orcpt: 'rfc822;team@a.test', notify: 'FAILURE,DELAY' },
+    { address: 'bob@a.test', orcpt: 'rfc822;team@a.test', notify: 'FAILURE,DELAY' },
     { address: 'carol@remote.example', orcpt: 'rfc822;Ops@A.test', notify: null },
+  ]);
+});
+
+test('NOTIFY=SUCCESS on an alias: the alias is queued as alias-expanded, its addresses without SUCCESS; a plain user is untouched', () => {
+  const t = tables('team: alice, bob\nsolo: carol\nself: \\self, dave\n');
+  const { recipients } = expandRecipients(
+    [rcpt('team@a.test', { notify: 'SUCCESS,FAILURE' }), rcpt('solo@a.test', { notify: 'SUCCESS', orcpt: 'rfc822;Solo@A.test' }), rcpt('self@a.test', { notify: 'SUCCESS,DELAY' }), rcpt('erin@a.test', { notify: 'SUCCESS' })],
+    t,
+  );
+  assert.deepEqual(recipients, [
+    { address: 'team@a.test', orcpt: 'rfc822;team@a.test', notify: 'SUCCESS,FAILURE', destination: 'alias-expanded' },
+    { address: 'alice@a.test', orcpt: 'rfc822;team@a.test', notify: 'FAILURE' },
+    { address: 'bob@a.test', orcpt: 'rfc822;team@a.test', notify: 'FAILURE' },
+    { address: 'solo@a.test', orcpt: 'rfc822;Solo@A.test', notify: 'SUCCESS', destination: 'alias-expanded' },
+    { address: 'carol@a.test', orcpt: 'rfc822;Solo@A.test', notify: 'NEVER' },
+    { address: 'self@a.test', orcpt: 'rfc822;self@a.test', notify: 'SUCCESS,DELAY', destination: 'alias-expanded' },
+    { address: 'self@a.test', orcpt: 'rfc822;self@a.test', notify: 'DELAY' },
+    { address: 'dave@a.test', orcpt: 'rfc822;self@a.test', notify: 'DELAY' },
+    { address: 'erin@a.test', orcpt: null, notify: 'SUCCESS' },
   ]);
 });
 
