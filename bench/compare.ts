@@ -46,6 +46,8 @@ interface RunResult {
   accept: number;
   cpuPerMsg: number;
   peakRss: number;
+  /** Bulk runs: why the run could not finish (the MTA gave up), if it did not. */
+  unfinished?: string;
 }
 
 /** CountingSink - smtp-sink with -c; the latest "mesg=N" it printed. */
@@ -189,11 +191,27 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
     const done = (): boolean =>
       w.bulk === 'dsn' ? peer.transactions.some((x) => x.completed && x.sender === '' && x.accepted.includes('alice@home.example')) : peer.delivered().length >= n;
     const deadline = Date.now() + 900_000;
+    let unfinished: string | undefined;
     while (!done()) {
-      if (Date.now() > deadline) throw new Error(`${system}: ${w.name} did not finish (${peer.delivered().length} delivered)`);
+      if (Date.now() > deadline) {
+        unfinished = `no report after ${Math.round((Date.now() - t0) / 1000)} s`;
+        break;
+      }
+      // Postfix gives up on a report it cannot write ("queue file size limit
+      // exceeded" -> "bounce failed", the message deferred to try again in
+      // 5 minutes, and again): say so rather than wait out the deadline.
+      const why = postfix?.gaveUp();
+      if (why) {
+        unfinished = why;
+        break;
+      }
       await sleep(50);
     }
     const tDone = Date.now();
+    if (unfinished) {
+      clearInterval(sampler);
+      return { system, e2e: 0, accept: n / ((tAccept - t0) / 1000), cpuPerMsg: (cpu() - cpu0) / n, peakRss: Math.max(peak, rss()), seconds: (tDone - t0) / 1000, unfinished };
+    }
     clearInterval(sampler);
     peak = Math.max(peak, rss());
     return { system, e2e: n / ((tDone - t0) / 1000), accept: n / ((tAccept - t0) / 1000), cpuPerMsg: (cpu() - cpu0) / n, peakRss: peak, seconds: (tDone - t0) / 1000 };
@@ -219,7 +237,7 @@ async function main(): Promise<void> {
         const res = w.bulk ? await bulk(system, w) : await once(system, w, messages);
         results.push(res);
         console.log(
-          `workload=${w.name} round=${r + 1} system=${system} e2e_msgs_per_s=${res.e2e.toFixed(0)} accept_msgs_per_s=${res.accept.toFixed(0)} cpu_ms_per_msg=${res.cpuPerMsg.toFixed(3)} peak_rss_mb=${res.peakRss.toFixed(0)}${res.seconds !== undefined ? ` seconds=${res.seconds.toFixed(1)}` : ''}`,
+          `workload=${w.name} round=${r + 1} system=${system} e2e_msgs_per_s=${res.e2e.toFixed(0)} accept_msgs_per_s=${res.accept.toFixed(0)} cpu_ms_per_msg=${res.cpuPerMsg.toFixed(3)} peak_rss_mb=${res.peakRss.toFixed(0)}${res.seconds !== undefined ? ` seconds=${res.seconds.toFixed(1)}` : ''}${res.unfinished ? ` finished=false reason="${res.unfinished}"` : ''}`,
         );
       }
     }
@@ -238,6 +256,10 @@ async function main(): Promise<void> {
         `postfix_cpu_ms_per_msg=${of('postfix', (x) => x.cpuPerMsg).toFixed(3)}`,
         `petrel_peak_rss_mb=${of('petrel', (x) => x.peakRss).toFixed(0)}`,
         `postfix_peak_rss_mb=${of('postfix', (x) => x.peakRss).toFixed(0)}`,
+        ...(['petrel', 'postfix'] as const).flatMap((sys) => {
+          const u = results.filter((x) => x.system === sys && x.unfinished).length;
+          return u ? [`${sys}_unfinished_runs=${u}`] : [];
+        }),
       ].join(' '),
     );
   }

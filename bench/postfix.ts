@@ -7,7 +7,7 @@
  * master refuses otherwise) and the Debian package `postfix`.
  */
 import { spawnSync, execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, fstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from 'node:net';
 import { freePort, sleep, tempDir } from './lib.js';
@@ -19,6 +19,8 @@ export interface PostfixRelay {
   cpuMs(): number;
   /** Resident memory of all live Postfix processes, MB. */
   rssMb(): number;
+  /** A line of the mail log saying Postfix gave up on a bounce it could not write, or null. */
+  gaveUp(): string | null;
   stop(): Promise<void>;
 }
 
@@ -139,6 +141,8 @@ export async function startPostfixRelay(opts: { nextHop: number; recipientLimit?
     await sleep(100);
   }
   const masterPid = Number(readFileSync(join(data, 'master.lock'), 'utf8').trim());
+  let logOffset = 0;
+  let logTail = '';
   return {
     port,
     dir,
@@ -165,6 +169,30 @@ export async function startPostfixRelay(opts: { nextHop: number; recipientLimit?
         }
       }
       return kb / 1024;
+    },
+    gaveUp() {
+      // Read only what was appended since the last call (the log of 100,000
+      // bounced recipients is tens of MB): a few lines of context are kept.
+      let fd: number;
+      try {
+        fd = openSync(join(dir, 'maillog'), 'r');
+      } catch {
+        return null;
+      }
+      try {
+        const size = fstatSync(fd).size;
+        if (size <= logOffset) return null;
+        const buf = Buffer.alloc(size - logOffset);
+        readSync(fd, buf, 0, buf.length, logOffset);
+        logOffset = size;
+        logTail = (logTail + buf.toString('latin1')).slice(-4000);
+      } finally {
+        closeSync(fd);
+      }
+      const failed = /^.*status=deferred \(bounce failed\).*$/m.exec(logTail);
+      if (!failed) return null;
+      const cause = /warning: \w+: (queue file size limit exceeded)/.exec(logTail);
+      return `bounce failed${cause ? ` (${cause[1]})` : ''}`;
     },
     async stop() {
       postfix(conf, 'stop');
