@@ -22,6 +22,46 @@ import type { QueueStore, ReportKind } from '../queue/store.js';
 import type { MessageRecord } from '../queue/store.js';
 import type { NextHop, RecipientResult } from '../delivery/agent.js';
 
+/**
+ * Tally - counts taken on the hot path (a reply, an event, an attempt: many
+ * per message) in a plain Map, added to their prom-client counter when it is
+ * scraped. A prom-client inc() with labels hashes the labels on every call;
+ * this costs one Map update. Bounded by the label values in use.
+ */
+class Tally {
+  private readonly pending = new Map<string, number>();
+  constructor(private readonly labels: readonly string[]) {}
+  add(key: string, n = 1): void {
+    this.pending.set(key, (this.pending.get(key) ?? 0) + n);
+  }
+  /** flush - move the counts into `counter` (its collect() calls this before each scrape). */
+  flush(counter: Counter): void {
+    for (const [key, n] of this.pending) {
+      if (this.labels.length === 0) counter.inc(n);
+      else {
+        const values = key.split('\u0000');
+        counter.inc(Object.fromEntries(this.labels.map((l, i) => [l, values[i] ?? ''])), n);
+      }
+    }
+    this.pending.clear();
+  }
+}
+
+/** tallied - a counter fed by a Tally. */
+function tallied(name: string, help: string, labelNames: string[], registers: Registry[]): { counter: Counter; tally: Tally } {
+  const tally = new Tally(labelNames);
+  const counter: Counter = new Counter({
+    name,
+    help,
+    labelNames,
+    registers,
+    collect() {
+      tally.flush(counter);
+    },
+  });
+  return { counter, tally };
+}
+
 /** At most this many destinations get their own label values (bounded cardinality). */
 const MAX_DESTINATIONS = 200;
 
@@ -29,12 +69,12 @@ export class AdminMetrics {
   readonly registry = new Registry();
   private readonly received: Counter;
   private readonly receivedBytes: Counter;
-  private readonly events: Counter;
-  private readonly byOutcome: Record<string, Counter>;
-  private readonly attempts: Counter;
+  private readonly events: Tally;
+  private readonly byOutcome: Record<string, Tally>;
+  private readonly attempts: Tally;
   private readonly latency: Histogram;
   private readonly sessions: Counter;
-  private readonly replies: Counter;
+  private readonly replies: Tally;
   private readonly dsn: Counter;
   private readonly authFailures: Counter;
 
@@ -47,8 +87,8 @@ export class AdminMetrics {
     if (options.defaults) collectDefaultMetrics({ register: this.registry, prefix: 'petrel_process_' });
     this.received = new Counter({ name: 'petrel_messages_received_total', help: 'Messages accepted over SMTP (250 after DATA)', registers });
     this.receivedBytes = new Counter({ name: 'petrel_received_bytes_total', help: 'Octets of messages accepted over SMTP', registers });
-    this.events = new Counter({ name: 'petrel_events_total', help: 'Mail events written to the event log, by kind', labelNames: ['event'], registers });
-    const outcome = (name: string, help: string): Counter => new Counter({ name, help, registers });
+    this.events = tallied('petrel_events_total', 'Mail events written to the event log, by kind', ['event'], registers).tally;
+    const outcome = (name: string, help: string): Tally => tallied(name, help, [], registers).tally;
     this.byOutcome = {
       received: outcome('petrel_recipients_received_total', 'Recipients of accepted messages (received events)'),
       delivered: outcome('petrel_recipients_delivered_total', 'Recipients delivered (delivered events)'),
@@ -58,7 +98,7 @@ export class AdminMetrics {
       quarantined: outcome('petrel_recipients_quarantined_total', 'Recipients set aside because their message could not be read'),
       removed: outcome('petrel_recipients_removed_total', 'Recipients removed by an operator'),
     };
-    this.attempts = new Counter({ name: 'petrel_delivery_attempts_total', help: 'Delivery attempts by result and transport', labelNames: ['result', 'transport'], registers });
+    this.attempts = tallied('petrel_delivery_attempts_total', 'Delivery attempts by result and transport', ['result', 'transport'], registers).tally;
     this.latency = new Histogram({
       name: 'petrel_delivery_latency_seconds',
       help: 'Time from acceptance to delivery, per delivered recipient',
@@ -67,7 +107,7 @@ export class AdminMetrics {
       registers,
     });
     this.sessions = new Counter({ name: 'petrel_smtp_sessions_total', help: 'SMTP connections accepted or refused at the greeting', registers });
-    this.replies = new Counter({ name: 'petrel_smtp_replies_total', help: 'SMTP replies sent, by code', labelNames: ['code'], registers });
+    this.replies = tallied('petrel_smtp_replies_total', 'SMTP replies sent, by code', ['code'], registers).tally;
     this.authFailures = new Counter({ name: 'petrel_smtp_auth_failures_total', help: 'Failed AUTH attempts on submission listeners', registers });
     this.dsn = new Counter({ name: 'petrel_dsn_sent_total', help: 'Delivery status notifications queued, by kind', labelNames: ['kind'], registers });
     new Gauge({
@@ -146,7 +186,7 @@ export class AdminMetrics {
 
   /** Inbound hooks (SessionContext.onReply / onAccepted / onConnect). */
   onReply(code: number): void {
-    this.replies.inc({ code: String(code) });
+    this.replies.add(String(code));
   }
   onAccepted(size: number): void {
     this.received.inc();
@@ -161,7 +201,7 @@ export class AdminMetrics {
 
   /** Scheduler hook: one attempt's result. */
   onResult(result: RecipientResult, message: MessageRecord, hop: NextHop): void {
-    this.attempts.inc({ result: result.kind, transport: hop.kind });
+    this.attempts.add(`${result.kind}\u0000${hop.kind}`);
     if (result.kind === 'delivered') this.latency.observe({ transport: hop.kind }, Math.max(0, (Date.now() - message.receivedAt) / 1000));
   }
 
@@ -173,8 +213,8 @@ export class AdminMetrics {
   /** Event log hook: events as they are written to events.jsonl. */
   onEvents(events: readonly MailEvent[]): void {
     for (const e of events) {
-      this.events.inc({ event: e.event });
-      if (e.recipient !== undefined) this.byOutcome[e.event]?.inc();
+      this.events.add(e.event);
+      if (e.recipient !== undefined) this.byOutcome[e.event]?.add('');
     }
   }
 
