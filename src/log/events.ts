@@ -69,6 +69,21 @@ export function operatorDetail(op: { who: string; reason: string }, what = ''): 
   return `${what ? `${what} ` : ''}by ${op.who || 'unknown operator'}: ${op.reason || 'no reason given'}`.slice(0, 2000);
 }
 
+let isoMs = NaN;
+let isoText = '';
+/**
+ * isoTime - `new Date(ms).toISOString()`, formatted once per millisecond: a
+ * delivery or an accepted message writes an event per recipient, mostly
+ * within the same millisecond.
+ */
+export function isoTime(ms: number = Date.now()): string {
+  if (ms !== isoMs) {
+    isoText = new Date(ms).toISOString();
+    isoMs = ms;
+  }
+  return isoText;
+}
+
 export function makeEvent(event: EventName, fields: Omit<MailEvent, 'id' | 'event' | 'ts'> & { ts?: string }): MailEvent {
-  return { ts: fields.ts ?? new Date().toISOString(), id: EVENT_IDS[event], event, ...fields };
+  return { ts: fields.ts ?? isoTime(), id: EVENT_IDS[event], event, ...fields };
 }

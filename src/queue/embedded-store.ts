@@ -28,7 +28,7 @@ import { existsSync, mkdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
-import { FINAL_STATES, RECIPIENT_STATES, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
+import { FINAL_STATES, RECIPIENT_STATES, isoTime, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
 import { GroupCommit } from './group-commit.js';
 import { Spool, SpoolWriter } from './spool.js';
 import type {
@@ -594,7 +594,7 @@ export class EmbeddedStore implements QueueStore {
               claim.recipients.push(newRecipientRecord(Number(info.lastInsertRowid), message, r));
             }
             this.insertEvent({
-              ts: new Date(message.receivedAt).toISOString(),
+              ts: isoTime(message.receivedAt),
               id: 1000,
               event: 'received',
               queue_id: message.queueId,
