@@ -1,6 +1,6 @@
 /*
  * dsn-golden - one report of each kind (failed, expired, delayed, delivered,
- * relayed; with ORCPT and ENVID; RET=FULL under and over the limit;
+ * relayed, expanded; with ORCPT and ENVID; RET=FULL under and over the limit;
  * SMTPUTF8; a postmaster notice about a failed report), compared octet for
  * octet with test/golden/dsn/<name>.eml (the boundary and the report's own
  * Date and Message-ID masked), then read back with two real MIME parsers -
@@ -263,6 +263,46 @@ const cases: { name: string; input: Case; expect: Expect }[] = [
         },
       ],
       human: ['Your message was delivered to 2 recipients.', 'It does not mean that the message has been read.', 'Delivered (2 recipients)', 'Details: delivered to maildir'],
+      originalHeaders,
+      returned: 'headers',
+    },
+  },
+  {
+    name: 'expanded',
+    input: {
+      kind: 'expanded',
+      recipients: [
+        recipient(1, {
+          address: 'team@localhost',
+          state: 'delivered',
+          report: 'expanded',
+          lastReply: '250 2.0.0 <team@localhost>: alias expanded',
+          lastStatus: '2.0.0',
+          remote: '',
+          orcpt: 'rfc822;team@localhost',
+        }),
+      ],
+    },
+    expect: {
+      subject: 'Expanded: Quarterly report',
+      to: 'alice@example.org',
+      partTypes: headersOnly,
+      perMessage: perMessage(),
+      recipients: [
+        {
+          'original-recipient': 'rfc822; team@localhost',
+          'final-recipient': 'rfc822; team@localhost',
+          action: 'expanded',
+          status: '2.0.0',
+          'diagnostic-code': 'X-Petrel; 250 2.0.0 <team@localhost>: alias expanded',
+          'last-attempt-date': ATTEMPT_DATE,
+        },
+      ],
+      human: [
+        'Your message was accepted for 1 recipient, an alias on this mail system, and',
+        'Passed on to the addresses of an alias (1 recipient)',
+        'Details:     250 2.0.0 <team@localhost>: alias expanded',
+      ],
       originalHeaders,
       returned: 'headers',
     },
