@@ -136,6 +136,8 @@ CREATE TABLE IF NOT EXISTS overrides (
 
 /** How far an event's ts may lag behind its seq order (a message's received events carry its arrival time). */
 const SINCE_SLACK_MS = 3_600_000;
+/** Most event rows written by one INSERT (15 parameters each; SQLite allows 32,766). */
+const EVENT_ROWS_PER_INSERT = 32;
 
 /** Held destinations, as a subquery the claim statements exclude (an empty table costs nothing). */
 const NOT_HELD = `destination NOT IN (SELECT destination FROM overrides WHERE kind = 'hold')`;
@@ -312,6 +314,10 @@ export class EmbeddedStore implements QueueStore {
   private seqs = { tx: 0, committed: 0, durable: 0 };
   /** Events of the open transaction, of committed ones not yet fsync'd, and who wants them once durable. */
   private txEvents: MailEvent[] = [];
+  /** Events of the operation being run, written when it ends (flushEvents). */
+  private pendingEvents: MailEvent[] = [];
+  /** Prepared multi-row event INSERTs, by number of rows. */
+  private eventInserts: Database.Statement[] = [];
   private unsyncedEvents: MailEvent[] = [];
   private readonly eventListeners: Array<(events: MailEvent[]) => void> = [];
   private st!: ReturnType<EmbeddedStore['prepare']>;
@@ -339,6 +345,7 @@ export class EmbeddedStore implements QueueStore {
     const last = (this.db.prepare(`SELECT MAX(seq) AS s FROM events`).get() as { s: number | null }).s ?? 0;
     this.seqs = { tx: 0, committed: last, durable: last };
     this.commit.hooks = {
+      afterOperation: () => this.flushEvents(),
       committed: () => {
         if (this.seqs.tx > this.seqs.committed) this.seqs.committed = this.seqs.tx;
         this.seqs.tx = 0;
@@ -350,6 +357,7 @@ export class EmbeddedStore implements QueueStore {
       rolledBack: () => {
         this.seqs.tx = 0;
         this.txEvents = [];
+        this.pendingEvents = [];
       },
       syncStarting: () => {
         const upTo = this.seqs.committed;
@@ -456,10 +464,6 @@ export class EmbeddedStore implements QueueStore {
       ),
       insertRecipient: db.prepare(
         `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      ),
-      insertEvent: db.prepare(
-        `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       getMessage: db.prepare(`SELECT ${MESSAGE_COLUMNS} FROM messages WHERE qid = ?`),
       getBody: db.prepare(`SELECT body FROM messages WHERE qid = ?`),
@@ -628,30 +632,71 @@ export class EmbeddedStore implements QueueStore {
     }
   }
 
+  /**
+   * insertEvent - add an event to the operation being run. Its events are
+   * written when it ends, inside its transaction (flushEvents, the commit's
+   * afterOperation hook), several rows per INSERT:
+   * an accepted message or a delivery writes one event per recipient, and one
+   * statement for many rows costs a fraction of one statement each.
+   */
   private insertEvent(e: MailEvent): void {
-    // Positional parameters: binding by name costs more, on the hottest statement.
-    const info = this.st.insertEvent.run(
-      e.ts,
-      e.id,
-      e.event,
-      e.queue_id,
-      e.message_id,
-      e.sender,
-      e.recipient ?? null,
-      e.attempt ?? null,
-      e.state ?? null,
-      e.remote ?? null,
-      e.reply ?? null,
-      e.error ?? null,
-      e.status ?? null,
-      e.detail ?? null,
-      e.report ?? null,
-    );
-    this.seqs.tx = Number(info.lastInsertRowid);
-    if (this.eventListeners.length) {
-      e.seq = this.seqs.tx;
-      this.txEvents.push(e);
+    this.pendingEvents.push(e);
+  }
+
+  /** flushEvents - write the operation's events (the commit's afterOperation hook). Seqs are the rowids given, in order. */
+  private flushEvents(): void {
+    const list = this.pendingEvents;
+    if (list.length === 0) return;
+    this.pendingEvents = [];
+    const keep = this.eventListeners.length > 0;
+    for (let i = 0; i < list.length; ) {
+      const n = Math.min(EVENT_ROWS_PER_INSERT, list.length - i);
+      // Positional parameters: binding by name costs more, on the hottest statement.
+      const params: unknown[] = new Array(n * 15);
+      for (let k = 0; k < n; k++) {
+        const e = list[i + k]!;
+        const o = k * 15;
+        params[o] = e.ts;
+        params[o + 1] = e.id;
+        params[o + 2] = e.event;
+        params[o + 3] = e.queue_id;
+        params[o + 4] = e.message_id;
+        params[o + 5] = e.sender;
+        params[o + 6] = e.recipient ?? null;
+        params[o + 7] = e.attempt ?? null;
+        params[o + 8] = e.state ?? null;
+        params[o + 9] = e.remote ?? null;
+        params[o + 10] = e.reply ?? null;
+        params[o + 11] = e.error ?? null;
+        params[o + 12] = e.status ?? null;
+        params[o + 13] = e.detail ?? null;
+        params[o + 14] = e.report ?? null;
+      }
+      const last = Number(this.eventInsert(n).run(params).lastInsertRowid);
+      // One statement's rows get consecutive rowids (a single writer; AUTOINCREMENT).
+      if (keep) {
+        for (let k = 0; k < n; k++) {
+          const e = list[i + k]!;
+          e.seq = last - n + 1 + k;
+          this.txEvents.push(e);
+        }
+      }
+      this.seqs.tx = last;
+      i += n;
     }
+  }
+
+  /** eventInsert - the prepared INSERT of `n` event rows (made once per size). */
+  private eventInsert(n: number): Database.Statement {
+    let st = this.eventInserts[n];
+    if (!st) {
+      const row = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+      st = this.db.prepare(
+        `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report) VALUES ${new Array(n).fill(row).join(', ')}`,
+      );
+      this.eventInserts[n] = st;
+    }
+    return st;
   }
 
   onEvents(listener: (events: MailEvent[]) => void): void {

@@ -66,7 +66,12 @@ export class GroupCommit {
    * an fsync starts (the returned function runs once it has succeeded: all
    * that was committed before it started is then durable).
    */
-  hooks: { committed(): void; rolledBack(): void; syncStarting(): () => void } | null = null;
+  /**
+   * The store's hooks. afterOperation runs inside the transaction after each
+   * operation, as part of it (the store writes the rows it batched there; if
+   * it throws, that operation failed like any other).
+   */
+  hooks: { afterOperation?(): void; committed(): void; rolledBack(): void; syncStarting(): () => void } | null = null;
 
   constructor(
     private readonly db: Database,
@@ -158,7 +163,11 @@ export class GroupCommit {
     let failed = false;
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     try {
-      for (const p of batch) results.push({ ok: true, value: p.op(this.db) });
+      for (const p of batch) {
+        const value = p.op(this.db);
+        this.hooks?.afterOperation?.();
+        results.push({ ok: true, value });
+      }
     } catch {
       failed = true;
     }
@@ -184,6 +193,7 @@ export class GroupCommit {
     let value: unknown;
     try {
       value = p.op(this.db);
+      this.hooks?.afterOperation?.();
     } catch (error) {
       this.rollback();
       return { ok: false, error };

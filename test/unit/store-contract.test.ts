@@ -9,8 +9,16 @@ import { join } from 'node:path';
 import { EmbeddedStore } from '../../src/queue/embedded-store.js';
 import { MemoryStore } from '../../src/queue/memory-store.js';
 import type { NewMessage, Outcome, QueueStore, RecipientRecord } from '../../src/queue/store.js';
-import { makeEvent } from '../../src/log/events.js';
+import { makeEvent, type MailEvent } from '../../src/log/events.js';
 import { newQueueId } from '../../src/core/ids.js';
+
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 interface Backend {
   name: string;
@@ -105,6 +113,41 @@ for (const backend of backends) {
         const ev = await b.store.eventsAfter(0, 100);
         assert.equal(ev.filter((e) => e.event === 'received').length, 4);
         assert.ok(ev.every((e, i) => i === 0 || (e.seq ?? 0) > (ev[i - 1]!.seq ?? 0)), 'events are ordered by seq');
+      } finally {
+        await b.store.close();
+        b.dispose();
+      }
+    });
+
+    test('events of one operation and of operations committed together keep their order, seqs and fields', async () => {
+      const b = backend.make();
+      try {
+        await b.store.open();
+        const heard: MailEvent[] = [];
+        b.store.onEvents((es) => heard.push(...es));
+        // 70 recipients: more events in one operation than one multi-row INSERT writes.
+        const m = await insert(b.store, 70);
+        const extra = Array.from({ length: 5 }, (_, i) =>
+          makeEvent('delay_notice', { queue_id: m.queueId, message_id: m.messageId, sender: m.sender, recipient: `r${i}@example.net`, state: 'deferred', detail: `note ${i}`, attempt: i + 1 }),
+        );
+        // Several operations in one group commit, each with its own events.
+        await Promise.all([b.store.appendEvents(extra.slice(0, 2)), b.store.appendEvents(extra.slice(2)), insert(b.store, 1)]);
+        const ev = await b.store.eventsAfter(0, 1000);
+        assert.equal(ev.length, 76);
+        assert.ok(ev.every((e, i) => i === 0 || e.seq! > ev[i - 1]!.seq!), 'strictly increasing seqs');
+        assert.deepEqual(
+          ev.filter((e) => e.queue_id === m.queueId && e.event === 'received').map((e) => e.recipient),
+          Array.from({ length: 70 }, (_, i) => `r${i}@example.net`),
+          'received events in recipient order',
+        );
+        const notes = ev.filter((e) => e.event === 'delay_notice');
+        assert.deepEqual(notes.map((e) => [e.recipient, e.detail, e.attempt, e.state]).sort(), extra.map((e) => [e.recipient, e.detail, e.attempt, e.state]).sort());
+        await waitFor(() => heard.length === 76, 5000, 'the listener hears every event once durable');
+        assert.deepEqual(
+          heard.map((e) => e.seq).sort((a, b) => a! - b!),
+          ev.map((e) => e.seq),
+          'the listener hears the stored seqs',
+        );
       } finally {
         await b.store.close();
         b.dispose();
