@@ -16,8 +16,8 @@
  */
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { arg, cpuMs, freePort, removeDir, rssMb, run, sleep, startPetrel, tempDir, type Proc } from './lib.js';
-import { startPostfixRelay, type PostfixRelay } from './postfix.js';
+import { arg, cpuMs, freePort, removeDir, rssMb, run, sleep, startPetrel, tempDir } from './lib.js';
+import { startPostfixRelay } from './postfix.js';
 import { SmtpTalk } from '../test/helpers/smtp-talk.js';
 import { startPeer } from '../test/helpers/test-peer.js';
 
@@ -78,32 +78,43 @@ function median(xs: number[]): number {
   return s[Math.floor(s.length / 2)]!;
 }
 
+/** The MTA under test, started: its port, CPU and RSS probes, and how to stop it. */
+interface UnderTest {
+  port: number;
+  cpu(): number;
+  rss(): number;
+  /** Postfix: the log line saying it gave up on a report, if it did. */
+  gaveUp?(): string | null;
+  stop(): Promise<void>;
+}
+
+/**
+ * startSystem - Petrel (relaying to `nextHop` as its smarthost, with `smtp`
+ * lines added to its [smtp] section) or Postfix (relayhost = nextHop).
+ */
+async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: number, o: { smtp: string; recipientLimit?: number }): Promise<UnderTest> {
+  if (system === 'postfix') {
+    const postfix = await startPostfixRelay({ nextHop, ...(o.recipientLimit ? { recipientLimit: o.recipientLimit } : {}) });
+    return { port: postfix.port, cpu: () => postfix.cpuMs(), rss: () => postfix.rssMb(), gaveUp: () => postfix.gaveUp(), stop: () => postfix.stop() };
+  }
+  const port = await freePort();
+  const petrel = await startPetrel(
+    dir,
+    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n`,
+  );
+  const pid = petrel.child.pid!;
+  return { port, cpu: () => cpuMs(pid), rss: () => rssMb(pid).rss, stop: () => petrel.stop() };
+}
+
 async function once(system: 'petrel' | 'postfix', w: Workload, messages: number): Promise<RunResult> {
   const sinkPort = await freePort();
   const sink = new CountingSink(sinkPort);
   await sleep(300);
-  let petrel: Proc | null = null;
-  let postfix: PostfixRelay | null = null;
+  let mta: UnderTest | null = null;
   const dir = tempDir('petrel-bench-compare-');
   try {
-    let port: number;
-    let cpu: () => number;
-    let rss: () => number;
-    if (system === 'petrel') {
-      port = await freePort();
-      petrel = await startPetrel(
-        dir,
-        `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_connections_per_client = 1000\n[delivery]\nsmarthost = "127.0.0.1:${sinkPort}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n`,
-      );
-      const pid = petrel.child.pid!;
-      cpu = () => cpuMs(pid);
-      rss = () => rssMb(pid).rss;
-    } else {
-      postfix = await startPostfixRelay({ nextHop: sinkPort });
-      port = postfix.port;
-      cpu = () => postfix!.cpuMs();
-      rss = () => postfix!.rssMb();
-    }
+    mta = await startSystem(system, dir, sinkPort, { smtp: 'max_connections_per_client = 1000' });
+    const { port, cpu, rss } = mta;
     await sleep(500);
     const cpu0 = cpu();
     let peak = 0;
@@ -127,8 +138,7 @@ async function once(system: 'petrel' | 'postfix', w: Workload, messages: number)
       peakRss: peak,
     };
   } finally {
-    await petrel?.stop();
-    await postfix?.stop();
+    await mta?.stop();
     await sink.stop();
     removeDir(dir);
   }
@@ -148,28 +158,11 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
       ? { rcptReply: (a) => (a.startsWith('user') ? '550 5.1.1 No such user' : undefined) }
       : { rcptLimit: { after: 100, reply: '452 4.5.3 Too many recipients' } },
   );
-  let petrel: Proc | null = null;
-  let postfix: PostfixRelay | null = null;
+  let mta: UnderTest | null = null;
   const dir = tempDir('petrel-bench-compare-');
   try {
-    let port: number;
-    let cpu: () => number;
-    let rss: () => number;
-    if (system === 'petrel') {
-      port = await freePort();
-      petrel = await startPetrel(
-        dir,
-        `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_recipients = ${n}\n[delivery]\nsmarthost = "127.0.0.1:${peer.port}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n`,
-      );
-      const pid = petrel.child.pid!;
-      cpu = () => cpuMs(pid);
-      rss = () => rssMb(pid).rss;
-    } else {
-      postfix = await startPostfixRelay({ nextHop: peer.port, recipientLimit: n });
-      port = postfix.port;
-      cpu = () => postfix!.cpuMs();
-      rss = () => postfix!.rssMb();
-    }
+    mta = await startSystem(system, dir, peer.port, { smtp: `max_recipients = ${n}`, recipientLimit: n });
+    const { port, cpu, rss } = mta;
     await sleep(500);
     const cpu0 = cpu();
     let peak = 0;
@@ -200,7 +193,7 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
       // Postfix gives up on a report it cannot write ("queue file size limit
       // exceeded" -> "bounce failed", the message deferred to try again in
       // 5 minutes, and again): say so rather than wait out the deadline.
-      const why = postfix?.gaveUp();
+      const why = mta.gaveUp?.() ?? null;
       if (why) {
         unfinished = why;
         break;
@@ -216,8 +209,7 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
     peak = Math.max(peak, rss());
     return { system, e2e: n / ((tDone - t0) / 1000), accept: n / ((tAccept - t0) / 1000), cpuPerMsg: (cpu() - cpu0) / n, peakRss: peak, seconds: (tDone - t0) / 1000 };
   } finally {
-    await petrel?.stop();
-    await postfix?.stop();
+    await mta?.stop();
     await peer.close();
     removeDir(dir);
   }
