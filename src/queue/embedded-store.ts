@@ -31,6 +31,7 @@ import { Worker } from 'node:worker_threads';
 import { FINAL_STATES, RECIPIENT_STATES, isoTime, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
 import { GroupCommit } from './group-commit.js';
 import { Spool, SpoolWriter } from './spool.js';
+import { newRecipientRecord } from './store.js';
 import type {
   ActionResult,
   BodyWriter,
@@ -259,28 +260,6 @@ export function toEvent(r: EventRow): MailEvent {
 export function messageMeta(m: NewMessage): MessageMeta {
   const { recipients: _r, ...meta } = m;
   return meta;
-}
-
-/** newRecipientRecord - the record of a recipient just inserted and claimed. */
-export function newRecipientRecord(id: number, m: NewMessage, r: NewMessage['recipients'][number]): RecipientRecord {
-  return {
-    id,
-    queueId: m.queueId,
-    address: r.address,
-    orcpt: r.orcpt,
-    notify: r.notify,
-    destination: r.destination,
-    state: 'delivering',
-    attempts: 0,
-    nextAttemptAt: m.receivedAt,
-    lastAttemptAt: null,
-    lastReply: '',
-    lastStatus: '',
-    remote: '',
-    report: null,
-    delayNotified: false,
-    suspended: false,
-  };
 }
 
 /** A recipient counts as "open" while it is unfinished or still owes a report. */
@@ -595,7 +574,7 @@ export class EmbeddedStore implements QueueStore {
                 recipients: [],
                 ...(finished.inline ? { body: finished.inline } : {}),
               };
-              claim.recipients.push(newRecipientRecord(Number(info.lastInsertRowid), message, r));
+              claim.recipients.push(newRecipientRecord(Number(info.lastInsertRowid), message.queueId, r, 'delivering', message.receivedAt));
             }
             this.insertEvent({
               ts: isoTime(message.receivedAt),

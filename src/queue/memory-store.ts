@@ -6,6 +6,7 @@
  */
 import { Readable } from 'node:stream';
 import { FINAL_STATES, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
+import { newRecipientRecord } from './store.js';
 import type {
   ActionResult,
   DestinationOverride,
@@ -90,21 +91,7 @@ export class MemoryStore implements QueueStore {
     let claim: Claim | null = null;
     for (const r of recipients) {
       const claimed = options.claimLeaseMs !== undefined && !this.overrideMap.has(`hold ${r.destination}`);
-      const rec: RecipientRecord = {
-        id: this.nextId++,
-        queueId: message.queueId,
-        ...r,
-        state: claimed ? 'delivering' : 'queued',
-        attempts: 0,
-        nextAttemptAt: message.receivedAt,
-        lastAttemptAt: null,
-        lastReply: '',
-        lastStatus: '',
-        remote: '',
-        report: null,
-        delayNotified: false,
-        suspended: false,
-      };
+      const rec = newRecipientRecord(this.nextId++, message.queueId, r, claimed ? 'delivering' : 'queued', message.receivedAt);
       entry.recipients.push(rec);
       this.recipients.set(rec.id, rec);
       if (claimed) {

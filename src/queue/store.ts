@@ -340,3 +340,29 @@ export interface QueueStore {
    */
   pruneEvents(before: string, maxSeq: number, limit: number): Promise<number>;
 }
+
+/**
+ * newRecipientRecord - the record of a recipient as it is inserted: no
+ * attempt yet, nothing to report, due at `nextAttemptAt` (its message's
+ * arrival); `state` is "delivering" when the insert also claimed it.
+ */
+export function newRecipientRecord(id: number, queueId: string, r: NewRecipient, state: 'queued' | 'delivering', nextAttemptAt: number): RecipientRecord {
+  return {
+    id,
+    queueId,
+    address: r.address,
+    orcpt: r.orcpt,
+    notify: r.notify,
+    destination: r.destination,
+    state,
+    attempts: 0,
+    nextAttemptAt,
+    lastAttemptAt: null,
+    lastReply: '',
+    lastStatus: '',
+    remote: '',
+    report: null,
+    delayNotified: false,
+    suspended: false,
+  };
+}

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import type { DeliveryJob, NextHop, RecipientResult } from '../../src/delivery/agent.js';
-import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
+import { newRecipientRecord, type MessageRecord, type RecipientRecord } from '../../src/queue/store.js';
 
 let nextId = 1;
 
@@ -44,24 +44,9 @@ export function makeJob(addresses: string[], hop: NextHop, o: JobOptions = {}): 
     recipientCount: addresses.length,
     quarantine: '',
   };
-  const recipients: RecipientRecord[] = addresses.map((address) => ({
-    id: nextId++,
-    queueId,
-    address,
-    orcpt: o.orcpt ? o.orcpt(address) : null,
-    notify: o.notify ?? null,
-    destination: 'test',
-    state: 'delivering',
-    attempts: 0,
-    nextAttemptAt: 0,
-    lastAttemptAt: null,
-    lastReply: '',
-    lastStatus: '',
-    remote: '',
-    report: null,
-    delayNotified: false,
-    suspended: false,
-  }));
+  const recipients: RecipientRecord[] = addresses.map((address) =>
+    newRecipientRecord(nextId++, queueId, { address, orcpt: o.orcpt ? o.orcpt(address) : null, notify: o.notify ?? null, destination: 'test' }, 'delivering', 0),
+  );
   return {
     message,
     recipients,
