@@ -7,24 +7,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { dovecotAvailable, startDovecot } from '../helpers/dovecot.js';
+import { portOpen } from '../helpers/petrel-harness.js';
 
 function swaks(args: string[]): { code: number | null; out: string } {
   const r = spawnSync('swaks', args, { encoding: 'utf8', timeout: 30_000 });
   if (r.error) throw new Error(`swaks could not run: ${r.error.message} (apt-get install swaks)`);
   return { code: r.status, out: `${r.stdout}${r.stderr}` };
-}
-
-function listening(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 test('a private Dovecot accepts mail over LMTP (swaks) and it lands in the Maildir; stop() cleans up', async (t) => {
@@ -61,7 +50,7 @@ test('a private Dovecot accepts mail over LMTP (swaks) and it lands in the Maild
     const { host, port, dir } = dovecot;
     await dovecot.stop();
     stopped = true;
-    assert.equal(await listening(host, port), false, 'the port is closed');
+    assert.equal(await portOpen(host, port), false, 'the port is closed');
     assert.equal(existsSync(dir), false, 'its directory is removed');
     const left = spawnSync('pgrep', ['-f', dir], { encoding: 'utf8' });
     assert.equal(left.stdout.trim(), '', 'no Dovecot process of this instance is left');

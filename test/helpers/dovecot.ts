@@ -17,10 +17,9 @@
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import { userInfo } from 'node:os';
 import { join } from 'node:path';
-import { freePort, tempDir, waitFor } from './petrel-harness.js';
+import { freePort, portOpen, tempDir, waitFor } from './petrel-harness.js';
 
 export const DOVECOT_BIN = ['/usr/sbin/dovecot', '/usr/bin/dovecot'].find((p) => existsSync(p)) ?? 'dovecot';
 
@@ -50,17 +49,6 @@ function idOf(kind: 'passwd' | 'group', name: string): number | null {
   const r = spawnSync('getent', [kind, name], { encoding: 'utf8' });
   const f = r.status === 0 ? r.stdout.split(':') : [];
   return f[2] !== undefined ? Number(f[2]) : null;
-}
-
-function portOpen(host: string, port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = connect({ host, port });
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }
 
 /** startDovecot - a private Dovecot LMTP server with these users ("user@domain"). */

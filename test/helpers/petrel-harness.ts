@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, existsSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { parseConfigText } from '../../src/config/load.js';
 import { Petrel, type PetrelOptions } from '../../src/petrel.js';
 import type { MailEvent } from '../../src/log/events.js';
@@ -31,6 +31,18 @@ export function freePort(host = '127.0.0.1'): Promise<number> {
       const port = typeof addr === 'object' && addr ? addr.port : 0;
       s.close(() => resolve(port));
     });
+  });
+}
+
+/** portOpen - whether something accepts a TCP connection on host:port now. */
+export function portOpen(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host, port });
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
   });
 }
 

@@ -12,7 +12,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { freePort, portOpen } from './petrel-harness.js';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 
@@ -28,15 +28,6 @@ export interface PostfixInstance {
 
 export interface PostfixOptions {
   recipientLimit: number;
-}
-
-/** freePort - a loopback port nobody listens on right now. */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', () => r()));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 /** postfixCommand - run `postfix -c DIR <verb>` (through `script` so its errors reach us, not syslog). */
@@ -142,14 +133,7 @@ export async function launchPostfix(o: { prefix: string; hostname: string; main:
   // Wait until smtpd answers.
   const deadline = Date.now() + 15_000;
   for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) break;
+    if (await portOpen('127.0.0.1', port)) break;
     if (Date.now() > deadline) {
       const tail = existsSync(maillog) ? readFileSync(maillog, 'utf8').slice(-2000) : '';
       await stop();
