@@ -106,38 +106,70 @@ async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: n
   return { port, cpu: () => cpuMs(pid), rss: () => rssMb(pid).rss, stop: () => petrel.stop() };
 }
 
+/**
+ * Meter - one run's figures for the MTA under test: CPU used and peak RSS
+ * (sampled every 200 ms) from its creation, and the time to acceptance
+ * (accepted()) and to the end (result()). `units` are messages, or
+ * recipients for the bulk workloads.
+ */
+class Meter {
+  private readonly cpu0: number;
+  private peak = 0;
+  private readonly sampler: NodeJS.Timeout;
+  readonly t0 = Date.now();
+  private tAccept = 0;
+
+  constructor(private readonly mta: UnderTest) {
+    this.cpu0 = mta.cpu();
+    this.sampler = setInterval(() => (this.peak = Math.max(this.peak, mta.rss())), 200);
+  }
+
+  accepted(): void {
+    this.tAccept = Date.now();
+  }
+
+  /** result - the run's figures (the sampler stops); an unfinished run has e2e 0. */
+  result(system: RunResult['system'], units: number, o: { seconds?: boolean; unfinished?: string } = {}): RunResult {
+    const seconds = (Date.now() - this.t0) / 1000;
+    this.stop();
+    this.peak = Math.max(this.peak, this.mta.rss());
+    return {
+      system,
+      e2e: o.unfinished ? 0 : units / seconds,
+      accept: units / ((this.tAccept - this.t0) / 1000),
+      cpuPerMsg: (this.mta.cpu() - this.cpu0) / units,
+      peakRss: this.peak,
+      ...(o.seconds ? { seconds } : {}),
+      ...(o.unfinished ? { unfinished: o.unfinished } : {}),
+    };
+  }
+
+  stop(): void {
+    clearInterval(this.sampler);
+  }
+}
+
 async function once(system: 'petrel' | 'postfix', w: Workload, messages: number): Promise<RunResult> {
   const sinkPort = await freePort();
   const sink = new CountingSink(sinkPort);
   await sleep(300);
   let mta: UnderTest | null = null;
+  let meter: Meter | null = null;
   const dir = tempDir('petrel-bench-compare-');
   try {
     mta = await startSystem(system, dir, sinkPort, { smtp: 'max_connections_per_client = 1000' });
-    const { port, cpu, rss } = mta;
     await sleep(500);
-    const cpu0 = cpu();
-    let peak = 0;
-    const sampler = setInterval(() => (peak = Math.max(peak, rss())), 200);
-    const t0 = Date.now();
-    await run('smtp-source', ['-s', '20', '-m', String(messages), '-l', String(w.size), '-r', String(w.recipients), '-f', 'bench@example.com', '-t', 'rcpt@example.net', `127.0.0.1:${port}`]);
-    const tAccept = Date.now();
+    meter = new Meter(mta);
+    await run('smtp-source', ['-s', '20', '-m', String(messages), '-l', String(w.size), '-r', String(w.recipients), '-f', 'bench@example.com', '-t', 'rcpt@example.net', `127.0.0.1:${mta.port}`]);
+    meter.accepted();
     const deadline = Date.now() + 900_000;
     while (sink.messages < messages) {
       if (Date.now() > deadline) throw new Error(`${system}: only ${sink.messages} of ${messages} at the sink`);
       await sleep(20);
     }
-    const tDone = Date.now();
-    clearInterval(sampler);
-    peak = Math.max(peak, rss());
-    return {
-      system,
-      e2e: messages / ((tDone - t0) / 1000),
-      accept: messages / ((tAccept - t0) / 1000),
-      cpuPerMsg: (cpu() - cpu0) / messages,
-      peakRss: peak,
-    };
+    return meter.result(system, messages);
   } finally {
+    meter?.stop();
     await mta?.stop();
     await sink.stop();
     removeDir(dir);
@@ -159,16 +191,13 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
       : { rcptLimit: { after: 100, reply: '452 4.5.3 Too many recipients' } },
   );
   let mta: UnderTest | null = null;
+  let meter: Meter | null = null;
   const dir = tempDir('petrel-bench-compare-');
   try {
     mta = await startSystem(system, dir, peer.port, { smtp: `max_recipients = ${n}`, recipientLimit: n });
-    const { port, cpu, rss } = mta;
     await sleep(500);
-    const cpu0 = cpu();
-    let peak = 0;
-    const sampler = setInterval(() => (peak = Math.max(peak, rss())), 200);
-    const t0 = Date.now();
-    const c = await SmtpTalk.open(port);
+    meter = new Meter(mta);
+    const c = await SmtpTalk.open(mta.port);
     await c.read();
     await c.cmd('EHLO bench.test');
     let batch = 'MAIL FROM:<alice@home.example>\r\n';
@@ -178,7 +207,7 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
     c.write(`Subject: bulk\r\n\r\n${'x'.repeat(w.size)}\r\n.\r\n`);
     const r = await c.read(300_000);
     if (r?.code !== 250) throw new Error(`${system}: not accepted: ${r?.code}`);
-    const tAccept = Date.now();
+    meter.accepted();
     await c.cmd('QUIT').catch(() => undefined);
     c.close();
     const done = (): boolean =>
@@ -187,7 +216,7 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
     let unfinished: string | undefined;
     while (!done()) {
       if (Date.now() > deadline) {
-        unfinished = `no report after ${Math.round((Date.now() - t0) / 1000)} s`;
+        unfinished = `no report after ${Math.round((Date.now() - meter.t0) / 1000)} s`;
         break;
       }
       // Postfix gives up on a report it cannot write ("queue file size limit
@@ -200,15 +229,9 @@ async function bulk(system: 'petrel' | 'postfix', w: Workload): Promise<RunResul
       }
       await sleep(50);
     }
-    const tDone = Date.now();
-    if (unfinished) {
-      clearInterval(sampler);
-      return { system, e2e: 0, accept: n / ((tAccept - t0) / 1000), cpuPerMsg: (cpu() - cpu0) / n, peakRss: Math.max(peak, rss()), seconds: (tDone - t0) / 1000, unfinished };
-    }
-    clearInterval(sampler);
-    peak = Math.max(peak, rss());
-    return { system, e2e: n / ((tDone - t0) / 1000), accept: n / ((tAccept - t0) / 1000), cpuPerMsg: (cpu() - cpu0) / n, peakRss: peak, seconds: (tDone - t0) / 1000 };
+    return meter.result(system, n, { seconds: true, ...(unfinished ? { unfinished } : {}) });
   } finally {
+    meter?.stop();
     await mta?.stop();
     await peer.close();
     removeDir(dir);
