@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
 import { cleanup, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
-import { mountTmpfs } from '../helpers/mounts.js';
+import { tmpfsOrSkip } from '../helpers/mounts.js';
 import type { MailEvent } from '../../src/log/events.js';
 
 function config(share: string, lifetime = '3s'): string {
@@ -167,13 +167,8 @@ test('the file, byte for byte: envelope block, then the message exactly as store
 test('a read-only share (a real mount) defers every attempt; made writable, it gets the message', async (t) => {
   const dir = tempDir();
   const share = join(dir, 'share');
-  mkdirSync(share);
-  const mount = mountTmpfs(share, '1m');
-  if (mount instanceof Error) {
-    cleanup(dir);
-    t.skip(mount.message);
-    return;
-  }
+  const mount = tmpfsOrSkip(t, dir, 'share', '1m');
+  if (!mount) return;
   let p: InProcess | null = null;
   try {
     mount.remount('ro');

@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 
 import { join } from 'node:path';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
 import { cleanup, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
-import { mountTmpfs } from '../helpers/mounts.js';
+import { tmpfsOrSkip } from '../helpers/mounts.js';
 import type { MaildirAgent } from '../../src/delivery/maildir.js';
 import type { MailEvent } from '../../src/log/events.js';
 
@@ -132,13 +132,8 @@ test('a name already taken in new/ is never overwritten: another name is used', 
 test('a real full disk (tiny tmpfs) and a real read-only file system: deferred, then delivered when space returns', async (t) => {
   const dir = tempDir();
   const mail = join(dir, 'mail');
-  mkdirSync(mail);
-  const mount = mountTmpfs(mail, '64k');
-  if (mount instanceof Error) {
-    cleanup(dir);
-    t.skip(mount.message);
-    return;
-  }
+  const mount = tmpfsOrSkip(t, dir, 'mail', '64k');
+  if (!mount) return;
   let p: InProcess | null = null;
   try {
     p = await startPetrel(CONFIG.replace('[local]', `[local]\nmaildir = "${mail}"`), {}, dir);

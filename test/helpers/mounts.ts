@@ -2,11 +2,14 @@
  * test/helpers/mounts - tiny tmpfs mounts for tests that need a real full
  * disk (ENOSPC), a real read-only file system (EROFS) or a real mount point.
  * Tests run as root, where chmod does not stop writes; a mount does.
- * mountTmpfs() returns null when mounting is not permitted here, so the test
- * can skip with that reason (never silently). unmount() is safe to call
+ * mountTmpfs() returns an Error when mounting is not permitted here;
+ * tmpfsOrSkip() then skips the test with that reason (never silently). unmount() is safe to call
  * twice and falls back to a lazy unmount, so nothing stays mounted.
  */
 import { spawnSync } from 'node:child_process';
+import { mkdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
 
 export interface Mount {
   path: string;
@@ -32,4 +35,21 @@ export function mountTmpfs(path: string, size: string): Mount | Error {
       mounted = false;
     },
   };
+}
+
+/**
+ * tmpfsOrSkip - a tmpfs of `size` on `dir/name` (made here) for a test; when
+ * mounting is not permitted the test is skipped with the reason, `dir` is
+ * removed, and the answer is null.
+ */
+export function tmpfsOrSkip(t: TestContext, dir: string, name: string, size: string): Mount | null {
+  const path = join(dir, name);
+  mkdirSync(path);
+  const mount = mountTmpfs(path, size);
+  if (mount instanceof Error) {
+    rmSync(dir, { recursive: true, force: true });
+    t.skip(mount.message);
+    return null;
+  }
+  return mount;
 }
