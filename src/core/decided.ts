@@ -16,6 +16,8 @@
 
 export interface Decision {
   status: string;
+  /** For a 2.x.x decision: the report a sender who asked for success notices gets. */
+  report?: 'expanded';
   /** The reply recorded for the recipient (shown in the DSN's Diagnostic-Code). */
   text(address: string): string;
 }
@@ -36,6 +38,7 @@ export const DECIDED = {
    */
   'alias-expanded': {
     status: '2.0.0',
+    report: 'expanded',
     text: (a: string) => `250 2.0.0 <${safe(a)}>: alias expanded`,
   },
   /** A locally submitted message names a local user that is not in users_file. */

@@ -28,8 +28,12 @@ export type NextHop =
   | { kind: 'lmtp'; key: string; socket: string }
   | { kind: 'maildir'; key: string; root: string; perDomain: boolean }
   | { kind: 'directory'; key: string; path: string }
-  /** Decided without delivering: unknown local user, alias loop, null MX. */
-  | { kind: 'reject'; key: string; status: string; text: string };
+  /**
+   * Decided without delivering: unknown local user, alias loop, null MX
+   * (5.x.x: failed), or an alias expanded for a sender who asked for success
+   * notices (2.0.0: delivered, with `report` naming the success report).
+   */
+  | { kind: 'reject'; key: string; status: string; text: string; report?: 'expanded' };
 
 export type ResultKind = 'delivered' | 'deferred' | 'failed';
 

@@ -12,7 +12,7 @@
  */
 import type { Config, Transport } from '../config/schema.js';
 import { domainOf } from '../core/address.js';
-import { DECIDED, isDecided } from '../core/decided.js';
+import { DECIDED, isDecided, type Decision } from '../core/decided.js';
 import type { NextHop } from '../delivery/agent.js';
 
 export interface Routed {
@@ -36,13 +36,15 @@ export class Router {
 
   /**
    * routeRecipient - the next hop for a queued recipient: as route(), except
-   * that a recipient enqueue already decided to fail (an alias loop, an
-   * unknown user from pickup; core/decided) gets a reject hop.
+   * that a recipient whose fate enqueue already decided (an alias loop, an
+   * unknown user from pickup, an alias expanded; core/decided) gets a reject
+   * hop carrying that decision.
    */
   routeRecipient(r: { address: string; destination: string }): Routed {
     if (isDecided(r.destination)) {
-      const d = DECIDED[r.destination];
-      return { hop: { kind: 'reject', key: `reject:${r.destination}`, status: d.status, text: d.text(r.address) }, destination: r.destination };
+      const d: Decision = DECIDED[r.destination];
+      const hop: NextHop = { kind: 'reject', key: `reject:${r.destination}`, status: d.status, text: d.text(r.address), ...(d.report ? { report: d.report } : {}) };
+      return { hop, destination: r.destination };
     }
     return this.route(r.address);
   }

@@ -307,7 +307,7 @@ export class Scheduler {
     if (res.kind === 'delivered') {
       let report: ReportKind | null = null;
       if (wants('SUCCESS')) {
-        if (hop.kind === 'reject') report = 'expanded';
+        if (hop.kind === 'reject') report = hop.report ?? 'delivered';
         else if (hop.kind !== 'smtp') report = 'delivered';
         else if (res.relayed) report = 'relayed';
       }
