@@ -1,6 +1,7 @@
 // Unit tests for queue/group-commit: one transaction for a batch, one WAL
-// fsync for many commits, and a failing operation that keeps nothing and
-// fails alone while the others of its batch commit.
+// fsync for many commits, and a failing operation (or a failure writing the
+// rows it left for afterOperation) that keeps nothing and fails alone while
+// the others of its batch commit.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -46,6 +47,41 @@ test('a failing operation keeps nothing and fails alone; the rest of its batch c
     await a;
     await c;
     assert.deepEqual((db.prepare('SELECT v FROM t ORDER BY v').all() as Array<{ v: number }>).map((r) => r.v), [1, 3]);
+  } finally {
+    await gc.close();
+    done();
+  }
+});
+
+test('rows an operation leaves for afterOperation belong to it: if writing them fails, that operation alone fails and keeps nothing', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    // The store's way: an operation queues rows, afterOperation writes them inside the transaction.
+    let pending: number[] = [];
+    gc.hooks = {
+      afterOperation: () => {
+        const rows = pending;
+        pending = [];
+        for (const v of rows) {
+          if (v < 0) throw new Error('cannot write row');
+          ins.run(v);
+        }
+      },
+      committed: () => undefined,
+      rolledBack: () => (pending = []),
+      syncStarting: () => () => undefined,
+    };
+    const a = gc.run(() => void pending.push(1, 2), true);
+    const b = gc.run(() => {
+      ins.run(30);
+      pending.push(31, -1);
+    }, true);
+    const c = gc.run(() => void pending.push(4), true);
+    await assert.rejects(b, /cannot write row/);
+    await a;
+    await c;
+    assert.deepEqual((db.prepare('SELECT v FROM t ORDER BY v').all() as Array<{ v: number }>).map((r) => r.v), [1, 2, 4]);
   } finally {
     await gc.close();
     done();
