@@ -17,7 +17,7 @@
  *   itself in a further transaction; they are not results until sent or until
  *   the connection fails.
  */
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { MessageRecord, RecipientRecord } from '../queue/store.js';
 
 /** Where a recipient goes next, as decided by the router. */
@@ -67,6 +67,23 @@ export interface DeliveryAgent {
   deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void>;
   /** Close idle connections and stop; in-flight jobs finish or are reported deferred. */
   close(): Promise<void>;
+}
+
+/**
+ * WholeBody - a stored message already in memory as one Buffer (a small body,
+ * or a fresh message handed over with its claim). It is a Readable like any
+ * body; an agent that can use the octets at once takes `whole` and skips the
+ * stream machinery (the SMTP client writes it with one system call).
+ */
+export class WholeBody extends Readable {
+  constructor(readonly whole: Buffer) {
+    super();
+  }
+
+  override _read(): void {
+    this.push(this.whole);
+    this.push(null);
+  }
 }
 
 /** BodyUnreadable - thrown by openBody (and by agents reading it) when the stored message is damaged. */

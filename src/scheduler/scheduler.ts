@@ -20,8 +20,8 @@
  */
 import { Readable, Transform } from 'node:stream';
 import type { Config } from '../config/schema.js';
-import { BodyUnreadable, type DeliveryAgent, type DeliveryJob, type NextHop, type RecipientResult } from '../delivery/agent.js';
-import { makeEvent } from '../log/events.js';
+import { BodyUnreadable, WholeBody, type DeliveryAgent, type DeliveryJob, type NextHop, type RecipientResult } from '../delivery/agent.js';
+import { EVENT_IDS, isoTime, makeEvent, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
 import type { Claim, MessageRecord, Outcome, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
 import { afterTemporaryFailure, wantsReport } from './retry.js';
@@ -186,7 +186,7 @@ export class Scheduler {
         const whole = kept ?? (await this.deps.store.readBodyBuffer(message.queueId));
         if (whole) {
           if (whole.length !== message.size) throw new Error(`stored body is ${whole.length} octets, ${message.size} were accepted`);
-          return Readable.from([whole]);
+          return new WholeBody(whole);
         }
         stream = await this.deps.store.readBody(message.queueId);
       } catch (e) {
@@ -278,32 +278,49 @@ export class Scheduler {
       .catch((e) => this.deps.trace.error({ qid: message.queueId, err: (e as Error).message }, 'cannot quarantine'));
   }
 
-  /** outcome - the new state of one recipient after one attempt. */
+  /**
+   * outcome - the new state of one recipient after one attempt. Runs once per
+   * recipient of every delivery: the outcome and its event are built field by
+   * field, in one shape, without spreading objects.
+   */
   private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult, random: () => number = this.random, now = Date.now()): Outcome {
     const attempts = r.attempts + 1;
-    const cfg = this.deps.config.queue;
-    const base = {
+    const wants = (kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean => reportWanted(m, r, kind);
+    const done = (state: Outcome['state'], report: ReportKind | null | undefined, event: MailEvent): Outcome => ({
       recipientId: r.id,
       queueId: m.queueId,
       prev: { state: r.state, report: r.report },
       attempts,
       lastAttemptAt: now,
       lastReply: res.reply,
-      lastStatus: res.status,
+      lastStatus: event.status ?? res.status,
       remote: res.remote,
+      state,
+      report,
+      event,
+    });
+    // The event: what happened to this recipient on this attempt.
+    const event = (name: 'delivered' | 'failed' | 'expired' | 'deferred', report: string | undefined, status = res.status, detail?: string): MailEvent => {
+      const e: MailEvent = {
+        ts: isoTime(now),
+        id: EVENT_IDS[name],
+        event: name,
+        queue_id: m.queueId,
+        message_id: m.messageId,
+        sender: m.sender,
+        recipient: r.address,
+        attempt: attempts,
+        state: name,
+        remote: res.remote,
+        status,
+      };
+      if (res.remoteReply || res.kind === 'delivered') e.reply = res.reply;
+      else e.error = res.reply;
+      detail ??= res.possibleDuplicate ? 'possible duplicate: the connection was lost after the message was sent' : undefined;
+      if (detail !== undefined) e.detail = detail;
+      if (report !== undefined) e.report = report;
+      return e;
     };
-    const ev = {
-      queue_id: m.queueId,
-      message_id: m.messageId,
-      sender: m.sender,
-      recipient: r.address,
-      attempt: attempts,
-      remote: res.remote,
-      status: res.status,
-      ...(res.remoteReply || res.kind === 'delivered' ? { reply: res.reply } : { error: res.reply }),
-      ...(res.possibleDuplicate ? { detail: 'possible duplicate: the connection was lost after the message was sent' } : {}),
-    };
-    const wants = (kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean => reportWanted(m, r, kind);
     if (res.kind === 'delivered') {
       let report: ReportKind | null = null;
       if (wants('SUCCESS')) {
@@ -311,26 +328,23 @@ export class Scheduler {
         else if (hop.kind !== 'smtp') report = 'delivered';
         else if (res.relayed) report = 'relayed';
       }
-      return { ...base, state: 'delivered', report, event: makeEvent('delivered', { ...ev, state: 'delivered', report: report ?? 'none' }) };
+      return done('delivered', report, event('delivered', report ?? 'none'));
     }
     if (res.kind === 'failed') {
       const report = wants('FAILURE') ? 'failed' : null;
-      return { ...base, state: 'failed', report, event: makeEvent('failed', { ...ev, state: 'failed', report: report ?? 'none' }) };
+      return done('failed', report, event('failed', report ?? 'none'));
     }
-    const d = afterTemporaryFailure(cfg, m, { attempts, delayNotified: r.delayNotified }, now, random);
+    const d = afterTemporaryFailure(this.deps.config.queue, m, { attempts, delayNotified: r.delayNotified }, now, random);
     if (d.state === 'expired') {
       const report = wants('FAILURE') ? 'expired' : null;
-      return { ...base, lastStatus: '4.4.7', state: 'expired', report, event: makeEvent('expired', { ...ev, status: '4.4.7', state: 'expired', report: report ?? 'none', detail: `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000) }) };
+      const detail = `queue lifetime exceeded; last error: ${res.status} ${res.reply}`.slice(0, 2000);
+      return done('expired', report, event('expired', report ?? 'none', '4.4.7', detail));
     }
     const delay = d.delayNotice && wants('DELAY');
-    return {
-      ...base,
-      state: 'deferred',
-      nextAttemptAt: d.nextAttemptAt,
-      ...(d.delayNotice ? { delayNotified: true } : {}),
-      ...(delay ? { report: 'delayed' as const } : {}),
-      event: makeEvent('deferred', { ...ev, state: 'deferred', ...(delay ? { report: 'delayed' } : {}) }),
-    };
+    const o = done('deferred', delay ? 'delayed' : undefined, event('deferred', delay ? 'delayed' : undefined));
+    o.nextAttemptAt = d.nextAttemptAt;
+    if (d.delayNotice) o.delayNotified = true;
+    return o;
   }
 
   /** finish - a job ended: free its capacity; at the end of a message's pass, make its reports. */

@@ -2,7 +2,8 @@
 // final dot, byte for byte, and the same output however the input is chunked.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DotEncoder, MAX_LINE, encodeAll } from '../../src/delivery/smtp/body.js';
+import fc from 'fast-check';
+import { DATA_END, DotEncoder, MAX_LINE, encodeAll, wireReady } from '../../src/delivery/smtp/body.js';
 import { parseCapabilities } from '../../src/delivery/smtp/capabilities.js';
 import { ReplyParser } from '../../src/core/smtp-reply.js';
 
@@ -97,4 +98,23 @@ test('EHLO capabilities: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, STARTTLS, LI
   assert.equal(bare.size, 0);
   assert.equal(bare.rcptMax, null);
   assert.equal(bare.pipelining, false);
+});
+
+test('wireReady: true exactly when the encoder would send the octets unchanged (the fast path sends them as they are)', () => {
+  const line = (n: number, first = 'a'): string => first + 'x'.repeat(n - 1);
+  assert.equal(wireReady(Buffer.from('a\r\nb\r\n')), true);
+  assert.equal(wireReady(Buffer.from(`${line(MAX_LINE)}\r\n`)), true, 'a line of exactly 998 octets');
+  for (const bad of ['', 'a', 'a\r\nb', '.a\r\n', 'a\r\n.b\r\n', 'a\nb\r\n', 'a\rb\r\n', 'a\r\n\n', `${line(MAX_LINE + 1)}\r\n`, 'a\r']) {
+    assert.equal(wireReady(Buffer.from(bad)), false, JSON.stringify(bad.slice(0, 20)));
+  }
+  // Property: wireReady(x) if and only if the full encoder leaves x as it is.
+  const piece = fc.constantFrom('a', '.', '\r', '\n', '\r\n', 'xyz', 'x'.repeat(400));
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 40 }), (parts) => {
+      const input = Buffer.from(parts.join(''), 'latin1');
+      const unchanged = encodeAll(input).equals(Buffer.concat([input, DATA_END]));
+      return wireReady(input) === (unchanged && input.length > 0);
+    }),
+    { numRuns: 3000 },
+  );
 });

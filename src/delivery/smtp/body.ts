@@ -121,6 +121,32 @@ export class DotEncoder {
   }
 }
 
+/**
+ * wireReady - whether `message` already is its own wire form: lines end in
+ * CRLF (the last one too), no bare CR or LF, no line starts with "." and none
+ * is longer than MAX_LINE. The store keeps CRLF, so most messages are; then
+ * the octets go out as they are, followed by ".\r\n", with no copy.
+ */
+export function wireReady(message: Buffer): boolean {
+  const n = message.length;
+  if (n === 0 || message[0] === DOT) return false;
+  let lineStart = 0;
+  for (let i = 0; i < n; i++) {
+    const c = message[i];
+    if (c === LF) return false; // an LF not after a CR (CRLF pairs are stepped over below)
+    if (c === CR) {
+      if (message[i + 1] !== LF || i - lineStart > MAX_LINE) return false;
+      i++;
+      lineStart = i + 1;
+      if (lineStart < n && message[lineStart] === DOT) return false;
+    }
+  }
+  return lineStart === n;
+}
+
+/** DATA_END - what follows a wireReady message on the wire. */
+export const DATA_END: Buffer = END;
+
 /** encodeAll - the whole wire form of a message held in memory (tests, small bodies). */
 export function encodeAll(message: Buffer): Buffer {
   const enc = new DotEncoder();

@@ -32,7 +32,8 @@ import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { ReplyParser, replyText, type SmtpReply } from '../../core/smtp-reply.js';
 import { NO_CAPABILITIES, parseCapabilities, type Capabilities } from './capabilities.js';
-import { DotEncoder } from './body.js';
+import { DATA_END, DotEncoder, wireReady } from './body.js';
+import { WholeBody } from '../agent.js';
 
 /** Per-phase timeouts in milliseconds (RFC 5321 §4.5.3.2 where it gives one). */
 export interface SmtpTimeouts {
@@ -429,6 +430,18 @@ export class SmtpClient {
   /** sendBody - stream the message through the DotEncoder, then the final dot; one write for small messages. */
   private async sendBody(body: Readable): Promise<void> {
     this.setTimeout(this.timeouts.dataBlock);
+    if (body instanceof WholeBody && wireReady(body.whole)) {
+      // Already in wire form (the common case): as it is, then the dot, in one write.
+      if (this.failure) throw this.failure;
+      const socket = this.socket!;
+      socket.cork();
+      socket.write(body.whole);
+      const drained = this.write(DATA_END);
+      socket.uncork();
+      body.destroy();
+      await drained;
+      return;
+    }
     const enc = new DotEncoder();
     let prev: Buffer | null = null;
     try {
