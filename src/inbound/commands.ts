@@ -57,8 +57,13 @@ const bad = (code: number, enhanced: string, text: string): { error: SmtpReply }
  * splitPath - "FROM:<a@b> SIZE=1" -> path "a@b", params ["SIZE=1"].
  * Accepts the common "FROM: <a@b>" variant (a space after the colon).
  */
+const PATH_ARG = {
+  FROM: /^FROM:\s?<([^<>]*)>(?: +(.*))?$/i,
+  TO: /^TO:\s?<([^<>]*)>(?: +(.*))?$/i,
+};
+
 function splitPath(arg: string, keyword: 'FROM' | 'TO'): { path: string; params: string[] } | null {
-  const m = new RegExp(`^${keyword}:\\s?<([^<>]*)>(?: +(.*))?$`, 'i').exec(arg.trimEnd());
+  const m = PATH_ARG[keyword].exec(arg.trimEnd());
   if (!m) return null;
   let path = m[1]!;
   // Source routes (RFC 5321 §4.1.2, obsolete) are accepted and ignored.
