@@ -26,8 +26,13 @@ export function normalizeIp(ip: string): string {
   return m ? m[1]! : ip;
 }
 
+/** Client addresses whose answer RelayNetworks remembers (a bounded table: cleared when full). */
+export const REMEMBERED_ADDRESSES = 4096;
+
 export class RelayNetworks {
   private readonly list = new BlockList();
+  /** Answers already worked out: BlockList.check costs microseconds, a client connects again and again. */
+  private readonly known = new Map<string, boolean>();
 
   constructor(networks: readonly string[]) {
     for (const n of networks) {
@@ -36,11 +41,20 @@ export class RelayNetworks {
     }
   }
 
+  /** How many answers are remembered (at most REMEMBERED_ADDRESSES). */
+  get remembered(): number {
+    return this.known.size;
+  }
+
   contains(ip: string): boolean {
+    const seen = this.known.get(ip);
+    if (seen !== undefined) return seen;
     const a = normalizeIp(ip);
     const family = isIP(a);
-    if (family === 0) return false;
-    return this.list.check(a, family === 4 ? 'ipv4' : 'ipv6');
+    const inside = family !== 0 && this.list.check(a, family === 4 ? 'ipv4' : 'ipv6');
+    if (this.known.size >= REMEMBERED_ADDRESSES) this.known.clear();
+    this.known.set(ip, inside);
+    return inside;
   }
 }
 

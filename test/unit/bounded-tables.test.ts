@@ -6,6 +6,7 @@ import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { AdminAuth, MAX_SESSIONS } from '../../src/admin/auth.js';
 import { AuthThrottle } from '../../src/inbound/auth-throttle.js';
+import { RelayNetworks, REMEMBERED_ADDRESSES } from '../../src/inbound/policy.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 import { startPetrel, waitFor, cleanup } from '../helpers/petrel-harness.js';
 
@@ -22,6 +23,21 @@ test('admin sessions: a full table evicts the oldest; the newest and the bearer 
   assert.equal(auth.allowed(request({ cookie: `petrel_session=${ids.at(-1)!}` })), true);
   assert.equal(auth.allowed(request({ authorization: 'Bearer s3cret' })), true);
   assert.equal(auth.login('wrong'), null);
+});
+
+test('relay_networks answers per client address: remembered up to a bound, right before and after the table starts afresh', () => {
+  const nets = new RelayNetworks(['10.1.0.0/16', '127.0.0.0/8', '2001:db8::/32']);
+  const expect = (ip: string): boolean => ip.startsWith('10.1.') || ip.startsWith('127.') || ip.startsWith('::ffff:127.') || ip.startsWith('2001:db8:');
+  const sample = ['10.1.2.3', '10.2.2.3', '127.0.0.1', '::ffff:127.0.0.9', '2001:db8::25', '2001:db9::25', 'not an address', ''];
+  for (let round = 0; round < 3; round++) {
+    for (const ip of sample) assert.equal(nets.contains(ip), expect(ip), `${ip} (round ${round})`);
+    // A flood of distinct addresses, half inside: the table never passes its bound.
+    for (let i = 0; i < REMEMBERED_ADDRESSES * 1.5; i++) {
+      const ip = `10.${1 + (i % 2)}.${(i >> 8) & 255}.${i & 255}`;
+      assert.equal(nets.contains(ip), i % 2 === 0, ip);
+      assert.ok(nets.remembered <= REMEMBERED_ADDRESSES);
+    }
+  }
 });
 
 test('failed logins per address: delays grow and fade; a full table forgets the least recent address, nothing else', () => {
