@@ -17,7 +17,9 @@
  * - the body is streamed (DotEncoder, one chunk at a time, with backpressure),
  *   never buffered whole; the final dot is sent only after the whole body was
  *   read without error: a body that fails to read mid-DATA ends the connection,
- *   so a truncated message is never delivered;
+ *   so a truncated message is never delivered. A body already in memory
+ *   (WholeBody) that is its own wire form (wireReady) is written as it is with
+ *   the dot, in one corked write;
  * - every wait for a reply has a timeout (RFC 5321 §4.5.3.2 defaults);
  * - a failed connection fails every later call at once (no half-state).
  *
