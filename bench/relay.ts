@@ -8,9 +8,16 @@
  *   cpu_ms_per_msg      Petrel's CPU time (user+system) per message
  *   peak_rss_mb         Petrel's peak resident memory
  *
- * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1]
+ * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--profile DIR]
+ *
+ * With --profile DIR, Petrel runs under `node --cpu-prof` (which costs it some
+ * speed: compare figures of runs alike) and, once stopped, each thread's
+ * profile is summarised (bench/profile: `self` and `incl` lines) and drawn as
+ * DIR/flame-main.svg and DIR/flame-worker.svg.
  */
-import { join } from 'node:path';
+import { mkdirSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { analyse } from './profile.js';
 import { arg, cpuMs, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, tempDir } from './lib.js';
 
 async function main(): Promise<void> {
@@ -18,6 +25,8 @@ async function main(): Promise<void> {
   const sessions = Number(arg('sessions', '20'));
   const size = Number(arg('size', '4096'));
   const recipients = Number(arg('recipients', '1'));
+  const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : null;
+  if (profileDir) mkdirSync(profileDir, { recursive: true });
   const dir = tempDir('petrel-bench-relay-');
   const sinkPort = await freePort();
   const port = await freePort();
@@ -38,6 +47,7 @@ listen = ""
 [log]
 level = "warn"
 `,
+    profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
   );
   try {
     const pid = petrel.child.pid!;
@@ -73,6 +83,17 @@ level = "warn"
         `deferred=${counter.get('deferred')}`,
       ].join(' '),
     );
+    if (profileDir) {
+      // The profiles are written when Petrel exits: CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile, thread 0 the main one.
+      await petrel.stop();
+      const mine = readdirSync(profileDir).filter((f) => f.includes(`.${pid}.`) && f.endsWith('.cpuprofile'));
+      for (const f of mine.sort()) {
+        const thread = f.split('.')[4] === '0' ? 'main' : 'worker';
+        console.log(`profile thread=${thread} file=${join(profileDir, f)}`);
+        const title = `Petrel ${thread} thread: ${messages} messages x ${recipients} recipients, ${size} octets, ${sessions} sessions`;
+        for (const line of analyse(join(profileDir, f), 25, join(profileDir, `flame-${thread}.svg`), title)) console.log(`${thread} ${line}`);
+      }
+    }
   } finally {
     await petrel.stop();
     await sink.stop();

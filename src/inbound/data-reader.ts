@@ -10,7 +10,8 @@
  * - every bare CR and bare LF is stored as CR LF, so what Petrel stores (and
  *   relays) has only CR LF line ends and cannot be re-interpreted downstream;
  * - a leading "." is removed only at the start of a line begun by CR LF;
- * - memory is bounded: output is produced per input chunk.
+ * - memory is bounded: output is produced per input chunk, in a buffer the
+ *   size of the chunk (grown only as bare line ends need, at most twice).
  *
  * Untrusted input: everything after the 354 reply.
  */
@@ -18,6 +19,16 @@
 const CR = 13;
 const LF = 10;
 const DOT = 46;
+
+/** Room kept beyond the input left: one step writes at most 3 octets. */
+const SLACK = 4;
+
+/** grow - a larger output buffer holding the first `used` octets of `out`. */
+function grow(out: Buffer, used: number, more: number): Buffer {
+  const bigger = Buffer.allocUnsafe(Math.max(out.length * 2, used + more));
+  out.copy(bigger, 0, 0, used);
+  return bigger;
+}
 
 export interface DataChunkResult {
   /** Normalised message octets from this input chunk (may be empty). */
@@ -40,10 +51,12 @@ export class DataReader {
 
   /** push - consume one chunk of input. */
   push(input: Buffer): DataChunkResult {
-    const out = Buffer.allocUnsafe(input.length * 2 + 4);
+    const n = input.length;
+    // Sized for the usual case, output no longer than input (the store keeps
+    // this buffer); grown when bare CRs and LFs (each stored as CR LF) need more.
+    let out: Buffer = Buffer.allocUnsafe(n + SLACK);
     let o = 0;
     let i = 0;
-    const n = input.length;
     // Where the next CR and LF are (memchr, kept until passed): the octets
     // between are copied in one go instead of one at a time.
     let nextCR = -2;
@@ -60,6 +73,8 @@ export class DataReader {
           continue;
         }
       }
+      // One step below writes at most 3 octets: keep room for them and for the rest of the input.
+      if (out.length - o < n - i + SLACK) out = grow(out, o, n - i + SLACK);
       const b = input[i]!;
       if (this.dot === 1) {
         if (b === CR) {

@@ -53,6 +53,23 @@ test('bare CR and bare LF are stored as CRLF', () => {
   assert.equal(read('one\ntwo\rthree\r\r\nfour\r\n.\r\n').data, 'one\r\ntwo\r\nthree\r\n\r\nfour\r\n');
 });
 
+test('output that grows past its input (bare line ends, lone dots) is complete, in one chunk or several', () => {
+  const cases: Array<[string, string]> = [
+    ['\n'.repeat(9999) + '\r\n.\r\n', '\r\n'.repeat(10000)],
+    ['x\r'.repeat(5000) + '\r\n.\r\n', 'x\r\n'.repeat(5000) + '\r\n'],
+    ['\r\n' + '.\n'.repeat(3000) + '\r\n.\r\n', '\r\n' + '.\r\n'.repeat(3000) + '\r\n'],
+    ['\r\n' + '.\r'.repeat(3000) + '\r\n.\r\n', '\r\n' + '.\r\n'.repeat(3000) + '\r\n'],
+  ];
+  for (const [input, want] of cases) {
+    for (const splits of [[], [1], [7, 4001], [input.length - 3]]) {
+      const r = read(input, splits);
+      assert.equal(r.done, true);
+      assert.equal(r.data.length, want.length, `${JSON.stringify(input.slice(0, 8))}… split at ${splits}`);
+      assert.equal(r.data, want);
+    }
+  }
+});
+
 test('the result does not depend on how the input is split into chunks', () => {
   const inputs = ['Subject: x\r\n\r\n..a\r\n.b\n.\n\r.\r\r\n.\r\nafter', 'x\r\n.\r\n', '\r\n..\r\n.\r\n', 'a\r\r\r\n\n\n.\r\n.\r\n'];
   for (const input of inputs) {

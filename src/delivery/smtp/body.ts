@@ -129,10 +129,12 @@ export class DotEncoder {
  */
 export function wireReady(message: Buffer): boolean {
   const n = message.length;
-  if (n === 0 || message[0] === DOT) return false;
+  if (n < 2 || message[0] === DOT || message[n - 1] !== LF || message[n - 2] !== CR) return false;
   let lineStart = 0;
-  for (let i = 0; i < n; i++) {
-    const c = message[i];
+  const last = n - 1; // the final LF, checked above: the loop never reads past the end
+  for (let i = 0; i < last; i++) {
+    const c = message[i]!;
+    if (c > CR) continue; // most octets: neither CR nor LF
     if (c === LF) return false; // an LF not after a CR (CRLF pairs are stepped over below)
     if (c === CR) {
       if (message[i + 1] !== LF || i - lineStart > MAX_LINE) return false;
@@ -141,7 +143,7 @@ export function wireReady(message: Buffer): boolean {
       if (lineStart < n && message[lineStart] === DOT) return false;
     }
   }
-  return lineStart === n;
+  return true;
 }
 
 /** DATA_END - what follows a wireReady message on the wire. */
