@@ -2,7 +2,9 @@
 // normalisation and every published SMTP smuggling sequence.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import fc from 'fast-check';
 import { DataReader } from '../../src/inbound/data-reader.js';
+import { ReferenceDataReader } from '../helpers/reference-data-reader.js';
 
 /** read - feed `input` split at the given offsets; returns data, done and rest. */
 function read(input: string, splits: number[] = []): { data: string; done: boolean; rest: string } {
@@ -80,4 +82,41 @@ test('the result does not depend on how the input is split into chunks', () => {
       }
     }
   }
+});
+
+test('differential: the same data, end and rest as the reference reader, for any input cut any way', () => {
+  // Pieces that make every case: stuffed dots, lone dots, the end, bare CR and LF, long runs of content.
+  const piece = fc.constantFrom('a', 'xyz', '.', '..', '\r', '\n', '\r\n', '\r\n.', '\r\n.\r\n', '.\r\n', '\n.\n', '\r.\r', 'q'.repeat(300));
+  fc.assert(
+    fc.property(fc.array(piece, { maxLength: 40 }), fc.array(fc.integer({ min: 1, max: 400 }), { minLength: 1, maxLength: 8 }), (parts, sizes) => {
+      const input = Buffer.from(parts.join(''), 'latin1');
+      const run = (reader: { push(b: Buffer): { data: Buffer; done: boolean; rest: Buffer } }): { data: string; done: boolean; rest: string } => {
+        let data = '';
+        for (let i = 0, k = 0; i < input.length; k++) {
+          const n = sizes[k % sizes.length]!;
+          const r = reader.push(input.subarray(i, i + n));
+          data += r.data.toString('latin1');
+          if (r.done) return { data, done: true, rest: r.rest.toString('latin1') + input.subarray(i + n).toString('latin1') };
+          i += n;
+        }
+        return { data, done: false, rest: '' };
+      };
+      assert.deepEqual(run(new DataReader()), run(new ReferenceDataReader()));
+    }),
+    { numRuns: 5000 },
+  );
+});
+
+test('a clean chunk is handed on without a copy; one that needs a change is copied', () => {
+  const clean = Buffer.from('Subject: x\r\n\r\nbody line\r\nmore\r\n.\r\nQUIT\r\n');
+  const r = new DataReader().push(clean);
+  assert.equal(r.done, true);
+  const same = (a: Buffer, b: Buffer): boolean => a.buffer === b.buffer && a.byteOffset === b.byteOffset;
+  assert.ok(same(r.data, clean), 'the same memory as the input');
+  assert.equal(r.data.toString(), 'Subject: x\r\n\r\nbody line\r\nmore\r\n');
+  assert.equal(r.rest.toString(), 'QUIT\r\n');
+  const stuffed = Buffer.from('a\r\n..b\r\n.\r\n');
+  const s = new DataReader().push(stuffed);
+  assert.ok(!same(s.data, stuffed), 'a new buffer');
+  assert.equal(s.data.toString(), 'a\r\n.b\r\n');
 });

@@ -129,19 +129,16 @@ export class DotEncoder {
  */
 export function wireReady(message: Buffer): boolean {
   const n = message.length;
-  if (n < 2 || message[0] === DOT || message[n - 1] !== LF || message[n - 2] !== CR) return false;
-  let lineStart = 0;
-  const last = n - 1; // the final LF, checked above: the loop never reads past the end
-  for (let i = 0; i < last; i++) {
-    const c = message[i]!;
-    if (c > CR) continue; // most octets: neither CR nor LF
-    if (c === LF) return false; // an LF not after a CR (CRLF pairs are stepped over below)
-    if (c === CR) {
-      if (message[i + 1] !== LF || i - lineStart > MAX_LINE) return false;
-      i++;
-      lineStart = i + 1;
-      if (lineStart < n && message[lineStart] === DOT) return false;
-    }
+  if (n < 2 || message[n - 1] !== LF || message[n - 2] !== CR) return false;
+  // Line by line with memchr (indexOf): a few native calls a line, not a JS step an octet.
+  let cr = message.indexOf(CR);
+  for (let start = 0; start < n; ) {
+    if (message[start] === DOT) return false;
+    const lf = message.indexOf(LF, start); // found: the message ends with LF
+    // The line's first CR must be the one just before its LF (no bare CR, no bare LF).
+    if (cr !== lf - 1 || lf - 1 - start > MAX_LINE) return false;
+    start = lf + 1;
+    cr = start < n ? message.indexOf(CR, start) : -1;
   }
   return true;
 }
