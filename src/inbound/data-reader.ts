@@ -90,10 +90,10 @@ export class DataReader {
           this.lineStart = true;
         }
         if (j > i) {
-          if (out === null && pass === i) pass = j;
+          // Until a step below changed something (it makes `out`), the output is input[0, j).
+          if (out === null) pass = j;
           else {
-            if (out === null) ({ out, o } = this.materialize(input, pass, n - i));
-            if (out.length - o < j - i + SLACK) out = grow(out, o, n - i + SLACK);
+            // Room for the whole rest of the input is kept by every step below.
             input.copy(out, o, i, j);
             o += j - i;
           }
