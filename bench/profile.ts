@@ -17,6 +17,7 @@
  * (pct: of the whole profile, idle included; incl counts a function once per stack.)
  */
 import { readFileSync, writeFileSync } from 'node:fs';
+import { arg } from './lib.js';
 
 interface CallFrame {
   functionName: string;
@@ -49,6 +50,13 @@ function name(cf: CallFrame): string {
   return cf.functionName || '(anonymous)';
 }
 
+/** selfTimes - microseconds sampled in each node itself (not its callees). */
+function selfTimes(p: CpuProfile): Map<number, number> {
+  const us = new Map<number, number>();
+  for (let i = 0; i < p.samples.length; i++) us.set(p.samples[i]!, (us.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+  return us;
+}
+
 export interface Summary {
   totalMs: number;
   idleMs: number;
@@ -61,8 +69,7 @@ export function summarize(p: CpuProfile): Summary {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
   const parent = new Map<number, number>();
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-  const selfUs = new Map<number, number>();
-  for (let i = 0; i < p.samples.length; i++) selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+  const selfUs = selfTimes(p);
   const self = new Map<string, { fn: string; at: string; ms: number }>();
   const incl = new Map<string, { fn: string; at: string; ms: number }>();
   let total = 0;
@@ -111,8 +118,7 @@ function colour(cf: CallFrame): string {
 /** flameSvg - the call tree drawn top-down; frames narrower than one pixel are left out. Idle time is left out. */
 export function flameSvg(p: CpuProfile, title: string, width = 1400): string {
   const byId = new Map(p.nodes.map((n) => [n.id, n]));
-  const selfUs = new Map<number, number>();
-  for (let i = 0; i < p.samples.length; i++) selfUs.set(p.samples[i]!, (selfUs.get(p.samples[i]!) ?? 0) + (p.timeDeltas[i] ?? 0));
+  const selfUs = selfTimes(p);
   const total = new Map<number, number>();
   const sum = (id: number): number => {
     const n = byId.get(id)!;
@@ -187,18 +193,14 @@ export function analyse(file: string, topN: number, svg: string | null, title = 
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const args = process.argv.slice(2);
-  const file = args.find((a) => !a.startsWith('--') && args[args.indexOf(a) - 1] !== '--top' && args[args.indexOf(a) - 1] !== '--svg');
-  const opt = (k: string): string | null => {
-    const i = args.indexOf(`--${k}`);
-    return i >= 0 ? (args[i + 1] ?? null) : null;
-  };
-  if (!file || args.includes('--help')) {
+  // The profile is the first argument; options follow it.
+  const file = process.argv[2];
+  if (!file || file.startsWith('--')) {
     console.error('usage: node dist/bench/profile.js FILE.cpuprofile [--top 25] [--svg flame.svg]');
-    process.exit(file ? 0 : 64);
+    process.exit(64);
   }
   try {
-    for (const line of analyse(file, Number(opt('top') ?? 25), opt('svg'))) console.log(line);
+    for (const line of analyse(file, Number(arg('top', '25')), arg('svg', '') || null)) console.log(line);
   } catch (e) {
     console.error(`bench/profile: ${(e as Error).message}`);
     process.exit(1);
