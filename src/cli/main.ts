@@ -6,7 +6,16 @@
  * Exit codes follow sysexits where they exist: 0 ok, 1 a check failed (bad
  * configuration, audit exceptions), 64 usage error, 69 unavailable, 70
  * internal error, 75 temporary failure (sendmail), 78 configuration error at
- * start-up.
+ * start-up, 141 output cut short (see below).
+ *
+ * Output cut short: a reader that stops early (`petrel queue list | head -1`,
+ * `less` quit) closes the pipe and the next write fails with EPIPE. Unix tools
+ * end quietly then (killed by SIGPIPE, status 128 + 13); so does every petrel
+ * command: exit 141 at once, nothing on stderr. Two commands instead drop the
+ * rest of their output and carry on, because what they do must not depend on
+ * whether anyone reads what they print: `start` (the server keeps serving) and
+ * `sendmail` (the message is still queued, and its exit code still says so).
+ * This is handled once, here, for both standard output and standard error.
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, loadConfig } from '../config/load.js';
@@ -104,10 +113,33 @@ export function configFrom(args: Args, err: (s: string) => void): Config | null 
   }
 }
 
+/** Commands whose work must go on when nobody reads their output any more (see the header). */
+const OUTPUT_MAY_CLOSE = new Set(['start', 'sendmail']);
+
+/** EPIPE exit status: what a shell reports for a process killed by SIGPIPE (128 + 13). */
+export const EXIT_OUTPUT_CLOSED = 141;
+
+/**
+ * onClosedOutput - what to do when the reader of stdout or stderr goes away:
+ * 'exit' ends the process quietly with status 141; 'drop' discards the rest of
+ * that stream's output (a destroyed stream ignores later writes). Any other
+ * write error stays an error (rethrown: an uncaught exception, as before).
+ */
+export function onClosedOutput(streams: readonly NodeJS.WriteStream[], action: 'exit' | 'drop'): void {
+  for (const stream of streams) {
+    stream.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EPIPE') throw e;
+      if (action === 'exit') process.exit(EXIT_OUTPUT_CLOSED);
+      stream.destroy();
+    });
+  }
+}
+
 /** run - run one command line; resolves with the exit code. */
 export async function run(argv: string[], out = (s: string) => process.stdout.write(s + '\n'), err = (s: string) => process.stderr.write(s + '\n')): Promise<number> {
   const { COMMANDS } = await import('./registry.js');
   const args = parseArgs(argv);
+  onClosedOutput([process.stdout, process.stderr], OUTPUT_MAY_CLOSE.has(args.command) ? 'drop' : 'exit');
   if (args.flags.has('version') && !args.command) {
     out(version());
     return 0;
