@@ -22,6 +22,7 @@ import type { DeliveryAgent, DeliveryJob, NextHop, RecipientResult } from '../ag
 import { resultsFor } from '../agent.js';
 import { ClientError, SmtpClient, type SmtpTimeouts } from './client.js';
 import { deliverPooled } from './deliver.js';
+import { lookupFailure } from './failure-text.js';
 import { LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 
@@ -167,6 +168,8 @@ async function lookupFixed(host: string): Promise<string[]> {
     return all.map((a) => a.address);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? '';
-    throw new LookupError(false, '4.4.3', `Host or domain name not found: ${host} (${code || (e as Error).message})`);
+    // Temporary even when not found: a route's or smarthost's host is the operator's, and may come back.
+    if (code === 'ENOTFOUND') throw new LookupError(false, '4.4.3', `Host or domain name not found: ${host} (ENOTFOUND)`);
+    throw new LookupError(false, '4.4.3', lookupFailure(`address look-up for ${host}`, [code || (e as Error).message]));
   }
 }

@@ -36,6 +36,7 @@ import { ReplyParser, replyText, type SmtpReply } from '../../core/smtp-reply.js
 import { NO_CAPABILITIES, parseCapabilities, type Capabilities } from './capabilities.js';
 import { DATA_END, DotEncoder, wireReady } from './body.js';
 import { WholeBody } from '../agent.js';
+import { socketFailure } from './failure-text.js';
 
 /** Per-phase timeouts in milliseconds (RFC 5321 §4.5.3.2 where it gives one). */
 export interface SmtpTimeouts {
@@ -354,7 +355,7 @@ export class SmtpClient {
       socket.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         socket.destroy();
-        reject(new ClientError('connect', '4.4.1', `connect to ${where}: ${err.code ?? ''} ${err.message}`.replace(/\s+/g, ' '), null, err));
+        reject(new ClientError('connect', '4.4.1', `connect to ${where}: ${socketFailure(err)}`, null, err));
       });
     });
   }
@@ -556,7 +557,7 @@ export class SmtpClient {
   };
 
   private readonly onError = (err: Error): void => {
-    this.fail(new ClientError('lost', '4.4.2', `lost connection with ${this.remote} in ${this.phase}: ${err.message}`, null, err));
+    this.fail(new ClientError('lost', '4.4.2', `lost connection with ${this.remote} in ${this.phase}: ${socketFailure(err)}`, null, err));
   };
 
   private readonly onEnd = (): void => {

@@ -8,7 +8,9 @@
  * - a null MX (RFC 7505: the single record "0 .") -> failed at once, 5.1.10;
  * - NXDOMAIN -> failed, 5.1.2; a domain with neither MX nor address -> failed, 5.4.4;
  * - SERVFAIL, refused, timeout (any doubt) -> deferred, 4.4.3: a look-up
- *   that did not answer clearly never fails a recipient;
+ *   that did not answer clearly never fails a recipient, and its text says
+ *   what happened ("MX look-up for d1.example timed out (ETIMEOUT)"), never
+ *   "not found" (failure-text.ts);
  * - each host's addresses come from A then AAAA; an address literal
  *   ("[192.0.2.1]") is used as it is.
  *
@@ -20,6 +22,7 @@
  */
 import { promises as dnsPromises } from 'node:dns';
 import { isIP } from 'node:net';
+import { lookupFailure } from './failure-text.js';
 
 export interface ResolverOptions {
   /** "ip:port" strings ([delivery] dns_servers); the system resolver when empty. */
@@ -70,7 +73,8 @@ export class MxResolver {
       const code = (e as NodeJS.ErrnoException).code ?? '';
       if (code === 'ENODATA') return [{ name: domain, preference: 0, addresses: [] }];
       if (code === 'ENOTFOUND') throw new LookupError(true, '5.1.2', `Host or domain name not found: ${domain} (MX look-up: NXDOMAIN)`);
-      throw new LookupError(false, '4.4.3', `Host or domain name not found: ${domain} (MX look-up failed: ${code || (e as Error).message})`);
+      // Any other failure is a doubt, not an answer: say what happened ("timed out"), keep it temporary.
+      throw new LookupError(false, '4.4.3', lookupFailure(`MX look-up for ${domain}`, [code || (e as Error).message]));
     }
     const real = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
     if (real.length === 0) {
@@ -91,11 +95,13 @@ export class MxResolver {
       if (r.status === 'fulfilled') out.push(...r.value.filter((x) => isIP(x)));
       else {
         const code = (r.reason as NodeJS.ErrnoException).code ?? '';
-        if (!PERMANENT_CODES.has(code)) temporary = true;
-        errors.push(code || String(r.reason));
+        if (!PERMANENT_CODES.has(code)) {
+          temporary = true;
+          errors.unshift(code || String(r.reason)); // the doubt is what the text says happened
+        } else errors.push(code);
       }
     }
-    if (out.length === 0 && temporary) throw new LookupError(false, '4.4.3', `address look-up for ${host} failed: ${errors.join(', ')}`);
+    if (out.length === 0 && temporary) throw new LookupError(false, '4.4.3', lookupFailure(`address look-up for ${host}`, errors));
     return out;
   }
 }
