@@ -6,6 +6,10 @@
  * can list them all and `petrel start` can refuse to start with all of them.
  * Relative paths (data_dir, maildir, files) are resolved against the working
  * directory, as a shell user expects; `petrel start` prints what they became.
+ * An unknown key or section is an error that names the one probably meant
+ * (`relay_network: unknown key; did you mean relay_networks?`): the nearest
+ * known name of the same table by edit distance, or the same key in the table
+ * where it belongs.
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -64,6 +68,64 @@ export function lineIndex(text: string): Map<string, number> {
   return lines;
 }
 
+/**
+ * editDistance - the number of single-character insertions, deletions,
+ * substitutions and swaps of two neighbours that turn `a` into `b`
+ * (Damerau-Levenshtein, optimal string alignment). Keys are short: the table
+ * is (|a|+1) x (|b|+1) numbers.
+ */
+export function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+/**
+ * closestName - the known name an unknown one most likely meant: the nearest
+ * by edit distance, if it is near enough to be a typo (one edit for names of
+ * up to 4 characters, two up to 8, three beyond; case and "-" for "_" are
+ * free), and not tied with another; undefined otherwise.
+ */
+export function closestName(name: string, known: Iterable<string>): string | undefined {
+  const norm = (s: string): string => s.toLowerCase().replace(/-/g, '_');
+  const n = norm(name);
+  const allowed = n.length <= 4 ? 1 : n.length <= 8 ? 2 : 3;
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  let tied = false;
+  for (const k of known) {
+    const dist = editDistance(n, norm(k));
+    if (dist < bestDistance) {
+      best = k;
+      bestDistance = dist;
+      tied = false;
+    } else if (dist === bestDistance) tied = true;
+  }
+  return best !== undefined && bestDistance <= allowed && !tied ? best : undefined;
+}
+
+/**
+ * unknownKey - the message for a key no table knows, with the key probably
+ * meant: the nearest key of the same table ("did you mean relay_networks?"),
+ * or the same key where it belongs ("did you mean delivery.smarthost?").
+ */
+function unknownKey(section: string | null, key: string): string {
+  const fields = Object.keys(FIELDS);
+  const inTable = fields.filter((f) => (section === null ? !f.includes('.') : f.startsWith(`${section}.`))).map((f) => f.slice(section === null ? 0 : section.length + 1));
+  const near = closestName(key, inTable);
+  if (near) return `unknown key; did you mean ${near}?`;
+  const elsewhere = fields.filter((f) => f.split('.').pop() === key && f !== (section ? `${section}.${key}` : key));
+  if (elsewhere.length === 1) return `unknown key; did you mean ${elsewhere[0]}${elsewhere[0]!.includes('.') ? '' : ' (at the top of the file, before any [table])'}?`;
+  return 'unknown key';
+}
+
 function isTable(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Date);
 }
@@ -73,7 +135,7 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
   const lines = lineIndex(text);
   const problems: ConfigProblem[] = [];
   const problem = (key: string, message: string): void => {
-    problems.push({ key, line: lines.get(key) ?? lines.get(key.split('.')[0]!) ?? null, message });
+    problems.push({ key, line: lines.get(key) ?? lines.get(`${key}[0]`) ?? lines.get(key.split('.')[0]!) ?? null, message });
   };
 
   // Flatten the document into "section.key" and report unknown names.
@@ -87,13 +149,16 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
       }
       for (const [k, v] of Object.entries(value)) {
         const key = `${name}.${k}`;
-        if (!(key in FIELDS)) problem(key, 'unknown key');
+        if (!(key in FIELDS)) problem(key, unknownKey(name, k));
         else given.set(key, v);
       }
     } else if (name in FIELDS) {
       given.set(name, value);
     } else {
-      problem(name, isTable(value) ? 'unknown section' : 'unknown key');
+      if (isTable(value) || (Array.isArray(value) && value.length > 0 && value.every(isTable))) {
+        const near = closestName(name, [...SECTIONS, 'routes']);
+        problem(name, near ? `unknown section; did you mean [${near === 'routes' ? '[routes]' : near}]?` : 'unknown section');
+      } else problem(name, unknownKey(null, name));
     }
   }
 
@@ -126,7 +191,10 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
         const base = `routes[${i}]`;
         if (!isTable(entry)) return problem(base, 'must be a table');
         for (const k of Object.keys(entry)) {
-          if (!(ROUTE_FIELDS as readonly string[]).includes(k)) problem(`${base}.${k}`, 'unknown key');
+          if (!(ROUTE_FIELDS as readonly string[]).includes(k)) {
+            const near = closestName(k, ROUTE_FIELDS);
+            problem(`${base}.${k}`, near ? `unknown key; did you mean ${near}?` : 'unknown key');
+          }
         }
         const d = checks.domainName(entry.domain);
         const via = typeof entry.via === 'string' ? parseTransport(entry.via.trim(), config.delivery.smtp_port) : 'must be a string';
