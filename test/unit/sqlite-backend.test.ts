@@ -382,8 +382,12 @@ describe('SqliteBackend', () => {
       db.prepare(`INSERT INTO recipients (qid, address, destination, state, next_at) VALUES (?, 'o@example.net', 'example.net', 'deferred', 0)`).run(orphanQid);
       db.close();
 
+      // A body being received by a running server, in spool/tmp/.
+      const receiving = join(b.spool.tmpDir, newQueueId());
+      writeFileSync(receiving, 'partial');
       b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX });
       const reader = await b.open({ recover: false });
+      assert.ok(existsSync(receiving), "a reader leaves a running server's bodies in progress alone");
       assert.deepEqual(reader, { damaged: [] });
       assert.ok(existsSync(b.spool.pathOf(strayQid)), 'a reader sweeps nothing');
       await b.close();
