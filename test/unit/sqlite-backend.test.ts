@@ -192,6 +192,32 @@ describe('SqliteBackend', () => {
     }
   });
 
+  test("leases are judged by the backend's clock, not the caller's `now`; a suspended or held claim is not taken over", async () => {
+    const dir = tmp();
+    const b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX });
+    try {
+      await b.open({ recover: true });
+      const { m } = await insert(b, 1, { claim: { token: 'local:1', leaseMs: 60_000 } });
+      const later = Date.now() + 3_600_000;
+      assert.deepEqual(await b.claimDue(later, 10, { token: 'local:2', leaseMs: 60_000 }), [], 'a live lease is not ended by a `now` ahead');
+      assert.equal(await b.countDue(m.queueId, later), 0);
+      const { m: s } = await insert(b, 1, { claim: { token: 'local:3', leaseMs: 10 } });
+      const { m: h } = await insert(b, 1, { claim: { token: 'local:4', leaseMs: 10 }, destination: 'held.example' });
+      const [rs] = await recipients(b, s.queueId);
+      await b.apply({ patches: [{ id: rs!.id, queueId: s.queueId, states: ['delivering'], set: { suspended: true } }] });
+      await b.apply({ overrides: [{ put: { destination: 'held.example', kind: 'hold', to: '', by: 'op', reason: '', at: Date.now() } }] });
+      assert.equal((await recipients(b, s.queueId))[0]!.claimedBy, 'local', 'a patch that sets no state keeps the claim');
+      await sleep(20);
+      assert.deepEqual(await b.claimDue(Date.now(), 10, { token: 'local:5', leaseMs: 60_000 }), []);
+      await b.apply({ patches: [{ id: rs!.id, queueId: s.queueId, set: { suspended: false } }], overrides: [{ remove: { destination: 'held.example', kind: 'hold' } }] });
+      const taken = await b.claimDue(Date.now(), 10, { token: 'local:6', leaseMs: 60_000 });
+      assert.deepEqual(taken.map((c) => c.message.queueId).sort(), [s.queueId, h.queueId].sort());
+    } finally {
+      await b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('renew keeps a claim from being taken; the claim column decides after a restart', async () => {
     const dir = tmp();
     let b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX });

@@ -181,7 +181,13 @@ const EVENT_ROWS_PER_INSERT = 32;
 
 /** Held destinations, as a subquery the claim statements exclude (an empty table costs nothing). */
 const NOT_HELD = `destination NOT IN (SELECT destination FROM overrides WHERE kind = 'hold')`;
-/** A claim whose lease ran out (the recipient is claimable again), over the recipients_lease index. */
+/**
+ * A claim whose lease ran out by this process's clock (the recipient is
+ * claimable again), over the recipients_lease index. Not the caller's `now`:
+ * that may lie ahead (claiming what will be due soon) and must not end live
+ * leases. Suspended recipients and held destinations stay put, as after a
+ * crash.
+ */
 const LEASE_RAN_OUT = `state = 'delivering' AND lease_until < ? AND suspended = 0 AND ${NOT_HELD}`;
 /** A queued or deferred recipient due at `?`, over the recipients_due index. */
 const DUE = `state IN ('queued','deferred') AND suspended = 0 AND next_at <= ? AND ${NOT_HELD}`;
@@ -844,10 +850,10 @@ export class SqliteBackend implements QueueBackend {
   async claimDue(now: number, max: number, claim: ClaimSpec): Promise<Claim[]> {
     if (max <= 0) return [];
     return this.run(() => {
-      const rows = this.st.leaseRanOut.all(now, max) as RecipientRow[];
+      const rows = this.st.leaseRanOut.all(Date.now(), max) as RecipientRow[];
       if (rows.length < max) for (const r of this.st.due.all(now, max - rows.length) as RecipientRow[]) rows.push(r);
       const claims = new Map<string, Claim>();
-      const until = now + claim.leaseMs;
+      const until = Date.now() + claim.leaseMs;
       for (const row of rows) {
         let c = claims.get(row.qid);
         if (!c) {
@@ -895,7 +901,7 @@ export class SqliteBackend implements QueueBackend {
   }
 
   async countDue(queueId: string, now: number): Promise<number> {
-    return (this.st.countDue.get(queueId, now, now) as { n: number }).n;
+    return (this.st.countDue.get(queueId, now, Date.now()) as { n: number }).n;
   }
 
   async apply(change: Change, options: { durable?: boolean } = {}): Promise<ApplyResult> {
@@ -1105,7 +1111,7 @@ export class SqliteBackend implements QueueBackend {
       reason: string;
       at: number;
     }>;
-    return rows.map((r) => ({ destination: r.destination, kind: r.kind === 'hold' ? 'hold' : 'redirect', to: r.target, by: r.by, reason: r.reason, at: r.at }));
+    return rows.map((r) => ({ destination: r.destination, kind: r.kind as DestinationOverride['kind'], to: r.target, by: r.by, reason: r.reason, at: r.at }));
   }
 
   /** Every event after `seq` (one node: the whole log). */
