@@ -178,6 +178,18 @@ describe('SqliteBackend', () => {
       assert.deepEqual(ev.filter((e) => e.event === 'delivered').map((e) => e.recipient), ['r1@example.net']);
       assert.equal(ev.filter((e) => e.event === 'delay_notice').length, 1, "the change's own events are written whatever the guards say");
 
+      // The same within one transaction (group commit): a re-claim and a late outcome of the claim before it.
+      const { m: m2 } = await insert(b, 1);
+      const [d1] = await b.claimDue(Date.now(), 10, { token: 'local:3', leaseMs: 10 });
+      await sleep(20);
+      const [d2, late] = await Promise.all([
+        b.claimDue(Date.now(), 10, { token: 'local:4', leaseMs: 60_000 }),
+        b.apply({ patches: [delivered(d1!.recipients[0]!, 'local:3')] }),
+      ]);
+      assert.equal(d2[0]!.message.queueId, m2.queueId);
+      assert.deepEqual(late.refused, [d1!.recipients[0]!.id], 'refused: the claim made earlier in the same transaction counts');
+      assert.deepEqual((await b.apply({ patches: [delivered(d1!.recipients[0]!, 'local:4')] })).refused, []);
+
       // A state guard: refused when the recipient is not in one of the states.
       const g = await b.apply({ patches: [{ id: r1!.id, queueId: m.queueId, states: ['queued', 'deferred'], set: { state: 'removed' } }] });
       assert.deepEqual(g.refused, [r1!.id]);

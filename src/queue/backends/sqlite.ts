@@ -375,6 +375,8 @@ export class SqliteBackend implements QueueBackend {
   private unsyncedEvents: MailEvent[] = [];
   private readonly eventListeners: Array<(events: MailEvent[]) => void> = [];
   private st!: ReturnType<SqliteBackend['prepare']>;
+  /** Statements made from a query's shape (recipient selections), prepared once each. */
+  private shaped = new Map<string, Database.Statement>();
 
   constructor(private readonly options: { dataDir: string; inlineMax?: number; node?: string }) {
     this.spool = new Spool(join(options.dataDir, 'spool'), options.inlineMax ?? 128 * 1024);
@@ -414,6 +416,7 @@ export class SqliteBackend implements QueueBackend {
     this.addMissingColumns();
     this.db.exec(INDEXES);
     this.st = this.prepare();
+    this.shaped.clear();
     this.commit = new GroupCommit(this.db, `${file}-wal`);
     const last = (this.db.prepare(`SELECT MAX(seq) AS s FROM events`).get() as { s: number | null }).s ?? 0;
     this.seqs = { tx: 0, committed: last, durable: last };
@@ -1033,13 +1036,23 @@ export class SqliteBackend implements QueueBackend {
     where.push('id > ?');
     args.push(q.afterId);
     const sql = `SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`;
-    return (this.db.prepare(sql).all(...args, q.limit) as RecipientRow[]).map(toRecipient);
+    return (this.statement(sql).all(...args, q.limit) as RecipientRow[]).map(toRecipient);
   }
 
   async countRecipients(q: Omit<RecipientQuery, 'afterId' | 'limit'>): Promise<number> {
     const { where, args } = this.recipientWhere(q);
     const sql = `SELECT COUNT(*) AS n FROM recipients ${where.length ? `WHERE ${where.join(' AND ')}` : ''}`;
-    return (this.db.prepare(sql).get(...args) as { n: number }).n;
+    return (this.statement(sql).get(...args) as { n: number }).n;
+  }
+
+  /** statement - the prepared statement of this SQL (a handful of shapes, each prepared once). */
+  private statement(sql: string): Database.Statement {
+    let st = this.shaped.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      if (this.shaped.size < 256) this.shaped.set(sql, st);
+    }
+    return st;
   }
 
   async pendingReports(limit: number): Promise<string[]> {
