@@ -38,10 +38,11 @@ import { LocalRecipients } from './local/recipients.js';
 import { EventLog } from './log/event-log.js';
 import { trace } from './log/trace.js';
 import { PickupDirectory } from './pickup/pickup.js';
-import { EmbeddedStore } from './queue/embedded-store.js';
+import { describeOpenFailure, makeQueue } from './queue/open.js';
 import type { QueueStore } from './queue/store.js';
-import { Router } from './scheduler/router.js';
+import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
+import { SharedLimits } from './scheduler/shared-limits.js';
 
 export interface PetrelOptions {
   /** Replace the store (tests use MemoryStore or a store with fault injection). */
@@ -71,6 +72,8 @@ export class Petrel {
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
   admin: AdminServer | null = null;
+  /** In a cluster: per-destination limits shared with the other nodes. */
+  private shared: SharedLimits | null = null;
   private accepting = true;
   private spaceCheck = { at: 0, low: false };
 
@@ -78,7 +81,7 @@ export class Petrel {
     readonly config: Config,
     options: PetrelOptions = {},
   ) {
-    this.store = options.store ?? new EmbeddedStore({ dataDir: config.data_dir });
+    this.store = options.store ?? makeQueue(config, { recover: true, trace: trace('queue') });
     this.router = new Router(config);
     const localTrace = trace('local');
     this.local = new LocalRecipients({
@@ -93,7 +96,7 @@ export class Petrel {
       router: this.router,
       expand: (rs) => this.local.expand(rs),
       // The scheduler is made below; the fast path reaches it when a message arrives.
-      fresh: { leaseMs: Scheduler.LEASE_MS, room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
+      fresh: { room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.agents = {
@@ -104,7 +107,7 @@ export class Petrel {
       ...options.agents,
     };
     this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
-    this.reporter = new Reporter({ config, store: this.store, router: this.router, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind), expand: (rs) => this.local.expand(rs) });
+    this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
       config,
       store: this.store,
@@ -126,8 +129,16 @@ export class Petrel {
   /** start - open everything and begin accepting mail. */
   async start(): Promise<void> {
     mkdirSync(this.config.data_dir, { recursive: true });
-    await this.store.open();
+    try {
+      await this.store.open();
+    } catch (e) {
+      throw describeOpenFailure(this.config, e);
+    }
     await this.eventLog.open();
+    if (this.config.queue.backend === 'postgres') {
+      this.shared = new SharedLimits({ store: this.store, pool: this.pool, node: this.config.queue.node_name, trace: trace('cluster') });
+      this.shared.start();
+    }
     for (const o of await this.store.overrides()) {
       const to = o.kind === 'redirect' ? parseEndpoint(o.to) : null;
       if (to) this.router.setRedirect(o.destination, to);
@@ -189,6 +200,7 @@ export class Petrel {
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
+    this.shared?.stop();
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
     await this.eventLog.close();
     await this.store.close();

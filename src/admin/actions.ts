@@ -21,8 +21,8 @@ import { formatAge, parseDuration } from '../core/units.js';
 import { isQueueId, normalizeMessageId } from '../core/ids.js';
 import { RECIPIENT_STATES, type MailEvent, type RecipientState } from '../log/events.js';
 import type { ActionResult, DestinationSummary, ListFilter, MessageRecord, MessageStates, Operator, QueueStore, RecipientRecord, Target, TrackResult } from '../queue/store.js';
-import type { Router } from '../scheduler/router.js';
-import { reportWanted } from '../scheduler/scheduler.js';
+import type { Router } from '../routing/router.js';
+import { reportWanted } from '../dsn/policy.js';
 
 /** An answer that is not a success: HTTP status and a message for people. */
 export class AdminError extends Error {
@@ -173,6 +173,18 @@ export class AdminActions {
     const destinations = (await this.deps.store.summary()).map((d) => ({ ...d, oldestAge: d.oldest ? formatAge(now - d.oldest) : '' }));
     const total = destinations.reduce((t, d) => ({ recipients: t.recipients + d.recipients, messages: t.messages + d.messages }), { recipients: 0, messages: 0 });
     return { destinations, total };
+  }
+
+  /**
+   * cluster - the nodes sharing this queue (one on a single node): name, last
+   * heartbeat, start, recipients in flight, alive (heartbeat within the lease).
+   * Snake case and ISO times, as the event log (CONTRACT.md).
+   */
+  async cluster(): Promise<{ nodes: Array<{ name: string; heartbeat_at: string; started_at: string; in_flight: number; alive: boolean }> }> {
+    const nodes = await this.deps.store.nodes();
+    return {
+      nodes: nodes.map((n) => ({ name: n.name, heartbeat_at: new Date(n.heartbeatAt).toISOString(), started_at: new Date(n.startedAt).toISOString(), in_flight: n.inFlight, alive: n.alive })),
+    };
   }
 
   /** list - one page of messages matching the filters; `next` continues. */

@@ -13,14 +13,14 @@
  *
  * Untrusted input: the server's replies (parsed as JSON, shown as text).
  */
-import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { hostname, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { AdminActions, AdminError, type Params } from '../admin/actions.js';
 import { match } from '../admin/routes.js';
 import type { Config } from '../config/schema.js';
-import { EmbeddedStore } from '../queue/embedded-store.js';
+import { openQueue, QueueUnavailable, redactUrl } from '../queue/open.js';
+import type { Queue } from '../queue/queue.js';
 
 export interface Answer {
   status: number;
@@ -44,7 +44,7 @@ export function cliOperator(): string {
 }
 
 export class AdminClient {
-  private store: EmbeddedStore | null = null;
+  private store: Queue | null = null;
   private offlineNoted = false;
 
   constructor(
@@ -99,21 +99,19 @@ export class AdminClient {
   }
 
   private async local(method: 'GET' | 'POST', path: string, params: Params, body: Record<string, unknown>): Promise<Answer> {
+    const where = this.config.admin.listen ? `the server does not answer at ${this.config.admin.listen.host}:${this.config.admin.listen.port}` : 'the admin listener is off';
+    const queue = this.config.queue.backend === 'postgres' ? `the queue database ${redactUrl(this.config.queue.postgres_url)}` : `the queue at ${join(this.config.data_dir, 'queue', 'queue.db')}`;
     if (!this.store) {
-      const db = join(this.config.data_dir, 'queue', 'queue.db');
-      const where = this.config.admin.listen ? `the server does not answer at ${this.config.admin.listen.host}:${this.config.admin.listen.port}` : 'the admin listener is off';
-      if (!existsSync(db)) throw new Unavailable(`${where}, and there is no queue at ${db}`);
-      this.store = new EmbeddedStore({ dataDir: this.config.data_dir, recover: false });
       try {
-        await this.store.open();
+        this.store = await openQueue(this.config, { recover: false });
       } catch (e) {
-        this.store = null;
-        throw new Unavailable(`${where}, and the queue at ${db} cannot be opened: ${(e as Error).message}`);
+        if (e instanceof QueueUnavailable && this.config.queue.backend === 'embedded') throw new Unavailable(`${where}, and there is no queue at ${join(this.config.data_dir, 'queue', 'queue.db')}`);
+        throw new Unavailable(`${where}, and ${queue} cannot be opened: ${(e as Error).message}`);
       }
     }
     if (!this.offlineNoted) {
       this.offlineNoted = true;
-      this.note(`petrel: the server is not running here; using the queue in ${this.config.data_dir} directly`);
+      this.note(`petrel: the server is not running here; using ${queue} directly`);
     }
     const actions = new AdminActions({ store: this.store });
     try {

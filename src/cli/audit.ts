@@ -6,10 +6,9 @@
  * Reads the store directly (never running crash recovery, so it is safe
  * while the server runs) and the event log files under data_dir/log.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { runAudit } from '../log/audit.js';
-import { EmbeddedStore } from '../queue/embedded-store.js';
+import { openQueue } from '../queue/open.js';
 import { configFrom, type CliCommand } from './main.js';
 
 export const auditCommand: CliCommand = {
@@ -31,14 +30,16 @@ Exit 0: no exception. Exit 1: at least one. Safe while the server runs.
   async run(args, out, err) {
     const config = configFrom(args, err);
     if (!config) return 78;
-    if (!existsSync(join(config.data_dir, 'queue', 'queue.db'))) {
-      err(`petrel audit: no queue in ${config.data_dir}`);
+    let store;
+    try {
+      store = await openQueue(config, { recover: false });
+    } catch (e) {
+      err(`petrel audit: ${(e as Error).message}`);
       return 69;
     }
-    const store = new EmbeddedStore({ dataDir: config.data_dir, recover: false });
-    await store.open();
     try {
-      const r = await runAudit(store, join(config.data_dir, 'log', 'events.jsonl'));
+      // A cluster's events are all in its database; each node's file holds only its own.
+      const r = await runAudit(store, config.queue.backend === 'postgres' ? null : join(config.data_dir, 'log', 'events.jsonl'));
       if (args.flags.has('json')) {
         out(JSON.stringify(r, null, 2));
       } else {

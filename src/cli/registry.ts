@@ -4,6 +4,7 @@
  */
 import { auditCommand } from './audit.js';
 import { checkConfigCommand } from './check-config.js';
+import { clusterCommand } from './cluster.js';
 import type { CliCommand } from './main.js';
 import { quarantineCommand } from './quarantine.js';
 import { queueCommand } from './queue.js';
@@ -12,4 +13,4 @@ import { startCommand } from './start.js';
 import { passwdCommand } from './passwd.js';
 import { trackCommand } from './track.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, auditCommand, sendmailCommand, passwdCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, clusterCommand, auditCommand, sendmailCommand, passwdCommand];

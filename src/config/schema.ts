@@ -58,6 +58,10 @@ export interface Config {
     max_lifetime: number;
     delay_warning: number;
     min_free_space: number;
+    backend: 'embedded' | 'postgres';
+    postgres_url: string;
+    node_name: string;
+    lease: number;
   };
   delivery: {
     smarthost: Endpoint | null;
@@ -277,6 +281,10 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'queue.max_lifetime': { check: positiveDuration, def: () => 5 * 86_400_000, doc: 'then expiry with 4.4.7' },
   'queue.delay_warning': { check: duration, def: () => 4 * 3_600_000, doc: 'one delay report after this' },
   'queue.min_free_space': { check: size, def: () => 100 * 1024 * 1024, doc: 'below it MAIL gets 452 4.3.1' },
+  'queue.backend': { check: oneOf('embedded', 'postgres'), def: () => 'embedded', doc: 'embedded (SQLite + spool under data_dir) or postgres (a cluster of nodes)' },
+  'queue.postgres_url': { check: str, def: () => '', doc: 'postgres://user:password@host:port/db (backend = "postgres")' },
+  'queue.node_name': { check: nonEmptyStr, def: () => systemHostname() || 'localhost', doc: 'this node in a cluster; unique per node' },
+  'queue.lease': { check: positiveDuration, def: () => 120_000, doc: "how long a node's claims last unless renewed" },
 
   'delivery.smarthost': { check: optionalEndpoint(25), def: () => null, doc: 'all non-local mail not matched by a route' },
   'delivery.smtp_port': { check: int(1, 65535), def: () => 25, doc: 'port for MX and A/AAAA hosts' },

@@ -1,39 +1,39 @@
 /*
  * dsn/reporter - makes the reports a message is waiting for and queues them
- * as new messages from <> (DESIGN.md, "dsn"; invariant 2 and 9).
+ * as new messages from <> (DESIGN.md, "dsn"; invariants 2 and 9). Reports
+ * re-enter the queue through enqueue, as every other message does: the same
+ * alias expansion, routing, fast path and durable commit.
  *
  * For each kind pending on a message (failed, expired, delayed, delivered,
- * relayed) one report covers all its recipients of that kind: written as a
- * stream into a new body, inserted in one transaction that also clears those
- * recipients' pending marks and records the `dsn_queued` event (and one
- * `delay_notice` per recipient for delay warnings). A crash before that commit
- * leaves the marks in place and the report is made again on restart; after it,
- * the report exists exactly once.
+ * relayed, expanded) one report covers all its recipients of that kind:
+ * written as a stream into a new message, committed in one transaction that
+ * also clears those recipients' pending marks and records the `dsn_queued`
+ * event (and one `delay_notice` per recipient for delay warnings). A crash
+ * before that commit leaves the marks in place and the report is made again
+ * on restart; after it, the report exists exactly once.
  *
  * A report about a report goes to the postmaster (as a "postmaster notice");
- * a failed postmaster notice is only logged: no loops.
+ * a failed postmaster notice is only logged: no loops (dsn/policy).
  */
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { newQueueId } from '../core/ids.js';
 import { makeEvent, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
-import type { MessageRecord, NewRecipient, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
-import type { Router } from '../scheduler/router.js';
-import { POSTMASTER_NOTICE } from '../scheduler/scheduler.js';
+import type { MessageRecord, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
+import type { Enqueuer } from '../enqueue/enqueue.js';
 import { ReportEmpty, writeReport } from './build.js';
-import type { IncomingRecipient } from '../enqueue/enqueue.js';
+import { POSTMASTER_NOTICE } from './policy.js';
 
 const KINDS: ReportKind[] = ['failed', 'expired', 'delayed', 'delivered', 'relayed', 'expanded'];
 
 export interface ReporterDeps {
   config: Config;
+  /** Read: the reported message, its recipients owing a report, its body. */
   store: QueueStore;
-  router: Router;
+  /** Where reports are queued, as every message is. */
+  enqueuer: Enqueuer;
   trace: Trace;
   onQueued?: (kind: ReportKind) => void;
-  /** Local alias expansion (the same as for every other message), so a report to an alias reaches its targets. */
-  expand?: (recipients: readonly IncomingRecipient[]) => IncomingRecipient[];
 }
 
 export class Reporter {
@@ -64,19 +64,24 @@ export class Reporter {
     for (const kind of KINDS) if (kinds.has(kind)) await this.one(message, kind);
   }
 
-  /** reportRecipients - where a report to `to` goes: expanded like any message's recipients. */
-  private reportRecipients(to: string): NewRecipient[] {
-    const given: IncomingRecipient[] = [{ address: to, orcpt: null, notify: 'NEVER' }];
-    const expanded = this.deps.expand ? this.deps.expand(given) : given;
-    return expanded.map((r) => ({ address: r.address, orcpt: r.orcpt, notify: 'NEVER', destination: r.destination ?? this.deps.router.route(r.address).destination }));
-  }
-
   private async one(message: MessageRecord, kind: ReportKind): Promise<void> {
     const store = this.deps.store;
     const toPostmaster = message.isReport;
     const to = toPostmaster ? this.postmaster : message.sender;
-    const queueId = newQueueId();
-    const body = store.createBody(queueId);
+    const incoming = this.deps.enqueuer.begin({
+      sender: '',
+      recipients: [{ address: to, orcpt: null, notify: 'NEVER' }],
+      smtputf8: false,
+      eightBit: false,
+      ret: null,
+      envid: null,
+      client: toPostmaster ? POSTMASTER_NOTICE : 'dsn',
+      received: null,
+      isReport: true,
+      maxSize: 0,
+      maxReceived: 0,
+    });
+    const queueId = incoming.queueId;
     // Delay warnings get one delay_notice event per recipient: remember who was covered.
     const warned: RecipientRecord[] = [];
     const recipients = async function* (): AsyncIterable<RecipientRecord> {
@@ -86,66 +91,42 @@ export class Reporter {
         yield r;
       }
     };
+    let written;
     try {
-      let written;
-      try {
-        written = await writeReport(
-          {
-            kind,
-            hostname: this.deps.config.hostname,
-            message,
-            recipients: recipients(),
-            original: () => store.readBody(message.queueId),
-            returnSizeLimit: this.deps.config.dsn.return_size_limit,
-            retryUntil: message.receivedAt + this.deps.config.queue.max_lifetime,
-            to,
-            scratchDir: join(this.deps.config.data_dir, 'spool', 'tmp'),
-          },
-          (chunk) => body.write(chunk),
-        );
-      } catch (e) {
-        if (e instanceof ReportEmpty) {
-          await body.abort();
-          return;
-        }
-        throw e;
-      }
-      const events: MailEvent[] = [
-        makeEvent('dsn_queued', {
-          queue_id: message.queueId,
-          message_id: message.messageId,
-          sender: message.sender,
-          state: kind,
-          detail: `${kind} report ${queueId} to <${to}> about ${written.recipientIds.length} recipient(s)`,
-        }),
-      ];
-      for (const r of warned) {
-        events.push(makeEvent('delay_notice', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: r.state, detail: `report ${queueId}` }));
-      }
-      await store.insert(
+      written = await writeReport(
         {
-          queueId,
-          messageId: written.messageId,
-          sender: '',
-          envid: null,
-          ret: null,
-          size: body.size,
-          receivedAt: Date.now(),
-          smtputf8: written.smtputf8,
-          eightBit: written.eightBit,
-          isReport: true,
-          client: toPostmaster ? POSTMASTER_NOTICE : 'dsn',
-          subject: written.subject,
-          recipients: this.reportRecipients(to),
+          kind,
+          hostname: this.deps.config.hostname,
+          message,
+          recipients: recipients(),
+          original: () => store.readBody(message.queueId),
+          returnSizeLimit: this.deps.config.dsn.return_size_limit,
+          retryUntil: message.receivedAt + this.deps.config.queue.max_lifetime,
+          to,
+          scratchDir: join(this.deps.config.data_dir, 'spool', 'tmp'),
         },
-        body,
-        { clearReports: written.recipientIds, events },
+        (chunk) => incoming.write(chunk),
       );
-      this.deps.onQueued?.(kind);
-      this.deps.trace.info({ qid: message.queueId, report: queueId, kind, n: written.recipientIds.length }, 'report queued');
     } catch (e) {
-      await body.abort().catch(() => undefined);
+      await incoming.abort().catch(() => undefined);
+      if (e instanceof ReportEmpty) return;
       throw e;
     }
+    const events: MailEvent[] = [
+      makeEvent('dsn_queued', {
+        queue_id: message.queueId,
+        message_id: message.messageId,
+        sender: message.sender,
+        state: kind,
+        detail: `${kind} report ${queueId} to <${to}> about ${written.recipientIds.length} recipient(s)`,
+      }),
+    ];
+    for (const r of warned) {
+      events.push(makeEvent('delay_notice', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: r.state, detail: `report ${queueId}` }));
+    }
+    // commit() aborts the body itself when it fails.
+    await incoming.commit({ clearReports: written.recipientIds, events, smtputf8: written.smtputf8, eightBit: written.eightBit });
+    this.deps.onQueued?.(kind);
+    this.deps.trace.info({ qid: message.queueId, report: queueId, kind, n: written.recipientIds.length }, 'report queued');
   }
 }

@@ -18,8 +18,10 @@
  */
 import { newMessageId, newQueueId } from '../core/ids.js';
 import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import type { MailEvent } from '../log/events.js';
+import { StorageFull } from '../queue/backend.js';
 import type { BodyWriter, Claim, NewRecipient, QueueStore } from '../queue/store.js';
-import type { Router } from '../scheduler/router.js';
+import type { Router } from '../routing/router.js';
 import { HeaderScanner } from './header-scan.js';
 import { protocolName, receivedHeader, rfc5322Date } from './received.js';
 
@@ -80,7 +82,6 @@ export interface FreshSink {
   room(recipients: number): boolean;
   /** Take a claim made at insert time (after it is durable). */
   take(claim: Claim): void;
-  leaseMs: number;
 }
 
 export class Enqueuer {
@@ -152,8 +153,13 @@ export class Incoming {
     }
   }
 
-  /** commit - store durably; resolves with the queue id, or throws EnqueueRejected. */
-  async commit(): Promise<{ queueId: string; messageId: string; size: number }> {
+  /**
+   * commit - store durably; resolves with the queue id, or throws
+   * EnqueueRejected. A report (dsn/reporter) passes the recipients whose
+   * pending report it is and its events: they are cleared and written in the
+   * same transaction as the report itself, so a report exists exactly once.
+   */
+  async commit(report: ReportCommit = {}): Promise<{ queueId: string; messageId: string; size: number }> {
     try {
       if (this.oversize) throw new EnqueueRejected(reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.envelope.maxSize} octets)`));
       if (this.nul) throw new EnqueueRejected(reply(554, '5.6.0', 'Message contains NUL octets; not accepted'));
@@ -166,7 +172,7 @@ export class Incoming {
       }
       const given = this.options.expand ? this.options.expand(this.envelope.recipients) : this.envelope.recipients;
       const fresh = this.options.fresh;
-      const claimLeaseMs = fresh && fresh.room(given.length) ? fresh.leaseMs : undefined;
+      const claimLeaseMs = fresh && fresh.room(given.length) ? this.options.store.leaseMs : undefined;
       const recipients: NewRecipient[] = given.map((r) => ({ address: r.address, orcpt: r.orcpt, notify: r.notify, destination: r.destination ?? this.options.router.route(r.address).destination }));
       const claim = await this.options.store.insert(
         {
@@ -177,15 +183,19 @@ export class Incoming {
           ret: this.envelope.ret,
           size: this.body.size,
           receivedAt: this.receivedAt,
-          smtputf8: this.envelope.smtputf8,
-          eightBit: this.envelope.eightBit,
+          smtputf8: report.smtputf8 ?? this.envelope.smtputf8,
+          eightBit: report.eightBit ?? this.envelope.eightBit,
           isReport: this.envelope.isReport,
           client: this.envelope.client,
           subject: this.scanner.subject,
           recipients,
         },
         this.body,
-        claimLeaseMs === undefined ? {} : { claimLeaseMs },
+        {
+          ...(claimLeaseMs === undefined ? {} : { claimLeaseMs }),
+          ...(report.clearReports ? { clearReports: report.clearReports } : {}),
+          ...(report.events ? { events: report.events } : {}),
+        },
       );
       if (claim) fresh!.take(claim);
       return { queueId: this.queueId, messageId: this.scanner.messageId, size: this.body.size };
@@ -201,10 +211,18 @@ export class Incoming {
   }
 }
 
-/** storageReply - the reply for a failure to store: 452 4.3.1 when the disk is full, else 451 4.3.0. */
+/** What a report's commit adds (see Incoming.commit). */
+export interface ReportCommit {
+  clearReports?: number[];
+  events?: MailEvent[];
+  /** The report's own body decides these (known only once it is written). */
+  smtputf8?: boolean;
+  eightBit?: boolean;
+}
+
+/** storageReply - the reply for a failure to store: 452 4.3.1 when the storage is full, else 451 4.3.0. */
 export function storageReply(e: unknown): SmtpReply {
   const code = (e as NodeJS.ErrnoException)?.code;
-  const sqlite = (e as { code?: string })?.code;
-  if (code === 'ENOSPC' || code === 'EDQUOT' || sqlite === 'SQLITE_FULL') return reply(452, '4.3.1', 'Insufficient system storage; try again later');
+  if (e instanceof StorageFull || code === 'ENOSPC' || code === 'EDQUOT') return reply(452, '4.3.1', 'Insufficient system storage; try again later');
   return reply(451, '4.3.0', 'Local error in processing; message not accepted, try again later');
 }

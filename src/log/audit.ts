@@ -236,14 +236,21 @@ export class Auditor {
   }
 }
 
-/** runAudit - the whole audit against one store and its event log file. */
-export async function runAudit(store: QueueStore, eventLogPath: string): Promise<AuditResult> {
+/**
+ * runAudit - the whole audit against one store and its event log file; with
+ * no file (a cluster: each node's file holds only its own events), against
+ * every node's events in the shared store.
+ */
+export async function runAudit(store: QueueStore, eventLogPath: string | null): Promise<AuditResult> {
   const t0 = Date.now();
   const a = new Auditor();
-  for await (const e of readEventFiles(eventLogPath, (file, line) => a.exceptions.push({ kind: 'bad-line', queueId: '', detail: `${file}:${line}: not a JSON event` }))) a.apply(e);
+  if (eventLogPath !== null) {
+    for await (const e of readEventFiles(eventLogPath, (file, line) => a.exceptions.push({ kind: 'bad-line', queueId: '', detail: `${file}:${line}: not a JSON event` }))) a.apply(e);
+  }
+  const scope = eventLogPath === null ? 'all' : 'node';
   const tail = async (): Promise<void> => {
     for (;;) {
-      const more = await store.eventsAfter(a.seq, 5000);
+      const more = await store.eventsAfter(a.seq, 5000, scope);
       if (more.length === 0) return;
       for (const e of more) a.apply(e);
     }

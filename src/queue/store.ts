@@ -1,28 +1,33 @@
 /*
- * queue/store - the QueueStore interface: messages, their recipients with
- * per-recipient state, the schedule of next attempts, pending reports,
- * quarantine, and the mail events that record every change.
+ * queue/store - the queue's types and the QueueStore interface: what the rest
+ * of Petrel (enqueue, scheduler, reports, admin, CLI) asks of the queue.
+ * messages, their recipients with per-recipient state, the schedule of next
+ * attempts, pending reports, quarantine, claims, and the mail events that
+ * record every change.
  *
- * Backends: EmbeddedStore (SQLite + spool files, the default) and MemoryStore
- * (unit tests). A PostgreSQL backend will implement the same interface, which
- * is why every call is asynchronous and batch-shaped (claim many recipients,
- * record many outcomes in one call) even where SQLite could answer at once.
+ * One implementation: queue/queue (the policy layer, written once) over a
+ * backend (queue/backend: memory, embedded SQLite, PostgreSQL). Every call
+ * is asynchronous and batch-shaped (claim many recipients, record many
+ * outcomes in one call): the PostgreSQL backend needs both, and batching is
+ * what makes group commit possible.
  *
- * Invariants every backend keeps (test/unit/store-contract.test.ts checks them):
+ * Invariants (test/unit/store-contract.test.ts checks them on every backend):
  * - insert() resolves only once the message, its body, its recipients and its
  *   `received` events are on stable storage; if it rejects, nothing is kept.
  * - recordOutcomes() writes each recipient's new state and its event in one
- *   transaction, durably, before resolving.
+ *   transaction, durably, before resolving; an outcome whose claim another
+ *   claim has taken over since is refused.
  * - a recipient in a final state (delivered, failed, expired, removed) is never
  *   claimed again; a message and its body are removed only when every
  *   recipient is final and no report about it is still to be made.
- * - claims are leases: after a crash (open() on embedded; lease expiry on a
- *   shared backend) claimed recipients become due again.
+ * - claims are leases: after a crash (open() on this node; lease expiry for
+ *   the others of a cluster) claimed recipients become due again.
  * - nothing is deleted because of an error: an unreadable message goes to
  *   quarantine.
  */
 import type { Readable } from 'node:stream';
 import type { MailEvent, RecipientState } from '../log/events.js';
+import type { NodeInfo } from './backend.js';
 
 /** The kinds of report (DSN) a recipient can be waiting for. */
 export type ReportKind = 'failed' | 'expired' | 'delayed' | 'delivered' | 'relayed' | 'expanded';
@@ -89,10 +94,14 @@ export interface RecipientRecord {
   delayNotified: boolean;
   /** Operator hold: not claimed while true. */
   suspended: boolean;
+  /** While "delivering": the node whose claim holds it (the claim token's prefix); shared backends fill it. */
+  claimedBy?: string;
 }
 
 /** A message and the recipients of it claimed for delivery now. */
 export interface Claim {
+  /** The claim's token: its outcomes are recorded only while the recipients still hold it. */
+  token: string;
   message: MessageRecord;
   recipients: RecipientRecord[];
   /** The body, when the claim was made at insert time and the body was small (saves reading it back). */
@@ -103,6 +112,8 @@ export interface Claim {
 export interface Outcome {
   recipientId: number;
   queueId: string;
+  /** The claim this outcome ends (a delivery's): refused if another claim has taken the recipient since. */
+  claim?: string;
   state: Exclude<RecipientState, 'queued' | 'delivering'> | 'queued';
   /** Attempt count after this outcome (unchanged for operator actions). */
   attempts: number;
@@ -153,8 +164,8 @@ export interface InsertOptions {
 
 export interface ClaimOptions {
   maxRecipients: number;
-  /** Lease length: after it, a claimed recipient is due again (shared backends). */
-  leaseMs: number;
+  /** Lease length (default: the queue's `[queue] lease`): after it, unless renewed, a claimed recipient is claimable again. */
+  leaseMs?: number;
 }
 
 export interface DestinationSummary {
@@ -194,15 +205,23 @@ export interface Operator {
 /** What an operator action applies to: one message, or every recipient of one destination. */
 export type Target = { queueId: string } | { destination: string };
 
-/** A destination-level operator setting: a hold or a redirect. */
+/**
+ * A destination-level setting: an operator's hold or redirect, or (in a
+ * cluster) a dead-destination back-off one node tells the others about.
+ */
 export interface DestinationOverride {
   destination: string;
-  /** "hold" keeps the destination's recipients from being claimed; "redirect" sends them to `to`. */
-  kind: 'hold' | 'redirect';
-  /** host:port for redirects; "" for holds. */
+  /**
+   * "hold" keeps the destination's recipients from being claimed; "redirect"
+   * sends them to `to`; "down": connecting failed, every node backs off until
+   * `at` (the failure in `reason`, the node that found it in `by`).
+   */
+  kind: 'hold' | 'redirect' | 'down';
+  /** host:port for redirects; "" otherwise. */
   to: string;
   by: string;
   reason: string;
+  /** When it was set; for "down": until when. */
   at: number;
 }
 
@@ -263,7 +282,16 @@ export interface QueueStore {
   nextDueAt(): Promise<number | null>;
   /** Recipients of this message that are due (and not claimed) now. */
   countDue(queueId: string, now: number): Promise<number>;
-  recordOutcomes(outcomes: Outcome[]): Promise<void>;
+  /** Resolves with the recipients whose outcome was refused (another claim holds them now). */
+  recordOutcomes(outcomes: Outcome[]): Promise<{ refused: number[] }>;
+  /** How long a claim lasts unless renewed (ms). */
+  readonly leaseMs: number;
+  /** May a delivery start now? False while this node cannot renew its claims (it fences itself). */
+  mayDeliver(): boolean;
+  /** Every job of a claim has ended: stop renewing its lease. */
+  endClaim(token: string): void;
+  /** The nodes sharing this queue, with their heartbeats and recipients in flight. */
+  nodes(): Promise<NodeInfo[]>;
 
   getMessage(queueId: string): Promise<MessageRecord | null>;
   getRecipients(queueId: string): Promise<RecipientRecord[]>;
@@ -274,7 +302,7 @@ export interface QueueStore {
   reportRecipients(queueId: string): AsyncIterable<RecipientRecord>;
 
   /** Set aside a message that cannot be read: every unfinished recipient -> quarantined. */
-  quarantine(queueId: string, reason: string, event: (r: RecipientRecord) => MailEvent): Promise<void>;
+  quarantine(queueId: string, reason: string): Promise<void>;
 
   /** Operator views. */
   summary(): Promise<DestinationSummary[]>;
@@ -288,8 +316,11 @@ export interface QueueStore {
    * came late, or dropped a backlog): eventsAfter() always has them.
    */
   onEvents(listener: (events: MailEvent[]) => void): void;
-  /** Events written after `seq`, in order (for the event log and tracking). */
-  eventsAfter(seq: number, limit: number): Promise<MailEvent[]>;
+  /**
+   * Events written after `seq`, in order: this node's (the event log copies
+   * them), or with scope "all" every node's (the cluster-wide fate audit).
+   */
+  eventsAfter(seq: number, limit: number, scope?: 'node' | 'all'): Promise<MailEvent[]>;
   appendEvents(events: MailEvent[]): Promise<void>;
 
   /** Called after every commit that made something due (the scheduler wakes). */
@@ -317,8 +348,10 @@ export interface QueueStore {
   release(queueId: string, op: Operator): Promise<ActionResult>;
   /** Send a destination's mail to host:port from now on (`to` null removes the redirect). */
   redirect(destination: string, to: string | null, op: Operator): Promise<void>;
-  /** Destination holds and redirects in force. */
+  /** Destination holds and redirects in force (and, in a cluster, back-offs). */
   overrides(): Promise<DestinationOverride[]>;
+  /** Tell every node sharing the queue that `destination` is down until `until` (null: it is not). */
+  markDown(destination: string, until: number | null, by: string, error: string): Promise<void>;
 
   /** A page of one message's recipients, in id order, after recipient id `afterId`. */
   recipientPage(queueId: string, afterId: number, limit: number): Promise<RecipientRecord[]>;

@@ -53,9 +53,3 @@ export function afterTemporaryFailure(
   if (warns && !r.delayNotified && !delayNotice && next > warnAt) next = warnAt;
   return { state: 'deferred', nextAttemptAt: Math.min(next, expiresAt), delayNotice };
 }
-
-/** wantsReport - does NOTIFY (null: not given) ask for this kind of report (RFC 3461 §4.1)? */
-export function wantsReport(notify: string | null, kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean {
-  if (notify === null) return kind !== 'SUCCESS';
-  return notify.split(',').includes(kind);
-}

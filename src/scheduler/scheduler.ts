@@ -21,11 +21,12 @@
 import { Readable, Transform } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { BodyUnreadable, WholeBody, type DeliveryAgent, type DeliveryJob, type NextHop, type RecipientResult } from '../delivery/agent.js';
-import { EVENT_IDS, isoTime, makeEvent, type MailEvent } from '../log/events.js';
+import { EVENT_IDS, isoTime, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
 import type { Claim, MessageRecord, Outcome, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
-import { afterTemporaryFailure, wantsReport } from './retry.js';
-import type { Router } from './router.js';
+import { afterTemporaryFailure } from './retry.js';
+import { reportWanted } from '../dsn/policy.js';
+import type { Router } from '../routing/router.js';
 
 export interface SchedulerDeps {
   config: Config;
@@ -52,9 +53,6 @@ interface Pass {
 
 /** Most octets of message bodies kept in memory for messages in flight (the rest are read back). */
 const BODY_BUDGET = 64 * 1024 * 1024;
-
-/** The messages a report goes to when the reported message was itself a report. */
-export const POSTMASTER_NOTICE = 'postmaster-notice';
 
 export class Scheduler {
   private running = false;
@@ -85,16 +83,12 @@ export class Scheduler {
     void this.reportLeftovers();
   }
 
-  /** LEASE_MS - how long a claim is held before a shared backend may hand it to another node. */
-  static readonly LEASE_MS = 10 * 60_000;
-
   /**
    * fresh - the sink for the fresh-message fast path (enqueue/enqueue): a
    * message inserted already claimed is dispatched at once, with no claim
    * query, when there is room in flight.
    */
   readonly fresh = {
-    leaseMs: Scheduler.LEASE_MS,
     room: (recipients: number): boolean => this.running && this.inflight + recipients <= this.maxInflight,
     take: (claim: Claim): void => {
       if (!this.running) return; // stopping: the claim stays "delivering" and is due again at the next start
@@ -120,7 +114,7 @@ export class Scheduler {
       do {
         this.again = false;
         while (this.running && this.inflight < this.maxInflight) {
-          const claims = await this.deps.store.claimDue(Date.now(), { maxRecipients: Math.min(5000, this.maxInflight - this.inflight), leaseMs: Scheduler.LEASE_MS });
+          const claims = await this.deps.store.claimDue(Date.now(), { maxRecipients: Math.min(5000, this.maxInflight - this.inflight) });
           if (claims.length === 0) break;
           for (const c of claims) this.dispatch(c);
         }
@@ -172,8 +166,13 @@ export class Scheduler {
     }
     pass.inflight += claim.recipients.length;
     this.inflight += claim.recipients.length;
+    // The claim's lease is renewed until the last of its jobs ends.
+    let jobsLeft = byHop.size;
     for (const { hop, recipients } of byHop.values()) {
-      const p = this.runJob(claim.message, hop, recipients, claim.body).finally(() => this.jobs.delete(p));
+      const p = this.runJob(claim.message, hop, recipients, claim.token, claim.body).finally(() => {
+        this.jobs.delete(p);
+        if (--jobsLeft === 0) this.deps.store.endClaim(claim.token);
+      });
       this.jobs.add(p);
     }
   }
@@ -198,7 +197,15 @@ export class Scheduler {
     };
   }
 
-  private async runJob(message: MessageRecord, hop: NextHop, recipients: RecipientRecord[], body?: Buffer): Promise<void> {
+  private async runJob(message: MessageRecord, hop: NextHop, recipients: RecipientRecord[], token: string, body?: Buffer): Promise<void> {
+    if (!this.deps.store.mayDeliver()) {
+      // This node cannot renew its claims: it starts nothing (another node may
+      // take these recipients over when the lease ends). No outcome: the claim
+      // stays, and its lease decides who tries next.
+      this.deps.trace.warn({ qid: message.queueId, hop: hop.key, n: recipients.length }, 'claims not renewed: delivery not started');
+      this.finish(message.queueId, recipients.length);
+      return;
+    }
     const pending = new Map(recipients.map((r) => [r.id, r]));
     const writes: Promise<void>[] = [];
     const job: DeliveryJob = { message, recipients, hop, openBody: this.openBody(message, body) };
@@ -214,6 +221,7 @@ export class Scheduler {
         if (!r) continue; // a duplicate or unknown result: the first one stands
         pending.delete(res.recipientId);
         const o = this.outcome(message, r, hop, res, () => jitter, now);
+        o.claim = token;
         if (o.report) this.passes.get(message.queueId)!.reports = true;
         outcomes.push(o);
         this.deps.onResult?.(res, message, hop);
@@ -272,9 +280,7 @@ export class Scheduler {
   private async quarantine(message: MessageRecord, reason: string): Promise<void> {
     this.deps.trace.error({ qid: message.queueId, reason }, 'message quarantined');
     await this.deps.store
-      .quarantine(message.queueId, reason, (r) =>
-        makeEvent('quarantined', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: 'quarantined', error: reason }),
-      )
+      .quarantine(message.queueId, reason)
       .catch((e) => this.deps.trace.error({ qid: message.queueId, err: (e as Error).message }, 'cannot quarantine'));
   }
 
@@ -412,16 +418,6 @@ export class Scheduler {
     const all = Promise.allSettled([...this.jobs]);
     await Promise.race([all, new Promise((r) => setTimeout(r, deadlineMs).unref())]);
   }
-}
-
-/**
- * reportWanted - should this outcome produce a report? Never to <> (invariant
- * 9). A report of Petrel's own that fails is reported to the postmaster (its
- * NOTIFY does not apply); a failed postmaster notice is reported to no one.
- */
-export function reportWanted(m: MessageRecord, r: RecipientRecord, kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean {
-  if (m.isReport) return kind === 'FAILURE' && m.client !== POSTMASTER_NOTICE;
-  return m.sender !== '' && wantsReport(r.notify, kind);
 }
 
 /** sizeCheck - passes a stored body through and fails it if it is not the size recorded (a truncated file). */

@@ -38,7 +38,7 @@ import { SubmissionUsers } from '../../src/inbound/submission-users.js';
 import { LocalUsers } from '../../src/local/users.js';
 import type { Trace } from '../../src/log/trace.js';
 import { MemoryStore } from '../../src/queue/memory-store.js';
-import { Router } from '../../src/scheduler/router.js';
+import { Router } from '../../src/routing/router.js';
 
 export const FUZZ_HOST = 'petrel.fuzz';
 

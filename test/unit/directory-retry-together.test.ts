@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../../src/config/load.js';
 import { MemoryStore } from '../../src/queue/memory-store.js';
-import { Router } from '../../src/scheduler/router.js';
+import { Router } from '../../src/routing/router.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { Enqueuer } from '../../src/enqueue/enqueue.js';
 import { trace } from '../../src/log/trace.js';

@@ -1,7 +1,8 @@
 // Unit tests for scheduler/retry: retry waits, expiry at the lifetime, the one delay warning.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { afterTemporaryFailure, retryDelay, wantsReport } from '../../src/scheduler/retry.js';
+import { afterTemporaryFailure, retryDelay } from '../../src/scheduler/retry.js';
+import { wantsReport } from '../../src/dsn/policy.js';
 
 const p = { retry_intervals: [60_000, 300_000, 900_000], max_lifetime: 86_400_000, delay_warning: 14_400_000 };
 const zero = (): number => 0;

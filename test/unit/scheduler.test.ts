@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfigText } from '../../src/config/load.js';
 import { MemoryStore } from '../../src/queue/memory-store.js';
-import { Router } from '../../src/scheduler/router.js';
+import { Router } from '../../src/routing/router.js';
 import { Scheduler } from '../../src/scheduler/scheduler.js';
 import { Reporter } from '../../src/dsn/reporter.js';
 import { Enqueuer } from '../../src/enqueue/enqueue.js';
@@ -43,9 +43,9 @@ function setup(smtp: Script, extra = '') {
   const router = new Router(config);
   const agent = new ScriptedAgent(smtp);
   const local = new ScriptedAgent((job) => job.recipients.map(() => ok));
-  const reporter = new Reporter({ config, store, router, trace: trace('test') });
-  const scheduler = new Scheduler({ config, store, router, agents: { smtp: agent, maildir: local }, report: (q) => reporter.report(q), trace: trace('test') });
   const enqueuer = new Enqueuer({ hostname: 'petrel.test', store, router });
+  const reporter = new Reporter({ config, store, enqueuer, trace: trace('test') });
+  const scheduler = new Scheduler({ config, store, router, agents: { smtp: agent, maildir: local }, report: (q) => reporter.report(q), trace: trace('test') });
   return { config, store, agent, local, scheduler, enqueuer };
 }
 

@@ -1,16 +1,22 @@
-// The QueueStore contract, run against every backend (embedded SQLite +
-// spool, and memory): insert, claim, outcomes, reports, finishing, recovery,
-// quarantine, events, and "nothing kept" when an insert fails.
-import { describe, test } from 'node:test';
+// The QueueStore contract, run unchanged against every backend through the
+// queue layer (queue/queue): memory, embedded SQLite + spool, and PostgreSQL
+// (a throw-away cluster started here). Insert, claim, outcomes, claim tokens
+// and leases, reports, finishing, recovery, quarantine, operator actions,
+// events, and "nothing kept" when an insert fails.
+import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, existsSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { EmbeddedStore } from '../../src/queue/embedded-store.js';
 import { MemoryStore } from '../../src/queue/memory-store.js';
+import { Queue } from '../../src/queue/queue.js';
+import { PostgresBackend } from '../../src/queue/backends/postgres.js';
 import type { NewMessage, Outcome, QueueStore, RecipientRecord } from '../../src/queue/store.js';
 import { makeEvent, type MailEvent } from '../../src/log/events.js';
 import { newQueueId } from '../../src/core/ids.js';
+import { startPostgres } from '../helpers/postgres.js';
 
 async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
   const end = Date.now() + ms;
@@ -20,28 +26,75 @@ async function waitFor(cond: () => boolean, ms: number, what: string): Promise<v
   }
 }
 
+interface Made {
+  store: QueueStore;
+  /** The same queue opened again, as after a crash of this node (fresh objects where the backend has state on disk). */
+  reopen(): QueueStore;
+  /** Make the next write fail, as a storage failure would. */
+  failNext(store: QueueStore, e: Error): void;
+  /** The same queue seen by a node of this name (shared backends only). */
+  node?(name: string, leaseMs?: number): Queue;
+  dispose(): Promise<void> | void;
+}
+
 interface Backend {
   name: string;
-  make(): { store: QueueStore; reopen(): QueueStore; dispose(): void };
+  make(): Promise<Made>;
 }
+
+let cluster: Awaited<ReturnType<typeof startPostgres>> | null = null;
+let databases = 0;
+before(async () => {
+  cluster = await startPostgres();
+});
+after(async () => {
+  await cluster?.stop();
+});
 
 const backends: Backend[] = [
   {
     name: 'embedded',
-    make() {
+    async make() {
       const dir = mkdtempSync(join(tmpdir(), 'petrel-store-'));
       return {
         store: new EmbeddedStore({ dataDir: dir, inlineMax: 1024 }),
         reopen: () => new EmbeddedStore({ dataDir: dir, inlineMax: 1024 }),
+        failNext: (store, e) => {
+          const gc = (store as EmbeddedStore).groupCommit;
+          gc.fault = () => {
+            gc.fault = null;
+            throw e;
+          };
+        },
         dispose: () => rmSync(dir, { recursive: true, force: true }),
       };
     },
   },
   {
     name: 'memory',
-    make() {
+    async make() {
       const store = new MemoryStore();
-      return { store, reopen: () => store, dispose: () => undefined };
+      return { store, reopen: () => store, failNext: (s, e) => ((s as MemoryStore).failNext = e), dispose: () => undefined };
+    },
+  },
+  {
+    name: 'postgres',
+    async make() {
+      // A database of its own for each test.
+      const name = `contract${++databases}`;
+      const admin = new pg.Client({ connectionString: cluster!.url });
+      await admin.connect();
+      await admin.query(`CREATE DATABASE ${name}`);
+      await admin.end();
+      const url = cluster!.url.replace(/\/[^/?]*(\?|$)/, `/${name}$1`);
+      const open = (node: string, leaseMs = 60_000): Queue => new Queue(new PostgresBackend({ url, node, leaseMs }), { node, leaseMs });
+      return {
+        store: open('a'),
+        reopen: () => open('a'),
+        node: open,
+        failNext: (s, e) => (((s as Queue).backend as PostgresBackend).failNext = e),
+        dispose: () => undefined,
+      };
     },
   },
 ];
@@ -100,7 +153,7 @@ async function readAll(store: QueueStore, qid: string): Promise<string> {
 for (const backend of backends) {
   describe(`QueueStore contract: ${backend.name}`, () => {
     test('insert keeps message, body (small and large), recipients and received events', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const small = await insert(b.store, 3);
@@ -115,12 +168,12 @@ for (const backend of backends) {
         assert.ok(ev.every((e, i) => i === 0 || (e.seq ?? 0) > (ev[i - 1]!.seq ?? 0)), 'events are ordered by seq');
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('events of one operation and of operations committed together keep their order, seqs and fields', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const heard: MailEvent[] = [];
@@ -150,12 +203,12 @@ for (const backend of backends) {
         );
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('claims are exclusive; outcomes are kept; finished messages disappear', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const m = await insert(b.store, 2);
@@ -189,23 +242,21 @@ for (const backend of backends) {
         await assert.rejects(() => b.store.readBody(m.queueId));
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('a failed insert keeps nothing', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const before = (await b.store.eventsAfter(0, 1000)).length;
         const { m } = message(2, 'x'.repeat(5000));
         const w = b.store.createBody(m.queueId);
         await w.write(Buffer.from('x'.repeat(5000)));
-        if (b.store instanceof EmbeddedStore) b.store.groupCommit.fault = () => { throw new Error('disk on fire'); };
-        else (b.store as MemoryStore).failNext = new Error('disk on fire');
+        b.failNext(b.store, new Error('disk on fire'));
         await assert.rejects(() => b.store.insert(m, w), /disk on fire/);
         if (b.store instanceof EmbeddedStore) {
-          b.store.groupCommit.fault = null;
           const bodies = readdirSync(join(b.store.spool.root, m.queueId.slice(-1)));
           assert.deepEqual(bodies, [], 'no body file left behind');
         }
@@ -213,12 +264,12 @@ for (const backend of backends) {
         assert.equal((await b.store.eventsAfter(0, 1000)).length, before);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('fast path: insert returns the claim; held destinations stay queued; a crash makes the claim due again', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       let store = b.store;
       try {
         await store.open();
@@ -235,29 +286,25 @@ for (const backend of backends) {
         assert.deepEqual(await store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 1000 }), [], 'claimed ones are not found again; the held one is not due');
         const ev = await store.eventsAfter(0, 100);
         assert.equal(ev.filter((e) => e.event === 'received').length, 3, 'received events as usual');
-        if (store instanceof EmbeddedStore) {
-          await store.close();
-          store = b.reopen();
-        }
+        await store.close();
+        store = b.reopen();
         await store.open();
         assert.deepEqual((await store.getRecipients(m.queueId)).map((r) => r.state), ['queued', 'queued', 'queued']);
       } finally {
         await store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('reopening after a crash makes claimed recipients due again', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       let store = b.store;
       try {
         await store.open();
         const m = await insert(store, 2);
         await store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 });
-        if (store instanceof EmbeddedStore) {
-          await store.close();
-          store = b.reopen();
-        }
+        await store.close();
+        store = b.reopen();
         await store.open();
         const rs = await store.getRecipients(m.queueId);
         assert.deepEqual(rs.map((r) => r.state), ['queued', 'queued']);
@@ -265,18 +312,18 @@ for (const backend of backends) {
         assert.equal(again[0]?.recipients.length, 2);
       } finally {
         await store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('quarantine sets unfinished recipients aside with an event, and deletes nothing', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const m = await insert(b.store, 2);
         const [c] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 });
         await b.store.recordOutcomes([outcome(c!.recipients[0]!, 'delivered')]);
-        await b.store.quarantine(m.queueId, 'unreadable', (r) => makeEvent('quarantined', { queue_id: m.queueId, message_id: m.messageId, sender: m.sender, recipient: r.address, state: 'quarantined' }));
+        await b.store.quarantine(m.queueId, 'unreadable');
         const rs = await b.store.getRecipients(m.queueId);
         assert.deepEqual(rs.map((r) => r.state), ['delivered', 'quarantined']);
         assert.equal((await b.store.getMessage(m.queueId))?.quarantine, 'unreadable');
@@ -286,12 +333,12 @@ for (const backend of backends) {
         assert.equal(ev.filter((e) => e.event === 'quarantined').length, 1);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('summary and list show the queue by destination', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const m1 = await insert(b.store, 3);
@@ -309,14 +356,14 @@ for (const backend of backends) {
         assert.equal((await b.store.list({ limit: 10, recipient: 'r2@example.net' })).length, 1);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     const op = { who: 'alice', reason: 'testing' };
 
     test('operator: retry now, per message and per destination, makes deferred recipients due with an event', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const m = await insert(b.store, 2);
@@ -348,12 +395,12 @@ for (const backend of backends) {
         assert.equal((await b.store.retryNow({ queueId: 'NOSUCHQUEUEID000' }, op)).changed, 0);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('operator: suspend and resume a message; hold and release a whole destination without rewriting it', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const m = await insert(b.store, 2);
@@ -388,12 +435,12 @@ for (const backend of backends) {
         assert.ok(dest.every((e) => /by alice: testing/.test(e.detail ?? '')));
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('operator: remove silently, or with a failure report; never a recipient in flight', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const silent = await insert(b.store, 2);
@@ -426,20 +473,19 @@ for (const backend of backends) {
         assert.equal(await b.store.getMessage(ndr.queueId), null);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('operator: quarantine list, release (back to queued, due now) and delete (removed events)', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const q1 = await insert(b.store, 2);
         const q2 = await insert(b.store, 1);
         await insert(b.store, 1);
-        const qev = (m: NewMessage) => (r: RecipientRecord) => makeEvent('quarantined', { queue_id: m.queueId, message_id: m.messageId, sender: m.sender, recipient: r.address, state: 'quarantined' });
-        await b.store.quarantine(q1.queueId, 'unreadable', qev(q1));
-        await b.store.quarantine(q2.queueId, 'unreadable', qev(q2));
+        await b.store.quarantine(q1.queueId, 'unreadable');
+        await b.store.quarantine(q2.queueId, 'unreadable');
         const listed = await b.store.list({ quarantined: true, limit: 10 });
         assert.deepEqual(listed.map((m) => m.queueId), [q1.queueId, q2.queueId]);
         assert.deepEqual((await b.store.list({ quarantined: true, limit: 1, after: q1.queueId })).map((m) => m.queueId), [q2.queueId]);
@@ -457,12 +503,12 @@ for (const backend of backends) {
         assert.deepEqual(await b.store.list({ quarantined: true, limit: 10 }), []);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('operator: redirect is stored (and survives reopening) with an event; removed again with null', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       let store = b.store;
       try {
         await store.open();
@@ -481,12 +527,12 @@ for (const backend of backends) {
         assert.match(ev[0]!.detail!, /destination example\.net redirected to 127\.0\.0\.1:2600 by alice: testing/);
       } finally {
         await store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('listing helpers: recipient pages, per-message states, counts by state, a message\'s events', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const m = await insert(b.store, 5);
@@ -505,12 +551,12 @@ for (const backend of backends) {
         assert.equal((await b.store.eventsOf(m.queueId, ev[2]!.seq!, 100)).length, 3);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('track: by message id (with or without <>), sender and recipient (any case), since, with a cursor', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const a = await insert(b.store, 2);
@@ -533,12 +579,12 @@ for (const backend of backends) {
         assert.deepEqual((await b.store.track({ sender: 'nobody@example.com', limit: 10 })).messages, []);
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
       }
     });
 
     test('pruneEvents: only old events already copied, never those of a message still queued', async () => {
-      const b = backend.make();
+      const b = await backend.make();
       try {
         await b.store.open();
         const gone = await insert(b.store, 1);
@@ -554,7 +600,59 @@ for (const backend of backends) {
         assert.equal(await b.store.pruneEvents(new Date(0).toISOString(), 1e9, 100), 0, 'nothing newer than `before`');
       } finally {
         await b.store.close();
-        b.dispose();
+        await b.dispose();
+      }
+    });
+
+    test('an outcome is recorded only while its claim holds: refused once another claim took the recipient over, recorded late when none did', async () => {
+      const b = await backend.make();
+      try {
+        await b.store.open();
+        const m = await insert(b.store, 2);
+        const [first] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 150 });
+        assert.ok(first?.token);
+        assert.deepEqual(await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 150 }), [], 'a live lease is not claimed again');
+        await new Promise((r) => setTimeout(r, 400));
+        // The lease ran out: another claim takes the recipients over.
+        const [second] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 1, leaseMs: 60_000 });
+        assert.equal(second?.recipients.length, 1);
+        assert.notEqual(second!.token, first!.token);
+        const taken = second!.recipients[0]!;
+        const untaken = first!.recipients.find((r) => r.id !== taken.id)!;
+        const late = await b.store.recordOutcomes([
+          outcome(taken, 'delivered', { claim: first!.token }),
+          outcome(untaken, 'deferred', { claim: first!.token, nextAttemptAt: Date.now() + 60_000 }),
+        ]);
+        assert.deepEqual(late.refused, [taken.id], 'the outcome for the recipient re-claimed since is refused');
+        let rs = await b.store.getRecipients(m.queueId);
+        assert.equal(rs.find((r) => r.id === taken.id)!.state, 'delivering', 'the new holder keeps it');
+        assert.equal(rs.find((r) => r.id === untaken.id)!.state, 'deferred', 'a late outcome nobody re-claimed is recorded');
+        const ev = await b.store.eventsOf(m.queueId, 0, 100);
+        assert.equal(ev.filter((e) => e.event === 'delivered').length, 0, 'no event for the refused outcome');
+        assert.deepEqual((await b.store.recordOutcomes([outcome(taken, 'delivered', { claim: second!.token })])).refused, []);
+        rs = await b.store.getRecipients(m.queueId);
+        assert.equal(rs.find((r) => r.id === taken.id)!.state, 'delivered');
+      } finally {
+        await b.store.close();
+        await b.dispose();
+      }
+    });
+
+    test('renewing a claim keeps it from being taken over', async () => {
+      const b = await backend.make();
+      try {
+        await b.store.open();
+        await insert(b.store, 1);
+        const [c] = await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 300 });
+        assert.ok(c);
+        await (b.store as Queue).renewNow();
+        await new Promise((r) => setTimeout(r, 500));
+        assert.deepEqual(await b.store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 300 }), [], 'renewed: still held');
+        b.store.endClaim(c.token);
+        assert.ok(b.store.mayDeliver());
+      } finally {
+        await b.store.close();
+        await b.dispose();
       }
     });
   });
@@ -606,4 +704,64 @@ test('embedded: tracking finds events both in the worker-built index and newer t
     await store.close();
     rmSync(dir, { recursive: true, force: true });
   }
+});
+
+describe('QueueStore contract, shared: two nodes on one PostgreSQL queue', () => {
+  test('two nodes claiming at once never claim the same recipient', async () => {
+    const b = await backends.find((x) => x.name === 'postgres')!.make();
+    const other = b.node!('b');
+    try {
+      await b.store.open();
+      await other.open();
+      for (let i = 0; i < 40; i++) await insert(b.store, 3);
+      const seen = new Map<number, string>();
+      const take = async (s: QueueStore, who: string): Promise<void> => {
+        for (let k = 0; k < 100; k++) {
+          const claims = await s.claimDue(Date.now() + 1, { maxRecipients: 7 });
+          if (claims.length === 0) return;
+          for (const c of claims) for (const r of c.recipients) {
+            assert.ok(!seen.has(r.id), `recipient ${r.id} claimed by ${seen.get(r.id)} and ${who}`);
+            seen.set(r.id, who);
+          }
+        }
+      };
+      await Promise.all([take(b.store, 'a'), take(other, 'b'), take(b.store, 'a2'), take(other, 'b2')]);
+      assert.equal(seen.size, 120, 'every recipient claimed once');
+      assert.ok(new Set(seen.values()).size >= 2, 'both nodes took work');
+      const rs = await b.store.scanRecipients(0, 1000);
+      assert.ok(rs.every((r) => r.state === 'delivering' && (r.claimedBy === 'a' || r.claimedBy === 'b')), 'the holder of each claim is shown');
+    } finally {
+      await other.close();
+      await b.store.close();
+      await b.dispose();
+    }
+  });
+
+  test('a node restarting recovers its own claims only; the other node\'s stay theirs; a live twin is refused', async () => {
+    const b = await backends.find((x) => x.name === 'postgres')!.make();
+    const lease = 1000;
+    const other = b.node!('b', lease);
+    let store: Queue = b.node!('a', lease);
+    try {
+      await store.open();
+      await other.open();
+      const m = await insert(store, 2);
+      await store.claimDue(Date.now() + 1, { maxRecipients: 1 });
+      await other.claimDue(Date.now() + 1, { maxRecipients: 1 });
+      assert.deepEqual((await other.nodes()).map((n) => [n.name, n.inFlight, n.alive]).sort(), [['a', 1, true], ['b', 1, true]]);
+      const twin = b.node!('a', lease);
+      await assert.rejects(() => twin.open(), /another node named "a" is alive/);
+      await store.close();
+      await new Promise((r) => setTimeout(r, lease + 300));
+      // Node a comes back after its heartbeat aged past the lease: its claim is due again, b's is still b's.
+      store = b.node!('a', lease);
+      await store.open();
+      const rs = await store.getRecipients(m.queueId);
+      assert.deepEqual(rs.map((r) => [r.state, r.claimedBy ?? '']).sort(), [['delivering', 'b'], ['queued', '']]);
+    } finally {
+      await other.close();
+      await store.close().catch(() => undefined);
+      await b.dispose();
+    }
+  });
 });

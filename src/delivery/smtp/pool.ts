@@ -13,7 +13,12 @@
  *   fails, the jobs waiting for it get that same error at once, and so does
  *   every new job for it during `deadBackoffMs`, instead of each trying again;
  * - no unbounded maps: a destination's entry is deleted as soon as it has no
- *   connection, no waiter and no back-off in force (a timer clears back-offs).
+ *   connection, no waiter and no back-off in force (a timer clears back-offs);
+ * - in a cluster (several nodes on one queue) the limits are the cluster's:
+ *   this node uses its share of `maxPerDestination` (shareAmong: the limit
+ *   divided by the nodes alive, rounded down, at least 1), and a back-off
+ *   found by one node is told to the others (onDead / markDead), so a dead
+ *   destination is probed once per back-off, not once per node.
  *
  * Untrusted input: none (destinations are keys made by the router).
  */
@@ -88,12 +93,38 @@ export class ConnectionPool {
   private readonly carried = new WeakMap<SmtpClient, number>();
   private total = 0;
   private closing = false;
+  /** Nodes sharing the per-destination limit (1 on a single node). */
+  private nodes = 1;
+  /** Told when this node backs off a destination (a cluster passes it to the other nodes). */
+  onDead: ((key: string, until: number, error: string) => void) | null = null;
   /** Connections lent out now (cut by close() after the grace period). */
   private readonly lent = new Set<SmtpClient>();
   private allReturned: (() => void) | null = null;
 
   constructor(options: Partial<PoolOptions> = {}) {
     this.options = { ...DEFAULT_POOL_OPTIONS, ...options };
+  }
+
+  /** shareAmong - `n` nodes share the per-destination limit now: this node takes its share. */
+  shareAmong(n: number): void {
+    this.nodes = Math.max(1, Math.floor(n));
+    this.pumpAll();
+  }
+
+  /** perDestination - this node's share of the per-destination limit. */
+  get perDestination(): number {
+    return Math.max(1, Math.floor(this.options.maxPerDestination / this.nodes));
+  }
+
+  /**
+   * markDead - another node found `key` dead until `until`: back off here too
+   * (unless a longer back-off is in force). Not told on through onDead.
+   */
+  markDead(key: string, until: number, error: Error): void {
+    if (this.closing || until <= Date.now()) return;
+    const d = this.dest(key);
+    if (d.deadUntil >= until) return;
+    this.backOff(d, error, until);
   }
 
   /** size - connections open or opening, in all. */
@@ -226,7 +257,7 @@ export class ConnectionPool {
         w.resolve({ key: d.key, client: idle.client, reused: true });
         continue;
       }
-      if (d.busy >= this.options.maxPerDestination) return;
+      if (d.busy >= this.perDestination) return;
       if (this.total >= this.options.maxTotal && !this.evictIdle(d)) return;
       const w = d.waiters.shift()!;
       this.openFor(d, w);
@@ -274,24 +305,29 @@ export class ConnectionPool {
         d.busy--;
         this.total--;
         if (!this.closing) {
-          // Dead-destination back-off: everyone waiting gets this failure now.
-          d.deadUntil = Date.now() + this.options.deadBackoffMs;
-          d.deadError = err;
-          if (d.deadTimer) clearTimeout(d.deadTimer);
-          d.deadTimer = setTimeout(() => {
-            d.deadTimer = null;
-            d.deadUntil = 0;
-            d.deadError = null;
-            this.tidy(d);
-          }, this.options.deadBackoffMs);
-          d.deadTimer.unref();
-          for (const other of d.waiters.splice(0)) other.reject(new DestinationDown(d.key, err, d.deadUntil));
+          this.backOff(d, err, Date.now() + this.options.deadBackoffMs);
+          this.onDead?.(d.key, d.deadUntil, (err as Error)?.message ?? String(err));
         }
         w.reject(err);
         this.tidy(d);
         this.pumpAll();
       },
     );
+  }
+
+  /** backOff - dead-destination back-off until `until`: everyone waiting gets this failure now. */
+  private backOff(d: Destination, err: unknown, until: number): void {
+    d.deadUntil = until;
+    d.deadError = err;
+    if (d.deadTimer) clearTimeout(d.deadTimer);
+    d.deadTimer = setTimeout(() => {
+      d.deadTimer = null;
+      d.deadUntil = 0;
+      d.deadError = null;
+      this.tidy(d);
+    }, Math.max(0, until - Date.now()));
+    d.deadTimer.unref();
+    for (const other of d.waiters.splice(0)) other.reject(new DestinationDown(d.key, err, d.deadUntil));
   }
 
   /** tidy - forget a destination with nothing open, waiting or backed off. */

@@ -1,5 +1,5 @@
 /*
- * scheduler/router - where each recipient goes next, in the contract's order:
+ * routing/router - where each recipient goes next, in the contract's order:
  * local domain -> [[routes]] entry for the domain -> smarthost -> MX.
  *
  * Also names the recipient's destination for operators (CONTRACT.md): the
