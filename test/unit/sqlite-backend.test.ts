@@ -133,7 +133,12 @@ describe('SqliteBackend', () => {
       assert.equal(await b.countDue(held.m.queueId, Date.now() + 1000), 0);
       // Holds are not merged into the summary here (the queue layer does it).
       assert.ok((await b.summary()).every((d) => d.held === undefined && d.redirect === undefined));
-      await b.apply({ overrides: [{ remove: { destination: 'held.example', kind: 'hold' } }], wake: true });
+      // Other kinds of override neither hold nor change kind.
+      const down = { destination: 'down.example', kind: 'down' as const, to: '', by: 'n2', reason: 'connection refused', at: Date.now() + 60_000 };
+      const redirect = { destination: 'example.net', kind: 'redirect' as const, to: '127.0.0.1:2525', by: 'op', reason: 'r', at: Date.now() };
+      await b.apply({ overrides: [{ put: down }, { put: redirect }] }, { durable: false });
+      assert.deepEqual((await b.overrides()).filter((o) => o.kind !== 'hold'), [down, redirect]);
+      await b.apply({ overrides: [{ remove: { destination: 'held.example', kind: 'hold' } }, { remove: { destination: 'down.example', kind: 'down' } }, { remove: { destination: 'example.net', kind: 'redirect' } }], wake: true });
       assert.equal(woken, 2);
       assert.deepEqual(await b.overrides(), []);
       const claims = await b.claimDue(Date.now() + 1000, 10, { token: 'n1:c4', leaseMs: 60_000 });
