@@ -35,6 +35,9 @@ export interface Postgres {
   /** An outage: stop the server (fast), keeping its data; resume() starts it again on the same port. */
   pause(): Promise<void>;
   resume(): Promise<void>;
+  /** The same as pause()/resume(), by the names the cluster tests use. */
+  stopServer(): Promise<void>;
+  startServer(): Promise<void>;
   /** The server's log so far. */
   log(): string;
 }
@@ -151,6 +154,12 @@ export async function startPostgres(): Promise<Postgres> {
     running.delete(data);
     rmSync(dir, { recursive: true, force: true });
   };
+  const pause = async (): Promise<void> => {
+    await run(bin, 'pg_ctl', ['-D', data, '-m', 'fast', '-w', '-t', '60', 'stop']);
+  };
+  const resume = async (): Promise<void> => {
+    await run(bin, 'pg_ctl', ['-D', data, '-l', logFile, '-w', '-t', '60', '-o', serverOptions, 'start']);
+  };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
@@ -160,12 +169,10 @@ export async function startPostgres(): Promise<Postgres> {
     restart: async () => {
       await run(bin, 'pg_ctl', ['-D', data, '-l', logFile, '-m', 'fast', '-w', '-t', '60', '-o', serverOptions, 'restart']);
     },
-    pause: async () => {
-      await run(bin, 'pg_ctl', ['-D', data, '-m', 'fast', '-w', '-t', '60', 'stop']);
-    },
-    resume: async () => {
-      await run(bin, 'pg_ctl', ['-D', data, '-l', logFile, '-w', '-t', '60', '-o', serverOptions, 'start']);
-    },
+    pause,
+    resume,
+    stopServer: pause,
+    startServer: resume,
     log: () => {
       try {
         return readFileSync(logFile, 'utf8');
