@@ -403,6 +403,84 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     assert.equal(await a.getMessage(m.queueId), null);
   });
 
+  test('hot paths use indexes: claim, countDue, nextDueAt, pendingReports, renew, a node\'s claims, track (no scan of recipients, events or messages)', async () => {
+    const url = await freshDatabase();
+    const a = await backend(url, 'a');
+    const { m } = await put(a, 3);
+    await sql(
+      url,
+      `INSERT INTO messages (qid, message_id, sender, size, received_at, smtputf8, eight_bit, is_report, client, subject, body_chunks, rcpt_count, open_count)
+         SELECT 'F' || g, '<f' || g || '@x>', 's' || (g % 50) || '@x', 10, 0, false, false, false, 'c', 's', 1, 2, 2 FROM generate_series(1, 20000) g;
+       INSERT INTO recipients (qid, address, destination, state, next_at, report)
+         SELECT 'F' || (g / 2), 'r' || g || '@x', 'd' || (g % 100) || '.example', CASE WHEN g % 10 = 0 THEN 'deferred' ELSE 'delivered' END, g,
+                CASE WHEN g % 97 = 0 THEN 'failed' END
+         FROM generate_series(2, 40001) g;
+       INSERT INTO events (node, ts, id, event, qid, message_id, sender, recipient)
+         SELECT 'n' || (g % 3), '2026-01-01T00:00:00.000Z', 1000, 'received', 'F' || (g / 2), '<f' || (g / 2) || '@x>', 's' || (g % 50) || '@x', 'r' || g || '@x'
+         FROM generate_series(2, 40001) g;
+       ANALYZE`,
+    );
+    // Every statement the backend sends to its pool, to EXPLAIN afterwards.
+    const pool = (a as unknown as { pool: pg.Pool }).pool;
+    const sent: Array<{ text: string; values: unknown[] }> = [];
+    const query = pool.query.bind(pool) as (text: string, values?: unknown[]) => Promise<pg.QueryResult>;
+    (pool as unknown as { query: typeof query }).query = (text: string, values?: unknown[]) => {
+      sent.push({ text, values: values ?? [] });
+      return query(text, values);
+    };
+    const plans = new Map<string, string>();
+    const check = async (what: string, run: () => Promise<unknown>): Promise<void> => {
+      sent.length = 0;
+      await run();
+      assert.ok(sent.length > 0, `${what} sent a statement`);
+      const c = new pg.Client({ connectionString: url });
+      await c.connect();
+      try {
+        // With sequential scans priced out, a plan that still has one found no usable index.
+        await c.query('SET enable_seqscan = off');
+        for (const q of sent) {
+          const plan = (await c.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${q.text}`, q.values)).rows.map((r) => r['QUERY PLAN']).join('\n');
+          plans.set(what, plan);
+          assert.doesNotMatch(plan, /Seq Scan on (recipients|events|messages|bodies)\b/, `${what} scans a whole table:\n${q.text}\n${plan}`);
+        }
+      } finally {
+        await c.end();
+      }
+    };
+    await check('claimDue', () => a.claimDue(Date.now() + 1, 10, { token: 'a:1', leaseMs: 60_000 }));
+    await check('countDue', () => a.countDue(m.queueId, Date.now()));
+    await check('nextDueAt', () => a.nextDueAt());
+    await check('pendingReports', () => a.pendingReports(10));
+    await check('renew', () => a.renew(['a:1'], 60_000));
+    await check('selectRecipients by claim prefix', () => a.selectRecipients({ states: ['delivering'], claimPrefix: 'a:', afterId: 0, limit: 100 }));
+    await check('selectRecipients of a message', () => a.selectRecipients({ queueId: m.queueId, afterId: 0, limit: 100 }));
+    await check('eventsAfter', () => a.eventsAfter(0, 100));
+    await check('eventsOf', () => a.eventsOf(m.queueId, 0, 100));
+    await check('track by sender', () => a.track({ sender: 's7@x', limit: 5 }));
+    await check('track by recipient', () => a.track({ recipient: 'R77@x', limit: 5 }));
+    await check('track by message id', () => a.track({ messageId: '<f77@x>', limit: 5 }));
+    await check('readBody', () => a.readBodyBuffer(m.queueId));
+  });
+
+  test('an upload left unfinished by a node that died is swept at open once it is old; a message\'s own chunks never are', async () => {
+    const url = await freshDatabase();
+    const a = await backend(url, 'a');
+    const kept = await put(a, 1, { size: BODY_CHUNK + 10 });
+    const w = a.createBody('DIED1');
+    await w.write(bodyOf(BODY_CHUNK + 1));
+    // The node dies here: no abort, no insert.
+    assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = 'DIED1'`)).length, 1);
+    await a.close();
+    const fresh = await backend(url, 'b');
+    assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = 'DIED1'`)).length, 1, 'a recent upload may still be under way: kept');
+    await fresh.close();
+    await sql(url, `UPDATE body_uploads SET touched_at = now() - interval '2 hours'`);
+    await sql(url, `INSERT INTO body_uploads (qid, node, touched_at) VALUES ($1, 'a', now() - interval '2 hours')`, [kept.m.queueId]);
+    await backend(url, 'b');
+    assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = 'DIED1'`)).length, 0, 'swept');
+    assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = $1`, [kept.m.queueId])).length, 2, 'a message\'s chunks are never swept');
+  });
+
   test('database outage: operations reject while it is down and succeed after, with no manual step (pool, writer and LISTEN reconnect)', async () => {
     const url = await freshDatabase();
     const a = await backend(url, 'a');
