@@ -370,6 +370,13 @@ function mapError(e: unknown): unknown {
   return e;
 }
 
+/** connectionLost - the error of a connection that broke (server shut down or restarted, socket closed), not of a statement. */
+function connectionLost(e: unknown): boolean {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string') return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03' || code === 'ECONNRESET' || code === 'EPIPE';
+  return e instanceof Error && /Connection terminated|connection is closed|Client has encountered a connection error/i.test(e.message);
+}
+
 function retryable(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return code === '40P01' || code === '40001';
@@ -429,6 +436,8 @@ export class PostgresBackend implements QueueBackend {
   private lastSweep = 0;
   private readonly eventListeners: Array<(events: MailEvent[]) => void> = [];
   private readonly wakeListeners: Array<() => void> = [];
+  /** Group commit: transactions committed, and the operations they carried. */
+  readonly stats = { batches: 0, ops: 0 };
   /** Test seam: the next write (insert, apply) fails with this error, inside its transaction, as a storage failure would. */
   failNext: Error | null = null;
 
@@ -456,8 +465,19 @@ export class PostgresBackend implements QueueBackend {
     return this.pool;
   }
 
-  /** query - one statement on a pooled connection; out-of-space errors become StorageFull. */
+  /**
+   * query - one statement on a pooled connection; out-of-space errors become
+   * StorageFull. A read (every statement here that starts with SELECT is
+   * one) that met a connection the server had just closed (a restart) is
+   * tried once more on a fresh connection; a write never is (it may have
+   * committed).
+   */
   private async query<R extends QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+    try {
+      return (await this.db.query<R>(sql, params)).rows;
+    } catch (e) {
+      if (!connectionLost(e) || !/^\s*SELECT\b/.test(sql)) throw mapError(e);
+    }
     try {
       return (await this.db.query<R>(sql, params)).rows;
     } catch (e) {
@@ -565,6 +585,8 @@ export class PostgresBackend implements QueueBackend {
       if (notify) await c.query(`NOTIFY ${WAKE_CHANNEL}`);
       stage = 'commit';
       await c.query('COMMIT');
+      this.stats.batches++;
+      this.stats.ops += batch.length;
     } catch (e) {
       let err = mapError(e);
       try {
