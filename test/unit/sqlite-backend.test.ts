@@ -84,6 +84,14 @@ async function recipients(b: SqliteBackend, queueId: string): Promise<RecipientR
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+async function waitFor(cond: () => boolean, ms: number, what: string): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
 /** The schema EmbeddedStore wrote before claims had tokens (recipients without `claim`). */
 const OLD_SCHEMA = `
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -420,7 +428,8 @@ describe('SqliteBackend', () => {
       // A stray body file (its message gone) and orphan recipients (their message row gone).
       const orphanQid = newQueueId();
       const strayQid = newQueueId();
-      writeFileSync(b.spool.pathOf(strayQid), 'a body whose message row is gone');
+      writeFileSync(b.spool.pathOf(strayQid), 'a body whose message is gone');
+      writeFileSync(b.spool.pathOf(orphanQid), 'the body of recipients whose message row is gone');
       const db = new Database(join(dir, 'queue', 'queue.db'));
       db.prepare(`INSERT INTO recipients (qid, address, destination, state, next_at) VALUES (?, 'o@example.net', 'example.net', 'deferred', 0)`).run(orphanQid);
       db.close();
@@ -442,6 +451,7 @@ describe('SqliteBackend', () => {
       assert.match(by.get(orphanQid) ?? '', /message row missing/);
       assert.ok(!by.has(fine.queueId));
       assert.ok(!existsSync(b.spool.pathOf(strayQid)), 'orphan body file swept');
+      assert.ok(existsSync(b.spool.pathOf(orphanQid)), 'the body of recipients without their message row is kept');
       assert.ok(existsSync(b.spool.pathOf(fine.queueId)));
       // Storage repair only: the placeholder message exists, nothing is quarantined by the backend.
       const placeholder = await b.getMessage(orphanQid);
@@ -468,6 +478,7 @@ describe('SqliteBackend', () => {
       const heard: MailEvent[] = [];
       b.onEvents((es) => heard.push(...es));
       const { m } = await insert(b, 40);
+      await waitFor(() => existsSync(join(dir, 'queue', 'track.db')), 5000, 'the store worker');
       assert.equal(heard.length, 40, 'heard once durable (insert resolves after the sync)');
       assert.equal(b.durableEventSeq(), heard[39]!.seq);
       const t = await b.track({ recipient: 'r39@example.net', limit: 10 });

@@ -574,6 +574,7 @@ export class SqliteBackend implements QueueBackend {
       heldRows: db.prepare(`SELECT destination FROM overrides WHERE kind = 'hold'`),
       eventsAfter: db.prepare(`SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?`),
       hasMessage: db.prepare(`SELECT 1 FROM messages WHERE qid = ?`),
+      hasRecipients: db.prepare(`SELECT 1 FROM recipients WHERE qid = ? LIMIT 1`),
     };
   }
 
@@ -1218,10 +1219,15 @@ export class SqliteBackend implements QueueBackend {
     for (const l of this.wakeListeners) l();
   }
 
-  /** sweepOrphans - body files whose message row is gone (a crash between commit and unlink). */
+  /**
+   * sweepOrphans - body files whose message is gone (a crash between the
+   * commit that finished it and the unlink). A file whose recipients are
+   * still there lost only its message row (damage, kept under a placeholder
+   * by verify): it stays.
+   */
   private async sweepOrphans(): Promise<void> {
     for (const qid of await this.spool.listBodies()) {
-      if (!this.st.hasMessage.get(qid)) await this.spool.remove(qid);
+      if (!this.st.hasMessage.get(qid) && !this.st.hasRecipients.get(qid)) await this.spool.remove(qid);
     }
   }
 }
