@@ -402,6 +402,14 @@ export class SqliteBackend implements QueueBackend {
   }
 
   async open(options: { recover: boolean }): Promise<OpenReport> {
+    try {
+      return await this.openNow(options);
+    } catch (e) {
+      throw storageError(e);
+    }
+  }
+
+  private async openNow(options: { recover: boolean }): Promise<OpenReport> {
     this.recover = options.recover;
     mkdirSync(join(this.options.dataDir, 'queue'), { recursive: true });
     // Spool.open() empties spool/tmp/: beside a running server (recover false)
