@@ -204,12 +204,12 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     assert.deepEqual(await b.claimDue(Date.now() + 1, 10, { token: 'b:1', leaseMs: 300 }), [], 'claimed recipients are not claimable while leased');
     await new Promise((r) => setTimeout(r, 450));
     // Lease over: b takes over only the first recipient.
-    const [taken] = await b.claimDue(Date.now() + 1, 1, { token: 'b:2', leaseMs: 60_000 });
+    const [taken] = await b.claimDue(Date.now() + 1.5, 1, { token: 'b:2', leaseMs: 60_000 });
     assert.equal(taken!.recipients.length, 1);
     const [r0, r1] = first!.recipients as [RecipientRecord, RecipientRecord];
     const stolen = taken!.recipients[0]!.id === r0.id ? r0 : r1;
     const late = stolen === r0 ? r1 : r0;
-    const res = await a.apply({ patches: [outcome(stolen, 'a:1', 'delivered'), outcome(late, 'a:1', 'deferred', { nextAttemptAt: Date.now() + 60_000 })] });
+    const res = await a.apply({ patches: [outcome(stolen, 'a:1', 'delivered'), outcome(late, 'a:1', 'deferred', { nextAttemptAt: Date.now() + 60_000.4 /* a computed time may carry a fraction */ })] });
     assert.deepEqual(res.refused, [stolen.id], 'the outcome under the old claim is refused');
     const rs = await a.selectRecipients({ queueId: m.queueId, afterId: 0, limit: 10 });
     const byId = new Map(rs.map((r) => [r.id, r]));

@@ -377,6 +377,13 @@ function connectionLost(e: unknown): boolean {
   return e instanceof Error && /Connection terminated|connection is closed|Client has encountered a connection error/i.test(e.message);
 }
 
+/** int - a whole number for an integer column or LIMIT (a computed time may carry a fraction of a millisecond). */
+function int(v: number): number;
+function int(v: number | null | undefined): number | null;
+function int(v: number | null | undefined): number | null {
+  return v === null || v === undefined ? null : Math.round(v);
+}
+
 function retryable(e: unknown): boolean {
   const code = (e as { code?: unknown } | null)?.code;
   return code === '40P01' || code === '40001';
@@ -816,7 +823,7 @@ export class PostgresBackend implements QueueBackend {
             message.envid,
             message.ret,
             message.size,
-            message.receivedAt,
+            int(message.receivedAt),
             message.smtputf8,
             message.eightBit,
             message.isReport,
@@ -849,7 +856,7 @@ export class PostgresBackend implements QueueBackend {
              RETURNING id`,
             [
               message.queueId,
-              message.receivedAt,
+              int(message.receivedAt),
               claimToken,
               claimToken === null ? null : claimNode(claimToken),
               leaseMs,
@@ -877,7 +884,6 @@ export class PostgresBackend implements QueueBackend {
         if (spec.clearReports?.length) {
           await this.patchRecipients(
             c,
-            tx,
             spec.clearReports.map((id) => ({ id, queueId: '', set: { report: null } })),
           );
         }
@@ -985,7 +991,7 @@ export class PostgresBackend implements QueueBackend {
          .join(', ')}
        FROM claimed c LEFT JOIN messages m ON m.qid = c.qid
        ORDER BY c.next_at, c.id`,
-      [now, max, claim.token, claimNode(claim.token), claim.leaseMs],
+      [int(now), int(max), claim.token, claimNode(claim.token), claim.leaseMs],
     );
     const claims = new Map<string, Claim>();
     for (const row of rows) {
@@ -1052,7 +1058,7 @@ export class PostgresBackend implements QueueBackend {
     const rows = await this.query<{ n: number }>(
       `SELECT count(*) AS n FROM recipients
        WHERE qid = $1 AND ((${CLAIMABLE} AND next_at <= $2 AND ${NOT_HELD}) OR (state = 'delivering' AND lease_until < clock_timestamp()))`,
-      [queueId, now],
+      [queueId, int(now)],
     );
     return rows[0]!.n;
   }
@@ -1063,7 +1069,7 @@ export class PostgresBackend implements QueueBackend {
     // Every commit is durable here (synchronous_commit = on): `durable: false` costs the same.
     return this.write(async (c, tx) => {
       const patches = change.patches ?? [];
-      const { applied } = await this.patchRecipients(c, tx, patches);
+      const { applied } = await this.patchRecipients(c, patches);
       const events: MailEvent[] = [];
       for (const p of patches) if (p.event && applied.has(p.id)) events.push(p.event);
       for (const e of change.events ?? []) events.push(e);
@@ -1074,7 +1080,7 @@ export class PostgresBackend implements QueueBackend {
           await c.query(
             `INSERT INTO overrides (destination, kind, target, set_by, reason, at) VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (destination, kind) DO UPDATE SET target = EXCLUDED.target, set_by = EXCLUDED.set_by, reason = EXCLUDED.reason, at = EXCLUDED.at`,
-            [p.destination, p.kind, p.to, p.by, p.reason, p.at],
+            [p.destination, p.kind, p.to, p.by, p.reason, int(p.at)],
           );
         } else {
           await c.query(`DELETE FROM overrides WHERE destination = $1 AND kind = $2`, [o.remove.destination, o.remove.kind]);
@@ -1091,7 +1097,7 @@ export class PostgresBackend implements QueueBackend {
    * round; a recipient patched twice goes in a later round), adjust their
    * messages' open counts, and delete the messages left with none open.
    */
-  private async patchRecipients(c: ClientBase, _tx: TxState, patches: readonly RecipientPatch[]): Promise<PatchResult> {
+  private async patchRecipients(c: ClientBase, patches: readonly RecipientPatch[]): Promise<PatchResult> {
     const applied = new Set<number>();
     const deltas = new Map<string, number>();
     let rest = [...patches];
@@ -1137,9 +1143,9 @@ export class PostgresBackend implements QueueBackend {
             round.map((p) => p.claim ?? null),
             round.map((p) => (p.states ? p.states.join(',') : null)),
             round.map((p) => s(p).state ?? null),
-            round.map((p) => s(p).attempts ?? null),
-            round.map((p) => s(p).nextAttemptAt ?? null),
-            round.map((p) => s(p).lastAttemptAt ?? null),
+            round.map((p) => int(s(p).attempts)),
+            round.map((p) => int(s(p).nextAttemptAt)),
+            round.map((p) => int(s(p).lastAttemptAt)),
             round.map((p) => s(p).lastReply ?? null),
             round.map((p) => s(p).lastStatus ?? null),
             round.map((p) => s(p).remote ?? null),
@@ -1249,7 +1255,7 @@ export class PostgresBackend implements QueueBackend {
   async selectRecipients(q: RecipientQuery): Promise<RecipientRecord[]> {
     const args: unknown[] = [];
     const where = this.recipientWhere(q, args);
-    args.push(q.afterId, q.limit);
+    args.push(int(q.afterId), int(q.limit));
     where.push(`id > $${args.length - 1}`);
     const rows = await this.query<RecipientRow>(`SELECT ${RECIPIENT_COLUMNS} FROM recipients WHERE ${where.join(' AND ')} ORDER BY id LIMIT $${args.length}`, args);
     return rows.map(toRecipient);
@@ -1267,7 +1273,7 @@ export class PostgresBackend implements QueueBackend {
       `SELECT DISTINCT r.qid FROM recipients r
        WHERE r.report IS NOT NULL AND NOT EXISTS (SELECT 1 FROM recipients x WHERE x.qid = r.qid AND x.state = 'delivering')
        LIMIT $1`,
-      [limit],
+      [int(limit)],
     );
     return rows.map((r) => r.qid);
   }
@@ -1304,7 +1310,7 @@ export class PostgresBackend implements QueueBackend {
     if (filter.after) where.push(`m.qid > ${arg(filter.after)}`);
     if (filter.sender !== undefined) where.push(`m.sender = ${arg(filter.sender)}`);
     if (filter.messageId) where.push(`m.message_id IN (${arg(filter.messageId)}, ${arg(`<${filter.messageId.replace(/^<|>$/g, '')}>`)})`);
-    if (filter.olderThan !== undefined) where.push(`m.received_at <= ${arg(Date.now() - filter.olderThan)}`);
+    if (filter.olderThan !== undefined) where.push(`m.received_at <= ${arg(int(Date.now() - filter.olderThan))}`);
     if (filter.quarantined) where.push(`m.quarantine <> ''`);
     if (filter.destination) rcpt.push(`r.destination = ${arg(filter.destination)}`);
     if (filter.state) rcpt.push(`r.state = ${arg(filter.state)}`);
@@ -1314,7 +1320,7 @@ export class PostgresBackend implements QueueBackend {
       .map((c) => `m.${c}`)
       .join(', ');
     const rows = await this.query<MessageRow>(
-      `SELECT ${cols} FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.qid LIMIT ${arg(filter.limit)}`,
+      `SELECT ${cols} FROM messages m ${where.length ? `WHERE ${where.join(' AND ')}` : ''} ORDER BY m.qid LIMIT ${arg(int(filter.limit))}`,
       args,
     );
     return rows.map(toMessage);
@@ -1449,7 +1455,7 @@ export class PostgresBackend implements QueueBackend {
            ORDER BY e.seq LIMIT $4)
          RETURNING 1)
        SELECT count(*) AS n FROM gone`,
-      [this.node, maxSeq, before, limit],
+      [this.node, int(maxSeq), before, int(limit)],
     );
     return rows[0]!.n;
   }
@@ -1460,9 +1466,10 @@ export class PostgresBackend implements QueueBackend {
     await this.query(
       `INSERT INTO nodes (name, heartbeat_at, started_at) VALUES ($1, clock_timestamp(), $2)
        ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, started_at = EXCLUDED.started_at`,
-      [node, startedAt],
+      [node, int(startedAt)],
     );
-    if (Date.now() - this.lastSweep >= SWEEP_EVERY_MS) await this.sweepUploads();
+    // Not part of the heartbeat's answer: a sweep that fails is tried again next time.
+    if (Date.now() - this.lastSweep >= SWEEP_EVERY_MS) void this.sweepUploads().catch(() => undefined);
   }
 
   async nodes(leaseMs: number): Promise<NodeInfo[]> {
