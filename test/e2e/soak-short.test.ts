@@ -2,14 +2,17 @@
 // child process to a peer that defers every 50th message once (test/helpers/
 // soak). The same properties as bench/soak.ts with loose margins: every
 // acknowledged message reaches the peer exactly once, no recipient waits
-// longer than its retry schedule allows, nothing is refused, and memory at
-// the end is not far above memory after warm-up (seed 002: no drift, no
-// restart needed). Bounded: 5,000 messages, 90 s.
+// longer than its retry schedule allows, nothing is refused, and at the end
+// Petrel holds no more open than after warm-up - file descriptors and active
+// handles counted, not memory measured - with nothing left in its queue (seed
+// 002: no drift, no restart needed). Memory (RSS, heap) is printed; it is
+// judged by bench/soak.ts on 200,000 messages, not here, where a loaded
+// machine would fail it for no fault. Bounded: 5,000 messages, 90 s.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { runSoak, summaryLine } from '../helpers/soak.js';
 
-test('soak, short: 5,000 messages, none lost or doubled, retry schedule kept, memory flat', async () => {
+test('soak, short: 5,000 messages, none lost or doubled, retry schedule kept, nothing left open or queued', async (t) => {
   const lines: string[] = [];
   const r = await runSoak({
     messages: 5000,
@@ -26,6 +29,7 @@ test('soak, short: 5,000 messages, none lost or doubled, retry schedule kept, me
   });
   const summary = summaryLine(r);
   const context = `${summary}\n${lines.join('\n')}`;
+  t.diagnostic(summary);
   assert.ok(r.finished, `every message delivered within the bound\n${context}`);
   assert.equal(r.sent, 5000, context);
   assert.equal(r.refused, 0, context);
@@ -35,7 +39,14 @@ test('soak, short: 5,000 messages, none lost or doubled, retry schedule kept, me
   assert.equal(r.deferredAttempts, 100, `every 50th message deferred once, then retried\n${context}`);
   assert.equal(r.scheduleViolations, 0, context);
   assert.ok(r.samples.length >= 3, context);
-  // Loose: a short run is still warming up (JIT, SQLite cache); the long run holds it to 20%.
-  assert.ok(r.endRssMb <= r.warmupRssMb * 1.5, `memory at the end ${r.endRssMb} MB vs ${r.warmupRssMb} MB after warm-up\n${context}`);
-  assert.ok(r.endHeapMb <= r.warmupHeapMb * 2 + 20, `heap at the end ${r.endHeapMb} MB vs ${r.warmupHeapMb} MB after warm-up\n${context}`);
+  // Nothing held per message or per connection: 3,500 messages and some 60 client
+  // connections came and went after warm-up, so a leak of either would add tens to
+  // thousands of descriptors and handles. At warm-up 8 client sessions were open; at
+  // the end none are, and outbound connections may still idle in the pool (the slack).
+  const slack = 10;
+  assert.ok(Number.isFinite(r.warmupFds) && Number.isFinite(r.endFds), context);
+  assert.ok(r.endFds <= r.warmupFds + slack, `file descriptors: ${r.endFds} at the end vs ${r.warmupFds} after warm-up\n${context}`);
+  assert.ok(Number.isFinite(r.warmupHandles) && Number.isFinite(r.endHandles), context);
+  assert.ok(r.endHandles <= r.warmupHandles + slack, `active handles: ${r.endHandles} at the end vs ${r.warmupHandles} after warm-up\n${context}`);
+  assert.equal(r.endInQueue, 0, `recipients still queued, deferred or in delivery at the end\n${context}`);
 });

@@ -9,7 +9,12 @@
  * schedule is exercised) and accepts everything else. Clients send messages
  * with unique headers (Message-ID, X-Soak-Seq) over several sessions, at an
  * optional rate. Every `sampleMs` a sample is taken:
- * - Petrel's RSS (/proc) and heap in use (its /metrics, prom-client defaults);
+ * - Petrel's RSS (/proc) and heap in use (its /metrics, prom-client defaults),
+ *   printed for people and judged by bench/soak.ts only (memory is a
+ *   measurement; on a loaded machine it is no proof of anything);
+ * - what Petrel holds open, counted: its file descriptors (/proc/PID/fd) and
+ *   its active handles (sockets, servers, files: /metrics), and the
+ *   recipients still in the queue (queued, deferred, delivering);
  * - queue latency: received -> delivered from Petrel's own event log
  *   (p50/p99/max of the deliveries in the window), the backlog, the oldest
  *   recipient still waiting;
@@ -17,13 +22,14 @@
  *   missing) later than its retry interval allows (10% jitter + slack), or
  *   whose first attempt waited longer than `firstAttemptSlackMs`.
  * The result says whether every acknowledged message reached the peer exactly
- * once (lost, duplicates), and compares memory at the end with memory after
- * warm-up.
+ * once (lost, duplicates), and gives what Petrel held open and its memory
+ * after warm-up and at the end: a leak per message or per connection shows
+ * as descriptors and handles that grow with the messages sent.
  *
  * Bounded: at most `messages` messages and `maxSeconds` seconds; the child,
  * the peer and every socket are stopped at the end, whatever happened.
  */
-import { closeSync, existsSync, openSync, readSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { SmtpTalk } from './smtp-talk.js';
@@ -57,6 +63,12 @@ export interface SoakSample {
   backlog: number;
   rssMb: number;
   heapMb: number;
+  /** Open file descriptors of the Petrel process. */
+  fds: number;
+  /** Its active handles (prom-client's nodejs_active_handles_total). */
+  handles: number;
+  /** Recipients queued, deferred or being delivered (its petrel_recipients gauge). */
+  inQueue: number;
   p50Ms: number;
   p99Ms: number;
   maxMs: number;
@@ -79,6 +91,11 @@ export interface SoakResult {
   endRssMb: number;
   warmupHeapMb: number;
   endHeapMb: number;
+  warmupFds: number;
+  endFds: number;
+  warmupHandles: number;
+  endHandles: number;
+  endInQueue: number;
   maxLatencyMs: number;
   seconds: number;
   finished: boolean;
@@ -116,6 +133,11 @@ class EventTail {
 
 function metric(text: string, name: string): number {
   return Number(new RegExp(`^${name}(?:\\{[^}]*\\})? ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN);
+}
+
+/** stateCount - petrel_recipients{state="STATE"} from a /metrics text (NaN when absent). */
+function stateCount(text: string, state: string): number {
+  return Number(new RegExp(`^petrel_recipients\\{state="${state}"\\} ([0-9.e+]+)$`, 'm').exec(text)?.[1] ?? NaN);
 }
 
 function httpGet(port: number, path: string): Promise<string> {
@@ -176,6 +198,11 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     endRssMb: NaN,
     warmupHeapMb: NaN,
     endHeapMb: NaN,
+    warmupFds: NaN,
+    endFds: NaN,
+    warmupHandles: NaN,
+    endHandles: NaN,
+    endInQueue: NaN,
     maxLatencyMs: 0,
     seconds: 0,
     finished: false,
@@ -249,7 +276,7 @@ rotate_size = 0
       }
       return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
     };
-    const heap = async (): Promise<number> => metric(await httpGet(adminPort, '/metrics').catch(() => ''), 'petrel_process_nodejs_heap_size_used_bytes') / 1e6;
+    const fds = (): number => readdirSync(`/proc/${pid}/fd`).length;
     const sample = async (): Promise<SoakSample> => {
       consume();
       const now = Date.now();
@@ -260,13 +287,17 @@ rotate_size = 0
       }
       const sorted = window.sort((a, b) => a - b);
       window = [];
+      const metrics = await httpGet(adminPort, '/metrics').catch(() => '');
       const s: SoakSample = {
         seconds: Math.round((now - t0) / 1000),
         sent: result.sent,
         delivered: deliveredEvents,
         backlog: waiting.size,
         rssMb: Math.round(rss()),
-        heapMb: Math.round(await heap()),
+        heapMb: Math.round(metric(metrics, 'petrel_process_nodejs_heap_size_used_bytes') / 1e6),
+        fds: fds(),
+        handles: metric(metrics, 'petrel_process_nodejs_active_handles_total'),
+        inQueue: stateCount(metrics, 'queued') + stateCount(metrics, 'deferred') + stateCount(metrics, 'delivering'),
         p50Ms: percentile(sorted, 50),
         p99Ms: percentile(sorted, 99),
         maxMs: sorted.at(-1) ?? 0,
@@ -278,7 +309,7 @@ rotate_size = 0
       peer.transactions.splice(0);
       peer.connections.splice(0);
       o.log(
-        `sample seconds=${s.seconds} sent=${s.sent} delivered=${s.delivered} backlog=${s.backlog} rss_mb=${s.rssMb} heap_mb=${s.heapMb} latency_p50_ms=${s.p50Ms} p99_ms=${s.p99Ms} max_ms=${s.maxMs} oldest_waiting_s=${s.oldestWaitingS} schedule_violations=${s.scheduleViolations}`,
+        `sample seconds=${s.seconds} sent=${s.sent} delivered=${s.delivered} backlog=${s.backlog} rss_mb=${s.rssMb} heap_mb=${s.heapMb} fds=${s.fds} handles=${s.handles} in_queue=${s.inQueue} latency_p50_ms=${s.p50Ms} p99_ms=${s.p99Ms} max_ms=${s.maxMs} oldest_waiting_s=${s.oldestWaitingS} schedule_violations=${s.scheduleViolations}`,
       );
       return s;
     };
@@ -356,7 +387,9 @@ rotate_size = 0
         warm = true;
         result.warmupRssMb = s.rssMb;
         result.warmupHeapMb = s.heapMb;
-        o.log(`warm-up done at sent=${result.sent}: rss_mb=${s.rssMb} heap_mb=${s.heapMb}`);
+        result.warmupFds = s.fds;
+        result.warmupHandles = s.handles;
+        o.log(`warm-up done at sent=${result.sent}: rss_mb=${s.rssMb} heap_mb=${s.heapMb} fds=${s.fds} handles=${s.handles}`);
       }
       if (sendersDone && waiting.size === 0) {
         result.finished = true;
@@ -370,6 +403,9 @@ rotate_size = 0
     const end = await sample();
     result.endRssMb = end.rssMb;
     result.endHeapMb = end.heapMb;
+    result.endFds = end.fds;
+    result.endHandles = end.handles;
+    result.endInQueue = end.inQueue;
     result.delivered = deliveredAtPeer;
     let lost = 0;
     for (let i = 1; i <= o.messages; i++) if (acked[i] && !seen[i]) lost++;
@@ -404,5 +440,5 @@ rotate_size = 0
 /** summaryLine - the result as key=value figures. */
 export function summaryLine(r: SoakResult): string {
   const ratio = r.endRssMb / r.warmupRssMb;
-  return `messages=${r.sent} refused=${r.refused} connection_errors=${r.connectionErrors} delivered=${r.delivered} lost=${r.lost} duplicates=${r.duplicates} deferred_attempts=${r.deferredAttempts} schedule_violations=${r.scheduleViolations} warmup_rss_mb=${r.warmupRssMb} end_rss_mb=${r.endRssMb} rss_ratio=${ratio.toFixed(2)} warmup_heap_mb=${r.warmupHeapMb} end_heap_mb=${r.endHeapMb} max_latency_ms=${r.maxLatencyMs} seconds=${r.seconds} finished=${r.finished}`;
+  return `messages=${r.sent} refused=${r.refused} connection_errors=${r.connectionErrors} delivered=${r.delivered} lost=${r.lost} duplicates=${r.duplicates} deferred_attempts=${r.deferredAttempts} schedule_violations=${r.scheduleViolations} warmup_rss_mb=${r.warmupRssMb} end_rss_mb=${r.endRssMb} rss_ratio=${ratio.toFixed(2)} warmup_heap_mb=${r.warmupHeapMb} end_heap_mb=${r.endHeapMb} warmup_fds=${r.warmupFds} end_fds=${r.endFds} warmup_handles=${r.warmupHandles} end_handles=${r.endHandles} end_in_queue=${r.endInQueue} max_latency_ms=${r.maxLatencyMs} seconds=${r.seconds} finished=${r.finished}`;
 }

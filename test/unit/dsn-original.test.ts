@@ -99,10 +99,11 @@ test('dsn original: RET=FULL whose recorded size is wrong stops reading past the
 
 test('dsn original: a 50 MB header section is read only up to the cap, and only whole fields are returned', async () => {
   const o = counted(() => hugeHeaders(50 * 1024 * 1024));
-  const t0 = Date.now();
   const { raw, result } = await build({ kind: 'failed', original: o.open, recipients: [recipient(1)] });
-  assert.ok(Date.now() - t0 < 5000);
   assert.equal(result.returned, 'headers');
+  // Bounded work, counted rather than timed: the original is opened once and read only a
+  // little past the 64 KB cap (a few of its 64 KB chunks), never through its 50 MB.
+  assert.equal(o.opened, 1, 'opened once');
   assert.ok(o.pulled < HEADERS_LIMIT + 256 * 1024, `pulled ${o.pulled} octets`);
   assert.ok(raw.length < HEADERS_LIMIT + 16 * 1024, `report of ${raw.length} octets`);
   const p = await python(raw);

@@ -1,13 +1,16 @@
 /*
  * dsn-scale - seed 000 (a server that could not build a report for more
  * than 32,766 recipients): 100,000 recipients make ONE valid report listing
- * all of them, in a few seconds, without holding them.
+ * all of them, reading each recipient once and writing in few large writes,
+ * without holding them. (How long it takes is printed, not asserted: speed
+ * belongs to benchmarks; a loaded machine is no fault of the writer.)
  *
  * The report is built in a child process (this file, run with
  * PETREL_DSN_SCALE_CHILD set) so the measurement sees nothing but the writer:
  * - "natural": the old-space heap capped at 64 MB, normal garbage
- *   collection, the report written to a file; measures time and peak RSS,
- *   and the file is then read back with Python's email package;
+ *   collection, the report written to a file; counts the recipients read
+ *   and the writes made, measures peak RSS, and the file is then read back
+ *   with Python's email package;
  * - "retained": the same with a full garbage collection before each sample
  *   (every 5,000 recipients and every 8 writes), so the samples show what
  *   the writer holds, not garbage not yet collected;
@@ -30,6 +33,10 @@ const MB = 1024 * 1024;
 interface ChildResult {
   ms: number;
   size: number;
+  /** Recipients pulled from the source, calls of the sink, and the octets given to it. */
+  pulled: number;
+  writes: number;
+  written: number;
   ids: number;
   idsInOrder: boolean;
   peakRss: number;
@@ -83,6 +90,7 @@ async function child(spec: { out: string; mode: 'natural' | 'retained' | 'hold' 
   const fh = await open(spec.out, 'w');
   const kept: Buffer[] = [];
   let writes = 0;
+  let written = 0;
   const made = recipients(N);
   let seen = 0;
   async function* watched(): AsyncIterable<ReturnType<typeof recipient>> {
@@ -94,6 +102,7 @@ async function child(spec: { out: string; mode: 'natural' | 'retained' | 'hold' 
   const t0 = performance.now();
   const result = await writeReport({ ...input(N), recipients: watched() }, async (chunk) => {
     if (spec.mode === 'hold') kept.push(chunk);
+    written += chunk.length;
     await fh.write(chunk);
     if (++writes % 8 === 0) sample();
   });
@@ -104,6 +113,9 @@ async function child(spec: { out: string; mode: 'natural' | 'retained' | 'hold' 
   const out: ChildResult = {
     ms,
     size: result.size,
+    pulled: seen,
+    writes,
+    written,
     ids: result.recipientIds.length,
     idsInOrder: result.recipientIds.every((id, i) => id === i + 1),
     peakRss: peak.rss,
@@ -163,15 +175,21 @@ const childSpec = process.env.PETREL_DSN_SCALE_CHILD;
 if (childSpec) {
   await child(JSON.parse(childSpec) as { out: string; mode: 'natural' | 'retained' | 'hold' });
 } else {
-  test('dsn scale: 100,000 recipients make one valid report listing all of them, fast and in bounded memory', async (t) => {
+  test('dsn scale: 100,000 recipients make one valid report listing all of them, each read once, in few large writes and bounded memory', async (t) => {
     const dir = await mkdtemp(join(tmpdir(), 'petrel-dsn-scale-'));
     try {
       const file = join(dir, 'report.eml');
       const natural = await runChild(file, 'natural');
-      t.diagnostic(`100,000 recipients: ${Math.round(natural.ms)} ms, ${(natural.size / MB).toFixed(1)} MB report, peak extra RSS ${(natural.peakRss / MB).toFixed(1)} MB, peak extra heap ${(natural.peakHeap / MB).toFixed(1)} MB (old space capped at 64 MB)`);
+      t.diagnostic(`100,000 recipients: ${Math.round(natural.ms)} ms (not asserted), ${(natural.size / MB).toFixed(1)} MB report in ${natural.writes} writes, peak extra RSS ${(natural.peakRss / MB).toFixed(1)} MB, peak extra heap ${(natural.peakHeap / MB).toFixed(1)} MB (old space capped at 64 MB)`);
       assert.equal(natural.ids, N);
       assert.ok(natural.idsInOrder);
-      assert.ok(natural.ms < 15_000, `built in ${natural.ms} ms`);
+      // The work is linear and its I/O batched: every recipient is read from the store once
+      // (the report lists each twice, from its own spills, never by reading the queue again),
+      // every octet is written once, and the writes are large - on average at least 64 KB,
+      // never one per recipient or per line.
+      assert.equal(natural.pulled, N, 'each recipient read once');
+      assert.equal(natural.written, natural.size, 'each octet written once');
+      assert.ok(natural.writes <= natural.size / (64 * 1024), `${natural.writes} writes for ${natural.size} octets`);
       assert.ok(natural.peakRss < 100 * MB, `peak extra RSS ${natural.peakRss}`);
 
       // The file: one report, every line CRLF and within 998 octets, all 100,000 recipients in both parts.
