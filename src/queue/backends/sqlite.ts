@@ -35,7 +35,8 @@
  *
  * Hot paths use indexes only: due recipients by next_at (partial index over
  * claimable states), claims whose lease ran out by lease_until (partial index
- * over "delivering": empty when nothing is in flight, so it costs nothing), a
+ * over "delivering": it holds only the claims in flight, oldest lease first,
+ * so finding none that ran out is one seek), a
  * message's recipients by queue id, pending reports by a partial index. A
  * destination is held or redirected by one row in `overrides`, consulted by
  * the claim statements, never by rewriting its recipients. Tracking queries
@@ -339,7 +340,7 @@ export interface SqliteBackendOptions {
   dataDir: string;
   /** Bodies up to this size are stored inside the database (one sync for many). */
   inlineMax?: number;
-  /** This node's name (the prefix of the claim tokens the queue layer makes here). */
+  /** This node's name (the prefix of the claim tokens the queue layer makes here); default "local". Kept for the queue layer, not used here. */
   node?: string;
 }
 
@@ -378,7 +379,7 @@ export class SqliteBackend implements QueueBackend {
   /** Statements made from a query's shape (recipient selections), prepared once each. */
   private shaped = new Map<string, Database.Statement>();
 
-  constructor(private readonly options: { dataDir: string; inlineMax?: number; node?: string }) {
+  constructor(private readonly options: SqliteBackendOptions) {
     this.spool = new Spool(join(options.dataDir, 'spool'), options.inlineMax ?? 128 * 1024);
     this.node = options.node ?? 'local';
   }
