@@ -377,6 +377,16 @@ function connectionLost(e: unknown): boolean {
   return e instanceof Error && /Connection terminated|connection is closed|Client has encountered a connection error/i.test(e.message);
 }
 
+/**
+ * keepSeqs - the seqs one INSERT gave its rows (taken from the sequence in
+ * row order by this node's one writer, so ascending = the order given), on
+ * copies of the events kept for the listeners.
+ */
+function keepSeqs(tx: TxState, events: readonly MailEvent[], seqs: number[]): void {
+  seqs.sort((a, b) => a - b);
+  events.forEach((e, i) => tx.events.push({ ...e, seq: seqs[i]! }));
+}
+
 /** int - a whole number for an integer column or LIMIT (a computed time may carry a fraction of a millisecond). */
 function int(v: number): number;
 function int(v: number | null | undefined): number | null;
@@ -563,27 +573,28 @@ export class PostgresBackend implements QueueBackend {
     let notify = false;
     let stage = 'begin';
     try {
-      await c.query('BEGIN');
+      // Every operation starts inside savepoint "op": one round trip between operations.
+      await c.query('BEGIN; SAVEPOINT op');
       stage = 'ops';
-      for (const op of batch) {
+      for (let i = 0; i < batch.length; i++) {
+        const op = batch[i]!;
         let tx: TxState = { events: [], notify: false };
-        await c.query('SAVEPOINT op');
         for (let attempt = 1; ; attempt++) {
           try {
             const value = await op.run(c, tx);
-            await c.query('RELEASE SAVEPOINT op');
+            if (i < batch.length - 1) await c.query('RELEASE SAVEPOINT op; SAVEPOINT op');
             results.push({ ok: true, value });
             events.push(...tx.events);
             notify ||= tx.notify;
             break;
           } catch (e) {
-            // If the connection is gone this throws too, and the whole batch fails below.
+            // Undo this operation alone (the savepoint stays, for the next one). If the
+            // connection is gone this throws too, and the whole batch fails below.
             await c.query('ROLLBACK TO SAVEPOINT op');
             if (retryable(e) && attempt < MAX_TRIES) {
               tx = { events: [], notify: false };
               continue;
             }
-            await c.query('RELEASE SAVEPOINT op');
             results.push({ ok: false, error: mapError(e) });
             break;
           }
@@ -813,81 +824,59 @@ export class PostgresBackend implements QueueBackend {
     const leaseMs = spec.claim?.leaseMs ?? this.options.leaseMs ?? 120_000;
     try {
       return await this.write(async (c, tx) => {
-        await c.query(
-          `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body_chunks, rcpt_count, open_count)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $14)`,
-          [
-            message.queueId,
-            message.messageId,
-            message.sender,
-            message.envid,
-            message.ret,
-            message.size,
-            int(message.receivedAt),
-            message.smtputf8,
-            message.eightBit,
-            message.isReport,
-            message.client,
-            message.subject,
-            chunks,
-            message.recipients.length,
-          ],
-        );
-        await c.query(`INSERT INTO bodies (qid, n, data) VALUES ($1, $2, $3)`, [message.queueId, tail.n, tail.data]);
-        if (tail.n > 0) await c.query(`DELETE FROM body_uploads WHERE qid = $1`, [message.queueId]);
-        let held = new Set<string>();
-        if (claimToken !== null) {
-          const dests = [...new Set(message.recipients.map((r) => r.destination))];
-          held = new Set(
-            (await c.query<{ destination: string }>(`SELECT destination FROM overrides WHERE kind = 'hold' AND destination = ANY($1::text[])`, [dests])).rows.map(
-              (r) => r.destination,
-            ),
-          );
-        }
-        const claimedFlags = message.recipients.map((r) => claimToken !== null && !held.has(r.destination));
-        const ids = (
-          await c.query<{ id: number }>(
-            `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, claim, claim_node, lease_until)
-             SELECT $1, t.address, t.orcpt, t.notify, t.destination, CASE WHEN t.claimed THEN 'delivering' ELSE 'queued' END, $2,
-                    CASE WHEN t.claimed THEN $3 END, CASE WHEN t.claimed THEN $4 END,
-                    CASE WHEN t.claimed THEN ${LEASE.replace('$LEASE', '$5')} END
-             FROM unnest($6::text[], $7::text[], $8::text[], $9::text[], $10::boolean[]) WITH ORDINALITY AS t(address, orcpt, notify, destination, claimed, ord)
+        // One statement: the message, its last chunk, its recipients (claimed unless their
+        // destination is held) and its events; then the reports it clears, if any.
+        const params: unknown[] = [];
+        const at = (v: unknown): string => `$${params.push(v)}`;
+        const qid = at(message.queueId);
+        const claimed = at(claimToken);
+        const rs = message.recipients;
+        const events = spec.events;
+        const text = `WITH msg AS (
+             INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body_chunks, rcpt_count, open_count)
+             VALUES (${qid}, ${at(message.messageId)}, ${at(message.sender)}, ${at(message.envid)}, ${at(message.ret)}, ${at(int(message.size))}, ${at(int(message.receivedAt))},
+                     ${at(message.smtputf8)}, ${at(message.eightBit)}, ${at(message.isReport)}, ${at(message.client)}, ${at(message.subject)}, ${at(chunks)}, ${at(rs.length)}, ${at(rs.length)})
+           ), body AS (
+             INSERT INTO bodies (qid, n, data) VALUES (${qid}, ${at(tail.n)}, ${at(tail.data)})
+           ), upload AS (
+             DELETE FROM body_uploads WHERE qid = ${qid}
+           ), rcpt AS (
+             INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, claim, claim_node, lease_until)
+             SELECT ${qid}, t.address, t.orcpt, t.notify, t.destination, CASE WHEN t.claimed THEN 'delivering' ELSE 'queued' END, ${at(int(message.receivedAt))},
+                    CASE WHEN t.claimed THEN ${claimed}::text END, CASE WHEN t.claimed THEN ${at(claimToken === null ? null : claimNode(claimToken))}::text END,
+                    CASE WHEN t.claimed THEN ${LEASE.replace('$LEASE', at(leaseMs))} END
+             FROM (SELECT u.*, ${claimed}::text IS NOT NULL AND u.destination NOT IN (SELECT destination FROM overrides WHERE kind = 'hold') AS claimed
+                   FROM unnest(${at(rs.map((r) => r.address))}::text[], ${at(rs.map((r) => r.orcpt))}::text[], ${at(rs.map((r) => r.notify))}::text[],
+                               ${at(rs.map((r) => r.destination))}::text[]) WITH ORDINALITY AS u(address, orcpt, notify, destination, ord)) t
              ORDER BY t.ord
-             RETURNING id`,
-            [
-              message.queueId,
-              int(message.receivedAt),
-              claimToken,
-              claimToken === null ? null : claimNode(claimToken),
-              leaseMs,
-              message.recipients.map((r) => r.address),
-              message.recipients.map((r) => r.orcpt),
-              message.recipients.map((r) => r.notify),
-              message.recipients.map((r) => r.destination),
-              claimedFlags,
-            ],
-          )
-        ).rows
-          .map((r) => r.id)
-          .sort((a, b) => a - b);
-        const claimed: RecipientRecord[] = [];
-        message.recipients.forEach((r, i) => {
-          if (!claimedFlags[i]) {
+             RETURNING id, state
+           )${events.length ? `, ev AS (${this.eventInsert(events, params)})` : ''}
+           SELECT id, state FROM rcpt${events.length ? ` UNION ALL SELECT seq, NULL FROM ev` : ''}`;
+        const rows = (await c.query<{ id: number; state: string | null }>(text, params)).rows;
+        const ids = rows.filter((r) => r.state !== null).sort((a, b) => a.id - b.id);
+        keepSeqs(
+          tx,
+          events,
+          rows.filter((r) => r.state === null).map((r) => r.id),
+        );
+        const claimedRecords: RecipientRecord[] = [];
+        rs.forEach((r, i) => {
+          const row = ids[i]!;
+          if (row.state !== 'delivering') {
             tx.notify = true;
             return;
           }
-          const rec = newRecipientRecord(ids[i]!, message.queueId, r, 'delivering', message.receivedAt);
+          const rec = newRecipientRecord(row.id, message.queueId, r, 'delivering', message.receivedAt);
           rec.claimedBy = claimNode(claimToken!);
-          claimed.push(rec);
+          claimedRecords.push(rec);
         });
-        await this.writeEvents(c, tx, spec.events);
         if (spec.clearReports?.length) {
           await this.patchRecipients(
             c,
             spec.clearReports.map((id) => ({ id, queueId: '', set: { report: null } })),
           );
         }
-        const result: InsertResult = { claimed };
+        const result: InsertResult = { claimed: claimedRecords };
         if (chunks === 1) result.body = tail.data;
         return result;
       });
@@ -1189,39 +1178,28 @@ export class PostgresBackend implements QueueBackend {
   /** writeEvents - insert events in order; their seqs (this node's, increasing) go on the copies kept for the listeners. */
   private async writeEvents(c: ClientBase, tx: TxState, events: readonly MailEvent[]): Promise<void> {
     if (!events.length) return;
+    const params: unknown[] = [];
+    const text = this.eventInsert(events, params);
+    keepSeqs(tx, events, (await c.query<{ seq: number }>(text, params)).rows.map((r) => r.seq));
+  }
+
+  /**
+   * eventInsert - the INSERT of these events (with RETURNING seq), its
+   * parameters appended to `params`: one statement for any number of rows,
+   * alone or as a CTE of a bigger statement. Rows go in in the order given.
+   */
+  private eventInsert(events: readonly MailEvent[], params: unknown[]): string {
     const col = <K extends keyof MailEvent>(k: K) => events.map((e) => e[k] ?? null);
-    const seqs = (
-      await c.query<{ seq: number }>(
-        `INSERT INTO events (node, ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
-         SELECT $1, t.ts, t.id, t.event, t.qid, t.message_id, t.sender, t.recipient, t.attempt, t.state, t.remote, t.reply, t.error, t.status, t.detail, t.report
-         FROM unnest($2::text[], $3::integer[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::integer[], $10::text[],
-                     $11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::text[])
+    const at = (v: unknown): string => `$${params.push(v)}`;
+    return `INSERT INTO events (node, ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
+         SELECT ${at(this.node)}, t.ts, t.id, t.event, t.qid, t.message_id, t.sender, t.recipient, t.attempt, t.state, t.remote, t.reply, t.error, t.status, t.detail, t.report
+         FROM unnest(${at(events.map((e) => e.ts || isoTime()))}::text[], ${at(col('id'))}::integer[], ${at(col('event'))}::text[], ${at(col('queue_id'))}::text[],
+                     ${at(col('message_id'))}::text[], ${at(col('sender'))}::text[], ${at(col('recipient'))}::text[], ${at(events.map((e) => int(e.attempt)))}::integer[],
+                     ${at(col('state'))}::text[], ${at(col('remote'))}::text[], ${at(col('reply'))}::text[], ${at(col('error'))}::text[], ${at(col('status'))}::text[],
+                     ${at(col('detail'))}::text[], ${at(col('report'))}::text[])
               WITH ORDINALITY AS t(ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report, ord)
          ORDER BY t.ord
-         RETURNING seq`,
-        [
-          this.node,
-          events.map((e) => e.ts || isoTime()),
-          col('id'),
-          col('event'),
-          col('queue_id'),
-          col('message_id'),
-          col('sender'),
-          col('recipient'),
-          col('attempt'),
-          col('state'),
-          col('remote'),
-          col('reply'),
-          col('error'),
-          col('status'),
-          col('detail'),
-          col('report'),
-        ],
-      )
-    ).rows
-      .map((r) => r.seq)
-      .sort((a, b) => a - b);
-    events.forEach((e, i) => tx.events.push({ ...e, seq: seqs[i]! }));
+         RETURNING seq`;
   }
 
   // ---- reads -------------------------------------------------------------
