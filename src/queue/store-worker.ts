@@ -1,7 +1,7 @@
 /*
- * queue/store-worker - the embedded store's background work, on a worker
- * thread with connections of its own, so none of it stops the event loop
- * that serves SMTP sessions:
+ * queue/store-worker - the embedded backend's (queue/backends/sqlite)
+ * background work, on a worker thread with connections of its own, so none
+ * of it stops the event loop that serves SMTP sessions:
  *
  * 1. WAL checkpoints (PASSIVE: they never wait for, or block, the writer).
  *    The main connection turns its automatic checkpoints off while this
@@ -12,7 +12,7 @@
  *    cost about a third of the database writes per message); it trails the
  *    event table by at most one interval, can be deleted at any time, and is
  *    rebuilt from the event table on the next start. Queries read the table's
- *    newest events directly, so they miss nothing (queue/embedded-store).
+ *    newest events directly, so they miss nothing (queue/backends/sqlite).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
