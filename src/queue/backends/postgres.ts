@@ -1159,20 +1159,18 @@ export class PostgresBackend implements QueueBackend {
   private async applyDeltas(c: ClientBase, deltas: Map<string, number>): Promise<void> {
     const list = [...deltas].filter(([, d]) => d !== 0).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
     if (!list.length) return;
-    const done = (
-      await c.query<{ qid: string }>(
-        `WITH d AS (SELECT * FROM unnest($1::text[], $2::integer[]) AS t(qid, delta)),
-              locked AS (SELECT m.qid FROM messages m JOIN d ON d.qid = m.qid ORDER BY m.qid FOR UPDATE OF m)
-         UPDATE messages m SET open_count = m.open_count + d.delta FROM d JOIN locked l ON l.qid = d.qid
-         WHERE m.qid = d.qid RETURNING m.qid, m.open_count`,
-        [list.map(([q]) => q), list.map(([, d]) => d)],
-      )
-    ).rows.filter((r) => (r as { open_count?: number }).open_count! <= 0);
-    if (!done.length) return;
-    const qids = done.map((r) => r.qid);
-    await c.query(`DELETE FROM recipients WHERE qid = ANY($1::text[])`, [qids]);
-    await c.query(`DELETE FROM bodies WHERE qid = ANY($1::text[])`, [qids]);
-    await c.query(`DELETE FROM messages WHERE qid = ANY($1::text[])`, [qids]);
+    // One statement: lock the rows, count, and delete the messages left with nothing open
+    // (their recipients and body chunks with them); the UPDATE and the DELETE touch different rows.
+    await c.query(
+      `WITH d AS (SELECT * FROM unnest($1::text[], $2::integer[]) AS t(qid, delta)),
+            cur AS (SELECT m.qid, m.open_count + d.delta AS n FROM messages m JOIN d ON d.qid = m.qid ORDER BY m.qid FOR UPDATE OF m),
+            upd AS (UPDATE messages m SET open_count = cur.n FROM cur WHERE m.qid = cur.qid AND cur.n > 0),
+            done AS (SELECT qid FROM cur WHERE n <= 0),
+            r AS (DELETE FROM recipients WHERE qid IN (SELECT qid FROM done)),
+            b AS (DELETE FROM bodies WHERE qid IN (SELECT qid FROM done))
+       DELETE FROM messages WHERE qid IN (SELECT qid FROM done)`,
+      [list.map(([q]) => q), list.map(([, d]) => d)],
+    );
   }
 
   /** writeEvents - insert events in order; their seqs (this node's, increasing) go on the copies kept for the listeners. */
