@@ -39,6 +39,7 @@ import { EventLog } from './log/event-log.js';
 import { trace } from './log/trace.js';
 import { PickupDirectory } from './pickup/pickup.js';
 import { describeOpenFailure, makeQueue } from './queue/open.js';
+import { warnImpossibleMinFreeSpace } from './core/space-check.js';
 import type { QueueStore } from './queue/store.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -129,6 +130,7 @@ export class Petrel {
   /** start - open everything and begin accepting mail. */
   async start(): Promise<void> {
     mkdirSync(this.config.data_dir, { recursive: true });
+    warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
     try {
       await this.store.open();
     } catch (e) {

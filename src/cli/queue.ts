@@ -80,7 +80,7 @@ export function printMessage(b: Answer['body'], out: Out): void {
         ['RECIPIENT', 'STATE', 'ATTEMPTS', 'NEXT', 'DESTINATION', 'LAST REPLY'],
         (b.recipients as Array<Record<string, any>>).map((r) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
           r.address,
-          r.state + (r.suspended ? ' (held)' : ''),
+          r.state + (r.claimedBy ? ` by ${r.claimedBy}` : '') + (r.suspended ? ' (held)' : ''),
           String(r.attempts),
           r.state === 'queued' || r.state === 'deferred' ? when(r.nextAttemptAt, now) : '-',
           r.destination,

@@ -16,10 +16,11 @@
  * - a patch guarded by a claim token is applied only while the recipient
  *   still holds that claim (another claim since -> refused, reported back);
  *   a patch that sets any state other than "delivering" drops the claim;
- * - claimable (claimDue, nextDueAt, countDue): state queued or deferred, not
- *   suspended, next attempt due, destination not held (an `overrides` hold);
- *   and a "delivering" recipient whose lease has run out (judged by the
- *   backend's clock: PostgreSQL's now() in a cluster);
+ * - claimable (claimDue, nextDueAt, countDue): not suspended, destination not
+ *   held (an `overrides` hold), and either queued or deferred with its next
+ *   attempt due, or "delivering" with its lease run out (leases are given and
+ *   judged by the backend's clock: PostgreSQL's now() in a cluster, never a
+ *   caller's `now`);
  * - a message and its body are removed once every recipient is final
  *   (FINAL_STATES) and owes no report (`report` null): isOpen() below;
  * - errors from a full disk are thrown as StorageFull; nothing is deleted
@@ -193,6 +194,8 @@ export interface QueueBackend {
 
   /** Cluster membership (shared backends): write this node's heartbeat; list the nodes. */
   heartbeat?(node: string, startedAt: number): Promise<void>;
+  /** This node stops cleanly: its heartbeat ends now (a restart under its name need not wait out the lease). */
+  leave?(node: string): Promise<void>;
   nodes?(leaseMs: number): Promise<NodeInfo[]>;
 }
 

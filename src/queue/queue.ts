@@ -112,8 +112,11 @@ export class Queue implements QueueStore {
   }
 
   async close(): Promise<void> {
+    const opened = this.timer !== null;
     if (this.timer) clearInterval(this.timer);
     this.timer = null;
+    // A clean stop ends this node's heartbeat: its claims were given back or are due again at its next start.
+    if (opened && this.backend.leave) await this.backend.leave(this.node).catch((e) => this.trace?.warn({ err: (e as Error).message }, 'cannot end the heartbeat'));
     await this.backend.close();
   }
 

@@ -84,7 +84,8 @@ export class MemoryBackend implements QueueBackend {
   }
 
   private claimable(r: Row, now: number): boolean {
-    return (CLAIMABLE_STATES.includes(r.state) && !r.suspended && r.nextAttemptAt <= now && !this.held(r.destination)) || (r.state === 'delivering' && r.leaseUntil < Date.now());
+    if (r.suspended || this.held(r.destination)) return false;
+    return (CLAIMABLE_STATES.includes(r.state) && r.nextAttemptAt <= now) || (r.state === 'delivering' && r.leaseUntil < Date.now());
   }
 
   private static record(r: Row): RecipientRecord {
