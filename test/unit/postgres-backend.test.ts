@@ -288,7 +288,7 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     assert.ok((await a.eventsOf(m.queueId, 0, 10)).length > 0, 'its events stay (the event log and tracking need them)');
   });
 
-  test('NOTIFY wakes the other instance (and this one); a change without wake does not', async () => {
+  test('NOTIFY wakes the other instance; this one is woken at commit, once; a change without wake does not', async () => {
     const url = await freshDatabase();
     const a = await backend(url, 'a');
     const b = await backend(url, 'b');
@@ -304,7 +304,10 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     await new Promise((r) => setTimeout(r, 200));
     assert.deepEqual(woke, { a: 0, b: 0 }, 'no wake for changes that make nothing due');
     await a.apply({ wake: true });
+    assert.equal(woke.a, 1, 'this node is woken before apply() resolves');
     await waitFor(() => woke.b > 0, 5000, 'b woken by apply({ wake })');
+    await new Promise((r) => setTimeout(r, 200));
+    assert.deepEqual(woke, { a: 1, b: 1 }, 'once each: this node\'s own NOTIFY is not passed on again');
   });
 
   test('a schema newer than this Petrel makes open() reject with a clear message; two nodes migrating at once agree', async () => {
@@ -371,6 +374,11 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     await new Promise((r) => setTimeout(r, 250));
     await a.heartbeat('a', 1000);
     assert.deepEqual((await b.nodes(200)).map((n) => [n.name, n.alive]), [['a', true], ['b', false]], 'a heartbeat older than the lease: not alive');
+    await a.close();
+    assert.deepEqual((await b.nodes(60_000)).map((n) => [n.name, n.alive]), [['a', false], ['b', true]], 'a node that stopped cleanly is not alive (it may start again at once)');
+    const again = await backend(url, 'a');
+    await again.heartbeat('a', 3000);
+    assert.deepEqual((await b.nodes(60_000)).map((n) => [n.name, n.startedAt, n.alive]), [['a', 3000, true], ['b', 2000, true]]);
   });
 
   test('group commit: concurrent writes share transactions; a failing one fails alone; StorageFull for a full disk', async () => {

@@ -44,8 +44,11 @@
  * this node's event seqs increase in commit order, which the event log relies
  * on (it copies up to durableEventSeq()). Reads, claims, renewals, heartbeats
  * and body chunks use a pg.Pool; a LISTEN connection of its own hears
- * `petrel_wake` (sent in the transaction of every change that makes work due,
- * own node included) and reconnects by itself, with back-off, when it drops.
+ * `petrel_wake` (sent in the transaction of every change that makes work due)
+ * and reconnects by itself, with back-off, when it drops (and then wakes
+ * this node once: it may have missed some). This node's own changes wake it
+ * directly once committed, before its callers hear of the commit; the
+ * notification of its own writer connection is then not passed on again.
  *
  * Bodies live in the database, in table bodies(qid, n, data bytea) as chunks
  * of 256 KB (BODY_CHUNK). The BodyWriter keeps at most one chunk in memory:
@@ -220,7 +223,8 @@ CREATE TABLE overrides (
 CREATE TABLE nodes (
   name text PRIMARY KEY,
   heartbeat_at timestamptz NOT NULL,
-  started_at bigint NOT NULL
+  started_at bigint NOT NULL,
+  stopped boolean NOT NULL DEFAULT false
 );
 `,
 ];
@@ -451,6 +455,8 @@ export class PostgresBackend implements QueueBackend {
   private closed = false;
   private durableSeq = 0;
   private lastSweep = 0;
+  /** Nodes this instance wrote heartbeats for: close() marks them stopped (a clean stop may restart at once). */
+  private readonly heartbeats = new Set<string>();
   private readonly eventListeners: Array<(events: MailEvent[]) => void> = [];
   private readonly wakeListeners: Array<() => void> = [];
   /** Group commit: transactions committed, and the operations they carried. */
@@ -526,6 +532,11 @@ export class PostgresBackend implements QueueBackend {
       this.writerConnecting = null;
     });
     return this.writerConnecting;
+  }
+
+  /** writerPid - the server process of this node's writer connection (NOTIFYs from it are this node's own). */
+  private writerPid(): number | null {
+    return (this.writer as (pg.Client & { processID?: number | null }) | null)?.processID ?? null;
   }
 
   private dropWriter(c: pg.Client): void {
@@ -630,13 +641,14 @@ export class PostgresBackend implements QueueBackend {
         }
       }
     }
+    // This node wakes at once, before its callers hear of the commit (the NOTIFY it sent
+    // comes back through LISTEN a moment later and is ignored: see listen()).
+    if (notify) this.emitWake();
     batch.forEach((op, i) => {
       const r = results[i]!;
       if (r.ok) op.resolve(r.value);
       else op.reject(r.error);
     });
-    // The NOTIFY reaches this node through its LISTEN connection; while that is down, wake here.
-    if (notify && !this.listener) this.emitWake();
   }
 
   // ---- LISTEN ------------------------------------------------------------
@@ -655,7 +667,8 @@ export class PostgresBackend implements QueueBackend {
     c.on('error', lost);
     c.on('end', lost);
     c.on('notification', (n) => {
-      if (n.channel === WAKE_CHANNEL) this.emitWake();
+      // Every node's NOTIFY but this node's own writer's: that one woke this node when it committed.
+      if (n.channel === WAKE_CHANNEL && n.processId !== this.writerPid()) this.emitWake();
     });
     try {
       await c.connect();
@@ -764,6 +777,11 @@ export class PostgresBackend implements QueueBackend {
     }
     while (this.draining) await this.draining;
     if (this.writerConnecting) await this.writerConnecting.catch(() => undefined);
+    if (this.heartbeats.size && this.pool) {
+      // A clean stop: not alive any more (its claims are released by the queue layer or end with their leases).
+      await this.pool.query(`UPDATE nodes SET stopped = true WHERE name = ANY($1::text[])`, [[...this.heartbeats]]).catch(() => undefined);
+      this.heartbeats.clear();
+    }
     const w = this.writer;
     this.writer = null;
     if (w) await w.end().catch(() => undefined);
@@ -1440,10 +1458,11 @@ export class PostgresBackend implements QueueBackend {
 
   async heartbeat(node: string, startedAt: number): Promise<void> {
     await this.query(
-      `INSERT INTO nodes (name, heartbeat_at, started_at) VALUES ($1, clock_timestamp(), $2)
-       ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, started_at = EXCLUDED.started_at`,
+      `INSERT INTO nodes (name, heartbeat_at, started_at, stopped) VALUES ($1, clock_timestamp(), $2, false)
+       ON CONFLICT (name) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at, started_at = EXCLUDED.started_at, stopped = false`,
       [node, int(startedAt)],
     );
+    this.heartbeats.add(node);
     // Not part of the heartbeat's answer: a sweep that fails is tried again next time.
     if (Date.now() - this.lastSweep >= SWEEP_EVERY_MS) void this.sweepUploads().catch(() => undefined);
   }
@@ -1452,7 +1471,7 @@ export class PostgresBackend implements QueueBackend {
     const rows = await this.query<{ name: string; hb: number; started_at: number; in_flight: number; alive: boolean }>(
       `SELECT n.name, (extract(epoch FROM n.heartbeat_at) * 1000)::float8 AS hb, n.started_at,
               (SELECT count(*) FROM recipients r WHERE r.state = 'delivering' AND r.claim_node = n.name) AS in_flight,
-              n.heartbeat_at > clock_timestamp() - make_interval(secs => $1::float8 / 1000) AS alive
+              NOT n.stopped AND n.heartbeat_at > clock_timestamp() - make_interval(secs => $1::float8 / 1000) AS alive
        FROM nodes n ORDER BY n.name`,
       [leaseMs],
     );
