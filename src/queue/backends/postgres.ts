@@ -187,6 +187,7 @@ CREATE INDEX recipients_claim ON recipients (claim) WHERE claim IS NOT NULL;
 CREATE INDEX recipients_claim_node ON recipients (claim_node, id) WHERE state = 'delivering';
 CREATE INDEX recipients_report ON recipients (qid) WHERE report IS NOT NULL;
 CREATE INDEX recipients_dest ON recipients (destination);
+CREATE INDEX recipients_state ON recipients (state);
 CREATE TABLE events (
   seq bigserial PRIMARY KEY,
   node text COLLATE "C" NOT NULL,
