@@ -82,6 +82,7 @@ export interface Config {
   dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
+  checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number };
 }
 
 /** A check turns a raw TOML value into its typed form, or returns an error text. */
@@ -315,6 +316,12 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'log.retention': { check: positiveDuration, def: () => 30 * 86_400_000, doc: 'events kept for tracking' },
   'log.rotate_size': { check: size, def: () => 100 * 1024 * 1024, doc: 'rotate events.jsonl at this size; 0 never' },
   'log.rotate_keep': { check: int(1, 10_000), def: () => 10, doc: 'rotated event log files kept' },
+
+  'checks.authenticate': { check: bool, def: () => false, doc: 'SPF, DKIM, DMARC and ARC on mail from outside relay_networks, not authenticated' },
+  'checks.spf_fail': { check: oneOf('tag', 'reject'), def: () => 'tag', doc: 'SPF fail: tag, or refuse 550 5.7.23' },
+  'checks.dmarc_reject': { check: bool, def: () => true, doc: 'DMARC fail with p=reject: 550 5.7.1' },
+  'checks.arc_trusted': { check: arrayOf(domainName), def: () => [], doc: 'ARC sealers whose valid chain overrides dmarc_reject' },
+  'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
 };
 
 /** The keys of one [[routes]] entry. */

@@ -1,0 +1,101 @@
+/*
+ * checks/inbound-checks - what an SMTP session asks of the checks: whether
+ * a transaction is checked at all, a place to hold its message while it
+ * arrives (checks/held-message), and at the end of data the verdict: refuse,
+ * or hand the message to enqueue with the results at its top.
+ *
+ * Which mail is checked: mail on the MX listener (`[smtp] listen`) from a
+ * client outside `relay_networks` that has not authenticated. Submission,
+ * relay_networks and authenticated sessions are never checked (their senders
+ * are ours), nor Petrel's own reports and pickup files (they never pass
+ * here).
+ *
+ * Invariants:
+ * - a refused message is never stored: the caller aborts the enqueue;
+ * - an accepted message is stored exactly as received, with the results'
+ *   header fields added after Received: and any Authentication-Results:
+ *   claiming our hostname removed (RFC 8601 §5);
+ * - the checks never throw at the session: whatever fails inside them is a
+ *   temporary result (checks/authenticate), and memory is bounded by
+ *   checks/held-message;
+ * - every DNS look-up goes through one bounded cache (checks/dns) and the
+ *   `[delivery] dns_servers` resolvers when set.
+ *
+ * Untrusted input: the message and the envelope (passed on to the checks).
+ */
+import { join } from 'node:path';
+import type { Config } from '../config/schema.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
+import type { Incoming } from '../enqueue/enqueue.js';
+import { stripOwnResults } from './auth-results.js';
+import { checkAuthentication } from './authenticate.js';
+import { CheckResolver } from './dns.js';
+import { clearScratch, HeldMessage } from './held-message.js';
+
+/** Who sent the transaction, as the session knows it. */
+export interface CheckedClient {
+  kind: 'smtp' | 'submission';
+  inRelayNetworks: boolean;
+  authenticated: boolean;
+}
+
+export interface CheckedTransaction {
+  ip: string;
+  helo: string;
+  sender: string;
+}
+
+export interface CheckOutcome {
+  /** Set when the message is refused (the caller aborts the enqueue and sends it). */
+  refusal: SmtpReply | null;
+  /** Short text for traces and the received event. */
+  summary: string;
+}
+
+export class InboundChecks {
+  readonly resolver: CheckResolver;
+  private readonly scratchDir: string;
+
+  constructor(private readonly config: Config) {
+    this.resolver = new CheckResolver({ servers: config.delivery.dns_servers, timeoutMs: config.checks.dns_timeout });
+    this.scratchDir = join(config.data_dir, 'tmp', 'checks');
+  }
+
+  /** start - empty the scratch directory (messages of a previous run that were never answered 250). */
+  async start(): Promise<void> {
+    await clearScratch(this.scratchDir);
+  }
+
+  /** applies - is this transaction checked? */
+  applies(client: CheckedClient): boolean {
+    return this.config.checks.authenticate && client.kind === 'smtp' && !client.inRelayNetworks && !client.authenticated;
+  }
+
+  /** hold - a holder for one message while it arrives. */
+  hold(): HeldMessage {
+    return new HeldMessage(this.scratchDir, this.config.smtp.max_header_size);
+  }
+
+  /**
+   * finish - check the held message; when it is accepted, write it (with the
+   * results) into `incoming`, which the caller then commits. Disposes of the
+   * held message either way.
+   */
+  async finish(held: HeldMessage, incoming: Incoming, tx: CheckedTransaction): Promise<CheckOutcome> {
+    try {
+      const c = this.config.checks;
+      const verdict = await checkAuthentication(
+        { message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, hostname: this.config.hostname, resolver: this.resolver.resolve },
+        { spf_fail: c.spf_fail, dmarc_reject: c.dmarc_reject, arc_trusted: c.arc_trusted },
+      );
+      if (verdict.refusal) return { refusal: verdict.refusal, summary: verdict.summary };
+      incoming.addHeaders(verdict.headers);
+      incoming.note(verdict.summary);
+      const hostname = this.config.hostname;
+      for await (const chunk of held.replay((header) => stripOwnResults(header, hostname).header)) await incoming.write(chunk);
+      return { refusal: null, summary: verdict.summary };
+    } finally {
+      await held.dispose();
+    }
+  }
+}
