@@ -103,6 +103,8 @@ export class Incoming {
   private headerTooBig = false;
   private failure: Error | null = null;
   private started = false;
+  /** Header fields added by addHeaders, written after Received:. */
+  private extraHeaders = '';
 
   constructor(
     private readonly options: EnqueueOptions,
@@ -116,8 +118,28 @@ export class Incoming {
     );
   }
 
+  /**
+   * addHeaders - header fields (each ending CR LF) to write right after
+   * Received:, before the message: the inbound checks' results
+   * (checks/inbound-checks). Only before the first write.
+   */
+  addHeaders(fields: string): void {
+    if (this.started) throw new Error('addHeaders after the message began');
+    this.extraHeaders += fields;
+  }
+
+  /** note - a short verdict (the inbound checks') added to `client`: shown in the received event and `queue show`. */
+  note(text: string): void {
+    this.envelope.client += ` (${text})`;
+  }
+
   private async start(): Promise<void> {
     this.started = true;
+    await this.writeReceived();
+    if (this.extraHeaders) await this.body.write(Buffer.from(this.extraHeaders, 'latin1'));
+  }
+
+  private async writeReceived(): Promise<void> {
     const r = this.envelope.received;
     if (!r) return;
     const header = receivedHeader({
