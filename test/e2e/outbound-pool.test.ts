@@ -1,7 +1,8 @@
 // outbound-pool: connection reuse across messages (RSET between them), the
 // per-connection message limit, idle close, a peer closing an idle connection
 // (transparent reconnect), per-destination concurrency and dead-destination
-// back-off, all through the SMTP agent against real sockets.
+// back-off (one probe connection at a time while it lasts; an operator's retry
+// ends it), all through the SMTP agent against real sockets.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { SmtpAgent } from '../../src/delivery/smtp/agent.js';
@@ -138,20 +139,49 @@ test('dead-destination back-off: jobs waiting for a destination that failed are 
   const replies = new Set(cs.map((c) => c.byAddress.values().next().value!.reply));
   for (const c of cs) assert.equal(c.count('deferred'), 1);
   assert.equal(replies.size, 1, 'the same error for all');
-  // During the back-off a new job is deferred without a connect; after it, a real attempt is made.
+  // During the back-off a new job is not answered "down" without trying: it
+  // probes with one connection; the peer is back, so it is delivered and the
+  // back-off ends.
   const peer = await startPeer({ port });
   t.after(() => peer.close());
   const j2 = makeJob(['late@example.net'], fixedHop(port));
   const c2 = collect(j2);
   await a.deliver(j2, c2.report);
-  assert.equal(c2.count('deferred'), 1);
-  assert.equal(peer.connections.length, 0);
-  await sleep(400);
+  assert.equal(c2.count('delivered'), 1);
+  assert.equal(peer.connections.length, 1);
   const j3 = makeJob(['later@example.net'], fixedHop(port));
   const c3 = collect(j3);
   await a.deliver(j3, c3.report);
   assert.equal(c3.count('delivered'), 1);
   assert.equal(a.pool.destinations, 1);
+});
+
+test('during a back-off, jobs share one probe connection and take its result; clearBackOff ends the back-off', async (t) => {
+  // A peer that answers every connection with 421: opening fails after a real connection.
+  const peer = await startPeer({ greeting: '421 4.3.2 not now' });
+  t.after(() => peer.close());
+  const a = agent({ maxPerDestination: 5, deadBackoffMs: 60_000 });
+  t.after(() => a.close());
+  const first = makeJob(['first@example.net'], fixedHop(peer.port));
+  const c1 = collect(first);
+  await a.deliver(first, c1.report);
+  assert.equal(c1.count('deferred'), 1);
+  assert.equal(peer.connections.length, 1);
+  // Backed off: five jobs due together make one connection between them, and each is deferred with its error.
+  const jobs = Array.from({ length: 5 }, (_, i) => makeJob([`r${i}@example.net`], fixedHop(peer.port)));
+  const cs = jobs.map((j) => collect(j));
+  await Promise.all(jobs.map((j, i) => a.deliver(j, cs[i]!.report)));
+  for (const c of cs) {
+    assert.equal(c.count('deferred'), 1);
+    assert.match(c.byAddress.values().next().value!.reply, /421/);
+  }
+  assert.equal(peer.connections.length, 2, 'one probe for the five jobs');
+  // An operator's retry ends the back-off of the hop: the next jobs open connections as usual, in parallel.
+  assert.deepEqual(a.pool.clearBackOff(fixedHop(peer.port).key).length, 1);
+  assert.deepEqual(a.pool.clearBackOff(fixedHop(peer.port).key), [], 'nothing left to end');
+  const more = Array.from({ length: 3 }, (_, i) => makeJob([`m${i}@example.net`], fixedHop(peer.port)));
+  await Promise.all(more.map((j) => a.deliver(j, collect(j).report)));
+  assert.equal(peer.connections.length, 5, 'three connections opened at once: no probe-at-a-time after the back-off ended');
 });
 
 test('close(): a connection still in use after the grace period is cut, its recipients deferred, nothing lost', async (t) => {

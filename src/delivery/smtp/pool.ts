@@ -10,15 +10,23 @@
  *   closes; an idle connection closes after `idleTimeoutMs`; a connection the
  *   peer closed is dropped from the idle list at once;
  * - dead-destination back-off: when opening a connection to a destination
- *   fails, the jobs waiting for it get that same error at once, and so does
- *   every new job for it during `deadBackoffMs`, instead of each trying again;
+ *   fails, the jobs waiting for it get that same error at once. For
+ *   `deadBackoffMs` after, the destination is probed, as Postfix does: a job
+ *   for it opens one connection (the probe) while the others wait on it; if
+ *   the probe connects, the back-off ends and they go on as usual; if it
+ *   fails, they all take its error. So no job is ever answered "down"
+ *   without a connection having been tried for it (every deferral is a real
+ *   attempt), and a dead destination gets one connection attempt at a time,
+ *   not one per job;
+ * - an operator's retry ends the back-off at once (clearBackOff);
  * - no unbounded maps: a destination's entry is deleted as soon as it has no
  *   connection, no waiter and no back-off in force (a timer clears back-offs);
  * - in a cluster (several nodes on one queue) the limits are the cluster's:
  *   this node uses its share of `maxPerDestination` (shareAmong: the limit
  *   divided by the nodes alive, rounded down, at least 1), and a back-off
- *   found by one node is told to the others (onDead / markDead), so a dead
- *   destination is probed once per back-off, not once per node.
+ *   found by one node is told to the others (onDead / markDead), so every
+ *   node probes a dead destination instead of opening its share of
+ *   connections to it.
  *
  * Untrusted input: none (destinations are keys made by the router).
  */
@@ -84,6 +92,8 @@ interface Destination {
   deadUntil: number;
   deadError: unknown;
   deadTimer: NodeJS.Timeout | null;
+  /** A probe connection to the backed-off destination is being opened (the other waiters wait on it). */
+  probing: boolean;
 }
 
 export class ConnectionPool {
@@ -137,11 +147,33 @@ export class ConnectionPool {
     return this.dests.size;
   }
 
-  /** acquire - a connection to `key`: an idle one, a new one from `open`, or the next one freed. */
+  /**
+   * clearBackOff - an operator's retry: end the back-off of every connection
+   * key of the next hop `hopKey` (the router's key; the agents' pool keys are
+   * "<agent>:<hopKey>:..."), so the retry's attempt goes at once, with every
+   * connection the limits allow. Returns the pool keys whose back-off ended.
+   */
+  clearBackOff(hopKey: string): string[] {
+    const ended: string[] = [];
+    for (const d of [...this.dests.values()]) {
+      const rest = d.key.slice(d.key.indexOf(':') + 1);
+      if (d.key !== hopKey && !rest.startsWith(`${hopKey}:`)) continue;
+      if (d.deadUntil === 0 && !d.deadTimer) continue;
+      if (d.deadTimer) clearTimeout(d.deadTimer);
+      d.deadTimer = null;
+      d.deadUntil = 0;
+      d.deadError = null;
+      ended.push(d.key);
+      this.pump(d);
+      this.tidy(d);
+    }
+    return ended;
+  }
+
+  /** acquire - a connection to `key`: an idle one, a new one from `open` (a probe while backed off), or the next one freed. */
   acquire(key: string, open: () => Promise<SmtpClient>): Promise<Lease> {
     if (this.closing) return Promise.reject(new Error('delivery is stopping'));
     const d = this.dest(key);
-    if (d.deadUntil > Date.now()) return Promise.reject(new DestinationDown(key, d.deadError, d.deadUntil));
     return new Promise<Lease>((resolve, reject) => {
       d.waiters.push({ open, resolve, reject });
       this.pump(d);
@@ -214,7 +246,7 @@ export class ConnectionPool {
   private dest(key: string): Destination {
     let d = this.dests.get(key);
     if (!d) {
-      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null };
+      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null, probing: false };
       this.dests.set(key, d);
     }
     return d;
@@ -258,9 +290,12 @@ export class ConnectionPool {
         continue;
       }
       if (d.busy >= this.perDestination) return;
+      // Backed off: one probe at a time; the others wait for its result.
+      const dead = d.deadUntil > Date.now();
+      if (dead && d.probing) return;
       if (this.total >= this.options.maxTotal && !this.evictIdle(d)) return;
       const w = d.waiters.shift()!;
-      this.openFor(d, w);
+      this.openFor(d, w, dead);
     }
   }
 
@@ -283,11 +318,20 @@ export class ConnectionPool {
     return false;
   }
 
-  private openFor(d: Destination, w: Waiter): void {
+  private openFor(d: Destination, w: Waiter, probe = false): void {
     d.busy++;
     this.total++;
+    if (probe) d.probing = true;
     w.open().then(
       (client) => {
+        if (probe) {
+          // The destination answers again: the back-off ends; the others may open connections.
+          d.probing = false;
+          if (d.deadTimer) clearTimeout(d.deadTimer);
+          d.deadTimer = null;
+          d.deadUntil = 0;
+          d.deadError = null;
+        }
         if (this.closing) {
           // Opened while stopping: not used; the job defers its recipients.
           client.destroy();
@@ -300,8 +344,10 @@ export class ConnectionPool {
         this.carried.set(client, 0);
         this.lent.add(client);
         w.resolve({ key: d.key, client, reused: false });
+        if (probe) this.pump(d);
       },
       (err: unknown) => {
+        if (probe) d.probing = false;
         d.busy--;
         this.total--;
         if (!this.closing) {
