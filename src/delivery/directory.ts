@@ -40,6 +40,7 @@
 import { randomBytes } from 'node:crypto';
 import { open, stat, unlink } from 'node:fs/promises';
 import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
+import { storageStatus } from '../core/storage-status.js';
 import { dirname, join } from 'node:path';
 import { rfc5322Date } from '../enqueue/received.js';
 import type { MessageRecord, RecipientRecord } from '../queue/store.js';
@@ -281,9 +282,8 @@ function deferred(path: string, text: string, status: string): Outcome {
   return { kind: 'deferred', status, reply: text, remote: `directory ${path}`, remoteReply: false };
 }
 
-/** ioError - a local I/O failure as a deferral (RFC 3463: 4.2.2 quota, 4.3.1 disk full, 4.3.0 otherwise). */
+/** ioError - a local I/O failure as a deferral (status: core/storage-status, into a mailbox). */
 function ioError(path: string, e: unknown): Outcome {
   const err = e as NodeJS.ErrnoException;
-  const status = err.code === 'EDQUOT' ? '4.2.2' : err.code === 'ENOSPC' ? '4.3.1' : '4.3.0';
-  return deferred(path, `cannot write to ${path}: ${err.code ?? err.message}`, status);
+  return deferred(path, `cannot write to ${path}: ${err.code ?? err.message}`, storageStatus(e, 'mailbox'));
 }

@@ -24,6 +24,7 @@
  */
 import { mkdir, open, unlink } from 'node:fs/promises';
 import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
+import { storageStatus } from '../core/storage-status.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname, join, resolve, sep } from 'node:path';
@@ -226,9 +227,8 @@ export class MaildirAgent implements DeliveryAgent {
   async close(): Promise<void> {}
 }
 
-/** localError - a local I/O failure as a deferral (RFC 3463: 4.2.2 quota, 4.3.1 disk full, 4.3.0 otherwise). */
+/** localError - a local I/O failure as a deferral (status: core/storage-status, into a mailbox). */
 function localError(e: unknown, box: string): Omit<RecipientResult, 'recipientId'> {
   const err = e as NodeJS.ErrnoException;
-  const status = err.code === 'EDQUOT' ? '4.2.2' : err.code === 'ENOSPC' ? '4.3.1' : '4.3.0';
-  return { kind: 'deferred', status, reply: `cannot write to maildir ${box}: ${err.code ?? err.message}`, remote: 'maildir', remoteReply: false };
+  return { kind: 'deferred', status: storageStatus(e, 'mailbox'), reply: `cannot write to maildir ${box}: ${err.code ?? err.message}`, remote: 'maildir', remoteReply: false };
 }

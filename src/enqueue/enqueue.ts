@@ -17,7 +17,9 @@
  * Used by every way in: SMTP sessions, the pickup directory, and reports.
  */
 import { newMessageId, newQueueId } from '../core/ids.js';
-import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import { smtpReply } from '../core/replies.js';
+import { storageStatus } from '../core/storage-status.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
 import type { MailEvent } from '../log/events.js';
 import { StorageFull } from '../queue/backend.js';
 import type { BodyWriter, Claim, NewRecipient, QueueStore } from '../queue/store.js';
@@ -183,14 +185,14 @@ export class Incoming {
    */
   async commit(report: ReportCommit = {}): Promise<{ queueId: string; messageId: string; size: number }> {
     try {
-      if (this.oversize) throw new EnqueueRejected(reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.envelope.maxSize} octets)`));
-      if (this.nul) throw new EnqueueRejected(reply(554, '5.6.0', 'Message contains NUL octets; not accepted'));
-      if (this.headerTooBig) throw new EnqueueRejected(reply(552, '5.3.4', `Message header section exceeds the limit (${this.envelope.maxHeaderSize} octets)`));
+      if (this.oversize) throw new EnqueueRejected(smtpReply('messageTooBig', this.envelope.maxSize));
+      if (this.nul) throw new EnqueueRejected(smtpReply('nulOctets'));
+      if (this.headerTooBig) throw new EnqueueRejected(smtpReply('headerTooBig', this.envelope.maxHeaderSize ?? 0));
       if (this.failure) throw this.failure;
       if (!this.started) await this.start();
       for (const piece of this.scanner.finish()) await this.body.write(piece);
       if (this.envelope.maxReceived && this.scanner.received > this.envelope.maxReceived) {
-        throw new EnqueueRejected(reply(554, '5.4.6', `Too many hops (${this.scanner.received} Received: headers); mail loop?`));
+        throw new EnqueueRejected(smtpReply('tooManyHops', this.scanner.received));
       }
       const given = this.options.expand ? this.options.expand(this.envelope.recipients) : this.envelope.recipients;
       const fresh = this.options.fresh;
@@ -244,7 +246,6 @@ export interface ReportCommit {
 
 /** storageReply - the reply for a failure to store: 452 4.3.1 when the storage is full, else 451 4.3.0. */
 export function storageReply(e: unknown): SmtpReply {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  if (e instanceof StorageFull || code === 'ENOSPC' || code === 'EDQUOT') return reply(452, '4.3.1', 'Insufficient system storage; try again later');
-  return reply(451, '4.3.0', 'Local error in processing; message not accepted, try again later');
+  if (e instanceof StorageFull || storageStatus(e, 'spool') === '4.3.1') return smtpReply('storageFull');
+  return smtpReply('storageError');
 }

@@ -9,7 +9,8 @@
  * §4 for DSN parameters) are enforced by lineLimit() before parsing.
  */
 import { parseMailbox, xtextDecode } from '../core/address.js';
-import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import { smtpReply, type ReplyArgs, type ReplyName } from '../core/replies.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
 
 export interface Command {
   verb: string;
@@ -51,7 +52,9 @@ export interface RcptParams {
 
 type Parsed<T> = { ok: T } | { error: SmtpReply };
 
-const bad = (code: number, enhanced: string, text: string): { error: SmtpReply } => ({ error: reply(code, enhanced, text) });
+function bad<N extends ReplyName>(name: N, ...args: ReplyArgs<N>): { error: SmtpReply } {
+  return { error: smtpReply(name, ...args) };
+}
 
 /**
  * splitPath - "FROM:<a@b> SIZE=1" -> path "a@b", params ["SIZE=1"].
@@ -86,40 +89,40 @@ function splitParam(p: string): [string, string | null] {
 /** parseMail - the argument of MAIL ("FROM:<...> params"). */
 export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolean }): Parsed<MailParams> {
   const sp = splitPath(arg, 'FROM');
-  if (!sp) return bad(501, '5.5.4', 'Syntax: MAIL FROM:<address> [parameters]');
+  if (!sp) return bad('mailSyntax');
   const out: MailParams = { sender: sp.path, size: null, body: null, smtputf8: false, ret: null, envid: null };
   const seen = new Set<string>();
   for (const p of sp.params) {
     const [key, value] = splitParam(p);
-    if (seen.has(key)) return bad(501, '5.5.4', `Duplicate parameter ${shown(key)}`);
+    if (seen.has(key)) return bad('duplicateParameter', shown(key));
     seen.add(key);
     switch (key) {
       case 'SIZE':
-        if (value === null || !/^\d{1,20}$/.test(value)) return bad(501, '5.5.4', 'Bad SIZE parameter');
+        if (value === null || !/^\d{1,20}$/.test(value)) return bad('badParameter', 'SIZE');
         out.size = Number(value);
         break;
       case 'BODY': {
         const v = value?.toUpperCase();
-        if (v !== '7BIT' && v !== '8BITMIME') return bad(501, '5.5.4', 'Bad BODY parameter (7BIT or 8BITMIME)');
+        if (v !== '7BIT' && v !== '8BITMIME') return bad('badParameter', 'BODY', '7BIT or 8BITMIME');
         out.body = v;
         break;
       }
       case 'SMTPUTF8':
-        if (!offered.smtputf8) return bad(555, '5.5.4', 'SMTPUTF8 not offered');
-        if (value !== null) return bad(501, '5.5.4', 'SMTPUTF8 takes no value');
+        if (!offered.smtputf8) return bad('parameterNotOffered', 'SMTPUTF8');
+        if (value !== null) return bad('parameterNoValue', 'SMTPUTF8');
         out.smtputf8 = true;
         break;
       case 'RET': {
-        if (!offered.dsn) return bad(555, '5.5.4', 'RET not supported');
+        if (!offered.dsn) return bad('parameterNotSupported', 'RET');
         const v = value?.toUpperCase();
-        if (v !== 'FULL' && v !== 'HDRS') return bad(501, '5.5.4', 'Bad RET parameter (FULL or HDRS)');
+        if (v !== 'FULL' && v !== 'HDRS') return bad('badParameter', 'RET', 'FULL or HDRS');
         out.ret = v;
         break;
       }
       case 'ENVID': {
-        if (!offered.dsn) return bad(555, '5.5.4', 'ENVID not supported');
+        if (!offered.dsn) return bad('parameterNotSupported', 'ENVID');
         const v = value === null ? null : xtextDecode(value);
-        if (v === null || v.length > 100) return bad(501, '5.5.4', 'Bad ENVID parameter');
+        if (v === null || v.length > 100) return bad('badParameter', 'ENVID');
         out.envid = v;
         break;
       }
@@ -127,45 +130,45 @@ export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolea
         // RFC 4954 §5: accepted and not trusted.
         break;
       default:
-        return bad(555, '5.5.4', `Unsupported parameter ${shown(key)}`);
+        return bad('unsupportedParameter', shown(key));
     }
   }
-  if (out.sender !== '' && !parseMailbox(out.sender, out.smtputf8)) return bad(553, '5.1.7', 'Bad sender address syntax');
+  if (out.sender !== '' && !parseMailbox(out.sender, out.smtputf8)) return bad('badSender');
   return { ok: out };
 }
 
 /** parseRcpt - the argument of RCPT ("TO:<...> params"). */
 export function parseRcpt(arg: string, offered: { dsn: boolean }, utf8: boolean): Parsed<RcptParams> {
   const sp = splitPath(arg, 'TO');
-  if (!sp) return bad(501, '5.5.4', 'Syntax: RCPT TO:<address> [parameters]');
+  if (!sp) return bad('rcptSyntax');
   const out: RcptParams = { address: sp.path, notify: null, orcpt: null };
   const seen = new Set<string>();
   for (const p of sp.params) {
     const [key, value] = splitParam(p);
-    if (seen.has(key)) return bad(501, '5.5.4', `Duplicate parameter ${shown(key)}`);
+    if (seen.has(key)) return bad('duplicateParameter', shown(key));
     seen.add(key);
     switch (key) {
       case 'NOTIFY': {
-        if (!offered.dsn) return bad(555, '5.5.4', 'NOTIFY not supported');
+        if (!offered.dsn) return bad('parameterNotSupported', 'NOTIFY');
         const items = (value ?? '').toUpperCase().split(',');
         const valid = items.every((i) => ['NEVER', 'SUCCESS', 'FAILURE', 'DELAY'].includes(i)) && new Set(items).size === items.length;
-        if (!valid || (items.includes('NEVER') && items.length > 1)) return bad(501, '5.5.4', 'Bad NOTIFY parameter');
+        if (!valid || (items.includes('NEVER') && items.length > 1)) return bad('badParameter', 'NOTIFY');
         out.notify = items.join(',');
         break;
       }
       case 'ORCPT': {
-        if (!offered.dsn) return bad(555, '5.5.4', 'ORCPT not supported');
+        if (!offered.dsn) return bad('parameterNotSupported', 'ORCPT');
         const m = value === null ? null : /^([A-Za-z0-9-]+);(.+)$/.exec(value);
         const decoded = m ? xtextDecode(m[2]!) : null;
-        if (!m || decoded === null || decoded.length > 500) return bad(501, '5.5.4', 'Bad ORCPT parameter');
+        if (!m || decoded === null || decoded.length > 500) return bad('badParameter', 'ORCPT');
         out.orcpt = `${m[1]};${decoded}`;
         break;
       }
       default:
-        return bad(555, '5.5.4', `Unsupported parameter ${shown(key)}`);
+        return bad('unsupportedParameter', shown(key));
     }
   }
   if (/^postmaster$/i.test(out.address)) return { ok: out };
-  if (!parseMailbox(out.address, utf8)) return bad(501, '5.1.3', 'Bad recipient address syntax');
+  if (!parseMailbox(out.address, utf8)) return bad('badRecipient');
   return { ok: out };
 }

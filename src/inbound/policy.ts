@@ -13,7 +13,8 @@ import { BlockList, isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { parseCidr } from '../config/schema.js';
 import { domainOf } from '../core/address.js';
-import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import { smtpReply } from '../core/replies.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
 
 /** The local-recipient check policy needs (local/recipients: users, aliases, catch-alls). */
 export interface LocalRecipientCheck {
@@ -93,9 +94,9 @@ export class RecipientPolicy {
   /** check - null when the recipient is accepted, else the reply refusing it. */
   check(address: string, ctx: RcptContext): SmtpReply | null {
     if (this.isLocal(address)) {
-      return this.users.exists(address) ? null : reply(550, '5.1.1', `<${address}>: Recipient address rejected: user unknown`);
+      return this.users.exists(address) ? null : smtpReply('userUnknown', address);
     }
     if (this.mayRelay(ctx)) return null;
-    return reply(554, '5.7.1', `<${address}>: Relay access denied`);
+    return smtpReply('relayDenied', address);
   }
 }

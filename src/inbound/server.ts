@@ -9,10 +9,10 @@
  * and lets sessions finish the reply they are writing.
  */
 import { createServer, type Server, type Socket } from 'node:net';
-import { reply } from '../core/smtp-reply.js';
+import { smtpReply } from '../core/replies.js';
 import type { Endpoint } from '../config/schema.js';
 import { normalizeIp } from './policy.js';
-import { Session, type SessionContext } from './session.js';
+import { Session, type SessionContext } from './smtp-session.js';
 
 export interface BoundListener {
   kind: 'smtp' | 'submission';
@@ -60,9 +60,9 @@ export class InboundServer {
     this.ctx.onConnect?.();
     let refusal = null;
     if (this.sessions.size >= limits.max_connections) {
-      refusal = reply(421, '4.7.0', `${this.ctx.config.hostname} Too many connections, try again later`);
+      refusal = smtpReply('tooManyConnections', this.ctx.config.hostname);
     } else if ((this.perClient.get(ip) ?? 0) >= limits.max_connections_per_client) {
-      refusal = reply(421, '4.7.0', `${this.ctx.config.hostname} Too many connections from your address, try again later`);
+      refusal = smtpReply('tooManyFromClient', this.ctx.config.hostname);
     }
     if (refusal) {
       // Not counted: the socket is answered and closed at once.

@@ -1,5 +1,5 @@
 /*
- * test/fuzz/session-runner - runs one inbound Session (src/inbound/session)
+ * test/fuzz/session-runner - runs one inbound Session (src/inbound/smtp-session)
  * over an in-memory socket and checks what it did. Shared by the CI fuzzers
  * and bench/fuzz.ts.
  *
@@ -33,7 +33,7 @@ import { parseConfigText } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { Enqueuer } from '../../src/enqueue/enqueue.js';
 import { RecipientPolicy } from '../../src/inbound/policy.js';
-import { Session, type SessionContext } from '../../src/inbound/session.js';
+import { Session, type SessionContext } from '../../src/inbound/smtp-session.js';
 import { SubmissionUsers } from '../../src/inbound/submission-users.js';
 import { LocalUsers } from '../../src/local/users.js';
 import type { Trace } from '../../src/log/trace.js';

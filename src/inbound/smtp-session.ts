@@ -1,5 +1,5 @@
 /*
- * inbound/session - one SMTP connection, one method per verb (RFC 5321, with
+ * inbound/smtp-session - one SMTP connection, one method per verb (RFC 5321, with
  * PIPELINING RFC 2920, SIZE RFC 1870, 8BITMIME RFC 6152, SMTPUTF8 RFC 6531,
  * ENHANCEDSTATUSCODES RFC 2034/3463, DSN RFC 3461, STARTTLS RFC 3207,
  * LIMITS RFC 9422).
@@ -30,12 +30,14 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import { hasNonAscii } from '../core/address.js';
-import { formatReply, reply, type SmtpReply } from '../core/smtp-reply.js';
+import { smtpReply, wireOf } from '../core/replies.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
 import { EnqueueRejected, type Enqueuer, type Incoming, type IncomingRecipient } from '../enqueue/enqueue.js';
 import type { Trace } from '../log/trace.js';
 import { lineLimit, MAX_LINE, parseCommand, parseMail, parseRcpt, type MailParams } from './commands.js';
 import { DataReader } from './data-reader.js';
 import { normalizeIp, type RecipientPolicy } from './policy.js';
+import { SaslExchange } from './sasl.js';
 import type { SubmissionUsers } from './submission-users.js';
 
 export interface SessionContext {
@@ -68,19 +70,6 @@ export type ListenerKind = 'smtp' | 'submission';
 /** Authentication failures allowed per session before it is closed. */
 const MAX_AUTH_FAILURES = 3;
 
-/** A reply sent often, with its wire form made once. */
-type Fixed = SmtpReply & { wire: string };
-function fixed(code: number, enhanced: string, text: string): Fixed {
-  const r = reply(code, enhanced, text);
-  return { ...r, wire: formatReply(r) };
-}
-const OK = fixed(250, '2.0.0', 'Ok');
-const SENDER_OK = fixed(250, '2.1.0', 'Sender ok');
-const RECIPIENT_OK = fixed(250, '2.1.5', 'Recipient ok');
-const START_DATA = fixed(354, '', 'End data with <CR><LF>.<CR><LF>');
-
-type AuthStep = { mech: 'PLAIN' } | { mech: 'LOGIN'; user: string | null };
-
 type Phase = 'command' | 'data' | 'closed';
 
 let sessionCounter = 0;
@@ -103,7 +92,8 @@ export class Session {
   /** Whether the client's address is in relay_networks, worked out at the first RCPT. */
   private relayNet: boolean | undefined = undefined;
   private authUser = '';
-  private authStep: AuthStep | null = null;
+  /** The AUTH exchange in progress: lines go to it, not to the command parser. */
+  private sasl: SaslExchange | null = null;
   private authFailures = 0;
   private idleTimer: NodeJS.Timeout | null = null;
   private mail: MailParams | null = null;
@@ -144,14 +134,14 @@ export class Session {
       this.end();
       return;
     }
-    this.send(reply(220, '', `${this.ctx.config.hostname} ESMTP Petrel`));
+    this.send(smtpReply('greeting', this.ctx.config.hostname));
     this.flush();
     this.armIdle();
     // The whole session is bounded too: a client that sends a command just
     // inside idle_timeout, forever, is still let go after session_timeout.
     this.sessionTimer = setTimeout(() => {
       this.overtime = true;
-      if (!this.busy && this.phase === 'command') this.timeout('Session time limit reached, closing connection');
+      if (!this.busy && this.phase === 'command') this.timeout('Session time limit reached');
     }, this.ctx.config.smtp.session_timeout);
     this.sessionTimer.unref();
   }
@@ -167,7 +157,7 @@ export class Session {
       this.idleTimer.refresh();
       return;
     }
-    this.idleTimer = setTimeout(() => this.timeout('Idle timeout, closing connection'), this.idleMs);
+    this.idleTimer = setTimeout(() => this.timeout('Idle timeout'), this.idleMs);
     this.idleTimer.unref();
   }
 
@@ -179,12 +169,12 @@ export class Session {
   /** shutdown - Petrel is stopping: an idle session is told 421 now; a busy one after its current reply. */
   shutdown(): void {
     if (this.busy || this.phase !== 'command') return;
-    this.send(reply(421, '4.3.2', `${this.ctx.config.hostname} Service shutting down, try again later`));
+    this.send(smtpReply('shuttingDown', this.ctx.config.hostname));
     this.end();
   }
 
   private send(r: SmtpReply): void {
-    this.output += (r as Partial<Fixed>).wire ?? formatReply(r);
+    this.output += wireOf(r);
     this.ctx.onReply?.(r.code);
   }
 
@@ -212,7 +202,7 @@ export class Session {
 
   private timeout(text: string): void {
     if (this.phase === 'closed') return;
-    this.send(reply(421, '4.4.2', `${this.ctx.config.hostname} ${text}`));
+    this.send(smtpReply('timeout', this.ctx.config.hostname, text));
     void this.abortData();
     this.end();
   }
@@ -261,7 +251,7 @@ export class Session {
           }
           this.input = this.input.subarray(lf + 1);
           this.discarding = false;
-          this.send(reply(500, '5.5.2', 'Line too long'));
+          this.send(smtpReply('lineTooLong'));
           continue;
         }
         if (lf < 0) {
@@ -274,23 +264,23 @@ export class Session {
         }
         const raw = this.input.subarray(0, lf + 1);
         this.input = this.input.subarray(lf + 1);
-        if (raw.length > (this.authStep ? MAX_LINE : lineLimit(raw.subarray(0, 4).toString('latin1')))) {
-          this.send(reply(500, '5.5.2', 'Line too long'));
+        if (raw.length > (this.sasl ? MAX_LINE : lineLimit(raw.subarray(0, 4).toString('latin1')))) {
+          this.send(smtpReply('lineTooLong'));
           continue;
         }
         const line = raw.toString('utf8').replace(/\r?\n$/, '');
-        if (this.authStep) await this.authResponse(line);
+        if (this.sasl) await this.authResponse(line);
         else await this.command(line);
         if (this.phase === 'command') this.armIdle();
       }
     } catch (e) {
       this.ctx.trace.error({ sid: this.id, err: (e as Error).stack }, 'session failure');
-      this.send(reply(421, '4.3.0', `${this.ctx.config.hostname} Local error, closing connection`));
+      this.send(smtpReply('localError', this.ctx.config.hostname));
       void this.abortData();
       this.end();
     } finally {
       this.busy = false;
-      if (this.overtime && this.phase === 'command') this.timeout('Session time limit reached, closing connection');
+      if (this.overtime && this.phase === 'command') this.timeout('Session time limit reached');
       if (!this.ctx.accepting() && this.phase === 'command') this.shutdown();
       this.flush();
       this.resumeReading();
@@ -325,7 +315,7 @@ export class Session {
       case 'DATA':
         return this.data(arg);
       case 'QUIT':
-        this.send(reply(221, '2.0.0', `${this.ctx.config.hostname} Bye`));
+        this.send(smtpReply('bye', this.ctx.config.hostname));
         return this.end();
       case 'RSET':
       case 'NOOP':
@@ -338,7 +328,7 @@ export class Session {
       case 'AUTH':
         return this.auth(arg);
       case 'BDAT':
-        return this.send(reply(502, '5.5.1', 'BDAT (CHUNKING) not offered; use DATA'));
+        return this.send(smtpReply('bdatNotOffered'));
       default:
         return this.unrecognized();
     }
@@ -351,31 +341,31 @@ export class Session {
    */
   private junkCommand(verb: 'RSET' | 'NOOP' | 'VRFY' | 'EXPN' | 'HELP'): void {
     if (++this.junk > this.ctx.config.smtp.max_junk_commands) {
-      this.send(reply(421, '4.7.0', `${this.ctx.config.hostname} Too many commands without mail, closing connection`));
+      this.send(smtpReply('tooManyJunk', this.ctx.config.hostname));
       return this.end();
     }
     switch (verb) {
       case 'RSET':
         this.resetTransaction();
-        return this.send(OK);
+        return this.send(smtpReply('ok'));
       case 'NOOP':
-        return this.send(OK);
+        return this.send(smtpReply('ok'));
       case 'VRFY':
-        return this.send(reply(252, '2.5.2', 'Cannot VRFY user, but will accept message and attempt delivery'));
+        return this.send(smtpReply('vrfy'));
       case 'EXPN':
-        return this.send(reply(502, '5.5.1', 'EXPN not available'));
+        return this.send(smtpReply('expnNotAvailable'));
       case 'HELP':
-        return this.send(reply(214, '2.0.0', 'See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)'));
+        return this.send(smtpReply('help'));
     }
   }
 
   private unrecognized(): void {
     this.unknown++;
     if (this.unknown > this.ctx.config.smtp.max_unknown_commands) {
-      this.send(reply(421, '4.7.0', `${this.ctx.config.hostname} Too many unrecognized commands, closing connection`));
+      this.send(smtpReply('tooManyUnknown', this.ctx.config.hostname));
       return this.end();
     }
-    this.send(reply(500, '5.5.2', 'Command unrecognized'));
+    this.send(smtpReply('unrecognized'));
   }
 
   private resetTransaction(): void {
@@ -385,11 +375,11 @@ export class Session {
 
   private ehlo(arg: string, extended: boolean): void {
     const name = arg.trim();
-    if (!name || /[\s\x00-\x1f\x7f]/.test(name)) return this.send(reply(501, '5.5.4', `Syntax: ${extended ? 'EHLO' : 'HELO'} hostname`));
+    if (!name || /[\s\x00-\x1f\x7f]/.test(name)) return this.send(smtpReply('heloSyntax', extended ? 'EHLO' : 'HELO'));
     this.helo = name.slice(0, 255);
     this.esmtp = extended;
     this.resetTransaction();
-    if (!extended) return this.send(reply(250, '', this.ctx.config.hostname));
+    if (!extended) return this.send(smtpReply('helo', this.ctx.config.hostname));
     const c = this.ctx.config;
     const lines = [
       `${c.hostname} Hello ${this.helo} [${this.clientIp}]`,
@@ -404,53 +394,53 @@ export class Session {
     if (this.authOffered()) lines.push('AUTH PLAIN LOGIN');
     lines.push(`LIMITS RCPTMAX=${c.smtp.max_recipients}`);
     lines.push('HELP');
-    this.send({ code: 250, enhanced: '', lines });
+    this.send(smtpReply('ehlo', lines));
   }
 
   private mailFrom(arg: string): void {
-    if (!this.helo) return this.send(reply(503, '5.5.1', 'Send EHLO or HELO first'));
-    if (this.mail) return this.send(reply(503, '5.5.1', 'Nested MAIL command'));
+    if (!this.helo) return this.send(smtpReply('needHelo'));
+    if (this.mail) return this.send(smtpReply('nestedMail'));
     if (this.kind === 'submission' && !this.authenticated) {
-      return this.send(reply(530, '5.7.0', this.tlsInfo ? 'Authentication required' : 'Must issue a STARTTLS command first, then authenticate'));
+      return this.send(smtpReply(this.tlsInfo ? 'authRequired' : 'starttlsFirst'));
     }
     if (!this.ctx.accepting()) {
-      this.send(reply(421, '4.3.2', `${this.ctx.config.hostname} Shutting down, try again later`));
+      this.send(smtpReply('shuttingDownAtMail', this.ctx.config.hostname));
       return this.end();
     }
     const parsed = parseMail(arg, { dsn: this.esmtp, smtputf8: this.esmtp });
     if ('error' in parsed) return this.send(parsed.error);
     const p = parsed.ok;
-    if (!this.esmtp && (p.size !== null || p.body !== null)) return this.send(reply(555, '5.5.4', 'Parameters need EHLO'));
+    if (!this.esmtp && (p.size !== null || p.body !== null)) return this.send(smtpReply('parametersNeedEhlo'));
     if (p.size !== null && p.size > this.ctx.config.smtp.max_message_size) {
-      return this.send(reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.ctx.config.smtp.max_message_size} octets)`));
+      return this.send(smtpReply('sizeDeclared', this.ctx.config.smtp.max_message_size));
     }
-    if (this.ctx.lowOnSpace()) return this.send(reply(452, '4.3.1', 'Insufficient system storage; try again later'));
+    if (this.ctx.lowOnSpace()) return this.send(smtpReply('storageFull'));
     this.mail = p;
     this.recipients = [];
-    this.send(SENDER_OK);
+    this.send(smtpReply('senderOk'));
   }
 
   private rcptTo(arg: string): void {
-    if (!this.mail) return this.send(reply(503, '5.5.1', 'Need MAIL before RCPT'));
+    if (!this.mail) return this.send(smtpReply('needMail'));
     const parsed = parseRcpt(arg, { dsn: this.esmtp }, this.mail.smtputf8);
     if ('error' in parsed) return this.send(parsed.error);
     const p = parsed.ok;
-    if (this.recipients.length >= this.ctx.config.smtp.max_recipients) return this.send(reply(452, '4.5.3', 'Too many recipients'));
+    if (this.recipients.length >= this.ctx.config.smtp.max_recipients) return this.send(smtpReply('tooManyRecipients'));
     let address = p.address;
     if (/^postmaster$/i.test(address)) address = `postmaster@${this.ctx.config.local.domains[0] ?? this.ctx.config.hostname}`;
     else address = address.slice(0, address.lastIndexOf('@') + 1) + address.slice(address.lastIndexOf('@') + 1).toLowerCase();
-    if (!this.mail.smtputf8 && hasNonAscii(address)) return this.send(reply(553, '5.6.7', 'Address needs SMTPUTF8'));
+    if (!this.mail.smtputf8 && hasNonAscii(address)) return this.send(smtpReply('needsSmtputf8'));
     this.relayNet ??= this.ctx.policy.inRelayNetworks(this.clientIp);
     const refusal = this.ctx.policy.check(address, { clientIp: this.clientIp, authenticated: this.authenticated, inRelayNetworks: this.relayNet });
     if (refusal) return this.send(refusal);
     this.recipients.push({ address, orcpt: p.orcpt, notify: p.notify });
-    this.send(RECIPIENT_OK);
+    this.send(smtpReply('recipientOk'));
   }
 
   private data(arg: string): void {
-    if (arg.trim()) return this.send(reply(501, '5.5.4', 'DATA takes no parameters'));
-    if (!this.mail) return this.send(reply(503, '5.5.1', 'Need MAIL command'));
-    if (this.recipients.length === 0) return this.send(reply(554, '5.5.1', 'No valid recipients'));
+    if (arg.trim()) return this.send(smtpReply('dataParameters'));
+    if (!this.mail) return this.send(smtpReply('dataNeedsMail'));
+    if (this.recipients.length === 0) return this.send(smtpReply('noValidRecipients'));
     const c = this.ctx.config;
     this.incoming = this.ctx.enqueuer.begin({
       sender: this.mail.sender,
@@ -470,9 +460,9 @@ export class Session {
     this.reader = new DataReader();
     this.phase = 'data';
     this.stopIdle();
-    this.dataTimer = setTimeout(() => this.timeout('Timeout during DATA, closing connection'), c.smtp.data_timeout);
+    this.dataTimer = setTimeout(() => this.timeout('Timeout during DATA'), c.smtp.data_timeout);
     this.dataTimer.unref();
-    this.send(START_DATA);
+    this.send(smtpReply('startData'));
     // The 354 must reach the client before it sends the message.
     this.flush();
   }
@@ -498,7 +488,7 @@ export class Session {
       const done = await incoming.commit();
       this.junk = 0;
       this.ctx.onAccepted?.(done.queueId, done.size, recipients);
-      this.send(reply(250, '2.0.0', `Ok: queued as ${done.queueId}`));
+      this.send(smtpReply('queued', done.queueId));
     } catch (e) {
       if (e instanceof EnqueueRejected) {
         this.ctx.trace.info({ sid: this.id, reply: e.message }, 'message not accepted');
@@ -508,10 +498,10 @@ export class Session {
   }
 
   private startTls(arg: string): void {
-    if (arg.trim()) return this.send(reply(501, '5.5.4', 'STARTTLS takes no parameters'));
-    if (!this.ctx.tls) return this.send(reply(502, '5.5.1', 'STARTTLS not available'));
-    if (this.tlsInfo) return this.send(reply(503, '5.5.1', 'TLS already active'));
-    this.send(reply(220, '2.0.0', 'Ready to start TLS'));
+    if (arg.trim()) return this.send(smtpReply('starttlsParameters'));
+    if (!this.ctx.tls) return this.send(smtpReply('starttlsNotAvailable'));
+    if (this.tlsInfo) return this.send(smtpReply('tlsActive'));
+    this.send(smtpReply('tlsReady'));
     this.flush();
     // RFC 3207 §4.2 / CVE-2011-0411: nothing sent in clear after STARTTLS is used.
     this.input = Buffer.alloc(0);
@@ -545,68 +535,34 @@ export class Session {
   }
 
   private auth(arg: string): void | Promise<void> {
-    if (this.kind !== 'submission') return this.send(reply(503, '5.5.1', 'AUTH not available on this port; use the submission port'));
-    if (!this.esmtp) return this.send(reply(503, '5.5.1', 'Send EHLO first'));
-    if (this.authenticated) return this.send(reply(503, '5.5.1', 'Already authenticated'));
-    if (this.mail) return this.send(reply(503, '5.5.1', 'AUTH not allowed during a mail transaction'));
-    if (!this.tlsInfo) return this.send(reply(538, '5.7.11', 'Encryption required for requested authentication mechanism'));
-    if (!this.ctx.users.configured) return this.send(reply(503, '5.5.1', 'AUTH not available (no users configured)'));
-    const [mechRaw, initial] = arg.trim().split(/\s+/, 2) as [string, string | undefined];
-    const mech = mechRaw.toUpperCase();
-    if (mech === 'PLAIN') {
-      this.authStep = { mech: 'PLAIN' };
-      if (initial !== undefined) return this.authResponse(initial);
-      return this.send({ code: 334, enhanced: '', lines: [''] });
-    }
-    if (mech === 'LOGIN') {
-      this.authStep = { mech: 'LOGIN', user: null };
-      if (initial !== undefined) return this.authResponse(initial);
-      return this.send(reply(334, '', Buffer.from('Username:').toString('base64')));
-    }
-    this.send(reply(504, '5.5.4', 'Unrecognized authentication type (PLAIN or LOGIN)'));
+    if (this.kind !== 'submission') return this.send(smtpReply('authNotHere'));
+    if (!this.esmtp) return this.send(smtpReply('authNeedsEhlo'));
+    if (this.authenticated) return this.send(smtpReply('authDone'));
+    if (this.mail) return this.send(smtpReply('authInTransaction'));
+    if (!this.tlsInfo) return this.send(smtpReply('encryptionRequired'));
+    if (!this.ctx.users.configured) return this.send(smtpReply('authNoUsers'));
+    const { exchange, step } = SaslExchange.begin(arg);
+    this.sasl = exchange;
+    return this.authStep(step);
   }
 
   /** authResponse - one client line of an AUTH exchange (RFC 4954 §4). */
-  private async authResponse(line: string): Promise<void> {
-    const step = this.authStep!;
-    if (line.trim() === '*') {
-      this.authStep = null;
-      return this.send(reply(501, '5.7.0', 'Authentication cancelled'));
-    }
-    const decoded = /^[A-Za-z0-9+/]*={0,2}$/.test(line.trim()) ? Buffer.from(line.trim(), 'base64').toString('utf8') : null;
-    if (decoded === null) {
-      this.authStep = null;
-      return this.send(reply(501, '5.5.2', 'Cannot decode response (base64 expected)'));
-    }
-    let user: string;
-    let password: string;
-    if (step.mech === 'PLAIN') {
-      // authzid NUL authcid NUL passwd
-      const parts = decoded.split('\u0000');
-      if (parts.length !== 3) {
-        this.authStep = null;
-        return this.send(reply(501, '5.5.2', 'Malformed PLAIN response'));
-      }
-      user = parts[1]!;
-      password = parts[2]!;
-      if (parts[0] && parts[0] !== user) {
-        this.authStep = null;
-        return this.send(reply(535, '5.7.8', 'Authentication credentials invalid'));
-      }
-    } else if (step.user === null) {
-      step.user = decoded;
-      return this.send(reply(334, '', Buffer.from('Password:').toString('base64')));
-    } else {
-      user = step.user;
-      password = decoded;
-    }
-    this.authStep = null;
+  private authResponse(line: string): Promise<void> | void {
+    return this.authStep(this.sasl!.respond(line));
+  }
+
+  /** authStep - act on a step of the SASL exchange: challenge, refusal, or credentials to check. */
+  private async authStep(step: ReturnType<SaslExchange['respond']>): Promise<void> {
+    if (step.kind === 'challenge') return this.send(step.reply);
+    this.sasl = null;
+    if (step.kind === 'refused') return this.send(step.reply);
+    const { user, password } = step;
     const ok = await this.ctx.users.check(user, password);
     if (ok) {
       this.authenticated = true;
       this.authUser = user;
       this.ctx.trace.info({ sid: this.id, user, ip: this.clientIp }, 'authenticated');
-      return this.send(reply(235, '2.7.0', 'Authentication successful'));
+      return this.send(smtpReply('authOk'));
     }
     this.authFailures++;
     // Slow down guessing: each failure from the same address (in this session
@@ -616,9 +572,9 @@ export class Session {
     await new Promise((r) => setTimeout(r, wait));
     if (this.phase === 'closed') return;
     if (this.authFailures >= MAX_AUTH_FAILURES) {
-      this.send(reply(421, '4.7.0', `${this.ctx.config.hostname} Too many authentication failures, closing connection`));
+      this.send(smtpReply('tooManyAuthFailures', this.ctx.config.hostname));
       return this.end();
     }
-    this.send(reply(535, '5.7.8', 'Authentication credentials invalid'));
+    this.send(smtpReply('authInvalid'));
   }
 }
