@@ -38,6 +38,9 @@ export interface Postgres {
   /** The same as pause()/resume(), by the names the cluster tests use. */
   stopServer(): Promise<void>;
   startServer(): Promise<void>;
+  /** A server that stops answering (a hung host, a network cut): SIGSTOP to the postmaster and its children; thaw() undoes it. */
+  freeze(): void;
+  thaw(): void;
   /** The server's log so far. */
   log(): string;
 }
@@ -93,12 +96,38 @@ function postmasterPid(data: string): number | null {
   }
 }
 
+/** clusterPids - the postmaster of this data directory and its children (backends, checkpointer, ...), by parent pid in /proc. */
+function clusterPids(data: string): number[] {
+  const top = postmasterPid(data);
+  if (top === null) return [];
+  const pids = [top];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(join('/proc', name, 'stat'), 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === top) pids.push(Number(name));
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  return pids;
+}
+
 function killOnExit(): void {
   for (const data of running) {
-    const pid = postmasterPid(data);
-    if (pid !== null) {
+    const pids = clusterPids(data);
+    for (const pid of pids) {
       try {
-        process.kill(pid, 'SIGQUIT');
+        // A frozen server (freeze()) must run again to act on the signal.
+        process.kill(pid, 'SIGCONT');
+      } catch {
+        /* already gone */
+      }
+    }
+    if (pids[0] !== undefined) {
+      try {
+        process.kill(pids[0], 'SIGQUIT');
       } catch {
         /* already gone */
       }
@@ -141,6 +170,7 @@ export async function startPostgres(): Promise<Postgres> {
   const shutdown = async (mode: 'fast' | 'immediate'): Promise<void> => {
     if (stopped) return;
     stopped = true;
+    signal(frozen, 'SIGCONT');
     await run(bin, 'pg_ctl', ['-D', data, '-m', mode, '-w', '-t', '60', 'stop']).catch(() => {
       const pid = postmasterPid(data);
       if (pid !== null) {
@@ -160,6 +190,17 @@ export async function startPostgres(): Promise<Postgres> {
   const resume = async (): Promise<void> => {
     await run(bin, 'pg_ctl', ['-D', data, '-l', logFile, '-w', '-t', '60', '-o', serverOptions, 'start']);
   };
+  const serverPids = (): number[] => clusterPids(data);
+  let frozen: number[] = [];
+  const signal = (pids: number[], sig: NodeJS.Signals): void => {
+    for (const pid of pids) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        /* gone */
+      }
+    }
+  };
   return {
     url: `postgres://postgres@127.0.0.1:${port}/postgres`,
     port,
@@ -173,6 +214,14 @@ export async function startPostgres(): Promise<Postgres> {
     resume,
     stopServer: pause,
     startServer: resume,
+    freeze: () => {
+      frozen = serverPids();
+      signal(frozen, 'SIGSTOP');
+    },
+    thaw: () => {
+      signal(frozen, 'SIGCONT');
+      frozen = [];
+    },
     log: () => {
       try {
         return readFileSync(logFile, 'utf8');

@@ -493,6 +493,26 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = $1`, [kept.m.queueId])).length, 2, 'a message\'s chunks are never swept');
   });
 
+  test('a database that stops answering fails operations after the timeout; they succeed again once it answers', async () => {
+    const url = await freshDatabase();
+    const a = new PostgresBackend({ url, node: 'a', timeoutMs: 1000, pool: 4 });
+    opened.push(a);
+    await a.open({ recover: true });
+    await put(a, 1);
+    cluster!.freeze();
+    try {
+      const started = Date.now();
+      await assert.rejects(() => put(a, 1), 'insert fails');
+      await assert.rejects(() => a.getMessage('x'), 'a read fails');
+      await assert.rejects(() => a.renew(['a:1'], 60_000), 'renew fails');
+      assert.ok(Date.now() - started < 15_000, `failed in bounded time (${Date.now() - started} ms)`);
+    } finally {
+      cluster!.thaw();
+    }
+    await waitFor(async () => put(a, 1).then(() => true, () => false), 10_000, 'an insert to succeed again');
+    assert.equal((await a.list({ limit: 10 })).length >= 2, true);
+  });
+
   test('database outage: operations reject while it is down and succeed after, with no manual step (pool, writer and LISTEN reconnect)', async () => {
     const url = await freshDatabase();
     const a = await backend(url, 'a');

@@ -110,6 +110,8 @@ const SWEEP_EVERY_MS = 600_000;
 const MAX_BATCH = 256;
 /** Tries of one operation that lost a deadlock (or serialization failure) to another node. */
 const MAX_TRIES = 4;
+/** Longest wait for the answer to one statement (migrations excepted) before the operation fails. */
+const QUERY_TIMEOUT_MS = 60_000;
 /** LISTEN reconnect back-off. */
 const LISTEN_BACKOFF_MS = [100, 200, 500, 1000, 2000, 5000] as const;
 /** The advisory lock key that serialises schema migration between nodes ("petrel" in ASCII). */
@@ -421,6 +423,8 @@ export interface PostgresBackendOptions {
   leaseMs?: number;
   /** Most pooled connections for reads, claims and body chunks (default 10). */
   pool?: number;
+  /** Longest wait for one statement's answer, ms (default 60 s; migrations wait as long as they take). */
+  timeoutMs?: number;
 }
 
 /** The events and NOTIFY of one operation, kept only if it commits. */
@@ -476,8 +480,12 @@ export class PostgresBackend implements QueueBackend {
       application_name: `petrel ${this.node} ${role}`.slice(0, 63),
       // Durable commits whatever the server's default says.
       options: '-c synchronous_commit=on',
-      connectionTimeoutMillis: 10_000,
+      connectionTimeoutMillis: Math.min(10_000, this.options.timeoutMs ?? QUERY_TIMEOUT_MS),
       keepAlive: true,
+      keepAliveInitialDelayMillis: 10_000,
+      // A database that stops answering (a network cut, a hung server) fails the operation
+      // instead of holding it forever; the connection is then dropped and made again.
+      ...(role === 'migrate' || role === 'listen' ? {} : { query_timeout: this.options.timeoutMs ?? QUERY_TIMEOUT_MS }),
       types: TYPES,
     };
   }
@@ -727,8 +735,16 @@ export class PostgresBackend implements QueueBackend {
     // An idle pooled connection that breaks (server restart) is dropped by the pool; nothing to do.
     this.pool.on('error', () => undefined);
     try {
+      // Migration on a connection of its own: creating an index on a big table may take long.
+      const m = new pg.Client(this.clientConfig('migrate'));
+      m.on('error', () => undefined);
+      try {
+        await m.connect();
+        await this.migrate(m);
+      } finally {
+        await m.end().catch(() => undefined);
+      }
       const c = await this.writerClient();
-      await this.migrate(c);
       const row = (await c.query<{ s: number | null }>(`SELECT max(seq) AS s FROM events WHERE node = $1`, [this.node])).rows[0];
       this.durableSeq = Math.max(this.durableSeq, row?.s ?? 0);
       if (options.recover) await this.sweepUploads();
