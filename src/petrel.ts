@@ -19,14 +19,15 @@ import { statfsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AdminActions } from './admin/actions.js';
 import { AdminMetrics } from './admin/metrics.js';
+import { endBackOffs } from './admin/retry-now.js';
 import { AuthThrottle } from './inbound/auth-throttle.js';
 import { AdminServer } from './admin/server.js';
 import { parseEndpoint, type Config } from './config/schema.js';
 import type { DeliveryAgent, NextHop } from './delivery/agent.js';
 import { DirectoryAgent } from './delivery/directory.js';
 import { MaildirAgent } from './delivery/maildir.js';
-import { LmtpAgent } from './delivery/lmtp/agent.js';
-import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/agent.js';
+import { LmtpAgent } from './delivery/lmtp/lmtp-agent.js';
+import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/smtp-agent.js';
 import { ConnectionPool } from './delivery/smtp/pool.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
@@ -121,7 +122,13 @@ export class Petrel {
     this.eventLog = new EventLog(this.store, join(config.data_dir, 'log', 'events.jsonl'), trace('eventlog'));
     this.eventLog.policy = { retentionMs: config.log.retention, rotateSize: config.log.rotate_size, keep: config.log.rotate_keep };
     this.eventLog.onWritten = (events) => this.metrics.onEvents(events);
-    this.actions = new AdminActions({ store: this.store, router: this.router, report: (qid) => this.reporter.report(qid) });
+    this.actions = new AdminActions({
+      store: this.store,
+      router: this.router,
+      report: (qid) => this.reporter.report(qid),
+      // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
+      onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
+    });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
     this.authThrottle = new AuthThrottle();
     this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup'), record: (events) => this.store.appendEvents(events) });

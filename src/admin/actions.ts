@@ -1,6 +1,7 @@
 /*
  * admin/actions - every operator read and action, in one place, shaped as the
- * JSON the admin API returns. The HTTP routes call it on the running server;
+ * JSON the admin API returns (records converted by admin/json: snake_case
+ * keys, ISO 8601 UTC times). The HTTP routes call it on the running server;
  * the CLI calls it directly on the queue store when the server is not
  * running — so both answer alike.
  *
@@ -20,9 +21,11 @@ import { parseEndpoint } from '../config/schema.js';
 import { formatAge, parseDuration } from '../core/units.js';
 import { isQueueId, normalizeMessageId } from '../core/ids.js';
 import { RECIPIENT_STATES, type MailEvent, type RecipientState } from '../log/events.js';
-import type { ActionResult, DestinationSummary, ListFilter, MessageRecord, MessageStates, Operator, QueueStore, RecipientRecord, Target, TrackResult } from '../queue/store.js';
+import type { ListFilter, MessageRecord, Operator, QueueStore, Target } from '../queue/store.js';
 import type { Router } from '../routing/router.js';
 import { reportWanted } from '../dsn/policy.js';
+import { actionJson, destinationJson, messageJson, overrideJson, recipientJson, statesJson, trackJson, type DestinationJson, type MessageJson, type RecipientJson } from './json.js';
+import { queueAges, type AgesView } from './ages.js';
 
 /** An answer that is not a success: HTTP status and a message for people. */
 export class AdminError extends Error {
@@ -44,14 +47,32 @@ export interface ActionsDeps {
   router?: Router;
   /** Makes pending reports now (delete --ndr); absent offline: made at the next start. */
   report?: (queueId: string) => Promise<void>;
+  /**
+   * Called with the destinations an operator's retry applies to, before their
+   * recipients are made due: the running server ends the delivery back-off of
+   * their next hops there (an operator's retry always makes a real attempt at
+   * once). Absent offline.
+   */
+  onRetry?: (destinations: string[]) => void | Promise<void>;
   now?: () => number;
 }
 
-export interface DestinationView extends DestinationSummary {
-  oldestAge: string;
+/** The JSON of actions (snake_case, ISO times: admin/json). */
+export type ActionJson = ReturnType<typeof actionJson>;
+
+export interface SummaryView {
+  destinations: DestinationJson[];
+  total: { recipients: number; messages: number };
 }
 
-export interface MessageView extends MessageRecord, Omit<MessageStates, 'queueId'> {}
+/** A listing row: the envelope, counts by state, and the first recipients (folded: `recipients_more`). */
+export interface MessageView extends MessageJson, ReturnType<typeof statesJson> {
+  recipients: RecipientJson[];
+  /** Recipients of the message not in `recipients` (0 when all are there). */
+  recipients_more: number;
+  /** Cursor for the rest: `/api/messages/QUEUE_ID?recipients_after=N`; null when all are there. */
+  recipients_next: number | null;
+}
 
 export interface ListPage {
   messages: MessageView[];
@@ -60,12 +81,16 @@ export interface ListPage {
 
 export interface ShowView {
   /** Null when the message has left the queue (its events remain, for tracking). */
-  message: MessageRecord | null;
-  recipients: RecipientRecord[];
-  recipientsNext: number | null;
+  message: MessageJson | null;
+  recipients: RecipientJson[];
+  recipients_next: number | null;
   events: MailEvent[];
-  eventsNext: number | null;
+  events_next: number | null;
 }
+
+/** Recipients shown per message in a listing unless `recipients=N` says otherwise (0 to 1000). */
+export const LIST_RECIPIENTS = 20;
+export const MAX_LIST_RECIPIENTS = 1000;
 
 /** Raw query parameters, as strings (URL search params or CLI flags). */
 export type Params = Record<string, string | undefined>;
@@ -142,7 +167,7 @@ export class AdminActions {
    * cost), so summaries never take more than a sixth of the event loop. Any
    * action clears it.
    */
-  private summaryCache: { at: number; took: number; value: Promise<{ destinations: DestinationView[]; total: { recipients: number; messages: number } }> } | null = null;
+  private summaryCache: { at: number; took: number; value: Promise<SummaryView> } | null = null;
 
   constructor(private readonly deps: ActionsDeps) {
     this.now = deps.now ?? Date.now;
@@ -153,7 +178,7 @@ export class AdminActions {
   }
 
   /** summary - the queue by destination, like qshape (cached briefly; see summaryCache). */
-  summary(): Promise<{ destinations: DestinationView[]; total: { recipients: number; messages: number } }> {
+  summary(): Promise<SummaryView> {
     const now = this.now();
     const c = this.summaryCache;
     if (c && now - c.at < Math.max(1000, c.took * 5)) return c.value;
@@ -168,9 +193,9 @@ export class AdminActions {
     return entry.value;
   }
 
-  private async computeSummary(): Promise<{ destinations: DestinationView[]; total: { recipients: number; messages: number } }> {
+  private async computeSummary(): Promise<SummaryView> {
     const now = this.now();
-    const destinations = (await this.deps.store.summary()).map((d) => ({ ...d, oldestAge: d.oldest ? formatAge(now - d.oldest) : '' }));
+    const destinations = (await this.deps.store.summary()).map((d) => destinationJson(d, d.oldest ? formatAge(now - d.oldest) : ''));
     const total = destinations.reduce((t, d) => ({ recipients: t.recipients + d.recipients, messages: t.messages + d.messages }), { recipients: 0, messages: 0 });
     return { destinations, total };
   }
@@ -187,16 +212,40 @@ export class AdminActions {
     };
   }
 
-  /** list - one page of messages matching the filters; `next` continues. */
+  /** ages - recipients per destination by age bucket, like Postfix's qshape (admin/ages: a page-wise scan). */
+  ages(): Promise<AgesView> {
+    return queueAges(this.deps.store, this.now());
+  }
+
+  /**
+   * list - one page of messages matching the filters; `next` continues. Each
+   * message carries its first `recipients` recipients (default
+   * LIST_RECIPIENTS, in id order, whatever their state: the filters choose
+   * messages) and how many more it has.
+   */
   async list(p: Params): Promise<ListPage> {
     const filter = listFilter(p, this.now());
+    let per = LIST_RECIPIENTS;
+    if (p.recipients !== undefined && p.recipients !== '') {
+      per = Number(p.recipients);
+      if (!Number.isInteger(per) || per < 0) throw new AdminError(400, `recipients must be a whole number from 0 to ${MAX_LIST_RECIPIENTS}`);
+      per = Math.min(per, MAX_LIST_RECIPIENTS);
+    }
     const rows = await this.deps.store.list({ ...filter, limit: filter.limit + 1 });
     const page = rows.slice(0, filter.limit);
     const states = await this.deps.store.messageStates(page.map((m) => m.queueId));
-    const messages = page.map((m, i) => {
-      const { queueId: _q, ...s } = states[i]!;
-      return { ...m, ...s };
-    });
+    const messages: MessageView[] = [];
+    for (const [i, m] of page.entries()) {
+      const rs = per > 0 ? await this.deps.store.recipientPage(m.queueId, 0, per + 1) : [];
+      const shown = rs.slice(0, per);
+      messages.push({
+        ...messageJson(m),
+        ...statesJson(states[i]!),
+        recipients: shown.map(recipientJson),
+        recipients_more: Math.max(0, m.recipientCount - shown.length),
+        recipients_next: rs.length > per && per > 0 ? shown[shown.length - 1]!.id : null,
+      });
+    }
     return { messages, next: rows.length > filter.limit ? page[page.length - 1]!.queueId : null };
   }
 
@@ -212,11 +261,11 @@ export class AdminActions {
     const events = await this.deps.store.eventsOf(queueId, afterSeq, 1001);
     if (!message && events.length === 0) throw new AdminError(404, `no message ${queueId} in the queue or the event log`);
     return {
-      message,
-      recipients: recipients.slice(0, limit),
-      recipientsNext: recipients.length > limit ? recipients[limit - 1]!.id : null,
+      message: message ? messageJson(message) : null,
+      recipients: recipients.slice(0, limit).map(recipientJson),
+      recipients_next: recipients.length > limit ? recipients[limit - 1]!.id : null,
       events: events.slice(0, 1000),
-      eventsNext: events.length > 1000 ? events[999]!.seq ?? null : null,
+      events_next: events.length > 1000 ? events[999]!.seq ?? null : null,
     };
   }
 
@@ -230,43 +279,56 @@ export class AdminActions {
     if ('queueId' in t) await this.needMessage(t.queueId);
   }
 
-  async retry(t: Target, op: Operator): Promise<ActionResult> {
+  /**
+   * retry - make the target's waiting recipients due now. The server's
+   * back-off for their next hops ends first (onRetry), so the scheduler, woken
+   * by the store, makes a real attempt at once rather than meeting the
+   * back-off of a destination that failed to connect a moment ago.
+   */
+  async retry(t: Target, op: Operator): Promise<ActionJson> {
     this.summaryCache = null;
     await this.needTarget(t);
-    return this.deps.store.retryNow(t, op);
+    await this.retryHook(t);
+    return actionJson(await this.deps.store.retryNow(t, op));
   }
 
-  async suspend(t: Target, op: Operator): Promise<ActionResult> {
-    this.summaryCache = null;
-    await this.needTarget(t);
-    return this.deps.store.suspend(t, op);
+  private async retryHook(t: Target): Promise<void> {
+    if (!this.deps.onRetry) return;
+    const destinations = 'destination' in t ? [t.destination] : ((await this.deps.store.messageStates([t.queueId]))[0]?.destinations ?? []);
+    if (destinations.length) await this.deps.onRetry(destinations);
   }
 
-  async resume(t: Target, op: Operator): Promise<ActionResult> {
+  async suspend(t: Target, op: Operator): Promise<ActionJson> {
     this.summaryCache = null;
     await this.needTarget(t);
-    return this.deps.store.resume(t, op);
+    return actionJson(await this.deps.store.suspend(t, op));
+  }
+
+  async resume(t: Target, op: Operator): Promise<ActionJson> {
+    this.summaryCache = null;
+    await this.needTarget(t);
+    return actionJson(await this.deps.store.resume(t, op));
   }
 
   /** remove - delete a message's unfinished recipients, with a failure report (ndr) or silently. */
-  async remove(queueId: string, op: Operator, ndr: boolean): Promise<ActionResult> {
+  async remove(queueId: string, op: Operator, ndr: boolean): Promise<ActionJson> {
     this.summaryCache = null;
     await this.needMessage(queueId);
     const res = await this.deps.store.remove(queueId, op, ndr ? (m, r) => reportWanted(m, r, 'FAILURE') : false);
     if (ndr && res.changed && this.deps.report) await this.deps.report(queueId);
-    return res;
+    return actionJson(res);
   }
 
   /** release - a quarantined message back into the queue. */
-  async release(queueId: string, op: Operator): Promise<ActionResult> {
+  async release(queueId: string, op: Operator): Promise<ActionJson> {
     this.summaryCache = null;
     const m = await this.needMessage(queueId);
     if (!m.quarantine) throw new AdminError(409, `message ${queueId} is not quarantined`);
-    return this.deps.store.release(queueId, op);
+    return actionJson(await this.deps.store.release(queueId, op));
   }
 
   /** quarantineDelete - remove a quarantined message (removed events, never silent in the log). */
-  async quarantineDelete(queueId: string, op: Operator, ndr: boolean): Promise<ActionResult> {
+  async quarantineDelete(queueId: string, op: Operator, ndr: boolean): Promise<ActionJson> {
     const m = await this.needMessage(queueId);
     if (!m.quarantine) throw new AdminError(409, `message ${queueId} is not quarantined`);
     return this.remove(queueId, op, ndr);
@@ -284,12 +346,13 @@ export class AdminActions {
     const text = ep ? `${ep.host.includes(':') ? `[${ep.host}]` : ep.host}:${ep.port}` : null;
     await this.deps.store.redirect(dest, text, op);
     this.deps.router?.setRedirect(dest, ep);
+    await this.retryHook({ destination: dest });
     const res = await this.deps.store.retryNow({ destination: dest }, op);
     return { destination: dest, to: text, retried: res.changed };
   }
 
   async overrides() {
-    return { overrides: await this.deps.store.overrides() };
+    return { overrides: (await this.deps.store.overrides()).map(overrideJson) };
   }
 
   /** quarantine - a page of quarantined messages. */
@@ -298,7 +361,7 @@ export class AdminActions {
   }
 
   /** track - every event of the messages matching a message id, sender, recipient or queue id. */
-  async track(p: Params): Promise<TrackResult> {
+  async track(p: Params): Promise<ReturnType<typeof trackJson>> {
     const q = {
       limit: pageSize(p.limit, 100),
       ...(p.message_id ? { messageId: normalizeMessageId(p.message_id) } : {}),
@@ -312,6 +375,6 @@ export class AdminActions {
     const since = sinceOf(p.since, this.now());
     const before = p.before ? Number(p.before) : undefined;
     if (before !== undefined && !Number.isInteger(before)) throw new AdminError(400, 'before must be a number (the `next` of the previous page)');
-    return this.deps.store.track({ ...q, ...(since ? { since } : {}), ...(before !== undefined ? { beforeSeq: before } : {}) });
+    return trackJson(await this.deps.store.track({ ...q, ...(since ? { since } : {}), ...(before !== undefined ? { beforeSeq: before } : {}) }));
   }
 }

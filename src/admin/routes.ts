@@ -88,6 +88,7 @@ function destinationAction(verb: 'retry' | 'suspend' | 'resume'): Route {
 
 export const ROUTES: Route[] = [
   { method: 'GET', pattern: /^\/api\/queue$/, handle: (a) => a.summary() },
+  { method: 'GET', pattern: /^\/api\/queue\/ages$/, handle: (a) => a.ages() },
   { method: 'GET', pattern: /^\/api\/messages$/, handle: (a, ctx) => a.list(ctx.params) },
   { method: 'GET', pattern: new RegExp(`^/api/messages/${QID}$`), handle: (a, ctx) => a.show(ctx.parts[0]!, ctx.params) },
   messageAction('retry'),

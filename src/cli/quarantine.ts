@@ -43,7 +43,7 @@ export const quarantineCommand: CliCommand = {
             out(
               table(
                 ['QUEUE ID', 'AGE', 'SENDER', 'RECIPIENTS', 'REASON'],
-                (b.messages as Array<Record<string, any>>).map((m) => [m.queueId, age(m.receivedAt, now), `<${clip(m.sender, 40)}>`, String(m.states.quarantined ?? 0), clip(m.quarantine, 90)]), // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+                (b.messages as Array<Record<string, any>>).map((m) => [m.queue_id, age(Date.parse(m.received_at), now), `<${clip(m.sender, 40)}>`, String(m.states.quarantined ?? 0), clip(m.quarantine, 90)]), // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
               ),
             );
             if (b.next) out(`more: petrel quarantine list --after ${b.next}`);

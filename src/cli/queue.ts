@@ -67,12 +67,13 @@ export function printMessage(b: Answer['body'], out: Out): void {
   const m = b.message;
   const now = Date.now();
   if (m) {
-    out(`queue id:    ${m.queueId}`);
-    out(`message id:  ${m.messageId}`);
+    const received = Date.parse(m.received_at);
+    out(`queue id:    ${m.queue_id}`);
+    out(`message id:  ${m.message_id}`);
     out(`sender:      <${m.sender}>`);
     out(`subject:     ${clip(m.subject, 100)}`);
-    out(`received:    ${new Date(m.receivedAt).toISOString()} (${age(m.receivedAt, now)} ago) from ${m.client}`);
-    out(`size:        ${m.size} octets${m.smtputf8 ? ', SMTPUTF8' : ''}${m.isReport ? ', a delivery report' : ''}${m.envid ? `, ENVID ${m.envid}` : ''}${m.ret ? `, RET=${m.ret}` : ''}`);
+    out(`received:    ${m.received_at} (${age(received, now)} ago) from ${m.client}`);
+    out(`size:        ${m.size} octets${m.smtputf8 ? ', SMTPUTF8' : ''}${m.is_report ? ', a delivery report' : ''}${m.envid ? `, ENVID ${m.envid}` : ''}${m.ret ? `, RET=${m.ret}` : ''}`);
     if (m.quarantine) out(`quarantined: ${m.quarantine}`);
     out('');
     out(
@@ -80,21 +81,31 @@ export function printMessage(b: Answer['body'], out: Out): void {
         ['RECIPIENT', 'STATE', 'ATTEMPTS', 'NEXT', 'DESTINATION', 'LAST REPLY'],
         (b.recipients as Array<Record<string, any>>).map((r) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
           r.address,
-          r.state + (r.claimedBy ? ` by ${r.claimedBy}` : '') + (r.suspended ? ' (held)' : ''),
+          stateText(r),
           String(r.attempts),
-          r.state === 'queued' || r.state === 'deferred' ? when(r.nextAttemptAt, now) : '-',
+          nextText(r, now),
           r.destination,
-          clip(r.lastReply || '-', 70),
+          clip(r.last_reply || '-', 70),
         ]),
       ),
     );
-    if (b.recipientsNext !== null) out(`(more recipients: the API's recipients_after=${b.recipientsNext})`);
+    if (b.recipients_next !== null) out(`(more recipients: the API's recipients_after=${b.recipients_next})`);
   } else {
     out(`${b.events[0]?.queue_id ?? ''}: no longer in the queue; its history:`);
   }
   out('');
   out('history:');
   for (const e of b.events as Array<Record<string, any>>) out(`  ${eventLine(e)}`); // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+}
+
+/** stateText - a recipient's state, with the node delivering it and an operator hold. */
+function stateText(r: Record<string, any>): string { // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+  return r.state + (r.node ? ` by ${r.node}` : '') + (r.suspended ? ' (held)' : '');
+}
+
+/** nextText - a waiting recipient's next attempt ("now", "in 5m"); "-" for the others. */
+function nextText(r: Record<string, any>, now: number): string { // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+  return r.next_attempt ? when(Date.parse(r.next_attempt), now) : '-';
 }
 
 /** eventLine - one event for people: time, kind, recipient, state, attempt, remote, reply/error/detail. */
@@ -122,7 +133,7 @@ function targetPath(args: Args, verb: string, err: Out): string | null {
 }
 
 function printResult(verb: string, b: Answer['body'], out: Out): void {
-  out(`${verb}: ${b.changed} recipient(s) changed${b.inFlight ? `; ${b.inFlight} being delivered right now were left to their attempt` : ''}`);
+  out(`${verb}: ${b.changed} recipient(s) changed${b.in_flight ? `; ${b.in_flight} being delivered right now were left to their attempt` : ''}`);
 }
 
 async function summary(c: AdminClient, args: Args, out: Out, err: Out): Promise<number> {
@@ -142,13 +153,23 @@ async function summary(c: AdminClient, args: Args, out: Out, err: Out): Promise<
           String(d.messages),
           String(d.deferred),
           String(d.suspended),
-          d.recipients ? age(d.oldest, now) : '-',
+          d.recipients && d.oldest ? age(Date.parse(d.oldest), now) : '-',
           [d.held ? 'ON HOLD' : '', d.redirect ? `-> ${d.redirect}` : ''].filter(Boolean).join(' ') || '-',
-          clip(d.lastReply || '-', 80),
+          clip(d.last_reply || '-', 80),
         ]),
       ),
     );
     out(`total: ${b.total.recipients} recipient(s) in ${b.total.messages} message(s) (a message with several destinations counts under each)`);
+  });
+}
+
+/** ages - `queue --ages`: recipients per destination by age bucket, like qshape. */
+async function ages(c: AdminClient, args: Args, out: Out, err: Out): Promise<number> {
+  const a = await c.call('GET', '/api/queue/ages');
+  return answer(a, args, out, err, (b) => {
+    const rows = [b.total, ...b.destinations] as Array<{ destination: string; total: number; counts: number[] }>;
+    out(table(['DESTINATION', 'T', ...(b.buckets as string[])], rows.map((r) => [r.destination, String(r.total), ...r.counts.map(String)])));
+    out('(recipients still in the queue by the age of their message: "5m" up to 5 minutes, "10m" 5 to 10, ... "1280m+" older)');
   });
 }
 
@@ -166,41 +187,92 @@ export function listParams(args: Args): Params {
   };
 }
 
-/** printList - a page of messages; says how to get the next one. */
-export function printList(b: Answer['body'], out: Out, again: string): void {
+/** Recipients shown under each message of `queue list` unless --recipients says otherwise. */
+const FOLD = 10;
+
+/**
+ * printList - a page of messages, each with its recipients under it (state,
+ * attempts, next attempt, last reply; folded after `fold`: "… and K more"),
+ * as mailq does; says how to get the next page.
+ */
+export function printList(b: Answer['body'], out: Out, again: string, fold = FOLD): void {
   const now = Date.now();
   if (b.messages.length === 0) return out('No message matches.');
-  out(
-    table(
-      ['QUEUE ID', 'AGE', 'SIZE', 'SENDER', 'RECIPIENTS', 'NEXT', 'DESTINATIONS', 'SUBJECT'],
-      (b.messages as Array<Record<string, any>>).map((m) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
-        m.queueId,
-        age(m.receivedAt, now),
-        String(m.size),
-        `<${clip(m.sender, 40)}>`,
-        Object.entries(m.states as Record<string, number>)
-          .map(([s, n]) => `${n} ${s}`)
-          .join(', ') + (m.suspended ? ` (${m.suspended} held)` : ''),
-        when(m.nextAttemptAt, now),
-        clip((m.destinations as string[]).join(','), 40),
-        clip(m.subject, 40),
-      ]),
-    ),
-  );
+  for (const m of b.messages as Array<Record<string, any>>) { // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+    const counts = Object.entries(m.states as Record<string, number>).map(([s, n]) => `${n} ${s}`).join(', ') + (m.suspended ? ` (${m.suspended} held)` : '');
+    out(`${m.queue_id}  ${age(Date.parse(m.received_at), now)}  ${m.size} octets  <${clip(m.sender, 60)}>  ${counts}  "${clip(m.subject, 50)}"`);
+    const rs = (m.recipients as Array<Record<string, any>>).slice(0, fold); // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+    if (rs.length) {
+      const lines = table(
+        ['', 'RECIPIENT', 'STATE', 'ATTEMPTS', 'NEXT', 'LAST REPLY'],
+        rs.map((r) => ['', r.address, stateText(r), String(r.attempts), nextText(r, now), clip(r.last_reply || '-', 80)]),
+      ).split('\n');
+      for (const l of lines.slice(1)) out(`  ${l.trimStart()}`.replace(/^ {2}/, '    '));
+    }
+    const more = (m.recipients.length as number) - rs.length + (m.recipients_more as number);
+    if (more > 0) out(`    … and ${more} more (petrel queue show ${m.queue_id})`);
+  }
   if (b.next) out(`more: ${again} --after ${b.next}`);
 }
 
 async function list(c: AdminClient, args: Args, out: Out, err: Out): Promise<number> {
-  const a = await c.call('GET', '/api/messages', listParams(args));
-  const code = answer(a, args, out, err, (b) => printList(b, out, 'petrel queue list ...'));
+  const fold = flag(args, 'recipients');
+  if (args.flags.has('recipients') && (fold === undefined || !/^\d+$/.test(fold))) return (err('petrel queue list: --recipients=N takes a number'), 64);
+  if (args.flags.has('json')) return listJsonLines(c, args, out, err);
+  const n = fold === undefined ? FOLD : Number(fold);
+  const a = await c.call('GET', '/api/messages', { ...listParams(args), recipients: String(Math.min(n, 1000)) });
+  const code = answer(a, args, out, err, (b) => printList(b, out, 'petrel queue list ...', n));
   return code === 0 && a.body.messages.length === 0 ? 1 : code;
+}
+
+/**
+ * listJsonLines - `queue list --json`: one JSON object a line per message
+ * (as `postqueue -j`), each with all its recipients, written as the pages
+ * come: any queue size in bounded memory (a page of messages, and one
+ * message's recipients, at a time). Without --limit, every match; with it,
+ * at most that many. The last queue_id printed is the cursor for --after.
+ */
+async function listJsonLines(c: AdminClient, args: Args, out: Out, err: Out): Promise<number> {
+  const limitFlag = flag(args, 'limit');
+  let left = limitFlag === undefined ? Infinity : Number(limitFlag);
+  if (!Number.isInteger(left) && left !== Infinity) return (err('petrel queue list: --limit takes a number'), 64);
+  const params = listParams(args);
+  let after = params.after;
+  let printed = 0;
+  while (left > 0) {
+    const a = await c.call('GET', '/api/messages', { ...params, after, limit: String(Math.min(left, 100)), recipients: '100' });
+    if (a.status !== 200) {
+      err(`petrel: ${a.body?.error ?? `error ${a.status}`}`);
+      return exitFor(a.status);
+    }
+    for (const m of a.body.messages as Array<Record<string, any>>) { // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+      let next = m.recipients_next as number | null;
+      while (next !== null) {
+        const more = await c.call('GET', `/api/messages/${encodeURIComponent(m.queue_id)}`, { recipients_after: String(next), limit: '500', events_after: String(Number.MAX_SAFE_INTEGER) });
+        if (more.status !== 200) break; // it left the queue meanwhile: what was read stands
+        m.recipients.push(...more.body.recipients);
+        next = more.body.recipients_next;
+      }
+      const { recipients_more: _m, recipients_next: _n, ...line } = m;
+      out(JSON.stringify(line));
+      printed++;
+    }
+    left -= a.body.messages.length;
+    if (!a.body.next) break;
+    after = a.body.next;
+  }
+  return printed === 0 ? 1 : 0;
 }
 
 const HELP = `Usage:
   petrel queue [--json]                           the queue by destination: recipients, messages,
-                                                  deferred, held, oldest, last error (like qshape)
+                                                  deferred, held, oldest, last error
+  petrel queue --ages [--json]                    recipients per destination by age (like qshape):
+                                                  5m 10m 20m 40m 80m 160m 320m 640m 1280m 1280m+
   petrel queue list [--destination D] [--state S] [--sender A] [--recipient A]
-                    [--older-than 1h] [--message-id ID] [--limit N] [--after QUEUE_ID] [--json]
+                    [--older-than 1h] [--message-id ID] [--limit N] [--after QUEUE_ID]
+                    [--recipients=N] [--json]     each message with its recipients: state,
+                                                  attempts, next attempt, last reply
   petrel queue show QUEUE_ID [--json]             envelope, each recipient's state, attempts,
                                                   next attempt and last reply, and its history
   petrel queue retry QUEUE_ID | --destination D [--reason TEXT]
@@ -218,6 +290,22 @@ removed recipients; "--silent" (the default) sends none. "suspend
 --destination" holds all of a destination's mail until "resume"; "resume" does
 not retry at once: "retry" does. "redirect" sends a destination's mail to
 HOST:PORT over SMTP from now on (and retries it now); "--clear" ends that.
+"retry" makes a real attempt at once, even for a destination that failed to
+connect a moment ago (its back-off ends).
+
+"queue list" prints each message with its recipients under it, the first 10
+(--recipients=N) then "… and K more". "queue list --json" writes one JSON
+object a line per message, each with a "recipients" array holding all its
+recipients (address, state, attempts, next_attempt, last_reply, and node while
+delivering), as "postqueue -j" does: without --limit every matching message,
+streamed a page at a time, so it suits any queue size (pipe it to jq -c);
+the last queue_id is the cursor for --after. Every other --json is one JSON
+document. Keys are snake_case and times ISO 8601 UTC (docs/admin.md).
+
+"queue --ages" counts the recipients still in the queue per destination by
+the age of their message, in qshape's buckets: "5m" holds up to 5 minutes,
+"10m" 5 to 10, ... "1280m+" older than 1280 minutes (21h20m). It reads every
+recipient once, a page at a time.
 
 Talks to the running server's admin API ([admin] listen); when the server is
 not running it opens the queue in data_dir directly.
@@ -235,7 +323,7 @@ export const queueCommand: CliCommand = {
     return withClient(args, err, async (c) => {
       switch (sub) {
         case '':
-          return summary(c, args, out, err);
+          return args.flags.has('ages') ? ages(c, args, out, err) : summary(c, args, out, err);
         case 'list':
           return list(c, args, out, err);
         case 'show': {

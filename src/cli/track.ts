@@ -47,9 +47,9 @@ export const trackCommand: CliCommand = {
       const a = await c.call('GET', '/api/track', params);
       const code = answer(a, args, out, err, (b) => {
         if (b.messages.length === 0) return out('No message matches.');
-        for (const m of b.messages as Array<{ queueId: string; events: Array<Record<string, unknown>> }>) {
+        for (const m of b.messages as Array<{ queue_id: string; events: Array<Record<string, unknown>> }>) {
           const first = m.events[0];
-          out(`${m.queueId} ${first?.message_id ?? ''} from <${first?.sender ?? ''}>`);
+          out(`${m.queue_id} ${first?.message_id ?? ''} from <${first?.sender ?? ''}>`);
           for (const e of m.events) out(`  ${eventLine(e)}`);
           out('');
         }

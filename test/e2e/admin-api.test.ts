@@ -25,6 +25,19 @@ async function send(p: InProcess, from: string, to: string[], subject: string): 
   return /queued as (\S+)/.exec(r.lines.join(' '))![1]!;
 }
 
+const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
+
+/** assertConvention - every key snake_case; every time-like key (`*_at`, `next_attempt`, `last_attempt`, `ts`, `oldest`) ISO text or null. */
+function assertConvention(v: unknown, where: string): void {
+  if (Array.isArray(v)) return v.forEach((x) => assertConvention(x, where));
+  if (typeof v !== 'object' || v === null) return;
+  for (const [k, x] of Object.entries(v)) {
+    assert.match(k, /^[a-z0-9_]+$/, `${where}: key ${k}`);
+    if (/(_at|^next_attempt|^last_attempt|^ts|^oldest)$/.test(k) && x !== null) assert.match(String(x), ISO, `${where}: ${k} = ${String(x)}`);
+    assertConvention(x, where);
+  }
+}
+
 test('admin API: auth, CSRF and traversal guards; every action on the running server', async () => {
   const dir = tempDir();
   const dead = join(dir, 'share');
@@ -56,15 +69,44 @@ test('admin API: auth, CSRF and traversal guards; every action on the running se
     const deadRow = summary.destinations.find((d: { destination: string }) => d.destination === 'dead.example');
     assert.equal(deadRow.recipients, 3);
     assert.equal(deadRow.messages, 2);
-    assert.match(deadRow.lastReply, /does not exist/);
+    assert.match(deadRow.last_reply, /does not exist/);
 
     // --- paged list with a cursor and filters.
     const page1 = (await api.get('/api/messages?destination=dead.example&limit=1')).json();
     assert.equal(page1.messages.length, 1);
-    assert.equal(page1.messages[0].queueId, q1);
+    assert.equal(page1.messages[0].queue_id, q1);
     assert.deepEqual(page1.messages[0].states, { deferred: 2 });
+    // Each message carries its recipients (address, state, attempts, next attempt, last reply).
+    const listed = page1.messages[0];
+    assert.deepEqual(listed.recipients.map((r: { address: string }) => r.address), ['bob@dead.example', 'carol@dead.example']);
+    for (const r of listed.recipients) {
+      assert.equal(r.state, 'deferred');
+      assert.equal(r.attempts, 1);
+      assert.match(r.next_attempt, ISO);
+      assert.match(r.last_reply, /does not exist/);
+      assert.equal(r.node, null);
+    }
+    assert.equal(listed.recipients_more, 0);
+    assert.match(listed.received_at, ISO);
+    assert.match(listed.next_attempt, ISO);
+    const folded = (await api.get('/api/messages?destination=dead.example&limit=1&recipients=1')).json().messages[0];
+    assert.equal(folded.recipients.length, 1);
+    assert.equal(folded.recipients_more, 1);
+    assert.equal(typeof folded.recipients_next, 'number');
+    // One convention for every answer: snake_case keys, ISO 8601 UTC times.
+    for (const path of ['/api/queue', '/api/queue/ages', '/api/messages', `/api/messages/${q1}`, '/api/overrides', '/api/track?sender=alice@localhost', '/api/cluster']) {
+      assertConvention((await api.get(path)).json(), path);
+    }
+    const dq = (await api.get('/api/queue')).json().destinations.find((d: { destination: string }) => d.destination === 'dead.example');
+    assert.match(dq.oldest, ISO);
+    // Ages by qshape's buckets: the three recipients arrived seconds ago.
+    const ages = (await api.get('/api/queue/ages')).json();
+    assert.deepEqual(ages.buckets, ['5m', '10m', '20m', '40m', '80m', '160m', '320m', '640m', '1280m', '1280m+']);
+    const deadAges = ages.destinations.find((d: { destination: string }) => d.destination === 'dead.example');
+    assert.deepEqual(deadAges.counts, [3, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    assert.equal(deadAges.total, 3);
     const page2 = (await api.get(`/api/messages?destination=dead.example&limit=1&after=${page1.next}`)).json();
-    assert.deepEqual(page2.messages.map((m: { queueId: string }) => m.queueId), [q2]);
+    assert.deepEqual(page2.messages.map((m: { queue_id: string }) => m.queue_id), [q2]);
     assert.equal(page2.next, null);
     assert.equal((await api.get('/api/messages?limit=100000')).status, 200, 'a huge limit is bounded, not refused');
     assert.equal((await api.get('/api/messages?state=bogus')).status, 400);
@@ -72,7 +114,7 @@ test('admin API: auth, CSRF and traversal guards; every action on the running se
 
     // --- show.
     const shown = (await api.get(`/api/messages/${q1}`)).json();
-    assert.equal(shown.message.messageId, '<first@client.test>');
+    assert.equal(shown.message.message_id, '<first@client.test>');
     assert.deepEqual(shown.recipients.map((r: { state: string; attempts: number }) => [r.state, r.attempts]), [['deferred', 1], ['deferred', 1]]);
     assert.deepEqual(shown.events.map((e: MailEvent) => e.event), ['received', 'received', 'deferred', 'deferred']);
     assert.equal((await api.get('/api/messages/0000000000000000')).status, 404);
@@ -142,7 +184,7 @@ test('admin API: auth, CSRF and traversal guards; every action on the running se
     await waitFor(async () => (await api.get(`/api/messages/${q6}`)).json().recipients[0]?.state === 'deferred', 10_000, 'q6 deferred');
     for (const q of [q5, q6]) await p.petrel.store.quarantine(q, 'test: unreadable');
     const ql = (await api.get('/api/quarantine?limit=1')).json();
-    assert.deepEqual(ql.messages.map((m: { queueId: string }) => m.queueId), [q5]);
+    assert.deepEqual(ql.messages.map((m: { queue_id: string }) => m.queue_id), [q5]);
     assert.equal(ql.next, q5);
     assert.equal((await api.get(`/api/quarantine/${q6}`)).json().message.quarantine, 'test: unreadable');
     assert.equal((await api.post(`/api/quarantine/${q5}/release`, { reason: 'false alarm' })).json().changed, 1);
@@ -162,8 +204,8 @@ test('admin API: auth, CSRF and traversal guards; every action on the running se
 
     // --- tracking: every event of a message, by Message-ID with or without <>.
     const tr = (await api.get('/api/track?message_id=first@client.test')).json();
-    assert.deepEqual(tr.messages.map((m: { queueId: string }) => m.queueId), [q1]);
-    assert.equal((await api.get(`/api/track?message_id=${encodeURIComponent('<fourth@client.test>')}`)).json().messages[0].queueId, q4);
+    assert.deepEqual(tr.messages.map((m: { queue_id: string }) => m.queue_id), [q1]);
+    assert.equal((await api.get(`/api/track?message_id=${encodeURIComponent('<fourth@client.test>')}`)).json().messages[0].queue_id, q4);
     assert.equal((await api.get('/api/track?sender=ALICE@localhost&limit=2')).json().messages.length, 2);
     assert.equal((await api.get('/api/track')).status, 400);
 

@@ -45,9 +45,28 @@ test('queue, quarantine and track: against the running server, then with it stop
     assert.equal(summary.code, 0);
     assert.match(summary.out, /^DESTINATION\s+RCPTS\s+MSGS\s+DEFERRED\s+HELD\s+OLDEST\s+NOTE\s+LAST ERROR$/m);
     assert.ok(summary.out.includes(dest));
-    const json = JSON.parse((await cli(['queue', 'list', '--json', '--config', cfg], dir)).out);
-    assert.equal(json.messages.length, 2);
-    const [id0, id1] = json.messages.map((m: { queueId: string }) => m.queueId) as [string, string];
+    // --json: one object a line per message (as postqueue -j), each with all its recipients.
+    const lines = (await cli(['queue', 'list', '--json', '--config', cfg], dir)).out.trim().split('\n');
+    assert.equal(lines.length, 2);
+    const json = lines.map((l) => JSON.parse(l) as { queue_id: string; received_at: string; recipients: Array<{ address: string; state: string; attempts: number; next_attempt: string; last_reply: string }> });
+    const [id0, id1] = json.map((m) => m.queue_id) as [string, string];
+    assert.deepEqual(json[0]!.recipients.map((r) => [r.address, r.state, r.attempts]), [['b@far.example', 'deferred', 1], ['c@far.example', 'deferred', 1]]);
+    assert.match(json[0]!.recipients[0]!.next_attempt, /^\d{4}-\d\d-\d\dT.*Z$/);
+    assert.match(json[0]!.recipients[0]!.last_reply, /refused|ECONNREFUSED/i);
+    assert.match(json[0]!.received_at, /Z$/);
+    assert.equal((await cli(['queue', 'list', '--json', '--limit', '1', '--config', cfg], dir)).out.trim().split('\n').length, 1);
+    // People read each recipient under its message, folded after --recipients=N.
+    const listed = await cli(['queue', 'list', '--config', cfg], dir);
+    assert.match(listed.out, new RegExp(`^${id0} .*<alice@example\\.com>.*2 deferred`, 'm'));
+    assert.match(listed.out, /^\s+b@far\.example\s+deferred\s+1\s+in \d+[smh]\s+\S/m);
+    const foldedList = await cli(['queue', 'list', '--recipients=1', '--config', cfg], dir);
+    assert.match(foldedList.out, new RegExp(`… and 1 more \\(petrel queue show ${id0}\\)`));
+    assert.ok(!foldedList.out.includes('c@far.example'));
+    // Ages, as qshape.
+    const ages = await cli(['queue', '--ages', '--config', cfg], dir);
+    assert.equal(ages.code, 0, ages.err);
+    assert.match(ages.out, /^DESTINATION\s+T\s+5m\s+10m\s+20m\s+40m\s+80m\s+160m\s+320m\s+640m\s+1280m\s+1280m\+$/m);
+    assert.match(ages.out, /^TOTAL\s+3\s+3\s+0/m);
     // Filters and paging.
     const page = await cli(['queue', 'list', '--limit', '1', '--config', cfg], dir);
     assert.equal(page.code, 0);

@@ -38,6 +38,12 @@ function age(ms) {
   if (ms < 86400e3) return `${Math.floor(ms / 3600e3)}h`;
   return `${Math.floor(ms / 86400e3)}d`;
 }
+/** nextText - an ISO next-attempt time for people: "now", "in 5m", or a dash. */
+function nextText(iso, now) {
+  if (!iso) return '–';
+  const t = Date.parse(iso);
+  return t <= now ? 'now' : `in ${age(t - now)}`;
+}
 const stateBadge = (state, extra = '') => h('span', { class: `state ${state}` }, state + extra);
 function toast(text) {
   const t = document.getElementById('toast');
@@ -78,7 +84,7 @@ async function act(title, text, path, extra = {}) {
   if (reason === null) return;
   try {
     const r = await api(path, { reason, ...extra });
-    toast(`${title}: ${r.changed ?? 'done'} recipient(s) changed${r.inFlight ? `, ${r.inFlight} in delivery left alone` : ''}`);
+    toast(`${title}: ${r.changed ?? 'done'} recipient(s) changed${r.in_flight ? `, ${r.in_flight} in delivery left alone` : ''}`);
   } catch (e) {
     toast(`${title} failed: ${e.message}`);
   }
@@ -108,9 +114,9 @@ async function queuesPage() {
       h('td', { class: 'num' }, d.messages),
       h('td', { class: 'num' }, d.deferred),
       h('td', { class: 'num' }, d.suspended),
-      h('td', {}, d.recipients ? age(now - d.oldest) : '–'),
+      h('td', {}, d.recipients && d.oldest ? age(now - Date.parse(d.oldest)) : '–'),
       h('td', {}, d.held ? stateBadge('held', ': on hold') : '', d.redirect ? h('span', { class: 'muted' }, ` → ${d.redirect}`) : ''),
-      h('td', { class: 'err' }, d.lastReply || ''),
+      h('td', { class: 'err' }, d.last_reply || ''),
       h('td', {}, h('div', { class: 'actions' },
         h('button', { 'data-action': 'retry-destination', onclick: () => act('Retry destination', `Try every waiting recipient for ${d.destination} now?`, `/api/destinations/${encodeURIComponent(d.destination)}/retry`) }, 'Retry'),
         d.held
@@ -144,17 +150,17 @@ async function messagesPage(query, quarantine = false) {
     h('label', {}, 'State', h('select', { name: 'state' }, ...['', 'queued', 'delivering', 'deferred', 'quarantined', 'delivered', 'failed', 'expired', 'removed'].map((st) => h('option', { value: st, selected: p.state === st }, st || 'any')))),
     field('sender', 'Sender'), field('recipient', 'Recipient'), field('older_than', 'Older than', { placeholder: '1h' }), field('message_id', 'Message-ID'),
     h('button', { type: 'submit', class: 'primary' }, 'Filter'));
-  const rows = data.messages.map((m) => h('tr', { 'data-queue-id': m.queueId },
-    h('td', {}, h('a', { href: `#/message/${m.queueId}`, class: 'mono' }, m.queueId)),
-    h('td', {}, age(now - m.receivedAt)),
+  const rows = data.messages.map((m) => h('tr', { 'data-queue-id': m.queue_id },
+    h('td', {}, h('a', { href: `#/message/${m.queue_id}`, class: 'mono' }, m.queue_id)),
+    h('td', {}, age(now - Date.parse(m.received_at))),
     h('td', {}, `<${m.sender}>`),
     h('td', {}, Object.entries(m.states).map(([st, n]) => h('span', {}, stateBadge(st, ` ${n}`), ' ')), m.suspended ? stateBadge('held', ` ${m.suspended}`) : ''),
     h('td', {}, m.destinations.join(', ')),
-    h('td', {}, m.nextAttemptAt ? (m.nextAttemptAt <= now ? 'now' : `in ${age(m.nextAttemptAt - now)}`) : '–'),
+    h('td', {}, nextText(m.next_attempt, now)),
     h('td', {}, quarantine ? m.quarantine : m.subject),
     quarantine ? h('td', {}, h('div', { class: 'actions' },
-      h('button', { 'data-action': 'release', onclick: () => act('Release', `Put ${m.queueId} back in the queue?`, `/api/quarantine/${m.queueId}/release`) }, 'Release'),
-      h('button', { class: 'danger', 'data-action': 'quarantine-delete', onclick: () => act('Delete', `Remove ${m.queueId} (no report)?`, `/api/quarantine/${m.queueId}/delete`) }, 'Delete'))) : null));
+      h('button', { 'data-action': 'release', onclick: () => act('Release', `Put ${m.queue_id} back in the queue?`, `/api/quarantine/${m.queue_id}/release`) }, 'Release'),
+      h('button', { class: 'danger', 'data-action': 'quarantine-delete', onclick: () => act('Delete', `Remove ${m.queue_id} (no report)?`, `/api/quarantine/${m.queue_id}/delete`) }, 'Delete'))) : null));
   const next = data.next ? h('a', { href: `#/${quarantine ? 'quarantine' : 'messages'}?${new URLSearchParams({ ...p, after: data.next }).toString()}`, id: 'next-page' }, 'Next page →') : null;
   return [
     h('h1', {}, quarantine ? 'Quarantine' : 'Messages'),
@@ -210,10 +216,10 @@ async function messagePage(qid) {
   if (m) {
     const now = Date.now();
     out.push(h('dl', { class: 'envelope' },
-      h('dt', {}, 'Message-ID'), h('dd', { class: 'mono' }, m.messageId),
+      h('dt', {}, 'Message-ID'), h('dd', { class: 'mono' }, m.message_id),
       h('dt', {}, 'Sender'), h('dd', {}, `<${m.sender}>`),
       h('dt', {}, 'Subject'), h('dd', {}, m.subject),
-      h('dt', {}, 'Received'), h('dd', {}, `${new Date(m.receivedAt).toLocaleString()} (${age(now - m.receivedAt)} ago) from ${m.client}`),
+      h('dt', {}, 'Received'), h('dd', {}, `${new Date(m.received_at).toLocaleString()} (${age(now - Date.parse(m.received_at))} ago) from ${m.client}`),
       h('dt', {}, 'Size'), h('dd', {}, `${m.size} octets`),
       m.quarantine ? [h('dt', {}, 'Quarantined'), h('dd', {}, m.quarantine)] : null));
     out.push(h('div', { class: 'actions' },
@@ -227,8 +233,8 @@ async function messagePage(qid) {
     out.push(h('table', { id: 'recipients' }, h('thead', {}, h('tr', {}, ...['Recipient', 'State', 'Attempts', 'Next attempt', 'Destination', 'Last reply'].map((t) => h('th', {}, t)))),
       h('tbody', {}, data.recipients.map((r) => h('tr', { 'data-recipient': r.address },
         h('td', {}, r.address), h('td', { class: 'rstate' }, stateBadge(r.state), r.suspended ? stateBadge('held', ' held') : ''), h('td', { class: 'num' }, r.attempts),
-        h('td', {}, r.state === 'queued' || r.state === 'deferred' ? (r.nextAttemptAt <= now ? 'now' : `in ${age(r.nextAttemptAt - now)}`) : '–'),
-        h('td', {}, r.destination), h('td', { class: 'err' }, r.lastReply))))));
+        h('td', {}, nextText(r.next_attempt, now)),
+        h('td', {}, r.destination), h('td', { class: 'err' }, r.last_reply))))));
     recipients = data.recipients.map((r) => r.address);
   } else {
     // Finished: the message has left the queue; its history tells each recipient's end.
@@ -263,7 +269,7 @@ async function eventsPage(query) {
   if (!p.message_id && !p.sender && !p.recipient && !p.queue_id) return [...out, h('p', { class: 'muted' }, 'Give a Message-ID, sender, recipient or queue id.')];
   const data = await api(`/api/track?${new URLSearchParams(p).toString()}`);
   if (!data.messages.length) return [...out, h('p', { class: 'muted' }, 'No message matches.')];
-  for (const m of data.messages) out.push(h('h2', {}, h('a', { href: `#/message/${m.queueId}`, class: 'mono' }, m.queueId), ' ', m.events[0]?.message_id ?? ''), eventsTable(m.events));
+  for (const m of data.messages) out.push(h('h2', {}, h('a', { href: `#/message/${m.queue_id}`, class: 'mono' }, m.queue_id), ' ', m.events[0]?.message_id ?? ''), eventsTable(m.events));
   if (data.next !== null) out.push(h('a', { href: `#/events?${new URLSearchParams({ ...p, before: data.next }).toString()}` }, 'Older matches →'));
   return out;
 }
