@@ -5,7 +5,7 @@
  * line: time to full delivery, transactions, peak RSS. Run by hand:
  *   npm run build && node dist/bench/outbound-recipients.js [recipients]
  */
-import { SmtpAgent } from '../src/delivery/smtp/agent.js';
+import { SmtpAgent } from '../src/delivery/smtp/smtp-agent.js';
 import { startPeer } from '../test/helpers/test-peer.js';
 import { fixedHop, makeJob, rcpts } from '../test/helpers/jobs.js';
 

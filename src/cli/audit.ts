@@ -9,7 +9,7 @@
 import { join } from 'node:path';
 import { runAudit } from '../log/audit.js';
 import { openQueue } from '../queue/open.js';
-import { configFrom, type CliCommand } from './main.js';
+import { configFrom, type CliCommand } from './command.js';
 
 export const auditCommand: CliCommand = {
   name: 'audit',

@@ -4,7 +4,7 @@
  * short summary of what the file configures (exit 0).
  */
 import { ConfigError, formatProblem, loadConfig } from '../config/load.js';
-import type { CliCommand } from './main.js';
+import type { CliCommand } from './command.js';
 
 export const checkConfigCommand: CliCommand = {
   name: 'check-config',

@@ -7,7 +7,7 @@
  *
  * Exit codes: 0 listed, 69 unavailable. Untrusted input: the command line.
  */
-import type { CliCommand } from './main.js';
+import type { CliCommand } from './command.js';
 import { answer, withClient } from './queue.js';
 
 const HELP = `Usage: petrel cluster [--config FILE] [--json]

@@ -7,7 +7,7 @@
  */
 import { createInterface } from 'node:readline';
 import { setUser } from '../inbound/submission-users.js';
-import { configFrom, type CliCommand } from './main.js';
+import { configFrom, type CliCommand } from './command.js';
 
 /** readPassword - from a TTY without echo, else the first line of stdin. */
 async function readPassword(prompt: string): Promise<string> {

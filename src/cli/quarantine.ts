@@ -8,7 +8,7 @@
  * Exit codes as `petrel queue`. Untrusted input: the command line.
  */
 import { age, clip, table } from './format.js';
-import type { CliCommand } from './main.js';
+import type { CliCommand } from './command.js';
 import { actionBody, answer, flag, printMessage, withClient } from './queue.js';
 
 const HELP = `Usage:

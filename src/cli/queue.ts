@@ -14,7 +14,7 @@ import type { Params } from '../admin/actions.js';
 import { isQueueId } from '../core/ids.js';
 import { AdminClient, Unavailable, cliOperator, type Answer } from './admin-client.js';
 import { age, clip, exitFor, table, when } from './format.js';
-import { configFrom, type Args, type CliCommand } from './main.js';
+import { configFrom, type Args, type CliCommand } from './command.js';
 
 type Out = (s: string) => void;
 

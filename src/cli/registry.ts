@@ -5,7 +5,7 @@
 import { auditCommand } from './audit.js';
 import { checkConfigCommand } from './check-config.js';
 import { clusterCommand } from './cluster.js';
-import type { CliCommand } from './main.js';
+import type { CliCommand } from './command.js';
 import { quarantineCommand } from './quarantine.js';
 import { queueCommand } from './queue.js';
 import { sendmailCommand } from './sendmail.js';

@@ -35,10 +35,10 @@ import { hasNonAscii } from '../core/address.js';
 import { parseAddressList } from '../core/address-list.js';
 import { CrlfNormalizer } from '../core/crlf.js';
 import { hasHeader, headerValues, parseHeaderSection } from '../core/headers.js';
-import { rfc5322Date } from '../enqueue/received.js';
+import { rfc5322Date } from '../core/dates.js';
 import { qualify, recipientsFrom } from '../pickup/envelope.js';
 import { writePickupFile } from '../pickup/writer.js';
-import { configFrom, type Args, type CliCommand } from './main.js';
+import { configFrom, type Args, type CliCommand } from './command.js';
 import { parseSendmailArgs } from './sendmail-args.js';
 import { submit } from './sendmail-smtp.js';
 

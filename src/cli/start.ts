@@ -9,7 +9,7 @@
  */
 import { initTrace } from '../log/trace.js';
 import { Petrel } from '../petrel.js';
-import { configFrom, version, type CliCommand } from './main.js';
+import { configFrom, version, type CliCommand } from './command.js';
 
 export const startCommand: CliCommand = {
   name: 'start',

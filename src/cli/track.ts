@@ -7,7 +7,7 @@
  * Exit codes: 0 found, 1 nothing matched, 64 usage, 69 unavailable.
  * Untrusted input: the command line.
  */
-import type { CliCommand } from './main.js';
+import type { CliCommand } from './command.js';
 import { answer, eventLine, flag, withClient } from './queue.js';
 
 const HELP = `Usage: petrel track (--message-id ID | --sender A | --recipient A | --queue-id Q)

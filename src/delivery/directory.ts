@@ -42,7 +42,7 @@ import { open, stat, unlink } from 'node:fs/promises';
 import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
 import { storageStatus } from '../core/storage-status.js';
 import { dirname, join } from 'node:path';
-import { rfc5322Date } from '../enqueue/received.js';
+import { rfc5322Date } from '../core/dates.js';
 import type { MessageRecord, RecipientRecord } from '../queue/store.js';
 import { resultsFor, type DeliveryAgent, type DeliveryJob, type RecipientResult } from './agent.js';
 

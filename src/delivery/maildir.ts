@@ -27,8 +27,8 @@ import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
 import { storageStatus } from '../core/storage-status.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
-import { dirname, join, resolve, sep } from 'node:path';
-import { domainOf, localPartOf } from '../core/address.js';
+import { dirname, join, sep } from 'node:path';
+import { mailboxPath } from '../core/mailbox-path.js';
 import { resultsFor, type DeliveryAgent, type DeliveryJob, type RecipientResult } from './agent.js';
 
 let deliveries = 0;
@@ -36,31 +36,8 @@ let deliveries = 0;
 /** Mailboxes written at once within one job. */
 const PARALLEL = 8;
 
-/** Longest file name component most file systems allow (octets). */
-const NAME_MAX = 255;
-
 /** The steps a fault-injection seam can fail (tests). */
 export type MaildirStep = 'mkdir' | 'open' | 'write' | 'fsync' | 'link';
-
-/** unsafeName - true when this text cannot be one path component of a mailbox. */
-const unsafeName = (s: string): boolean => s === '' || s.startsWith('.') || /[/\\\x00-\x1f\x7f]/.test(s) || Buffer.byteLength(s) > NAME_MAX;
-
-/** canNameMailbox - can this address be delivered to a Maildir at all? (RCPT refuses those that cannot.) */
-export function canNameMailbox(address: string): boolean {
-  return !unsafeName(localPartOf(address).toLowerCase().replace(/^"(.*)"$/, '$1')) && !unsafeName(domainOf(address));
-}
-
-/** mailboxPath - root/<domain>/<user>, or null when the address cannot name one safely. */
-export function mailboxPath(root: string, address: string): string | null {
-  const local = localPartOf(address).toLowerCase().replace(/^"(.*)"$/, '$1');
-  const domain = domainOf(address);
-  if (unsafeName(local) || unsafeName(domain)) return null;
-  const base = resolve(root);
-  const box = resolve(base, domain, local);
-  // Belt and braces: whatever the checks above missed, never leave the root.
-  if (!box.startsWith(base + sep) || dirname(dirname(box)) !== base) return null;
-  return box;
-}
 
 /** hostPart - the host name as the Maildir spec writes it in file names. */
 export function hostPart(name = hostname()): string {

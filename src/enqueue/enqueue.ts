@@ -25,7 +25,8 @@ import { StorageFull } from '../queue/backend.js';
 import type { BodyWriter, Claim, NewRecipient, QueueStore } from '../queue/store.js';
 import type { Router } from '../routing/router.js';
 import { HeaderScanner } from './header-scan.js';
-import { protocolName, receivedHeader, rfc5322Date } from './received.js';
+import { rfc5322Date } from '../core/dates.js';
+import { protocolName, receivedHeader } from './received.js';
 
 export interface IncomingRecipient {
   address: string;

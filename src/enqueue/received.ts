@@ -6,6 +6,7 @@
  * anything outside printable ASCII and the characters that would change the
  * header's structure.
  */
+import { rfc5322Date } from '../core/dates.js';
 
 export interface ReceivedInfo {
   helo: string;
@@ -17,11 +18,6 @@ export interface ReceivedInfo {
   recipient: string | null;
   tls: string | null;
   date: Date;
-}
-
-/** rfc5322Date - "Sat, 21 Nov 2026 11:00:00 +0000". */
-export function rfc5322Date(d: Date): string {
-  return d.toUTCString().replace(/GMT$/, '+0000');
 }
 
 function safe(text: string): string {

@@ -18,7 +18,7 @@
  */
 import { readFileSync, statSync } from 'node:fs';
 import { domainOf } from '../core/address.js';
-import { canNameMailbox } from '../delivery/maildir.js';
+import { canNameMailbox } from '../core/mailbox-path.js';
 import { emptyAliases, parseAliases, type AliasEntry, type AliasTable } from './aliases.js';
 import { aliasFor, expandRecipients, type ExpandRecipient, type ExpandTables } from './expand.js';
 import { LocalUsers } from './users.js';

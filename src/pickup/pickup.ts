@@ -40,7 +40,7 @@ import type { Config } from '../config/schema.js';
 import { CrlfNormalizer } from '../core/crlf.js';
 import { hasHeader, parseHeaderSection } from '../core/headers.js';
 import { EnqueueRejected, type Enqueuer, type Envelope } from '../enqueue/enqueue.js';
-import { rfc5322Date } from '../enqueue/received.js';
+import { rfc5322Date } from '../core/dates.js';
 import { makeEvent, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
 import { headerEnvelope } from './envelope.js';

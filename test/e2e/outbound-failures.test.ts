@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
-import { SmtpAgent, type SmtpAgentOptions } from '../../src/delivery/smtp/agent.js';
+import { SmtpAgent, type SmtpAgentOptions } from '../../src/delivery/smtp/smtp-agent.js';
 import { startPeer, type PeerOptions, type TestPeer } from '../helpers/test-peer.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { startBlackHole } from '../helpers/black-hole.js';

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { LmtpAgent } from '../../src/delivery/lmtp/agent.js';
+import { LmtpAgent } from '../../src/delivery/lmtp/lmtp-agent.js';
 import type { NextHop } from '../../src/delivery/agent.js';
 import { startPeer } from '../helpers/test-peer.js';
 import { collect, makeJob, rcpts } from '../helpers/jobs.js';

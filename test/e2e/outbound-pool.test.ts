@@ -5,7 +5,7 @@
 // ends it), all through the SMTP agent against real sockets.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SmtpAgent } from '../../src/delivery/smtp/agent.js';
+import { SmtpAgent } from '../../src/delivery/smtp/smtp-agent.js';
 import { startPeer } from '../helpers/test-peer.js';
 import { collect, fixedHop, makeJob, rcpts } from '../helpers/jobs.js';
 import type { PoolOptions } from '../../src/delivery/smtp/pool.js';

@@ -5,7 +5,7 @@
 // Postfix's own log is the witness: 5,000 distinct recipients discarded.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SmtpAgent } from '../../src/delivery/smtp/agent.js';
+import { SmtpAgent } from '../../src/delivery/smtp/smtp-agent.js';
 import { startPostfix } from '../helpers/postfix.js';
 import { collect, fixedHop, makeJob, rcpts } from '../helpers/jobs.js';
 

@@ -3,7 +3,7 @@
 // (seeds/001). Exact counts: deliveries, transactions, connections, failures.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SmtpAgent } from '../../src/delivery/smtp/agent.js';
+import { SmtpAgent } from '../../src/delivery/smtp/smtp-agent.js';
 import { startPeer, type TestPeer } from '../helpers/test-peer.js';
 import { collect, fixedHop, makeJob, rcpts } from '../helpers/jobs.js';
 

@@ -3,7 +3,8 @@
 // and are unique.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { hostPart, mailboxPath, uniqueName } from '../../src/delivery/maildir.js';
+import { mailboxPath } from '../../src/core/mailbox-path.js';
+import { hostPart, uniqueName } from '../../src/delivery/maildir.js';
 
 test('mailboxPath: root/<domain>/<user>, lower-cased, quotes removed', () => {
   assert.equal(mailboxPath('/srv/mail', 'Alice@Example.test'), '/srv/mail/example.test/alice');

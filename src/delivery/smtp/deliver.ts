@@ -20,7 +20,7 @@ import type { RecipientRecord } from '../../queue/store.js';
 import { ClientError, type SmtpClient } from './client.js';
 import { LookupError } from './mx.js';
 import { DestinationDown, type ConnectionPool } from './pool.js';
-import { runSession } from './session.js';
+import { runTransactions } from './transaction.js';
 
 /** How many times a job may move to a new connection (dead reused one, 421 between transactions) in one attempt. */
 const MAX_STALE_RETRIES = 3;
@@ -75,7 +75,7 @@ export async function deliverPooled(job: DeliveryJob, report: (results: Recipien
       }
       let reusable = false;
       try {
-        const out = await runSession(lease.client, job, todo, once, {
+        const out = await runTransactions(lease.client, job, todo, once, {
           maxRecipients: d.maxRecipients,
           reused: lease.reused && round < MAX_STALE_RETRIES,
           reconnect: round < MAX_STALE_RETRIES,

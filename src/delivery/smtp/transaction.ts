@@ -1,5 +1,5 @@
 /*
- * delivery/smtp/session - delivers one message's recipients over one connected
+ * delivery/smtp/transaction - delivers one message's recipients over one connected
  * SmtpClient (SMTP or LMTP), transaction after transaction, and turns every
  * reply into exactly one result per recipient.
  *
@@ -69,8 +69,8 @@ function deferredStatus(kind: ResultKind, r: SmtpReply): string {
   return s[0] === '5' ? `4${s.slice(1)}` : '4.5.0';
 }
 
-/** runSession - deliver `recipients` of `job` over `client`; see the invariants above. */
-export async function runSession(
+/** runTransactions - deliver `recipients` of `job` over `client`; see the invariants above. */
+export async function runTransactions(
   client: SmtpClient,
   job: DeliveryJob,
   recipients: RecipientRecord[],

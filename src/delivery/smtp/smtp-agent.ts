@@ -1,5 +1,5 @@
 /*
- * delivery/smtp/agent - SmtpAgent: the DeliveryAgent for `smtp` next hops,
+ * delivery/smtp/smtp-agent - SmtpAgent: the DeliveryAgent for `smtp` next hops,
  * by MX (`hosts: 'mx'`) or to a fixed host (routes, smarthost).
  *
  * Invariants:

@@ -1,5 +1,5 @@
 /*
- * delivery/lmtp/agent - LmtpAgent: the DeliveryAgent for `lmtp` next hops
+ * delivery/lmtp/lmtp-agent - LmtpAgent: the DeliveryAgent for `lmtp` next hops
  * (`lmtp:HOST:PORT` or `lmtp:/path/to/socket`), RFC 2033.
  *
  * It is the SMTP machinery in LMTP mode: LHLO instead of EHLO, and after the
@@ -15,7 +15,7 @@ import { resultsFor } from '../agent.js';
 import { SmtpClient, type SmtpTimeouts } from '../smtp/client.js';
 import { deliverPooled } from '../smtp/deliver.js';
 import { ConnectionPool, type PoolOptions } from '../smtp/pool.js';
-import { poolOptionsFrom } from '../smtp/agent.js';
+import { poolOptionsFrom } from '../smtp/smtp-agent.js';
 
 type LmtpHop = Extract<NextHop, { kind: 'lmtp' }>;
 
