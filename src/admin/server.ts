@@ -1,8 +1,8 @@
 /*
  * admin/server - the admin listener (`[admin] listen`, default
  * 127.0.0.1:8025; "" turns it off): the JSON API (admin/routes), the web
- * queue viewer (admin/static), /metrics (admin/metrics) and the viewer's
- * login form. Plain node:http.
+ * queue viewer (admin/static), /metrics (admin/metrics), the live event
+ * stream (admin/events-stream) and the viewer's login form. Plain node:http.
  *
  * Invariants:
  * - every path but the login form passes admin/auth first (token or session
@@ -20,6 +20,7 @@ import type { Endpoint } from '../config/schema.js';
 import type { Trace } from '../log/trace.js';
 import { AdminActions, AdminError, type Params } from './actions.js';
 import { AdminAuth } from './auth.js';
+import { EventStreamHub, type EventStreamLimits } from './events-stream.js';
 import type { AdminMetrics } from './metrics.js';
 import { match } from './routes.js';
 import { loadStaticFiles, type StaticFile } from './static-files.js';
@@ -41,17 +42,22 @@ export interface AdminServerDeps {
   actions: AdminActions;
   metrics: AdminMetrics | null;
   trace: Trace;
+  /** Bounds of the live event stream (tests make them small). */
+  streamLimits?: Partial<EventStreamLimits>;
 }
 
 export class AdminServer {
   private server: Server | null = null;
   private readonly auth: AdminAuth;
   private readonly files: Map<string, StaticFile>;
+  /** GET /api/events/stream: the mail events as server-sent events (admin/events-stream). */
+  readonly stream: EventStreamHub;
   bound: Endpoint | null = null;
 
   constructor(private readonly deps: AdminServerDeps) {
     this.auth = new AdminAuth(deps.token);
     this.files = loadStaticFiles();
+    this.stream = new EventStreamHub(deps.actions.store, deps.streamLimits);
   }
 
   async listen(): Promise<void> {
@@ -81,6 +87,7 @@ export class AdminServer {
   async close(): Promise<void> {
     const s = this.server;
     this.server = null;
+    this.stream.close();
     if (!s) return;
     await new Promise<void>((resolve) => {
       s.close(() => resolve());
@@ -118,6 +125,10 @@ export class AdminServer {
       return void res.end(method === 'HEAD' ? undefined : text);
     }
     if (!path.startsWith('/api/')) return this.page(res, method, path);
+    if (path === '/api/events/stream') {
+      if (method !== 'GET') return this.json(res, 405, { error: 'the event stream is GET' }, { Allow: 'GET' });
+      return this.stream.handle(req, res, SECURITY_HEADERS, url.searchParams.get('after'));
+    }
     try {
       const { route, parts } = match(method, path);
       let body: Record<string, unknown> = {};

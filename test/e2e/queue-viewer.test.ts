@@ -3,7 +3,9 @@
 // SameSite=Strict), see mail to a dead destination in the queue, open the
 // message and its timeline, retry with a click (confirmation dialog, reason
 // in the event log), make the destination live, retry again, and watch the
-// message delivered — without reloading. PETREL_SCREENSHOT=docs/queue-viewer.png
+// message delivered — without reloading: the page follows the server-sent
+// event stream (no polling), and catches up after the stream is cut.
+// PETREL_SCREENSHOT=docs/queue-viewer.png
 // saves the screenshot kept in docs/.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -69,6 +71,30 @@ test('queue viewer: log in, find the stuck message, retry it with a click, see i
     assert.equal(await row.locator('[data-col=recipients]').innerText(), '2');
     assert.match(await row.innerText(), /does not exist/);
     assert.match(await page.locator('#totals').innerText(), /2 recipient\(s\) in 1 message\(s\)/);
+
+    // Live without polling: the page holds an event stream and asks for nothing while nothing happens.
+    await page.waitForSelector('#live[data-state=on]');
+    await new Promise((r) => setTimeout(r, 2000)); // the redraws that follow the stream's opening
+    const asked: string[] = [];
+    page.on('request', (q) => asked.push(new URL(q.url()).pathname));
+    await new Promise((r) => setTimeout(r, 3500));
+    assert.equal(asked.length, 0, `no request in 3.5 s of quiet (the old viewer polled every 3 s): ${asked.join(' ')}`);
+    // A new message moves the counts, without a reload.
+    const t2 = await SmtpTalk.open(p.port);
+    await t2.read();
+    await t2.cmd('EHLO client.test');
+    const r2 = await t2.send('alice@example.com', ['dave@dead.example'], 'Subject: another\r\n\r\nmore\r\n');
+    await t2.cmd('QUIT');
+    t2.close();
+    const qid2 = /queued as (\S+)/.exec(r2.lines.join(' '))![1]!;
+    await waitFor(async () => (await row.locator('[data-col=recipients]').innerText()) === '3', 10_000, 'the count moved to 3');
+    // The stream is cut (as a network drop would); the message is removed meanwhile; the page catches up.
+    p.petrel.admin!.stream.disconnectAll();
+    await p.petrel.actions.remove(qid2, { who: 'test', reason: 'not needed' }, false);
+    await waitFor(async () => (await row.locator('[data-col=recipients]').innerText()) === '2', 10_000, 'the count back to 2 after the reconnect');
+    await page.waitForSelector('#live[data-state=on]');
+    assert.ok(asked.includes('/api/events/stream'), 'the stream was opened again');
+    assert.ok(!asked.includes('/'), 'never reloaded');
 
     // Into the message list for the destination, then the message.
     await row.locator('a').first().click();

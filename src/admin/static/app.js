@@ -5,14 +5,24 @@
  * timeline drawn as SVG, quarantine, event search. Actions (retry, suspend,
  * resume, delete with or without a report, release) ask for confirmation and
  * a reason, and are POSTed as JSON (the server refuses anything else).
- * Counts refresh by polling every REFRESH_MS.
+ * Live: the page follows the server's event stream (GET /api/events/stream,
+ * server-sent events): each mail event redraws what it changes — the totals,
+ * the queues and message lists, the open message's tables and timeline —
+ * a moment later (REDRAW_MS, so a burst of events is one redraw). No polling.
+ * EventSource reconnects by itself after a drop and sends Last-Event-ID; the
+ * server replays what was missed. All JSON is snake_case with ISO times.
  *
  * Untrusted input: everything the API returns (addresses, subjects, remote
  * replies) is put into the page as text nodes, never as HTML.
  */
-const REFRESH_MS = 3000;
+/** Redraw this long after the first event of a burst, and again after SETTLE_MS (the server caches the summary for about a second). */
+const REDRAW_MS = 250;
+const SETTLE_MS = 1500;
 const app = document.getElementById('app');
-let timer = null;
+/** What is on screen: the route path, whether it follows events, and the message shown. */
+const current = { path: '/', live: false, qid: null };
+let redrawTimer = null;
+let settleTimer = null;
 
 /* ---------- small DOM helpers (text only, never innerHTML) ---------- */
 function h(tag, attrs = {}, ...children) {
@@ -280,34 +290,86 @@ async function route(auto = false) {
   const [path, query = ''] = hash.slice(1).split('?');
   let page;
   let live = false;
+  let qid = null;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', hash.startsWith(a.getAttribute('href')) && (a.getAttribute('href') !== '#/' || path === '/'));
   try {
     if (path === '/' || path === '') (page = await queuesPage()), (live = true);
     else if (path === '/messages') (page = await messagesPage(query)), (live = true);
-    else if (path === '/quarantine') page = await messagesPage(query, true);
-    else if (path.startsWith('/message/')) (page = await messagePage(decodeURIComponent(path.slice('/message/'.length)))), (live = true);
-    else if (path === '/events') page = await eventsPage(query);
+    else if (path === '/quarantine') (page = await messagesPage(query, true)), (live = true);
+    else if (path.startsWith('/message/')) {
+      qid = decodeURIComponent(path.slice('/message/'.length));
+      page = await messagePage(qid);
+      live = true;
+    } else if (path === '/events') page = await eventsPage(query);
     else page = [h('h1', {}, 'Not found')];
   } catch (e) {
     page = [h('h1', {}, 'Error'), h('p', { class: 'err', id: 'error' }, e.message)];
   }
-  // Never redraw under an open dialog or while someone types in a field: try again later.
+  // Never redraw under an open dialog or while someone types in a field: redraw once they are done.
   const typing = document.activeElement && app.contains(document.activeElement) && /^(INPUT|SELECT)$/.test(document.activeElement.tagName);
-  if (document.getElementById('confirm').open || (typing && auto)) {
-    clearTimeout(timer);
-    timer = setTimeout(() => route(true), REFRESH_MS);
+  if (auto && (document.getElementById('confirm').open || typing)) {
+    setTimeout(() => route(true), 1000);
     return;
   }
+  Object.assign(current, { path, live, qid });
   app.replaceChildren(...page.filter(Boolean));
   if (path !== '/' && path !== '') void refreshTotals();
-  clearTimeout(timer);
-  timer = setTimeout(() => (live ? route(true) : refreshTotals().then(schedule)), REFRESH_MS);
 }
-function schedule() {
-  clearTimeout(timer);
-  timer = setTimeout(() => refreshTotals().then(schedule), REFRESH_MS);
+
+/* ---------- live updates (server-sent events) ---------- */
+/** onMailEvent - an event happened: redraw what it changes (the totals always; the page when it shows it). */
+function onMailEvent(e) {
+  const pageChanged = current.live && (current.qid === null || current.qid === e.queue_id);
+  later(pageChanged);
+}
+let pageDirty = false;
+function later(pageChanged) {
+  pageDirty ||= pageChanged;
+  if (!redrawTimer) redrawTimer = setTimeout(redraw, REDRAW_MS);
+  clearTimeout(settleTimer);
+  settleTimer = setTimeout(redraw, SETTLE_MS);
+}
+function redraw() {
+  clearTimeout(redrawTimer);
+  redrawTimer = null;
+  const dirty = pageDirty;
+  pageDirty = false;
+  if (dirty) void route(true);
+  else void refreshTotals();
+}
+function setLive(text) {
+  const el = document.getElementById('live');
+  el.textContent = text;
+  el.dataset.state = text === 'live' ? 'on' : 'off';
+}
+function connectEvents() {
+  const es = new EventSource('/api/events/stream');
+  es.addEventListener('open', () => {
+    setLive('live');
+    // After a reconnect the server replays what was missed; redraw once in any case.
+    later(true);
+  });
+  es.addEventListener('mail', (m) => {
+    try {
+      onMailEvent(JSON.parse(m.data));
+    } catch {
+      /* not an event: ignore */
+    }
+  });
+  es.addEventListener('reset', () => later(true));
+  es.addEventListener('error', () => {
+    setLive('reconnecting…');
+    // EventSource retries by itself unless the server refused the stream (a 401 after a logout, a 503): then start again.
+    if (es.readyState === EventSource.CLOSED) {
+      setTimeout(() => {
+        void refreshTotals(); // a 401 goes to the login page
+        connectEvents();
+      }, 3000);
+    }
+  });
 }
 
 window.addEventListener('hashchange', () => route());
 route();
 refreshTotals();
+connectEvents();
