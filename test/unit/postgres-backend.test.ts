@@ -412,6 +412,38 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     assert.equal(await a.getMessage(m.queueId), null);
   });
 
+  test('two nodes delivering the recipients of the same messages at once, in many small transactions: no deadlock, every message finished once', async () => {
+    const url = await freshDatabase();
+    const a = await backend(url, 'a');
+    const b = await backend(url, 'b');
+    const qids: string[] = [];
+    for (let i = 0; i < 12; i++) qids.push((await put(a, 6, { size: BODY_CHUNK + 1 })).m.queueId);
+    // Each node claims every other recipient of each message.
+    const mine: Array<{ node: PostgresBackend; token: string; r: RecipientRecord }> = [];
+    for (const qid of qids) {
+      const rs = await a.selectRecipients({ queueId: qid, afterId: 0, limit: 10 });
+      for (const [i, r] of rs.entries()) {
+        const [node, token] = i % 2 ? [a, `a:${r.id}`] : [b, `b:${r.id}`];
+        await sql(url, `UPDATE recipients SET state = 'delivering', claim = $2, claim_node = $3, lease_until = now() + interval '1 minute' WHERE id = $1`, [r.id, token, token[0]]);
+        mine.push({ node, token, r });
+      }
+    }
+    // Outcomes one recipient at a time, messages interleaved in opposite orders on the two nodes.
+    const order = (list: typeof mine, rev: boolean) => (rev ? [...list].reverse() : list);
+    const deliver = (x: (typeof mine)[number]) => x.node.apply({ patches: [outcome(x.r, x.token, 'delivered')] });
+    const results = await Promise.allSettled([
+      ...order(mine.filter((x) => x.node === a), false).map(deliver),
+      ...order(mine.filter((x) => x.node === b), true).map(deliver),
+    ]);
+    const failed = results.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason));
+    assert.deepEqual(failed, [], 'no outcome failed');
+    assert.ok(results.every((r) => r.status === 'fulfilled' && r.value.refused.length === 0), 'no outcome refused');
+    assert.deepEqual(await a.list({ limit: 100 }), [], 'every message finished and deleted');
+    assert.equal((await sql(url, `SELECT 1 FROM bodies`)).length, 0, 'with its body');
+    const delivered = [...(await a.eventsAfter(0, 10_000)), ...(await b.eventsAfter(0, 10_000))].filter((e) => e.event === 'delivered');
+    assert.equal(delivered.length, 72, 'every outcome wrote its event');
+  });
+
   test('hot paths use indexes: claim, countDue, nextDueAt, pendingReports, renew, a node\'s claims, track (no scan of recipients, events or messages)', async () => {
     const url = await freshDatabase();
     const a = await backend(url, 'a');

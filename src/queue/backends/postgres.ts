@@ -431,6 +431,12 @@ export interface PostgresBackendOptions {
 interface TxState {
   events: MailEvent[];
   notify: boolean;
+  /** Changes of messages' open counts, applied once for the whole batch (applyDeltas). */
+  deltas: Map<string, number>;
+}
+
+function newTx(): TxState {
+  return { events: [], notify: false, deltas: new Map() };
 }
 
 interface WriteOp {
@@ -590,6 +596,7 @@ export class PostgresBackend implements QueueBackend {
     }
     const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
     const events: MailEvent[] = [];
+    const deltas = new Map<string, number>();
     let notify = false;
     let stage = 'begin';
     try {
@@ -598,13 +605,14 @@ export class PostgresBackend implements QueueBackend {
       stage = 'ops';
       for (let i = 0; i < batch.length; i++) {
         const op = batch[i]!;
-        let tx: TxState = { events: [], notify: false };
+        let tx = newTx();
         for (let attempt = 1; ; attempt++) {
           try {
             const value = await op.run(c, tx);
             if (i < batch.length - 1) await c.query('RELEASE SAVEPOINT op; SAVEPOINT op');
             results.push({ ok: true, value });
             events.push(...tx.events);
+            for (const [qid, d] of tx.deltas) deltas.set(qid, (deltas.get(qid) ?? 0) + d);
             notify ||= tx.notify;
             break;
           } catch (e) {
@@ -612,7 +620,7 @@ export class PostgresBackend implements QueueBackend {
             // connection is gone this throws too, and the whole batch fails below.
             await c.query('ROLLBACK TO SAVEPOINT op');
             if (retryable(e) && attempt < MAX_TRIES) {
-              tx = { events: [], notify: false };
+              tx = newTx();
               continue;
             }
             results.push({ ok: false, error: mapError(e) });
@@ -620,6 +628,9 @@ export class PostgresBackend implements QueueBackend {
           }
         }
       }
+      // Messages' open counts last, for the whole batch in qid order: every node locks
+      // message rows in the same order, and only here, so their writers never deadlock on them.
+      await this.applyDeltas(c, deltas);
       if (notify) await c.query(`NOTIFY ${WAKE_CHANNEL}`);
       stage = 'commit';
       await c.query('COMMIT');
@@ -908,6 +919,7 @@ export class PostgresBackend implements QueueBackend {
         if (spec.clearReports?.length) {
           await this.patchRecipients(
             c,
+            tx,
             spec.clearReports.map((id) => ({ id, queueId: '', set: { report: null } })),
           );
         }
@@ -1053,8 +1065,12 @@ export class PostgresBackend implements QueueBackend {
     if (tokens.length === 0) return;
     for (let attempt = 1; ; attempt++) {
       try {
+        // Rows a writer is changing right now (an outcome being recorded) are skipped, not
+        // waited for: renew never waits on, nor deadlocks with, a writer; the next renewal
+        // (a quarter lease later) catches any whose change did not commit.
         await this.db.query(
-          `UPDATE recipients SET lease_until = ${LEASE.replace('$LEASE', '$2')} WHERE claim = ANY($1::text[]) AND state = 'delivering'`,
+          `UPDATE recipients SET lease_until = ${LEASE.replace('$LEASE', '$2')}
+           WHERE id IN (SELECT id FROM recipients WHERE claim = ANY($1::text[]) AND state = 'delivering' FOR UPDATE SKIP LOCKED)`,
           [tokens, leaseMs],
         );
         return;
@@ -1093,7 +1109,7 @@ export class PostgresBackend implements QueueBackend {
     // Every commit is durable here (synchronous_commit = on): `durable: false` costs the same.
     return this.write(async (c, tx) => {
       const patches = change.patches ?? [];
-      const { applied } = await this.patchRecipients(c, patches);
+      const { applied } = await this.patchRecipients(c, tx, patches);
       const events: MailEvent[] = [];
       for (const p of patches) if (p.event && applied.has(p.id)) events.push(p.event);
       for (const e of change.events ?? []) events.push(e);
@@ -1118,12 +1134,13 @@ export class PostgresBackend implements QueueBackend {
 
   /**
    * patchRecipients - apply patches whose guards hold (one statement per
-   * round; a recipient patched twice goes in a later round), adjust their
-   * messages' open counts, and delete the messages left with none open.
+   * round; a recipient patched twice goes in a later round); what they do to
+   * their messages' open counts goes into tx.deltas (applied at the end of
+   * the batch: applyDeltas).
    */
-  private async patchRecipients(c: ClientBase, patches: readonly RecipientPatch[]): Promise<PatchResult> {
+  private async patchRecipients(c: ClientBase, tx: TxState, patches: readonly RecipientPatch[]): Promise<PatchResult> {
     const applied = new Set<number>();
-    const deltas = new Map<string, number>();
+    const deltas = tx.deltas;
     let rest = [...patches];
     while (rest.length) {
       const seen = new Set<number>();
@@ -1186,7 +1203,6 @@ export class PostgresBackend implements QueueBackend {
         if (delta) deltas.set(r.qid, (deltas.get(r.qid) ?? 0) + delta);
       }
     }
-    await this.applyDeltas(c, deltas);
     return { applied };
   }
 
