@@ -14,21 +14,31 @@
  *   claimDue() picks due recipients with FOR UPDATE SKIP LOCKED and marks
  *   them "delivering" with the claim token and lease_until = clock_timestamp()
  *   + lease, in one statement, so two nodes never claim the same recipient; a
- *   claim whose lease ran out is claimable again by anyone. A patch guarded by
+ *   claim whose lease ran out is claimable again by anyone (held destination
+ *   or not: whoever held it may have been part way through). A patch guarded by
  *   a claim applies only WHERE claim = token (a late outcome nobody re-claimed
  *   is still recorded); any state but "delivering" clears claim and lease.
  *   open() never touches another node's claims (they end with their lease).
  * - a message, its recipients and its body chunks are deleted in the
  *   transaction that makes its last open recipient final with no report owed
  *   (isOpen): messages.open_count counts them, so finishing never counts rows.
+ *   The counts change once per transaction, at its end, in qid order: every
+ *   node locks message rows in one order and last, so two nodes finishing
+ *   recipients of the same messages never deadlock (recipient rows are
+ *   locked in id order within a statement; a deadlock that still happens is
+ *   retried, MAX_TRIES times, inside the operation's savepoint).
  * - the events of a node carry its name and a seq (bigserial) that increases
  *   in this node's commit order: each node copies its own events to its
  *   events.jsonl (eventsAfter(seq, limit) = this node's; scope 'all' for the
  *   cluster-wide audit, where seqs of different nodes may commit out of
  *   order); eventsOf()/track() see every node's events.
  * - errors from a full disk or tablespace (SQLSTATE 53100, 53000) are thrown
- *   as StorageFull; a lost connection rejects the operation (the caller
- *   answers 451 4.3.0) and the next operation connects again by itself.
+ *   as StorageFull; a lost connection, or a statement unanswered for
+ *   timeoutMs (a hung server, a network cut), rejects the operation (the
+ *   caller answers 451 4.3.0) and the next operation connects again by itself.
+ * - heartbeats are the database's clock too; a clean close() marks the node
+ *   stopped, so it may start again at once (a live twin is refused by the
+ *   queue layer).
  * - hot paths use indexes only: due recipients by next_at (partial index over
  *   claimable states), expired leases by lease_until (partial, "delivering"),
  *   claims by token, a node's claims by claim_node, pending reports (partial),
