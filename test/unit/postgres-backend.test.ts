@@ -399,6 +399,13 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     assert.equal((await a.list({ limit: 100 })).length, 19, 'the others committed');
     assert.ok(a.stats.batches < a.stats.ops, `concurrent writes shared transactions (${a.stats.ops} operations in ${a.stats.batches} commits)`);
     assert.equal((await a.eventsAfter(0, 100)).length, 19, 'no event of the failed insert');
+    // A failed insert of a chunked body leaves no chunk behind.
+    const big = newMessage(1, BODY_CHUNK * 2 + 1);
+    const bw = a.createBody(big.queueId);
+    await bw.write(bodyOf(BODY_CHUNK * 2 + 1));
+    a.failNext = new Error('disk on fire again');
+    await assert.rejects(() => a.insert(big, bw, { events: received(big) }), /disk on fire again/);
+    assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = $1 UNION ALL SELECT 1 FROM body_uploads WHERE qid = $1`, [big.queueId])).length, 0);
     // A disk-full error from the server (SQLSTATE 53100) is StorageFull.
     await sql(
       url,
