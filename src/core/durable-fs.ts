@@ -7,11 +7,29 @@
  * Invariants: publishNoReplace never overwrites a file (hard link, or, on a
  * file system without hard links, rename only after checking the name is
  * free); it reports "exists" instead, and the caller picks another name.
+ * writeAll writes every octet or throws: write(2) may write less than it was
+ * given without an error (a file system with room for only part of it), and
+ * FileHandle.write reports that only in bytesWritten; a writer that ignores it
+ * fsyncs and publishes a truncated file as if it were whole.
  */
-import { link, lstat, open, rename } from 'node:fs/promises';
+import { link, lstat, open, rename, type FileHandle } from 'node:fs/promises';
 
 /** errno - the code of a Node.js system error ("ENOENT"), or undefined. */
 export const errno = (e: unknown): string | undefined => (e as NodeJS.ErrnoException)?.code;
+
+/**
+ * writeAll - write all of `data` at the file's position: after a short write
+ * the rest is written again, so that a full disk fails with ENOSPC instead of
+ * leaving the file short without a word.
+ */
+export async function writeAll(file: FileHandle, data: Buffer | string): Promise<void> {
+  let buf = typeof data === 'string' ? Buffer.from(data) : data;
+  while (buf.length > 0) {
+    const { bytesWritten } = await file.write(buf, 0, buf.length);
+    if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    buf = buf.subarray(bytesWritten);
+  }
+}
 
 /** fsyncDir - make the entries of a directory (new names, renames) durable. */
 export async function fsyncDir(dir: string): Promise<void> {

@@ -39,7 +39,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { open, stat, unlink } from 'node:fs/promises';
-import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
+import { errno, fsyncDir, publishNoReplace, writeAll } from '../core/durable-fs.js';
 import { storageStatus } from '../core/storage-status.js';
 import { dirname, join } from 'node:path';
 import { rfc5322Date } from '../core/dates.js';
@@ -208,11 +208,11 @@ export class DirectoryAgent implements DeliveryAgent {
       file = await open(tmp, 'wx', 0o644);
       const f = file;
       await this.step('write', tmp);
-      await f.write(envelopeBlock(job.message, addresses));
+      await writeAll(f, envelopeBlock(job.message, addresses));
       const body = await job.openBody();
       for await (const chunk of body as AsyncIterable<Buffer>) {
         await this.step('write', tmp);
-        await f.write(chunk);
+        await writeAll(f, chunk);
       }
       await this.step('fsync', tmp);
       await f.sync();

@@ -23,7 +23,7 @@
  * Untrusted input: the recipient address (from the envelope) becomes a path.
  */
 import { mkdir, open, unlink } from 'node:fs/promises';
-import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
+import { errno, fsyncDir, publishNoReplace, writeAll } from '../core/durable-fs.js';
 import { storageStatus } from '../core/storage-status.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -158,10 +158,10 @@ export class MaildirAgent implements DeliveryAgent {
       const f = file;
       const sender = job.message.sender;
       this.step('write', tmp);
-      await f.write(`Return-Path: <${sender}>\nDelivered-To: ${address}\n`);
+      await writeAll(f, `Return-Path: <${sender}>\nDelivered-To: ${address}\n`);
       const lf = lfWriter(async (b) => {
         this.step('write', tmp);
-        await f.write(b);
+        await writeAll(f, b);
       });
       const body = await job.openBody();
       for await (const chunk of body as AsyncIterable<Buffer>) await lf.push(chunk);

@@ -16,7 +16,7 @@ import { createReadStream, openSync, fsyncSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
 import type { BodyWriter } from './store.js';
-import { fsyncDir } from '../core/durable-fs.js';
+import { fsyncDir, writeAll } from '../core/durable-fs.js';
 
 /** The characters a queue id can end with (core/ids): one spool folder each. */
 const QUEUE_ID_CHARS = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -132,9 +132,9 @@ export class SpoolWriter implements BodyWriter {
         this.file = await open(this.tmpPath, 'wx', 0o600);
         const pending = this.chunks;
         this.chunks = [];
-        for (const c of pending) await this.file.write(c);
+        for (const c of pending) await writeAll(this.file, c);
       }
-      await this.file.write(chunk);
+      await writeAll(this.file, chunk);
     } catch (e) {
       this.failure = e as Error;
       throw e;
