@@ -203,11 +203,8 @@ export function printList(b: Answer['body'], out: Out, again: string, fold = FOL
     out(`${m.queue_id}  ${age(Date.parse(m.received_at), now)}  ${m.size} octets  <${clip(m.sender, 60)}>  ${counts}  "${clip(m.subject, 50)}"`);
     const rs = (m.recipients as Array<Record<string, any>>).slice(0, fold); // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
     if (rs.length) {
-      const lines = table(
-        ['', 'RECIPIENT', 'STATE', 'ATTEMPTS', 'NEXT', 'LAST REPLY'],
-        rs.map((r) => ['', r.address, stateText(r), String(r.attempts), nextText(r, now), clip(r.last_reply || '-', 80)]),
-      ).split('\n');
-      for (const l of lines.slice(1)) out(`  ${l.trimStart()}`.replace(/^ {2}/, '    '));
+      const rows = rs.map((r) => [r.address, stateText(r), `${r.attempts} attempt${r.attempts === 1 ? '' : 's'}`, r.next_attempt ? `next ${nextText(r, now)}` : '-', clip(r.last_reply || '-', 80)]);
+      for (const l of table(['', '', '', '', ''], rows).split('\n').slice(1)) out(`    ${l}`);
     }
     const more = (m.recipients.length as number) - rs.length + (m.recipients_more as number);
     if (more > 0) out(`    … and ${more} more (petrel queue show ${m.queue_id})`);

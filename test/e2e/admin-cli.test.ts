@@ -58,7 +58,7 @@ test('queue, quarantine and track: against the running server, then with it stop
     // People read each recipient under its message, folded after --recipients=N.
     const listed = await cli(['queue', 'list', '--config', cfg], dir);
     assert.match(listed.out, new RegExp(`^${id0} .*<alice@example\\.com>.*2 deferred`, 'm'));
-    assert.match(listed.out, /^\s+b@far\.example\s+deferred\s+1\s+in \d+[smh]\s+\S/m);
+    assert.match(listed.out, /^ {4}b@far\.example\s+deferred\s+1 attempt\s+next in \d+[smh]\s+\S/m);
     const foldedList = await cli(['queue', 'list', '--recipients=1', '--config', cfg], dir);
     assert.match(foldedList.out, new RegExp(`… and 1 more \\(petrel queue show ${id0}\\)`));
     assert.ok(!foldedList.out.includes('c@far.example'));
