@@ -13,6 +13,7 @@
  * Invariant: every function is a pure mapping of one record (no I/O), so a
  * list of any length is converted a record at a time.
  */
+import type { AuditResult } from '../log/audit.js';
 import type { MailEvent } from '../log/events.js';
 import type { ActionResult, DestinationOverride, DestinationSummary, MessageRecord, MessageStates, RecipientRecord, TrackResult } from '../queue/store.js';
 
@@ -151,4 +152,20 @@ export function eventJson(e: MailEvent): MailEvent {
 
 export function trackJson(t: TrackResult): { messages: Array<{ queue_id: string; events: MailEvent[] }>; next: number | null } {
   return { messages: t.messages.map((m) => ({ queue_id: m.queueId, events: m.events.map(eventJson) })), next: t.next };
+}
+
+/** auditJson - `petrel audit --json` in the same convention (log/audit's result, keys renamed). */
+export function auditJson(r: AuditResult): Record<string, unknown> {
+  return {
+    events: r.events,
+    first_seq: r.firstSeq,
+    last_seq: r.lastSeq,
+    messages: r.messages,
+    recipients: r.recipients,
+    by_state: r.byState,
+    reports: r.reports,
+    history_incomplete: r.historyIncomplete,
+    exceptions: r.exceptions.map((x) => ({ kind: x.kind, queue_id: x.queueId, ...(x.recipient !== undefined ? { recipient: x.recipient } : {}), detail: x.detail })),
+    seconds: r.seconds,
+  };
 }
