@@ -471,10 +471,11 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     // Every statement the backend sends to its pool, to EXPLAIN afterwards.
     const pool = (a as unknown as { pool: pg.Pool }).pool;
     const sent: Array<{ text: string; values: unknown[] }> = [];
-    const query = pool.query.bind(pool) as (text: string, values?: unknown[]) => Promise<pg.QueryResult>;
-    (pool as unknown as { query: typeof query }).query = (text: string, values?: unknown[]) => {
-      sent.push({ text, values: values ?? [] });
-      return query(text, values);
+    type Q = string | { text: string; values?: unknown[] };
+    const query = pool.query.bind(pool) as (q: Q, values?: unknown[]) => Promise<pg.QueryResult>;
+    (pool as unknown as { query: typeof query }).query = (q: Q, values?: unknown[]) => {
+      sent.push(typeof q === 'string' ? { text: q, values: values ?? [] } : { text: q.text, values: q.values ?? [] });
+      return query(q, values);
     };
     const plans = new Map<string, string>();
     const check = async (what: string, run: () => Promise<unknown>): Promise<void> => {

@@ -520,14 +520,16 @@ export class PostgresBackend implements QueueBackend {
    * tried once more on a fresh connection; a write never is (it may have
    * committed).
    */
-  private async query<R extends QueryResultRow>(sql: string, params: unknown[] = []): Promise<R[]> {
+  private async query<R extends QueryResultRow>(sql: string, params: unknown[] = [], name?: string): Promise<R[]> {
+    // A name makes it a prepared statement, parsed once per connection (hot statements).
+    const q = name ? { name, text: sql, values: params } : { text: sql, values: params };
     try {
-      return (await this.db.query<R>(sql, params)).rows;
+      return (await this.db.query<R>(q)).rows;
     } catch (e) {
       if (!connectionLost(e) || !/^\s*SELECT\b/.test(sql)) throw mapError(e);
     }
     try {
-      return (await this.db.query<R>(sql, params)).rows;
+      return (await this.db.query<R>(q)).rows;
     } catch (e) {
       throw mapError(e);
     }
@@ -908,7 +910,7 @@ export class PostgresBackend implements QueueBackend {
              RETURNING id, state
            )${events.length ? `, ev AS (${this.eventInsert(events, params)})` : ''}
            SELECT id, state FROM rcpt${events.length ? ` UNION ALL SELECT seq, NULL FROM ev` : ''}`;
-        const rows = (await c.query<{ id: number; state: string | null }>(text, params)).rows;
+        const rows = (await c.query<{ id: number; state: string | null }>({ name: events.length ? 'petrel_insert_ev' : 'petrel_insert', text, values: params })).rows;
         const ids = rows.filter((r) => r.state !== null).sort((a, b) => a.id - b.id);
         keepSeqs(
           tx,
@@ -1038,6 +1040,7 @@ export class PostgresBackend implements QueueBackend {
        FROM claimed c LEFT JOIN messages m ON m.qid = c.qid
        ORDER BY c.next_at, c.id`,
       [int(now), int(max), claim.token, claimNode(claim.token), claim.leaseMs],
+      'petrel_claim',
     );
     const claims = new Map<string, Claim>();
     for (const row of rows) {
@@ -1161,7 +1164,9 @@ export class PostgresBackend implements QueueBackend {
       const s = (p: RecipientPatch) => p.set;
       const rows = (
         await c.query<{ id: number; qid: string; old_state: string; old_report: string | null; state: string; report: string | null }>(
-          `WITH p AS (
+          {
+            name: 'petrel_patch',
+            text: `WITH p AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::bigint[], $7::bigint[],
                                   $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::boolean[], $14::boolean[])
                AS t(id, guard_claim, guard_states, state, attempts, next_at, last_at, last_reply, last_status, remote, set_report, report, delay_notified, suspended)
@@ -1189,7 +1194,7 @@ export class PostgresBackend implements QueueBackend {
            FROM p JOIN old ON old.id = p.id
            WHERE r.id = p.id
            RETURNING r.id, r.qid, old.state AS old_state, old.report AS old_report, r.state, r.report`,
-          [
+            values: [
             round.map((p) => p.id),
             round.map((p) => p.claim ?? null),
             round.map((p) => (p.states ? p.states.join(',') : null)),
@@ -1205,6 +1210,7 @@ export class PostgresBackend implements QueueBackend {
             round.map((p) => s(p).delayNotified ?? null),
             round.map((p) => s(p).suspended ?? null),
           ],
+          },
         )
       ).rows;
       for (const r of rows) {
@@ -1222,16 +1228,17 @@ export class PostgresBackend implements QueueBackend {
     if (!list.length) return;
     // One statement: lock the rows, count, and delete the messages left with nothing open
     // (their recipients and body chunks with them); the UPDATE and the DELETE touch different rows.
-    await c.query(
-      `WITH d AS (SELECT * FROM unnest($1::text[], $2::integer[]) AS t(qid, delta)),
+    await c.query({
+      name: 'petrel_deltas',
+      text: `WITH d AS (SELECT * FROM unnest($1::text[], $2::integer[]) AS t(qid, delta)),
             cur AS (SELECT m.qid, m.open_count + d.delta AS n FROM messages m JOIN d ON d.qid = m.qid ORDER BY m.qid FOR UPDATE OF m),
             upd AS (UPDATE messages m SET open_count = cur.n FROM cur WHERE m.qid = cur.qid AND cur.n > 0),
             done AS (SELECT qid FROM cur WHERE n <= 0),
             r AS (DELETE FROM recipients WHERE qid IN (SELECT qid FROM done)),
             b AS (DELETE FROM bodies WHERE qid IN (SELECT qid FROM done))
        DELETE FROM messages WHERE qid IN (SELECT qid FROM done)`,
-      [list.map(([q]) => q), list.map(([, d]) => d)],
-    );
+      values: [list.map(([q]) => q), list.map(([, d]) => d)],
+    });
   }
 
   /** writeEvents - insert events in order; their seqs (this node's, increasing) go on the copies kept for the listeners. */
@@ -1239,7 +1246,7 @@ export class PostgresBackend implements QueueBackend {
     if (!events.length) return;
     const params: unknown[] = [];
     const text = this.eventInsert(events, params);
-    keepSeqs(tx, events, (await c.query<{ seq: number }>(text, params)).rows.map((r) => r.seq));
+    keepSeqs(tx, events, (await c.query<{ seq: number }>({ name: 'petrel_events', text, values: params })).rows.map((r) => r.seq));
   }
 
   /**
