@@ -7,7 +7,8 @@
  * redirects into the router -> agents -> scheduler -> admin listener ->
  * SMTP listeners and the pickup directory (only then is mail accepted).
  * Local users and aliases are re-read when their files change and on reload()
- * (SIGHUP).
+ * (SIGHUP); reconfigure() takes a whole new configuration (petrel reload):
+ * see docs/admin.md, "Reload".
  * Stop order (SIGTERM): pickup stops after its current file; listeners stop
  * accepting and finish their replies ->
  * admin listener closes -> scheduler stops claiming, running deliveries get until the deadline ->
@@ -35,6 +36,8 @@ import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
 import { SubmissionUsers } from './inbound/submission-users.js';
+import { SenderLogins } from './inbound/sender-logins.js';
+import type { SessionContext } from './inbound/smtp-session.js';
 import { LocalRecipients } from './local/recipients.js';
 import { EventLog } from './log/event-log.js';
 import { trace } from './log/trace.js';
@@ -53,6 +56,23 @@ export interface PetrelOptions {
   agents?: Partial<Record<NextHop['kind'], DeliveryAgent>>;
 }
 
+/** A configuration reload that was refused: the running configuration stays, whole. */
+export class ReloadRefused extends Error {}
+
+/**
+ * restartNeeded - the keys that differ between two configurations and cannot
+ * change while Petrel runs: where the queue is (data_dir, [queue] backend,
+ * postgres_url) and who this node is (node_name).
+ */
+export function restartNeeded(running: Config, next: Config): string[] {
+  const out: string[] = [];
+  if (running.data_dir !== next.data_dir) out.push('data_dir');
+  if (running.queue.backend !== next.queue.backend) out.push('[queue] backend');
+  if (running.queue.postgres_url !== next.queue.postgres_url) out.push('[queue] postgres_url');
+  if (running.queue.node_name !== next.queue.node_name) out.push('[queue] node_name');
+  return out;
+}
+
 export class Petrel {
   readonly store: QueueStore;
   readonly router: Router;
@@ -63,13 +83,17 @@ export class Petrel {
   readonly agents: Partial<Record<NextHop['kind'], DeliveryAgent>>;
   readonly metrics: AdminMetrics;
   readonly actions: AdminActions;
-  /** Local users, aliases and catch-alls (RCPT checks and enqueue-time expansion). */
-  readonly local: LocalRecipients;
+  /** Local users, aliases and catch-alls (RCPT checks and enqueue-time expansion); replaced by reconfigure(). */
+  local: LocalRecipients;
   readonly pickup: PickupDirectory;
   /** Failed logins per client address, across sessions. */
   readonly authThrottle: AuthThrottle;
   /** Users who may authenticate on submission listeners ([smtp] users_file). */
-  readonly submissionUsers: SubmissionUsers;
+  submissionUsers: SubmissionUsers;
+  /** Who may send as whom once authenticated ([smtp] sender_logins). */
+  senderLogins: SenderLogins;
+  /** What every inbound session reads its configuration, policy, TLS and users from; reconfigure() updates it. */
+  private inboundCtx: SessionContext | null = null;
   inbound: InboundServer | null = null;
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
@@ -77,7 +101,8 @@ export class Petrel {
   /** In a cluster: per-destination limits shared with the other nodes. */
   private shared: SharedLimits | null = null;
   private accepting = true;
-  private spaceCheck = { at: 0, low: false };
+  /** The last statfs of data_dir (free octets, when), and the octets accepted since (see lowOnSpace). */
+  private spaceCheck = { at: 0, free: Infinity, since: 0 };
 
   constructor(
     readonly config: Config,
@@ -130,6 +155,7 @@ export class Petrel {
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
+    this.senderLogins = new SenderLogins(config.smtp.sender_logins);
     this.authThrottle = new AuthThrottle();
     this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup'), record: (events) => this.store.appendEvents(events) });
   }
@@ -159,7 +185,7 @@ export class Petrel {
     }
     const tls = await loadTls(this.config);
     this.local.watch();
-    this.inbound = new InboundServer({
+    this.inboundCtx = {
       config: this.config,
       enqueuer: this.enqueuer,
       policy: new RecipientPolicy(this.config, this.local),
@@ -169,13 +195,18 @@ export class Petrel {
       accepting: () => this.accepting,
       users: this.submissionUsers,
       onReply: (code) => this.metrics.onReply(code),
-      onAccepted: (_qid, size) => this.metrics.onAccepted(size),
-      onConnect: () => this.metrics.onConnect(),
-      authFailed: (ip) => {
-        this.metrics.onAuthFailure();
-        return this.authThrottle.failed(ip);
+      onAccepted: (_qid, size) => {
+        this.spaceCheck.since += size;
+        this.metrics.onAccepted(size);
       },
-    });
+      onConnect: () => this.metrics.onConnect(),
+      senderLogins: this.senderLogins,
+      authFailed: (ip, user) => {
+        this.metrics.onAuthFailure();
+        return this.authThrottle.failed(ip, user);
+      },
+    };
+    this.inbound = new InboundServer(this.inboundCtx);
     await this.inbound.listen();
     await this.pickup.start();
   }
@@ -184,20 +215,70 @@ export class Petrel {
   reload(): void {
     this.local.reload();
     this.submissionUsers.reload();
+    this.senderLogins.reload();
   }
 
-  /** lowOnSpace - free space under data_dir below min_free_space (checked at most once a second). */
+  /**
+   * reconfigure - take a new configuration while running (petrel reload):
+   * nothing of it is applied when it needs a restart (restartNeeded) or when
+   * its TLS files or new listeners cannot be opened (ReloadRefused); otherwise
+   * routes, smarthost, limits, local domains, users, aliases, submission
+   * users, sender logins and TLS certificates apply to the next connection,
+   * message and delivery; listeners are opened and closed to match. No
+   * connection and no message is dropped: sessions keep going, and a closed
+   * listener only stops accepting.
+   */
+  async reconfigure(next: Config): Promise<void> {
+    const restart = restartNeeded(this.config, next);
+    if (restart.length) throw new ReloadRefused(`${restart.join(', ')} cannot change while Petrel runs: restart it to apply this file; nothing of it was applied`);
+    const ctx = this.inboundCtx;
+    const tls = ctx ? await loadTls(next).catch((e: Error) => Promise.reject(new ReloadRefused(`TLS: ${e.message}; nothing was applied`))) : null;
+    if (this.inbound) await this.inbound.openListeners(next.smtp.listen, next.smtp.submission_listen).catch((e: Error) => Promise.reject(new ReloadRefused(`cannot listen: ${e.message}; nothing was applied`)));
+    // From here on nothing fails: every part sees the new configuration.
+    const old = this.config;
+    for (const key of Object.keys(next) as Array<keyof Config>) (this.config as unknown as Record<string, unknown>)[key] = next[key];
+    this.router.reconfigure();
+    const localChanged = JSON.stringify([old.local.domains, old.local.users_file, old.local.aliases_file]) !== JSON.stringify([next.local.domains, next.local.users_file, next.local.aliases_file]);
+    if (localChanged) {
+      this.local.unwatch();
+      this.local = new LocalRecipients({ domains: next.local.domains, usersFile: next.local.users_file, aliasesFile: next.local.aliases_file, onProblem: (text) => trace('local').warn({ problem: text }, 'local users/aliases') });
+      this.local.watch();
+    }
+    this.submissionUsers = new SubmissionUsers(next.smtp.users_file);
+    this.senderLogins = new SenderLogins(next.smtp.sender_logins);
+    if (!localChanged) this.local.reload();
+    this.eventLog.policy = { retentionMs: next.log.retention, rotateSize: next.log.rotate_size, keep: next.log.rotate_keep };
+    if (ctx) {
+      ctx.policy = new RecipientPolicy(this.config, this.local);
+      ctx.users = this.submissionUsers;
+      ctx.senderLogins = this.senderLogins;
+      if (tls) ctx.tls = tls.context;
+    }
+    await this.inbound?.closeListeners(next.smtp.listen, next.smtp.submission_listen);
+  }
+
+  /**
+   * lowOnSpace - free space under data_dir below min_free_space. min_free_space
+   * is the reserve the queue's own writes (claims, outcomes, events) need to
+   * go on delivering, which is what frees space: it must not be spent on new
+   * messages. Far from the limit, a figure up to a second old, less what was
+   * accepted since, is enough; near it (within twice min_free_space), the file
+   * system is asked at every MAIL, so a burst of messages within one second
+   * cannot take the reserve and fill the disk (the flaky disk-full test).
+   */
   lowOnSpace(): boolean {
+    const min = this.config.queue.min_free_space;
     const now = Date.now();
-    if (now - this.spaceCheck.at < 1000) return this.spaceCheck.low;
-    this.spaceCheck.at = now;
+    const estimate = this.spaceCheck.free - this.spaceCheck.since;
+    if (now - this.spaceCheck.at < 1000 && estimate >= 2 * min) return false;
+    this.spaceCheck = { at: now, free: Infinity, since: 0 };
     try {
       const s = statfsSync(this.config.data_dir);
-      this.spaceCheck.low = s.bavail * s.bsize < this.config.queue.min_free_space;
+      this.spaceCheck.free = s.bavail * s.bsize;
     } catch {
-      this.spaceCheck.low = false;
+      // A file system that cannot be asked refuses nothing (the writes themselves still fail cleanly).
     }
-    return this.spaceCheck.low;
+    return this.spaceCheck.free < min;
   }
 
   /** stop - the SIGTERM path (see the file comment); resolves within `deadlineMs` plus a little. */

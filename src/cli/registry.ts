@@ -7,10 +7,11 @@ import { checkConfigCommand } from './check-config.js';
 import { clusterCommand } from './cluster.js';
 import type { CliCommand } from './command.js';
 import { quarantineCommand } from './quarantine.js';
+import { reloadCommand } from './reload.js';
 import { queueCommand } from './queue.js';
 import { sendmailCommand } from './sendmail.js';
 import { startCommand } from './start.js';
 import { passwdCommand } from './passwd.js';
 import { trackCommand } from './track.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, clusterCommand, auditCommand, sendmailCommand, passwdCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, reloadCommand, clusterCommand, auditCommand, sendmailCommand, passwdCommand];

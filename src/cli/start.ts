@@ -5,10 +5,13 @@
  * ("listening smtp 127.0.0.1:2525" is a stable line scripts may wait for).
  * SIGTERM/SIGINT: graceful stop within 30 s (CONTRACT.md, "Running"); a second
  * signal exits at once (the queue is safe either way: that is invariant 1).
- * SIGHUP: re-read the local users and aliases files.
+ * SIGHUP: take the configuration file again (cli/reload: what `petrel reload`
+ * sends; data_dir/petrel.pid names this process while it runs).
  */
 import { initTrace } from '../log/trace.js';
+import { resolve } from 'node:path';
 import { Petrel } from '../petrel.js';
+import { ReloadServer } from './reload.js';
 import { configFrom, version, type CliCommand } from './command.js';
 
 export const startCommand: CliCommand = {
@@ -35,6 +38,9 @@ error stops it before anything starts (exit 78).
       await petrel.stop(1000).catch(() => undefined);
       return 69;
     }
+    const flag = args.flags.get('config');
+    const reloads = new ReloadServer(config.data_dir, typeof flag === 'string' ? resolve(flag) : undefined, (next) => petrel.reconfigure(next));
+    reloads.writePid();
     out(`petrel ${version()} started, pid ${process.pid}, hostname ${config.hostname}`);
     for (const b of petrel.inbound?.bound ?? []) out(`listening ${b.kind} ${b.host}:${b.port}`);
     if (petrel.admin?.bound) out(`listening admin http://${petrel.admin.bound.host}:${petrel.admin.bound.port}/`);
@@ -57,6 +63,7 @@ error stops it before anything starts (exit 78).
         petrel
           .stop(25_000)
           .then(() => {
+            reloads.removePid();
             out('petrel: stopped');
             resolve(0);
           })
@@ -66,8 +73,9 @@ error stops it before anything starts (exit 78).
           });
       };
       process.on('SIGHUP', () => {
-        out('petrel: SIGHUP received, re-reading the users and aliases files');
-        petrel.reload();
+        if (stopping) return;
+        // The line is written once the reload is done: a script that waits for it then sees the new configuration.
+        void reloads.hangUp().then((s) => (s.ok ? out(`petrel: SIGHUP received, ${s.message}`) : err(`petrel: SIGHUP received, reload refused, the configuration in force stays:\n${s.message}`)));
       });
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));

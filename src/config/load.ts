@@ -239,6 +239,7 @@ export function resolvePaths(config: Config, cwd: string): Config {
   config.local.users_file = r(config.local.users_file);
   config.local.aliases_file = r(config.local.aliases_file);
   config.smtp.users_file = r(config.smtp.users_file);
+  config.smtp.sender_logins = r(config.smtp.sender_logins);
   config.tls.cert = r(config.tls.cert);
   config.tls.key = r(config.tls.key);
   for (const route of config.routes) {

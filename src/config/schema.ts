@@ -40,6 +40,8 @@ export interface Config {
     listen: Endpoint[];
     submission_listen: Endpoint[];
     users_file: string;
+    /** "address-or-@domain: login, login": who may send as whom once authenticated (inbound/sender-logins). */
+    sender_logins: string;
     max_recipients: number;
     max_message_size: number;
     max_header_size: number;
@@ -259,6 +261,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'smtp.listen': { check: arrayOf(endpoint()), def: () => [{ host: '127.0.0.1', port: 2525 }], doc: 'MX/relay listeners' },
   'smtp.submission_listen': { check: arrayOf(endpoint()), def: () => [], doc: 'RFC 6409 submission listeners' },
   'smtp.users_file': { check: str, def: () => '', doc: 'submission users ("user:<scrypt hash>")' },
+  'smtp.sender_logins': { check: str, def: () => '', doc: 'who may send as whom once authenticated ("address-or-@domain: login, login")' },
   'smtp.max_recipients': { check: int(1, 10_000_000), def: () => 1000, doc: 'per message; beyond it RCPT gets 452 4.5.3' },
   'smtp.max_message_size': { check: size, def: () => 50 * 1024 * 1024, doc: 'SIZE limit' },
   'smtp.max_header_size': { check: size, def: () => 1024 * 1024, doc: 'largest header section; more: 552 5.3.4' },

@@ -20,8 +20,13 @@ export interface BoundListener {
   port: number;
 }
 
+/** listenerKey - a listener as the configuration names it ("smtp 127.0.0.1:25"). */
+function listenerKey(kind: BoundListener['kind'], ep: Endpoint): string {
+  return `${kind} ${ep.host}:${ep.port}`;
+}
+
 export class InboundServer {
-  private servers: Array<{ server: Server; kind: BoundListener['kind'] }> = [];
+  private servers: Array<{ server: Server; kind: BoundListener['kind']; key: string; bound: BoundListener }> = [];
   private readonly sessions = new Set<Session>();
   private readonly sockets = new Set<Socket>();
   private readonly perClient = new Map<string, number>();
@@ -38,6 +43,47 @@ export class InboundServer {
     for (const ep of this.ctx.config.smtp.submission_listen) await this.listenOne(ep, 'submission');
   }
 
+  /**
+   * openListeners - (reload) start the listeners of these lists that are not
+   * open yet. All or nothing: when one cannot be opened, those opened here are
+   * closed again and the error is thrown.
+   */
+  async openListeners(listen: readonly Endpoint[], submission: readonly Endpoint[]): Promise<void> {
+    const open = new Set(this.servers.map((s) => s.key));
+    const opened: string[] = [];
+    try {
+      for (const [kind, eps] of [['smtp', listen], ['submission', submission]] as const) {
+        for (const ep of eps) {
+          const key = listenerKey(kind, ep);
+          if (open.has(key)) continue;
+          await this.listenOne(ep, kind);
+          open.add(key);
+          opened.push(key);
+        }
+      }
+    } catch (e) {
+      await this.closeWhere((key) => opened.includes(key));
+      throw e;
+    }
+  }
+
+  /** closeListeners - (reload) stop accepting on the listeners not in these lists; their sessions go on. */
+  async closeListeners(listen: readonly Endpoint[], submission: readonly Endpoint[]): Promise<void> {
+    const keep = new Set([...listen.map((ep) => listenerKey('smtp', ep)), ...submission.map((ep) => listenerKey('submission', ep))]);
+    await this.closeWhere((key) => !keep.has(key));
+  }
+
+  private async closeWhere(match: (key: string) => boolean): Promise<void> {
+    const closing = this.servers.filter((s) => match(s.key));
+    this.servers = this.servers.filter((s) => !match(s.key));
+    for (const s of closing) {
+      const i = this.bound.indexOf(s.bound);
+      if (i >= 0) this.bound.splice(i, 1);
+    }
+    // server.close() calls back only once its connections are gone: do not wait for it.
+    for (const s of closing) s.server.close();
+  }
+
   private listenOne(ep: Endpoint, kind: BoundListener['kind']): Promise<void> {
     return new Promise((resolve, reject) => {
       const server = createServer({ noDelay: true }, (socket) => this.accept(socket, kind));
@@ -47,8 +93,9 @@ export class InboundServer {
         server.on('error', (e) => this.ctx.trace.error({ err: e.message }, 'listener error'));
         const addr = server.address();
         const port = typeof addr === 'object' && addr ? addr.port : ep.port;
-        this.bound.push({ kind, host: ep.host, port });
-        this.servers.push({ server, kind });
+        const bound = { kind, host: ep.host, port };
+        this.bound.push(bound);
+        this.servers.push({ server, kind, key: listenerKey(kind, ep), bound });
         resolve();
       });
     });

@@ -38,6 +38,7 @@ import { lineLimit, MAX_LINE, parseCommand, parseMail, parseRcpt, type MailParam
 import { DataReader } from './data-reader.js';
 import { normalizeIp, type RecipientPolicy } from './policy.js';
 import { SaslExchange } from './sasl.js';
+import type { SenderLogins } from './sender-logins.js';
 import type { SubmissionUsers } from './submission-users.js';
 
 export interface SessionContext {
@@ -58,10 +59,13 @@ export interface SessionContext {
   /** Users who may authenticate on submission listeners. */
   users: SubmissionUsers;
   /**
-   * Failed logins by client address, across sessions: record one and get how
-   * long to wait before answering it (see inbound/auth-throttle).
+   * Failed logins by client address and by user name, across sessions:
+   * record one and get how long to wait before answering it (see
+   * inbound/auth-throttle).
    */
-  authFailed(ip: string): number;
+  authFailed(ip: string, user: string): number;
+  /** Who may send as whom once authenticated ([smtp] sender_logins); absent: anyone as anything. */
+  senderLogins?: SenderLogins;
 }
 
 /** Which listener a session came in on: MX/relay, or RFC 6409 submission (AUTH required). */
@@ -411,6 +415,11 @@ export class Session {
     if ('error' in parsed) return this.send(parsed.error);
     const p = parsed.ok;
     if (!this.esmtp && (p.size !== null || p.body !== null)) return this.send(smtpReply('parametersNeedEhlo'));
+    // reject_sender_login_mismatch: a login sends only as the addresses it owns.
+    if (this.authenticated && this.ctx.senderLogins && !this.ctx.senderLogins.mayUse(this.authUser, p.sender)) {
+      this.ctx.trace.info({ sid: this.id, user: this.authUser, sender: p.sender }, 'sender not owned by the login');
+      return this.send(smtpReply('senderNotOwned', p.sender, this.authUser));
+    }
     if (p.size !== null && p.size > this.ctx.config.smtp.max_message_size) {
       return this.send(smtpReply('sizeDeclared', this.ctx.config.smtp.max_message_size));
     }
@@ -565,9 +574,9 @@ export class Session {
       return this.send(smtpReply('authOk'));
     }
     this.authFailures++;
-    // Slow down guessing: each failure from the same address (in this session
-    // or any other lately) waits longer before its answer.
-    const wait = this.ctx.authFailed(this.clientIp);
+    // Slow down guessing: each failure from the same address, or for the same
+    // user name (in this session or any other lately), waits longer before its answer.
+    const wait = this.ctx.authFailed(this.clientIp, user);
     this.ctx.trace.warn({ sid: this.id, user: user.slice(0, 64), ip: this.clientIp, failures: this.authFailures, wait_ms: wait }, 'authentication failed');
     await new Promise((r) => setTimeout(r, wait));
     if (this.phase === 'closed') return;

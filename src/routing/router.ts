@@ -21,13 +21,18 @@ export interface Routed {
 }
 
 export class Router {
-  private readonly local: Set<string>;
-  private readonly routes: Map<string, Config['routes'][number]>;
+  private local = new Set<string>();
+  private routes = new Map<string, Config['routes'][number]>();
   private readonly redirects = new Map<string, { host: string; port: number }>();
 
   constructor(private readonly config: Config) {
-    this.local = new Set(config.local.domains);
-    this.routes = new Map(config.routes.map((r) => [r.domain, r]));
+    this.reconfigure();
+  }
+
+  /** reconfigure - read local domains and routes again from the configuration (petrel reload changed it in place). */
+  reconfigure(): void {
+    this.local = new Set(this.config.local.domains);
+    this.routes = new Map(this.config.routes.map((r) => [r.domain, r]));
   }
 
   isLocalDomain(domain: string): boolean {
