@@ -15,6 +15,8 @@
  * which the client still has).
  *
  * Invariants:
+ * - at most `maxSize` octets are kept: beyond it everything is dropped and
+ *   the message is refused 552 5.3.4, as enqueue would;
  * - memory per message is at most MEMORY_LIMIT, or the header section when
  *   that is longer (it stays in memory so that it can be rewritten; it is
  *   bounded by `headerLimit`, `[smtp] max_header_size`: beyond it the rest
@@ -23,7 +25,7 @@
  *   header section, which the caller may rewrite (forged
  *   Authentication-Results: removed);
  * - dispose() deletes the scratch file whatever happened; the directory is
- *   private (0700) and emptied when Petrel starts (checks/inbound-checks).
+ *   private (0700) and emptied when the checks start (checks/inbound-checks).
  *
  * Untrusted input: the message octets (only stored and copied here).
  */
@@ -50,15 +52,26 @@ export class HeldMessage {
   size = 0;
   private disposed = false;
 
+  /** More than `maxSize` octets arrived: nothing more is kept (the message will be refused 552). */
+  oversize = false;
+
   constructor(
     private readonly scratchDir: string,
     private readonly headerLimit: number,
+    /** Largest message kept ([smtp] max_message_size); 0 for no limit. */
+    private readonly maxSize = 0,
     private readonly memoryLimit = MEMORY_LIMIT,
   ) {}
 
   /** write - append message octets (CR LF line ends, no dot-stuffing). */
   async write(chunk: Buffer): Promise<void> {
-    if (chunk.length === 0 || this.disposed) return;
+    if (chunk.length === 0 || this.disposed || this.oversize) return;
+    if (this.maxSize && this.size + chunk.length > this.maxSize) {
+      this.oversize = true;
+      await this.dispose();
+      this.disposed = false;
+      return;
+    }
     if (this.headerEnd < 0) this.findHeaderEnd(chunk);
     this.size += chunk.length;
     const keepInMemory = !this.file && (this.memoryBytes + chunk.length <= this.memoryLimit || (this.headerEnd < 0 && this.memoryBytes <= this.headerLimit));
@@ -118,9 +131,4 @@ export class HeldMessage {
     if (file) await file.close().catch(() => undefined);
     if (path) await rm(path, { force: true }).catch(() => undefined);
   }
-}
-
-/** clearScratch - remove what a previous run left in the scratch directory (messages never answered 250). */
-export async function clearScratch(dir: string): Promise<void> {
-  await rm(dir, { recursive: true, force: true }).catch(() => undefined);
 }

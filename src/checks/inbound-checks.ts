@@ -23,14 +23,15 @@
  *
  * Untrusted input: the message and the envelope (passed on to the checks).
  */
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import type { SmtpReply } from '../core/smtp-reply.js';
+import { reply, type SmtpReply } from '../core/smtp-reply.js';
 import type { Incoming } from '../enqueue/enqueue.js';
 import { stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
-import { clearScratch, HeldMessage } from './held-message.js';
+import { HeldMessage } from './held-message.js';
 
 /** Who sent the transaction, as the session knows it. */
 export interface CheckedClient {
@@ -59,11 +60,8 @@ export class InboundChecks {
   constructor(private readonly config: Config) {
     this.resolver = new CheckResolver({ servers: config.delivery.dns_servers, timeoutMs: config.checks.dns_timeout });
     this.scratchDir = join(config.data_dir, 'tmp', 'checks');
-  }
-
-  /** start - empty the scratch directory (messages of a previous run that were never answered 250). */
-  async start(): Promise<void> {
-    await clearScratch(this.scratchDir);
+    // What a previous run left there was never answered 250: the clients still have it.
+    rmSync(this.scratchDir, { recursive: true, force: true });
   }
 
   /** applies - is this transaction checked? */
@@ -73,7 +71,7 @@ export class InboundChecks {
 
   /** hold - a holder for one message while it arrives. */
   hold(): HeldMessage {
-    return new HeldMessage(this.scratchDir, this.config.smtp.max_header_size);
+    return new HeldMessage(this.scratchDir, this.config.smtp.max_header_size, this.config.smtp.max_message_size);
   }
 
   /**
@@ -83,6 +81,10 @@ export class InboundChecks {
    */
   async finish(held: HeldMessage, incoming: Incoming, tx: CheckedTransaction): Promise<CheckOutcome> {
     try {
+      if (held.oversize) {
+        // Not checked, not stored: the same answer enqueue gives.
+        return { refusal: reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.config.smtp.max_message_size} octets)`), summary: 'too big' };
+      }
       const c = this.config.checks;
       const verdict = await checkAuthentication(
         { message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, hostname: this.config.hostname, resolver: this.resolver.resolve },
@@ -92,10 +94,27 @@ export class InboundChecks {
       incoming.addHeaders(verdict.headers);
       incoming.note(verdict.summary);
       const hostname = this.config.hostname;
-      for await (const chunk of held.replay((header) => stripOwnResults(header, hostname).header)) await incoming.write(chunk);
+      try {
+        for await (const chunk of held.replay((header) => stripOwnResults(header, hostname).header)) await incoming.write(chunk);
+      } catch {
+        // The scratch file could not be read back: the client keeps the message.
+        return { refusal: reply(451, '4.3.0', 'Local error in processing; message not accepted, try again later'), summary: `${verdict.summary} (not stored)` };
+      }
       return { refusal: null, summary: verdict.summary };
     } finally {
       await held.dispose();
     }
   }
+}
+
+const perConfig = new WeakMap<Config, InboundChecks>();
+
+/** inboundChecksFor - the checks of a running configuration (one resolver cache per server, made at first use). */
+export function inboundChecksFor(config: Config): InboundChecks {
+  let checks = perConfig.get(config);
+  if (!checks) {
+    checks = new InboundChecks(config);
+    perConfig.set(config, checks);
+  }
+  return checks;
 }

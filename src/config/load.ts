@@ -37,7 +37,8 @@ export function formatProblem(file: string, p: ConfigProblem): string {
   return `${file}:${p.line ?? '?'}: ${p.key}: ${p.message}`;
 }
 
-const SECTIONS = new Set(['smtp', 'tls', 'queue', 'delivery', 'local', 'dsn', 'admin', 'log']);
+/** The [sections]: every "section.key" of the schema names one. */
+const SECTIONS = new Set(Object.keys(FIELDS).filter((k) => k.includes('.')).map((k) => k.split('.')[0]!));
 
 /**
  * lineIndex - map "section.key" and "routes[i].key" to the line where the key
@@ -167,7 +168,7 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
   const assign = (key: string, value: unknown): void => {
     const [a, b] = key.split('.');
     if (b === undefined) (config as unknown as Record<string, unknown>)[a!] = value;
-    else ((config as unknown as Record<string, Record<string, unknown>>)[a!]!)[b] = value;
+    else ((config as unknown as Record<string, Record<string, unknown>>)[a!] ??= {})[b] = value;
   };
   const defaulted: string[] = [];
   for (const [key, field] of Object.entries(FIELDS)) {

@@ -29,6 +29,8 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Config } from '../config/schema.js';
+import { inboundChecksFor } from '../checks/inbound-checks.js';
+import type { HeldMessage } from '../checks/held-message.js';
 import { hasNonAscii } from '../core/address.js';
 import { smtpReply, wireOf } from '../core/replies.js';
 import type { SmtpReply } from '../core/smtp-reply.js';
@@ -103,6 +105,8 @@ export class Session {
   private mail: MailParams | null = null;
   private recipients: IncomingRecipient[] = [];
   private incoming: Incoming | null = null;
+  /** A message from outside held while it arrives, for the inbound checks (checks/inbound-checks); null when not checked. */
+  private held: HeldMessage | null = null;
   private reader: DataReader | null = null;
   private dataTimer: NodeJS.Timeout | null = null;
   private sessionTimer: NodeJS.Timeout | null = null;
@@ -224,6 +228,8 @@ export class Session {
     const incoming = this.incoming;
     this.incoming = null;
     this.reader = null;
+    void this.held?.dispose();
+    this.held = null;
     if (this.dataTimer) clearTimeout(this.dataTimer);
     this.dataTimer = null;
     if (incoming) await incoming.abort().catch(() => undefined);
@@ -466,6 +472,8 @@ export class Session {
       maxReceived: c.dsn.max_received_headers,
       maxHeaderSize: c.smtp.max_header_size,
     });
+    const checks = inboundChecksFor(c);
+    this.held = checks.applies({ kind: this.kind, inRelayNetworks: this.relayNet ?? false, authenticated: this.authenticated }) ? checks.hold() : null;
     this.reader = new DataReader();
     this.phase = 'data';
     this.stopIdle();
@@ -483,7 +491,7 @@ export class Session {
     const chunk = this.input;
     this.input = Buffer.alloc(0);
     const r = reader.push(chunk);
-    if (r.data.length) await incoming.write(r.data);
+    if (r.data.length) await (this.held ?? incoming).write(r.data);
     if (!r.done) return;
     this.input = r.rest;
     if (this.dataTimer) clearTimeout(this.dataTimer);
@@ -492,7 +500,19 @@ export class Session {
     this.reader = null;
     this.phase = 'command';
     const recipients = this.recipients.length;
+    const sender = this.mail?.sender ?? '';
     this.resetTransaction();
+    const held = this.held;
+    this.held = null;
+    if (held) {
+      // The inbound checks decide; an accepted message is written into incoming with their results.
+      const checked = await inboundChecksFor(this.ctx.config).finish(held, incoming, { ip: this.clientIp, helo: this.helo, sender });
+      this.ctx.trace.info({ sid: this.id, checks: checked.summary }, 'inbound checks');
+      if (checked.refusal) {
+        await incoming.abort().catch(() => undefined);
+        return this.send(checked.refusal);
+      }
+    }
     try {
       const done = await incoming.commit();
       this.junk = 0;

@@ -57,7 +57,7 @@ const TABLE: Record<string, DnsEntry> = {
 
 function maildirFiles(p: InProcess): string[] {
   const dir = join(p.dir, 'var', 'mail', 'local.test', 'bob', 'new');
-  return existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(join(dir, f), 'latin1')) : [];
+  return existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(join(dir, f), 'latin1').replace(/\r?\n/g, '\r\n')) : [];
 }
 
 /** delivered - the stored copy of the message whose Subject is `subject`, once delivered. */
@@ -117,7 +117,8 @@ dns_timeout = "300ms"
     const r = await send(p, 'alice@pass.test', await signed('pass.test', message('alice@pass.test', 'all pass')));
     assert.match(r, /^250 2\.0\.0/);
     const m = head(await delivered(p, 'all pass'));
-    assert.match(m, /^Received: from client\.test/);
+    // Maildir delivery puts Return-Path: and Delivered-To: above what was stored.
+    assert.match(m, /^Return-Path: <alice@pass\.test>\r\nDelivered-To: bob@local\.test\r\nReceived: from client\.test .*\r\nReceived-SPF: pass .*\r\nAuthentication-Results: /);
     assert.match(m, /Authentication-Results: petrel\.test; dkim=pass header\.i=@pass\.test/);
     assert.match(m, /spf=pass \(petrel\.test: domain of alice@pass\.test designates 127\.0\.0\.1/);
     assert.match(m, /dmarc=pass/);
@@ -198,6 +199,38 @@ dns_timeout = "300ms"
     assert.match(await send(strict, 'x@none.test', message('x@none.test', 'strict fail')), /^550 5\.7\.23 /);
     assert.match(await send(strict, 'x@slow.test', message('x@slow.test', 'strict slow')), /^451 4\.7\.24 /);
     assert.match(await send(strict, 'alice@pass.test', message('alice@pass.test', 'strict pass')), /^250 /);
+  });
+
+  test('a large message (held in a scratch file) is checked whole: DKIM passes; the scratch file is gone after', async () => {
+    const big = message('alice@pass.test', 'big one').replace('Hello Bob,\r\n', `Hello Bob,\r\n${'0123456789abcdef'.repeat(4).concat('\r\n').repeat(20_000)}`);
+    assert.match(await send(p, 'alice@pass.test', await signed('pass.test', big)), /^250 /);
+    const m = await delivered(p, 'big one');
+    assert.ok(m.length > 1_000_000);
+    assert.match(head(m), /dkim=pass header\.i=@pass\.test/);
+    const scratch = join(p.dir, 'var', 'tmp', 'checks');
+    assert.deepEqual(existsSync(scratch) ? readdirSync(scratch) : [], []);
+  });
+
+  test('a client in relay_networks is not checked (no Authentication-Results:, no DNS questions)', async () => {
+    const trusted = await startPetrel(`[smtp]
+listen = ["127.0.0.1:0"]
+[local]
+domains = ["local.test"]
+[delivery]
+dns_servers = ["${dns.address}"]
+[checks]
+authenticate = true
+`);
+    try {
+      const n = dns.queries.length;
+      assert.match(await send(trusted, 'x@rej.test', message('ceo@rej.test', 'from inside')), /^250 /);
+      const m = head(await delivered(trusted, 'from inside'));
+      assert.doesNotMatch(m, /Authentication-Results|Received-SPF/);
+      assert.equal(dns.queries.length, n);
+    } finally {
+      await trusted.stop();
+      cleanup(trusted.dir);
+    }
   });
 
   test('DNS answers are cached: a second message from the same domain asks no more questions', async () => {

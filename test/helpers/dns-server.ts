@@ -1,6 +1,7 @@
 /*
  * test/helpers/dns-server - a tiny UDP DNS server on 127.0.0.1 answering MX,
- * A and AAAA questions from a table, for MX routing tests.
+ * A, AAAA and TXT questions from a table, for MX routing tests and the
+ * inbound checks (SPF, DKIM, DMARC, block lists).
  *
  * A name maps to records, or to a behaviour: "NXDOMAIN", "SERVFAIL", or
  * "SILENT" (never answers: the resolver times out). A name in the table with
@@ -12,7 +13,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
 
-export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
+export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
 
 export interface DnsServer {
   /** "127.0.0.1:PORT", for [delivery] dns_servers. */
@@ -22,7 +23,7 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-const TYPES: Record<number, string> = { 1: 'A', 15: 'MX', 28: 'AAAA' };
+const TYPES: Record<number, string> = { 1: 'A', 15: 'MX', 16: 'TXT', 28: 'AAAA' };
 
 /** encodeName - labels of a domain name ("." alone is the root: one zero octet). */
 function encodeName(name: string): Buffer {
@@ -56,6 +57,17 @@ function record(type: number, rdata: Buffer): Buffer {
   h.writeUInt32BE(60, 6);
   h.writeUInt16BE(rdata.length, 10);
   return Buffer.concat([h, rdata]);
+}
+
+/** txtData - one TXT record: the text as character-strings of at most 255 octets (RFC 1035 §3.3.14), as DKIM keys need. */
+function txtData(text: string): Buffer {
+  const b = Buffer.from(text, 'utf8');
+  const parts: Buffer[] = [];
+  for (let i = 0; i < b.length || i === 0; i += 255) {
+    const piece = b.subarray(i, i + 255);
+    parts.push(Buffer.from([piece.length]), piece);
+  }
+  return Buffer.concat(parts);
 }
 
 /** startDnsServer - listen on 127.0.0.1:0 and answer from `table` (which tests may change later). */
@@ -93,6 +105,7 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     else if (entry === 'SERVFAIL') rcode = 2;
     else if (type === 'MX') for (const [pref, host] of entry.MX ?? []) answers.push(record(15, Buffer.concat([Buffer.from([pref >> 8, pref & 255]), encodeName(host)])));
     else if (type === 'A') for (const a of entry.A ?? []) answers.push(record(1, Buffer.from(a.split('.').map(Number))));
+    else if (type === 'TXT') for (const t of entry.TXT ?? []) answers.push(record(16, txtData(t)));
     else if (type === 'AAAA') for (const a of entry.AAAA ?? []) if (isIP(a) === 6) answers.push(record(28, ipv6Bytes(a)));
 
     const header = Buffer.alloc(12);
