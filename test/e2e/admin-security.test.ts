@@ -76,6 +76,8 @@ describe('admin security, with a token', () => {
   /** Every route the listener has, with a method that would succeed with credentials. */
   const routes = (): Array<[string, string]> => [
     ['GET', '/api/queue'],
+    ['GET', '/api/queue/ages'],
+    ['GET', '/api/events/stream'],
     ['GET', '/api/messages'],
     ['GET', `/api/messages/${qid}`],
     ['GET', '/api/overrides'],
