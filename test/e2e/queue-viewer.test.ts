@@ -74,7 +74,7 @@ test('queue viewer: log in, find the stuck message, retry it with a click, see i
 
     // Live without polling: the page holds an event stream and asks for nothing while nothing happens.
     await page.waitForSelector('#live[data-state=on]');
-    await new Promise((r) => setTimeout(r, 2000)); // the redraws that follow the stream's opening
+    await new Promise((r) => setTimeout(r, 6500)); // the redraws that follow the stream's opening (the last 6 s after)
     const asked: string[] = [];
     page.on('request', (q) => asked.push(new URL(q.url()).pathname));
     await new Promise((r) => setTimeout(r, 3500));

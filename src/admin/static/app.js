@@ -15,14 +15,21 @@
  * Untrusted input: everything the API returns (addresses, subjects, remote
  * replies) is put into the page as text nodes, never as HTML.
  */
-/** Redraw this long after the first event of a burst, and again after SETTLE_MS (the server caches the summary for about a second). */
+/**
+ * Redraw REDRAW_MS after the first event of a burst, at most once every
+ * MIN_GAP_MS while events keep coming, and again SETTLE_MS after the last one
+ * (the server reuses a queue summary for a second or more on a large queue,
+ * so a redraw right after an event may show the count before it).
+ */
 const REDRAW_MS = 250;
-const SETTLE_MS = 1500;
+const MIN_GAP_MS = 1000;
+const SETTLE_MS = [1500, 6000];
 const app = document.getElementById('app');
 /** What is on screen: the route path, whether it follows events, and the message shown. */
 const current = { path: '/', live: false, qid: null };
 let redrawTimer = null;
-let settleTimer = null;
+let settleTimers = [];
+let lastRedraw = 0;
 
 /* ---------- small DOM helpers (text only, never innerHTML) ---------- */
 function h(tag, attrs = {}, ...children) {
@@ -325,13 +332,18 @@ function onMailEvent(e) {
 let pageDirty = false;
 function later(pageChanged) {
   pageDirty ||= pageChanged;
-  if (!redrawTimer) redrawTimer = setTimeout(redraw, REDRAW_MS);
-  clearTimeout(settleTimer);
-  settleTimer = setTimeout(redraw, SETTLE_MS);
+  if (!redrawTimer) redrawTimer = setTimeout(redraw, Math.max(REDRAW_MS, lastRedraw + MIN_GAP_MS - Date.now()));
+  for (const t of settleTimers) clearTimeout(t);
+  const page = pageDirty;
+  settleTimers = SETTLE_MS.map((ms) => setTimeout(() => {
+    pageDirty ||= page;
+    redraw();
+  }, ms));
 }
 function redraw() {
   clearTimeout(redrawTimer);
   redrawTimer = null;
+  lastRedraw = Date.now();
   const dirty = pageDirty;
   pageDirty = false;
   if (dirty) void route(true);
