@@ -375,9 +375,9 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     const list = await a.nodes(60_000);
     assert.deepEqual(list.map((n) => [n.name, n.startedAt, n.inFlight, n.alive]), [['a', 1000, 2, true], ['b', 2000, 1, true]]);
     assert.ok(Math.abs(list[0]!.heartbeatAt - Date.now()) < 5000);
-    await new Promise((r) => setTimeout(r, 250));
+    await new Promise((r) => setTimeout(r, 700));
     await a.heartbeat('a', 1000);
-    assert.deepEqual((await b.nodes(200)).map((n) => [n.name, n.alive]), [['a', true], ['b', false]], 'a heartbeat older than the lease: not alive');
+    assert.deepEqual((await b.nodes(600)).map((n) => [n.name, n.alive]), [['a', true], ['b', false]], 'a heartbeat older than the lease: not alive');
     await a.close();
     assert.deepEqual((await b.nodes(60_000)).map((n) => [n.name, n.alive]), [['a', false], ['b', true]], 'a node that stopped cleanly is not alive (it may start again at once)');
     const again = await backend(url, 'a');
