@@ -73,6 +73,23 @@ export function restartNeeded(running: Config, next: Config): string[] {
   return out;
 }
 
+/**
+ * atRestart - the keys that differ but are read once, at start (the admin
+ * listener, the outbound SMTP client and its pool, the inbound checks, log
+ * level, workers, the host name): a reload takes the rest and names these.
+ */
+export function atRestart(running: Config, next: Config): string[] {
+  const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout];
+  const keys: Array<[string, (c: Config) => unknown]> = [
+    ['hostname', (c) => c.hostname],
+    ['[admin]', (c) => c.admin],
+    ['[delivery] connection settings', d],
+    ['[checks]', (c) => (c as Partial<Config>).checks],
+    ['[log] level', (c) => c.log.level],
+  ];
+  return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
+}
+
 export class Petrel {
   readonly store: QueueStore;
   readonly router: Router;
@@ -226,17 +243,21 @@ export class Petrel {
    * users, sender logins and TLS certificates apply to the next connection,
    * message and delivery; listeners are opened and closed to match. No
    * connection and no message is dropped: sessions keep going, and a closed
-   * listener only stops accepting.
+   * listener only stops accepting. Returns the keys that changed but are read
+   * only at start (atRestart), to be named to the operator.
    */
-  async reconfigure(next: Config): Promise<void> {
+  async reconfigure(next: Config): Promise<string[]> {
     const restart = restartNeeded(this.config, next);
     if (restart.length) throw new ReloadRefused(`${restart.join(', ')} cannot change while Petrel runs: restart it to apply this file; nothing of it was applied`);
     const ctx = this.inboundCtx;
     const tls = ctx ? await loadTls(next).catch((e: Error) => Promise.reject(new ReloadRefused(`TLS: ${e.message}; nothing was applied`))) : null;
     if (this.inbound) await this.inbound.openListeners(next.smtp.listen, next.smtp.submission_listen).catch((e: Error) => Promise.reject(new ReloadRefused(`cannot listen: ${e.message}; nothing was applied`)));
     // From here on nothing fails: every part sees the new configuration.
-    const old = this.config;
-    for (const key of Object.keys(next) as Array<keyof Config>) (this.config as unknown as Record<string, unknown>)[key] = next[key];
+    // Sections are replaced whole, never changed inside: a shallow copy keeps the old ones.
+    const old: Config = { ...this.config };
+    const later = atRestart(old, next);
+    // The host name stays what it was (Received: and Message-ID: are made with it until a restart).
+    for (const key of Object.keys(next) as Array<keyof Config>) if (key !== 'hostname') (this.config as unknown as Record<string, unknown>)[key] = next[key];
     this.router.reconfigure();
     const localChanged = JSON.stringify([old.local.domains, old.local.users_file, old.local.aliases_file]) !== JSON.stringify([next.local.domains, next.local.users_file, next.local.aliases_file]);
     if (localChanged) {
@@ -255,6 +276,7 @@ export class Petrel {
       if (tls) ctx.tls = tls.context;
     }
     await this.inbound?.closeListeners(next.smtp.listen, next.smtp.submission_listen);
+    return later;
   }
 
   /**

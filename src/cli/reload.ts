@@ -64,7 +64,8 @@ export class ReloadServer {
     private readonly dataDir: string,
     /** The configuration file the server runs with (undefined: the defaults). */
     private configFile: string | undefined,
-    private readonly apply: (config: Config) => Promise<void>,
+    /** Takes the configuration, or throws why not; returns the changed keys that wait for a restart. */
+    private readonly apply: (config: Config) => Promise<string[]>,
   ) {}
 
   writePid(): void {
@@ -95,8 +96,9 @@ export class ReloadServer {
     let status: ReloadStatus;
     try {
       const next = loadConfig(this.configFile);
-      await this.apply(next);
-      status = { token, ok: true, message: `configuration ${this.configFile ?? '(defaults)'} taken`, at: new Date().toISOString() };
+      const later = await this.apply(next);
+      const note = later.length ? ` (${later.join(', ')}: at the next restart)` : '';
+      status = { token, ok: true, message: `configuration ${this.configFile ?? '(defaults)'} taken${note}`, at: new Date().toISOString() };
     } catch (e) {
       const message = e instanceof ConfigError ? problemsOf(e) : (e as Error).message;
       status = { token, ok: false, message, at: new Date().toISOString() };

@@ -6,7 +6,7 @@
 // change that needs a restart (data_dir) is refused, nothing of it applied.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
 import { baseConfig, cleanup, freePort, portOpen, startChild, tempDir, waitFor } from '../helpers/petrel-harness.js';
@@ -31,11 +31,11 @@ test('reload: new route and smarthost for the next message; bad file refused; li
   const port = await freePort();
   const extraPort = await freePort();
   const file = join(dir, 'petrel.toml');
-  const conf = (opts: { smarthost: number; route: number; listen?: number[]; dataDir?: string; extra?: string }): string =>
+  const conf = (opts: { smarthost: number; route: number; listen?: number[]; dataDir?: string; extra?: string; local?: string[] }): string =>
     baseConfig(
       dir,
       `[smtp]\nlisten = [${(opts.listen ?? [port]).map((p) => `"127.0.0.1:${p}"`).join(', ')}]\n` +
-        `[queue]\nretry_intervals = ["200ms"]\n[delivery]\nsmarthost = "127.0.0.1:${opts.smarthost}"\n[local]\ndomains = []\n` +
+        `[queue]\nretry_intervals = ["200ms"]\n[delivery]\nsmarthost = "127.0.0.1:${opts.smarthost}"\n[local]\ndomains = [${(opts.local ?? []).map((d) => `"${d}"`).join(', ')}]\n` +
         `[[routes]]\ndomain = "routed.example"\nvia = "smtp:127.0.0.1:${opts.route}"\n${opts.extra ?? ''}`,
     ).replace(/^data_dir = .*$/m, `data_dir = "${opts.dataDir ?? join(dir, 'var')}"`);
   const child = await startChild(dir, conf({ smarthost: a.port, route: a.port }));
@@ -50,11 +50,13 @@ test('reload: new route and smarthost for the next message; bad file refused; li
     assert.equal((await send(port, 'y1@other.example', 2)).slice(0, 9), '250 2.0.0');
     await waitFor(() => a.delivered().length === 2, 10_000, 'both to the first peer');
 
-    // Route and smarthost move to the second peer.
-    writeFileSync(file, conf({ smarthost: b.port, route: b.port }));
+    // Route and smarthost move to the second peer; a local domain is added.
+    writeFileSync(file, conf({ smarthost: b.port, route: b.port, local: ['new.test'] }));
     const r1 = await runCli(['reload', '--config', file], '', { cwd: dir });
     assert.equal(r1.code, 0, r1.stderr);
-    assert.match(r1.stdout, /taken/);
+    assert.match(r1.stdout, /taken \(pid \d+\)/);
+    assert.equal((await send(port, 'u@new.test', 30)).slice(0, 9), '250 2.0.0');
+    await waitFor(() => existsSync(join(dir, 'var', 'mail', 'new.test', 'u', 'new')) && readdirSync(join(dir, 'var', 'mail', 'new.test', 'u', 'new')).length === 1, 10_000, 'the new local domain delivered to Maildir');
     assert.equal((await send(port, 'x2@routed.example', 3)).slice(0, 9), '250 2.0.0');
     assert.equal((await send(port, 'y2@other.example', 4)).slice(0, 9), '250 2.0.0');
     await waitFor(() => b.delivered().length === 2, 10_000, 'both to the second peer');
@@ -70,13 +72,14 @@ test('reload: new route and smarthost for the next message; bad file refused; li
     await waitFor(() => b.delivered().length === 3, 10_000, 'still the second peer');
 
     // A listener added answers; then removed, it stops accepting; the held session went on all along.
-    writeFileSync(file, conf({ smarthost: b.port, route: b.port, listen: [port, extraPort] }));
+    writeFileSync(file, conf({ smarthost: b.port, route: b.port, listen: [port, extraPort], local: ['new.test'] }));
     const r3 = await runCli(['reload', '--config', file], '', { cwd: dir });
     assert.equal(r3.code, 0, r3.stderr);
     assert.equal((await send(extraPort, 'y4@other.example', 6)).slice(0, 9), '250 2.0.0');
-    writeFileSync(file, conf({ smarthost: b.port, route: b.port }));
+    writeFileSync(file, conf({ smarthost: b.port, route: b.port, local: ['new.test'], extra: '[log]\nlevel = "warn"\n' }));
     const r4 = await runCli(['reload', '--config', file], '', { cwd: dir });
     assert.equal(r4.code, 0, r4.stderr);
+    assert.match(r4.stdout, /\[log\] level: at the next restart/);
     assert.equal(await portOpen('127.0.0.1', extraPort), false, 'the removed listener no longer accepts');
     assert.match(replyLine(await held.cmd('NOOP')), /^250/, 'the session from before every reload still works');
     held.close();
