@@ -30,7 +30,8 @@
  */
 import { Readable } from 'node:stream';
 import { authenticate } from 'mailauth';
-import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import { smtpReply } from '../core/replies.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
 import { safeHeaderText } from './auth-results.js';
 import type { ResolveFn } from './dns.js';
 
@@ -148,15 +149,15 @@ interface Found {
 export function decide(policy: AuthPolicy, hostname: string, f: Found): AuthVerdict {
   let refusal: SmtpReply | null = null;
   const extra: string[] = [];
-  if (policy.spf_fail === 'reject' && f.spf === 'fail') refusal = reply(550, '5.7.23', 'SPF validation failed: the sending host is not allowed to send for this domain');
-  else if (policy.spf_fail === 'reject' && f.spf === 'temperror') refusal = reply(451, '4.7.24', 'SPF validation error (DNS); try again later');
+  if (policy.spf_fail === 'reject' && f.spf === 'fail') refusal = smtpReply('spfFail');
+  else if (policy.spf_fail === 'reject' && f.spf === 'temperror') refusal = smtpReply('spfTemperror');
   if (!refusal && f.dmarc === 'fail' && f.dmarcPolicy === 'reject') {
     const trustedArc = f.arc === 'pass' && f.sealer !== '' && policy.arc_trusted.includes(f.sealer);
     if (trustedArc) extra.push(`X-Petrel-DMARC: reject policy of ${f.dmarcDomain} overridden by the trusted ARC chain of ${f.sealer}`);
-    else if (policy.dmarc_reject && f.dnsTrouble) refusal = reply(451, '4.7.1', 'DMARC evaluation prevented by a DNS failure; try again later');
-    else if (policy.dmarc_reject) refusal = reply(550, '5.7.1', `Email rejected per DMARC policy for ${f.dmarcDomain}`);
+    else if (policy.dmarc_reject && f.dnsTrouble) refusal = smtpReply('dmarcTemperror');
+    else if (policy.dmarc_reject) refusal = smtpReply('dmarcReject', f.dmarcDomain);
   } else if (!refusal && f.dmarc === 'temperror' && policy.dmarc_reject) {
-    refusal = reply(451, '4.7.1', 'DMARC evaluation prevented by a DNS failure; try again later');
+    refusal = smtpReply('dmarcTemperror');
   }
   if (!refusal && f.dmarc === 'fail' && f.dmarcPolicy === 'quarantine') extra.push(`X-Petrel-DMARC: quarantine (policy of ${f.dmarcDomain})`);
   let headers = f.headers.endsWith('\r\n') ? f.headers : `${f.headers}\r\n`;

@@ -26,7 +26,8 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { reply, type SmtpReply } from '../core/smtp-reply.js';
+import { smtpReply } from '../core/replies.js';
+import type { SmtpReply } from '../core/smtp-reply.js';
 import type { Incoming } from '../enqueue/enqueue.js';
 import { stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
@@ -83,7 +84,7 @@ export class InboundChecks {
     try {
       if (held.oversize) {
         // Not checked, not stored: the same answer enqueue gives.
-        return { refusal: reply(552, '5.3.4', `Message size exceeds fixed maximum message size (${this.config.smtp.max_message_size} octets)`), summary: 'too big' };
+        return { refusal: smtpReply('messageTooBig', this.config.smtp.max_message_size), summary: 'too big' };
       }
       const c = this.config.checks;
       const verdict = await checkAuthentication(
@@ -98,7 +99,7 @@ export class InboundChecks {
         for await (const chunk of held.replay((header) => stripOwnResults(header, hostname).header)) await incoming.write(chunk);
       } catch {
         // The scratch file could not be read back: the client keeps the message.
-        return { refusal: reply(451, '4.3.0', 'Local error in processing; message not accepted, try again later'), summary: `${verdict.summary} (not stored)` };
+        return { refusal: smtpReply('storageError'), summary: `${verdict.summary} (not stored)` };
       }
       return { refusal: null, summary: verdict.summary };
     } finally {

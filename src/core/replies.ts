@@ -102,6 +102,12 @@ export const REPLIES = {
   storageError: def(451, '4.3.0', 'Local error in processing; message not accepted, try again later'),
   queued: def(250, '2.0.0', (queueId: string) => `Ok: queued as ${queueId}`),
 
+  // Inbound checks on mail from outside (checks/, issue 15), at the end of data
+  spfFail: def(550, '5.7.23', 'SPF validation failed: the sending host is not allowed to send for this domain'),
+  spfTemperror: def(451, '4.7.24', 'SPF validation error (DNS); try again later'),
+  dmarcReject: def(550, '5.7.1', (domain: string) => `Email rejected per DMARC policy for ${domain}`),
+  dmarcTemperror: def(451, '4.7.1', 'DMARC evaluation prevented by a DNS failure; try again later'),
+
   // STARTTLS
   starttlsParameters: def(501, '5.5.4', 'STARTTLS takes no parameters'),
   starttlsNotAvailable: def(502, '5.5.1', 'STARTTLS not available'),

@@ -1,0 +1,121 @@
+// The pure parts of the inbound checks (issue 15): the authserv-id of an
+// Authentication-Results: field and the removal of ours, the [checks]
+// policy over results (temperror is never a permanent refusal), the held
+// message (memory, then a scratch file; replayed exactly), and the DNS cache
+// (bounded, negative answers kept, failures not).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { authservId, stripOwnResults } from '../../src/checks/auth-results.js';
+import { decide } from '../../src/checks/authenticate.js';
+import { CheckResolver } from '../../src/checks/dns.js';
+import { HeldMessage } from '../../src/checks/held-message.js';
+import { startDnsServer } from '../helpers/dns-server.js';
+import { cleanup, tempDir } from '../helpers/petrel-harness.js';
+
+test('authservId: comments, case, a trailing dot and a version are ignored', () => {
+  assert.equal(authservId(' mx.Example.ORG; spf=pass'), 'mx.example.org');
+  assert.equal(authservId(' (forged (nested)) mx.example.org. 1; dkim=pass'), 'mx.example.org');
+  assert.equal(authservId(' mx.example.org'), 'mx.example.org');
+});
+
+test('stripOwnResults removes only fields claiming our authserv-id, folded lines included, and keeps every other octet', () => {
+  const header = Buffer.from('Received: x\r\nAuthentication-Results: petrel.test;\r\n\tdkim=pass\r\nSubject: caf\xe9\r\nauthentication-results : other.example; spf=pass\r\nAUTHENTICATION-RESULTS: PETREL.TEST.; dmarc=pass\r\n\r\n', 'latin1');
+  const r = stripOwnResults(header, 'petrel.test');
+  assert.equal(r.removed, 2);
+  assert.equal(r.header.toString('latin1'), 'Received: x\r\nSubject: caf\xe9\r\nauthentication-results : other.example; spf=pass\r\n\r\n');
+  const none = Buffer.from('Subject: x\r\n\r\n');
+  assert.equal(stripOwnResults(none, 'petrel.test').header, none);
+});
+
+const policy = { spf_fail: 'tag' as const, dmarc_reject: true, arc_trusted: ['lists.example'] };
+const found = { spf: 'pass', dkim: 'pass', dmarc: 'pass', arc: 'none', dmarcPolicy: 'reject', dmarcDomain: 'example.com', sealer: '', headers: 'Authentication-Results: h; spf=pass\r\n', dnsTrouble: false };
+
+test('decide: p=reject refuses 550 5.7.1; a DNS failure behind it is 451 4.7.1; a trusted ARC chain overrides', () => {
+  assert.equal(decide(policy, 'h', found).refusal, null);
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'fail' }).refusal?.enhanced, '5.7.1');
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'fail' }).refusal?.code, 550);
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'fail', spf: 'temperror', dnsTrouble: true }).refusal?.code, 451);
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'temperror', dnsTrouble: true }).refusal?.enhanced, '4.7.1');
+  assert.equal(decide({ ...policy, dmarc_reject: false }, 'h', { ...found, dmarc: 'temperror' }).refusal, null);
+  assert.equal(decide({ ...policy, dmarc_reject: false }, 'h', { ...found, dmarc: 'fail' }).refusal, null);
+  const arc = decide(policy, 'h', { ...found, dmarc: 'fail', arc: 'pass', sealer: 'lists.example' });
+  assert.equal(arc.refusal, null);
+  assert.match(arc.headers, /X-Petrel-DMARC: reject policy of example\.com overridden/);
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'fail', arc: 'pass', sealer: 'evil.example' }).refusal?.code, 550);
+});
+
+test('decide: spf_fail = "reject" refuses fail 550 5.7.23 and temperror 451 4.7.24; "tag" never refuses on SPF', () => {
+  const strict = { ...policy, spf_fail: 'reject' as const };
+  assert.deepEqual([decide(strict, 'h', { ...found, spf: 'fail' }).refusal?.code, decide(strict, 'h', { ...found, spf: 'fail' }).refusal?.enhanced], [550, '5.7.23']);
+  assert.deepEqual([decide(strict, 'h', { ...found, spf: 'temperror' }).refusal?.code, decide(strict, 'h', { ...found, spf: 'temperror' }).refusal?.enhanced], [451, '4.7.24']);
+  assert.equal(decide(policy, 'h', { ...found, spf: 'fail' }).refusal, null);
+  assert.equal(decide(strict, 'h', { ...found, spf: 'softfail' }).refusal, null);
+});
+
+test('decide: header text is printable ASCII with CR LF line ends', () => {
+  const v = decide(policy, 'h', { ...found, headers: 'Authentication-Results: h;\n spf=pass (caf\u00e9\u0007)' });
+  assert.equal(v.headers, 'Authentication-Results: h;\r\n spf=pass (caf??)\r\n');
+});
+
+async function collect(it: AsyncIterable<Buffer>): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const b of it) out.push(b);
+  return out;
+}
+
+test('HeldMessage: memory, then a scratch file; replay gives the octets back in order, the header rewritable; dispose removes the file', async () => {
+  const dir = tempDir();
+  try {
+    const scratch = join(dir, 'scratch');
+    const held = new HeldMessage(scratch, 1024 * 1024, 0, 64);
+    const parts = [Buffer.from('Subject: a\r\n'), Buffer.from('X: b\r'), Buffer.from('\n\r'), Buffer.from('\nbody line one\r\n'), Buffer.alloc(500, 'z'), Buffer.from('\r\nend\r\n')];
+    for (const p of parts) await held.write(p);
+    const whole = Buffer.concat(parts);
+    assert.equal(held.headerEnd, whole.indexOf('\r\n\r\n') + 4);
+    assert.equal(readdirSync(scratch).length, 1, 'beyond 64 octets the rest went to a file');
+    const back = Buffer.concat(await collect(held.replay()));
+    assert.ok(back.equals(whole));
+    const rewritten = Buffer.concat(await collect(held.replay((h) => Buffer.concat([Buffer.from('New: 1\r\n'), h]))));
+    assert.equal(rewritten.toString(), `New: 1\r\n${whole.toString()}`);
+    await held.dispose();
+    assert.deepEqual(readdirSync(scratch), []);
+  } finally {
+    cleanup(dir);
+  }
+});
+
+test('HeldMessage: past maxSize nothing more is kept and it says so', async () => {
+  const dir = tempDir();
+  try {
+    const held = new HeldMessage(join(dir, 's'), 1024, 100, 10);
+    await held.write(Buffer.alloc(80, 'a'));
+    await held.write(Buffer.alloc(80, 'b'));
+    assert.equal(held.oversize, true);
+    assert.ok(!existsSync(join(dir, 's')) || readdirSync(join(dir, 's')).length === 0);
+    await held.dispose();
+  } finally {
+    cleanup(dir);
+  }
+});
+
+test('CheckResolver: answers and NXDOMAIN cached, SERVFAIL not; the cache never grows past its bound', async () => {
+  const dns = await startDnsServer({ 'a.test': { TXT: ['hello'] }, 'bad.test': 'SERVFAIL' });
+  try {
+    const r = new CheckResolver({ servers: [dns.address], timeoutMs: 300, maxEntries: 3 });
+    assert.deepEqual(await r.resolve('a.test', 'TXT'), [['hello']]);
+    assert.deepEqual(await r.resolve('A.TEST.', 'TXT'), [['hello']]);
+    await assert.rejects(r.resolve('gone.test', 'TXT'), { code: 'ENOTFOUND' });
+    await assert.rejects(r.resolve('gone.test', 'TXT'), { code: 'ENOTFOUND' });
+    await assert.rejects(r.resolve('bad.test', 'TXT'), { code: 'ESERVFAIL' });
+    await assert.rejects(r.resolve('bad.test', 'TXT'), { code: 'ESERVFAIL' });
+    assert.equal(dns.queries.filter((q) => q.name === 'a.test').length, 1);
+    assert.equal(dns.queries.filter((q) => q.name === 'gone.test').length, 1);
+    assert.ok(dns.queries.filter((q) => q.name === 'bad.test').length >= 2);
+    for (let i = 0; i < 10; i++) await r.resolve(`n${i}.test`, 'TXT').catch(() => undefined);
+    assert.ok(r.size <= 3);
+  } finally {
+    await dns.close();
+  }
+});
