@@ -550,11 +550,19 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
       await assert.rejects(() => a.getMessage('x'), 'a read fails');
       await assert.rejects(() => a.renew(['a:1'], 60_000), 'renew fails');
       assert.ok(Date.now() - started < 15_000, `failed in bounded time (${Date.now() - started} ms)`);
+      // A node shutting down while the database does not answer still stops.
+      const b = new PostgresBackend({ url, node: 'b', timeoutMs: 1000, pool: 4 });
+      opened.push(b);
+      const closing = Date.now();
+      await a.close();
+      assert.ok(Date.now() - closing < 10_000, `close() ended in bounded time (${Date.now() - closing} ms)`);
+      await assert.rejects(() => b.open({ recover: true }), 'open fails too');
     } finally {
       cluster!.thaw();
     }
-    await waitFor(async () => put(a, 1).then(() => true, () => false), 10_000, 'an insert to succeed again');
-    assert.equal((await a.list({ limit: 10 })).length >= 2, true);
+    const again = await backend(url, 'a');
+    await waitFor(async () => put(again, 1).then(() => true, () => false), 10_000, 'an insert to succeed again');
+    assert.equal((await again.list({ limit: 10 })).length >= 2, true);
   });
 
   test('database outage: operations reject while it is down and succeed after, with no manual step (pool, writer and LISTEN reconnect)', async () => {

@@ -120,6 +120,8 @@ const SWEEP_EVERY_MS = 600_000;
 const MAX_BATCH = 256;
 /** Tries of one operation that lost a deadlock (or serialization failure) to another node. */
 const MAX_TRIES = 4;
+/** close(): longest wait for a connection to end politely (a database that does not answer must not hold a shutdown). */
+const CLOSE_WAIT_MS = 2000;
 /** Longest wait for the answer to one statement (migrations excepted) before the operation fails. */
 const QUERY_TIMEOUT_MS = 60_000;
 /** LISTEN reconnect back-off. */
@@ -404,6 +406,29 @@ function keepSeqs(tx: TxState, events: readonly MailEvent[], seqs: number[]): vo
   events.forEach((e, i) => tx.events.push({ ...e, seq: seqs[i]! }));
 }
 
+/** within - wait for `p` (settled either way) at most `ms`; false when the time ran out. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** destroySocket - cut a connection at once (pg's end() waits for the server to close it). */
+function destroySocket(c: unknown): void {
+  (c as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+}
+
+/** endClient - end a connection politely, or cut it when the server does not answer in time. */
+async function endClient(c: pg.Client): Promise<void> {
+  if (!(await within(c.end(), CLOSE_WAIT_MS))) destroySocket(c);
+}
+
 /** int - a whole number for an integer column or LIMIT (a computed time may carry a fraction of a millisecond). */
 function int(v: number): number;
 function int(v: number | null | undefined): number | null;
@@ -568,7 +593,7 @@ export class PostgresBackend implements QueueBackend {
 
   private dropWriter(c: pg.Client): void {
     if (this.writer === c) this.writer = null;
-    void c.end().catch(() => undefined);
+    void endClient(c);
   }
 
   /**
@@ -813,21 +838,25 @@ export class PostgresBackend implements QueueBackend {
       l.removeAllListeners('end');
       l.removeAllListeners('error');
       l.on('error', () => undefined);
-      await l.end().catch(() => undefined);
+      await endClient(l);
     }
+    // Writes under way get their answer (bounded by timeoutMs).
     while (this.draining) await this.draining;
     if (this.writerConnecting) await this.writerConnecting.catch(() => undefined);
     if (this.heartbeats.size && this.pool) {
       // A clean stop: not alive any more (its claims are released by the queue layer or end with their leases).
-      await this.pool.query(`UPDATE nodes SET stopped = true WHERE name = ANY($1::text[])`, [[...this.heartbeats]]).catch(() => undefined);
+      await within(this.pool.query(`UPDATE nodes SET stopped = true WHERE name = ANY($1::text[])`, [[...this.heartbeats]]), CLOSE_WAIT_MS);
       this.heartbeats.clear();
     }
     const w = this.writer;
     this.writer = null;
-    if (w) await w.end().catch(() => undefined);
+    if (w) await endClient(w);
     const p = this.pool;
     this.pool = null;
-    if (p) await p.end().catch(() => undefined);
+    if (p && !(await within(p.end(), CLOSE_WAIT_MS))) {
+      // pg-pool keeps its connections in _clients: cut those the server did not let go.
+      for (const c of (p as unknown as { _clients?: unknown[] })._clients ?? []) destroySocket(c);
+    }
   }
 
   // ---- bodies ------------------------------------------------------------
