@@ -21,6 +21,7 @@ import { makeEvent, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
 import type { MessageRecord, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
 import type { Enqueuer } from '../enqueue/enqueue.js';
+import { ReportAlreadyMade } from '../queue/backend.js';
 import { ReportEmpty, writeReport } from './build.js';
 import { POSTMASTER_NOTICE } from './policy.js';
 
@@ -125,7 +126,16 @@ export class Reporter {
       events.push(makeEvent('delay_notice', { queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: r.state, detail: `report ${queueId}` }));
     }
     // commit() aborts the body itself when it fails.
-    await incoming.commit({ clearReports: written.recipientIds, events, smtputf8: written.smtputf8, eightBit: written.eightBit });
+    try {
+      await incoming.commit({ clearReports: { kind, ids: written.recipientIds }, events, smtputf8: written.smtputf8, eightBit: written.eightBit });
+    } catch (e) {
+      // Another node (sharing the queue) made this report first: one report, not two.
+      if (e instanceof ReportAlreadyMade) {
+        this.deps.trace.info({ qid: message.queueId, kind }, 'report made already by another node');
+        return;
+      }
+      throw e;
+    }
     this.deps.onQueued?.(kind);
     this.deps.trace.info({ qid: message.queueId, report: queueId, kind, n: written.recipientIds.length }, 'report queued');
   }

@@ -20,8 +20,8 @@ import { newMessageId, newQueueId } from '../core/ids.js';
 import { smtpReply } from '../core/replies.js';
 import { storageStatus } from '../core/storage-status.js';
 import type { SmtpReply } from '../core/smtp-reply.js';
-import type { MailEvent } from '../log/events.js';
-import { StorageFull } from '../queue/backend.js';
+import { makeEvent, type EventName, type MailEvent } from '../log/events.js';
+import { ReportAlreadyMade, StorageFull, type ReportsCleared } from '../queue/backend.js';
 import type { BodyWriter, Claim, NewRecipient, QueueStore } from '../queue/store.js';
 import type { Router } from '../routing/router.js';
 import { HeaderScanner } from './header-scan.js';
@@ -108,6 +108,8 @@ export class Incoming {
   private started = false;
   /** Header fields added by addHeaders, written after Received:. */
   private extraHeaders = '';
+  /** Message-level events added by addEvent, written with the message. */
+  private readonly extraEvents: { event: EventName; detail: string }[] = [];
 
   constructor(
     private readonly options: EnqueueOptions,
@@ -129,6 +131,11 @@ export class Incoming {
   addHeaders(fields: string): void {
     if (this.started) throw new Error('addHeaders after the message began');
     this.extraHeaders += fields;
+  }
+
+  /** addEvent - a message-level event written in the same transaction as the message (the inbound checks': "not scanned"). */
+  addEvent(event: EventName, detail: string): void {
+    this.extraEvents.push({ event, detail });
   }
 
   /** note - a short verdict (the inbound checks') added to `client`: shown in the received event and `queue show`. */
@@ -219,16 +226,22 @@ export class Incoming {
         {
           ...(claimLeaseMs === undefined ? {} : { claimLeaseMs }),
           ...(report.clearReports ? { clearReports: report.clearReports } : {}),
-          ...(report.events ? { events: report.events } : {}),
+          ...(report.events || this.extraEvents.length ? { events: [...(report.events ?? []), ...this.ownEvents()] } : {}),
         },
       );
       if (claim) fresh!.take(claim);
       return { queueId: this.queueId, messageId: this.scanner.messageId, size: this.body.size };
     } catch (e) {
       await this.body.abort().catch(() => undefined);
-      if (e instanceof EnqueueRejected) throw e;
+      if (e instanceof EnqueueRejected || e instanceof ReportAlreadyMade) throw e;
       throw new EnqueueRejected(storageReply(e));
     }
+  }
+
+  private ownEvents(): MailEvent[] {
+    return this.extraEvents.map((e) =>
+      makeEvent(e.event, { queue_id: this.queueId, message_id: this.scanner.messageId, sender: this.envelope.sender, detail: e.detail }),
+    );
   }
 
   async abort(): Promise<void> {
@@ -238,7 +251,7 @@ export class Incoming {
 
 /** What a report's commit adds (see Incoming.commit). */
 export interface ReportCommit {
-  clearReports?: number[];
+  clearReports?: ReportsCleared;
   events?: MailEvent[];
   /** The report's own body decides these (known only once it is written). */
   smtputf8?: boolean;

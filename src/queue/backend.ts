@@ -115,8 +115,13 @@ export interface RecipientQuery {
 export interface InsertSpec {
   /** Insert the recipients already claimed (those of held destinations stay queued). */
   claim?: ClaimSpec;
-  /** Recipients whose pending report this message is: their `report` is cleared in the same transaction. */
-  clearReports?: number[];
+  /**
+   * The recipients whose pending report of `kind` this message is: their
+   * `report` is cleared in the same transaction. If any of them no longer
+   * owes a report of that kind (another node, or an earlier try, made it),
+   * the insert fails with ReportAlreadyMade and nothing is kept.
+   */
+  clearReports?: ReportsCleared;
   /** Written in the same transaction (the queue layer's `received` events and any others). */
   events: MailEvent[];
 }
@@ -204,6 +209,20 @@ export class StorageFull extends Error {
   constructor(cause?: unknown) {
     super(`queue storage is full${cause instanceof Error ? `: ${cause.message}` : ''}`, { cause });
     this.name = 'StorageFull';
+  }
+}
+
+/** The recipients a report covers, and its kind. */
+export interface ReportsCleared {
+  kind: ReportKind;
+  ids: number[];
+}
+
+/** ReportAlreadyMade - a report's recipients no longer owe it: it was made already (by another node); this one is not kept. */
+export class ReportAlreadyMade extends Error {
+  constructor(readonly queueId: string) {
+    super(`the report about ${queueId} was made already`);
+    this.name = 'ReportAlreadyMade';
   }
 }
 

@@ -27,7 +27,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { MailEvent, RecipientState } from '../log/events.js';
-import type { NodeInfo } from './backend.js';
+import type { NodeInfo, ReportsCleared } from './backend.js';
 
 /** The kinds of report (DSN) a recipient can be waiting for. */
 export type ReportKind = 'failed' | 'expired' | 'delayed' | 'delivered' | 'relayed' | 'expanded';
@@ -156,8 +156,8 @@ export interface InsertOptions {
    * queued, as usual, and left out of the claim.
    */
   claimLeaseMs?: number;
-  /** Recipients whose pending report this message is; cleared in the same transaction. */
-  clearReports?: number[];
+  /** Recipients whose pending report (of that kind) this message is; cleared in the same transaction, or the insert fails (ReportAlreadyMade). */
+  clearReports?: ReportsCleared;
   /** Extra events to write in the same transaction (e.g. dsn_queued). */
   events?: MailEvent[];
 }

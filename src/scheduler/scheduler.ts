@@ -51,6 +51,9 @@ interface Pass {
   bodyBytes: number;
 }
 
+/** How often reports left pending (a crash, a dead node) are looked for. */
+const REPORT_SWEEP_MS = 60_000;
+
 /** Most octets of message bodies kept in memory for messages in flight (the rest are read back). */
 const BODY_BUDGET = 64 * 1024 * 1024;
 
@@ -63,6 +66,9 @@ export class Scheduler {
   private bodyBytes = 0;
   private again = false;
   private timer: NodeJS.Timeout | null = null;
+  /** The sweep for reports left pending (REPORT_SWEEP_MS), and whether one is running. */
+  private leftovers: NodeJS.Timeout | null = null;
+  private sweeping = false;
   private timerAt = Infinity;
   private inflight = 0;
   private readonly passes = new Map<string, Pass>();
@@ -79,8 +85,13 @@ export class Scheduler {
   start(): void {
     this.running = true;
     this.wake();
-    // Reports left pending by a previous run (crash between outcome and report).
+    // Reports left pending: by a previous run (a crash between outcome and
+    // report) and, on a shared queue, by a node that died. Looked for at start
+    // and every minute (an indexed query); a report two nodes race to make is
+    // kept once (ReportAlreadyMade).
     void this.reportLeftovers();
+    this.leftovers = setInterval(() => void this.reportLeftovers(), REPORT_SWEEP_MS);
+    this.leftovers.unref();
   }
 
   /**
@@ -391,12 +402,16 @@ export class Scheduler {
   }
 
   private async reportLeftovers(): Promise<void> {
+    if (!this.running || this.sweeping) return;
+    this.sweeping = true;
     try {
       for (const qid of await this.deps.store.pendingReports(1000)) {
         if (!this.passes.has(qid)) await this.deps.report(qid);
       }
     } catch (e) {
       this.deps.trace.error({ err: (e as Error).stack }, 'pending reports failed');
+    } finally {
+      this.sweeping = false;
     }
   }
 
@@ -413,6 +428,8 @@ export class Scheduler {
   /** stop - claim nothing more; wait for running jobs until the deadline. */
   async stop(deadlineMs = 20_000): Promise<void> {
     this.running = false;
+    if (this.leftovers) clearInterval(this.leftovers);
+    this.leftovers = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const all = Promise.allSettled([...this.jobs]);

@@ -283,7 +283,7 @@ describe('PostgresBackend', { timeout: 120_000 }, () => {
     const dsn = newMessage(1, 10);
     const w = a.createBody(dsn.queueId);
     await w.write(Buffer.from('a report'));
-    await a.insert({ ...dsn, sender: '', isReport: true }, w, { events: received(dsn), clearReports: [r1.id] });
+    await a.insert({ ...dsn, sender: '', isReport: true }, w, { events: received(dsn), clearReports: { kind: 'failed', ids: [r1.id] } });
     assert.equal(await a.getMessage(m.queueId), null);
     assert.equal(await a.countRecipients({ queueId: m.queueId }), 0);
     assert.equal((await sql(url, `SELECT 1 FROM bodies WHERE qid = $1`, [m.queueId])).length, 0, 'body chunks deleted');

@@ -313,7 +313,7 @@ describe('SqliteBackend', () => {
       const report = message(1, 'report');
       const w = b.createBody(report.queueId);
       await w.write(Buffer.from('report'));
-      await b.insert(report, w, { events: received(report), clearReports: [r1!.id] });
+      await b.insert(report, w, { events: received(report), clearReports: { kind: 'failed', ids: [r1!.id] } });
       assert.equal(await b.getMessage(m.queueId), null);
       assert.ok(!existsSync(file), 'body file removed');
       assert.deepEqual(await b.countByState(), { queued: 1 });

@@ -12,6 +12,7 @@ import pg from 'pg';
 import { EmbeddedStore } from '../../src/queue/embedded-store.js';
 import { MemoryStore } from '../../src/queue/memory-store.js';
 import { Queue } from '../../src/queue/queue.js';
+import { ReportAlreadyMade } from '../../src/queue/backend.js';
 import { PostgresBackend } from '../../src/queue/backends/postgres.js';
 import type { NewMessage, Outcome, QueueStore, RecipientRecord } from '../../src/queue/store.js';
 import { makeEvent, type MailEvent } from '../../src/log/events.js';
@@ -236,7 +237,13 @@ for (const backend of backends) {
         const { m: dsn, body } = message(1, 'report');
         const w = b.store.createBody(dsn.queueId);
         await w.write(Buffer.from(body));
-        await b.store.insert({ ...dsn, sender: '', isReport: true }, w, { clearReports: pending.map((r) => r.id) });
+        await b.store.insert({ ...dsn, sender: '', isReport: true }, w, { clearReports: { kind: 'failed', ids: pending.map((r) => r.id) } });
+        // The same report made a second time (another node raced this one) is refused and keeps nothing.
+        const { m: again, body: againBody } = message(1, 'report again');
+        const w2 = b.store.createBody(again.queueId);
+        await w2.write(Buffer.from(againBody));
+        await assert.rejects(() => b.store.insert({ ...again, sender: '', isReport: true }, w2, { clearReports: { kind: 'failed', ids: pending.map((r) => r.id) } }), ReportAlreadyMade);
+        assert.equal(await b.store.getMessage(again.queueId), null, 'the second report is not kept');
         assert.equal(await b.store.getMessage(m.queueId), null);
         assert.deepEqual(await b.store.getRecipients(m.queueId), []);
         await assert.rejects(() => b.store.readBody(m.queueId));
@@ -469,7 +476,7 @@ for (const backend of backends) {
         const { m: dsn, body } = message(1, 'report');
         const w = b.store.createBody(dsn.queueId);
         await w.write(Buffer.from(body));
-        await b.store.insert({ ...dsn, sender: '', isReport: true }, w, { clearReports: pending.map((r) => r.id) });
+        await b.store.insert({ ...dsn, sender: '', isReport: true }, w, { clearReports: { kind: 'failed', ids: pending.map((r) => r.id) } });
         assert.equal(await b.store.getMessage(ndr.queueId), null);
       } finally {
         await b.store.close();

@@ -7,7 +7,7 @@
  */
 import { Readable } from 'node:stream';
 import type { MailEvent, RecipientState } from '../../log/events.js';
-import { CLAIMABLE_STATES, isOpen, type ApplyResult, type Change, type ClaimSpec, type InsertResult, type InsertSpec, type OpenReport, type QueueBackend, type RecipientFields, type RecipientQuery } from '../backend.js';
+import { CLAIMABLE_STATES, ReportAlreadyMade, isOpen, type ApplyResult, type Change, type ClaimSpec, type InsertResult, type InsertSpec, type OpenReport, type QueueBackend, type RecipientFields, type RecipientQuery } from '../backend.js';
 import { newRecipientRecord } from '../store.js';
 import type {
   BodyWriter,
@@ -97,6 +97,7 @@ export class MemoryBackend implements QueueBackend {
   async insert(message: NewMessage, body: BodyWriter, spec: InsertSpec): Promise<InsertResult> {
     if (!(body instanceof MemoryBody) || body.aborted) throw new Error('body writer does not belong to this store');
     this.fault();
+    if (spec.clearReports && spec.clearReports.ids.some((id) => this.rows.get(id)?.report !== spec.clearReports!.kind)) throw new ReportAlreadyMade(message.queueId);
     const { recipients, ...meta } = message;
     const entry: Entry = { message: { ...meta, recipientCount: recipients.length, quarantine: '' }, body: Buffer.concat(body.chunks), recipients: [] };
     const claimed: RecipientRecord[] = [];
@@ -111,7 +112,7 @@ export class MemoryBackend implements QueueBackend {
     this.messages.set(message.queueId, entry);
     this.pushEvents(spec.events);
     const touched = new Set<string>();
-    for (const id of spec.clearReports ?? []) {
+    for (const id of spec.clearReports?.ids ?? []) {
       const r = this.rows.get(id);
       if (r) {
         r.report = null;

@@ -81,7 +81,7 @@ import pg from 'pg';
 import type { ClientBase, ClientConfig, QueryResultRow } from 'pg';
 import { Readable } from 'node:stream';
 import { isoTime, type MailEvent, type RecipientState } from '../../log/events.js';
-import { StorageFull, isOpen } from '../backend.js';
+import { ReportAlreadyMade, StorageFull, isOpen } from '../backend.js';
 import type {
   ApplyResult,
   Change,
@@ -957,11 +957,18 @@ export class PostgresBackend implements QueueBackend {
           rec.claimedBy = claimNode(claimToken!);
           claimedRecords.push(rec);
         });
-        if (spec.clearReports?.length) {
+        if (spec.clearReports?.ids.length) {
+          // Still owed, by this report's kind? Locked, so a second node's report of it waits here and then finds it made.
+          const ids = spec.clearReports.ids;
+          const owed = await c.query<{ n: number }>(
+            `SELECT count(*)::int AS n FROM (SELECT id FROM recipients WHERE id = ANY($1::bigint[]) AND report = $2 ORDER BY id FOR UPDATE) x`,
+            [ids, spec.clearReports.kind],
+          );
+          if (owed.rows[0]!.n !== ids.length) throw new ReportAlreadyMade(message.queueId);
           await this.patchRecipients(
             c,
             tx,
-            spec.clearReports.map((id) => ({ id, queueId: '', set: { report: null } })),
+            ids.map((id) => ({ id, queueId: '', set: { report: null } })),
           );
         }
         const result: InsertResult = { claimed: claimedRecords };
@@ -1049,7 +1056,7 @@ export class PostgresBackend implements QueueBackend {
     const rows = await this.query<Row>(
       `WITH expired AS (
          SELECT id FROM recipients
-         WHERE state = 'delivering' AND lease_until < clock_timestamp()
+         WHERE state = 'delivering' AND lease_until < clock_timestamp() AND NOT suspended AND ${NOT_HELD}
          ORDER BY lease_until LIMIT $2
          FOR UPDATE SKIP LOCKED
        ), due AS (
@@ -1139,7 +1146,7 @@ export class PostgresBackend implements QueueBackend {
   async countDue(queueId: string, now: number): Promise<number> {
     const rows = await this.query<{ n: number }>(
       `SELECT count(*) AS n FROM recipients
-       WHERE qid = $1 AND ((${CLAIMABLE} AND next_at <= $2 AND ${NOT_HELD}) OR (state = 'delivering' AND lease_until < clock_timestamp()))`,
+       WHERE qid = $1 AND NOT suspended AND ${NOT_HELD} AND ((${CLAIMABLE} AND next_at <= $2) OR (state = 'delivering' AND lease_until < clock_timestamp()))`,
       [queueId, int(now)],
     );
     return rows[0]!.n;

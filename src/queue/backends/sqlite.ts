@@ -68,6 +68,7 @@ import type {
   TrackResult,
 } from '../store.js';
 import {
+  ReportAlreadyMade,
   StorageFull,
   isOpen,
   type ApplyResult,
@@ -723,9 +724,9 @@ export class SqliteBackend implements QueueBackend {
         }
         for (const e of spec.events) this.insertEvent(e);
         const deltas = new Map<string, number>();
-        for (const id of spec.clearReports ?? []) {
+        for (const id of spec.clearReports?.ids ?? []) {
           const row = this.st.getRecipientState.get(id) as { qid: string; state: string; report: string | null } | undefined;
-          if (!row || row.report === null) continue;
+          if (!row || row.report !== spec.clearReports!.kind) throw new ReportAlreadyMade(message.queueId);
           this.st.clearReport.run(id);
           if (isOpen(row.state, row.report) && !isOpen(row.state, null)) deltas.set(row.qid, (deltas.get(row.qid) ?? 0) - 1);
         }
