@@ -9,6 +9,7 @@
 import { join } from 'node:path';
 import { runAudit } from '../log/audit.js';
 import { openQueue } from '../queue/open.js';
+import { auditJson } from '../admin/json.js';
 import { configFrom, type CliCommand } from './command.js';
 
 export const auditCommand: CliCommand = {
@@ -41,7 +42,7 @@ Exit 0: no exception. Exit 1: at least one. Safe while the server runs.
       // A cluster's events are all in its database; each node's file holds only its own.
       const r = await runAudit(store, config.queue.backend === 'postgres' ? null : join(config.data_dir, 'log', 'events.jsonl'));
       if (args.flags.has('json')) {
-        out(JSON.stringify(r, null, 2));
+        out(JSON.stringify(auditJson(r), null, 2));
       } else {
         const n = (x: number): string => x.toLocaleString('en');
         out(`petrel audit: ${n(r.events)} events (seq ${r.firstSeq ?? '-'}..${r.lastSeq ?? '-'}), ${n(r.messages)} messages, ${n(r.recipients)} recipients, ${r.seconds.toFixed(1)} s`);

@@ -13,7 +13,8 @@
  * - dead-destination back-off: the node whose connection attempt fails
  *   writes a "down" mark (next hop, until, the failure) into the queue's
  *   overrides; every node reads the marks every second and backs off too, so
- *   a dead destination is probed about once per back-off, not once per node.
+ *   a dead destination is probed by one connection at a time per node
+ *   (delivery/smtp/pool), not by every job of every node.
  *   Expired marks are removed by whoever reads them.
  * On a single node none of this runs.
  */

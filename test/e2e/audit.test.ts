@@ -31,11 +31,11 @@ test('petrel audit: real traffic audits clean; a recipient deleted behind Petrel
     await waitFor(() => p.events().filter((e) => e.event === 'dsn_queued').length === 5 && p.events().filter((e) => e.event === 'delivered').length === 15, 15_000, 'traffic to settle');
     const run = spawnPetrel(['audit', '--json', '--config', file], p.dir);
     assert.equal(await run.exited, 0, run.stderr());
-    const r = JSON.parse(run.stdout()) as AuditResult;
+    const r = JSON.parse(run.stdout()) as { exceptions: unknown[]; by_state: Record<string, number>; reports: AuditResult['reports'] };
     assert.deepEqual(r.exceptions, []);
-    assert.equal(r.byState.delivered, 15);
-    assert.equal(r.byState.failed, 5);
-    assert.equal(r.byState.deferred, 5);
+    assert.equal(r.by_state.delivered, 15);
+    assert.equal(r.by_state.failed, 5);
+    assert.equal(r.by_state.deferred, 5);
     assert.deepEqual(r.reports, { owed: 5, queued: 5, pending: 0 });
 
     // Behind Petrel's back: one deferred recipient disappears from the store.
