@@ -33,6 +33,8 @@ import { stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
 import { HeldMessage } from './held-message.js';
+import { replaceSubject, subjectOf } from './header-edit.js';
+import { decideFilter, scan } from './rspamd.js';
 
 /** Who sent the transaction, as the session knows it. */
 export interface CheckedClient {
@@ -45,6 +47,7 @@ export interface CheckedTransaction {
   ip: string;
   helo: string;
   sender: string;
+  recipients: string[];
 }
 
 export interface CheckOutcome {
@@ -67,7 +70,8 @@ export class InboundChecks {
 
   /** applies - is this transaction checked? */
   applies(client: CheckedClient): boolean {
-    return this.config.checks.authenticate && client.kind === 'smtp' && !client.inRelayNetworks && !client.authenticated;
+    const any = this.config.checks.authenticate || this.config.filter.rspamd_url !== '';
+    return any && client.kind === 'smtp' && !client.inRelayNetworks && !client.authenticated;
   }
 
   /** hold - a holder for one message while it arrives. */
@@ -87,21 +91,41 @@ export class InboundChecks {
         return { refusal: smtpReply('messageTooBig', this.config.smtp.max_message_size), summary: 'too big' };
       }
       const c = this.config.checks;
-      const verdict = await checkAuthentication(
-        { message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, hostname: this.config.hostname, resolver: this.resolver.resolve },
-        { spf_fail: c.spf_fail, dmarc_reject: c.dmarc_reject, arc_trusted: c.arc_trusted },
-      );
-      if (verdict.refusal) return { refusal: verdict.refusal, summary: verdict.summary };
-      incoming.addHeaders(verdict.headers);
-      incoming.note(verdict.summary);
+      const f = this.config.filter;
       const hostname = this.config.hostname;
+      // Both read the held message, each from the start, at the same time.
+      const [auth, filtered] = await Promise.all([
+        c.authenticate
+          ? checkAuthentication(
+              { message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, hostname, resolver: this.resolver.resolve },
+              { spf_fail: c.spf_fail, dmarc_reject: c.dmarc_reject, arc_trusted: c.arc_trusted },
+            )
+          : null,
+        f.rspamd_url
+          ? scan({ url: f.rspamd_url, timeoutMs: f.filter_timeout, message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, recipients: tx.recipients, hostname, queueId: incoming.queueId }).then(
+              (r) => decideFilter(r, f.filter_failure, f.result_headers),
+            )
+          : null,
+      ]);
+      const summary = [auth?.summary, filtered?.note].filter(Boolean).join('; ');
+      // A permanent refusal wins over a temporary one: the client should not retry a message that will be refused.
+      const refusals = [auth?.refusal, filtered?.refusal].filter((r): r is SmtpReply => !!r).sort((a, b) => b.code - a.code);
+      if (refusals.length) return { refusal: refusals[0]!, summary };
+      incoming.addHeaders((auth?.headers ?? '') + (filtered?.headers ?? ''));
+      incoming.note(summary);
+      if (filtered?.notScanned) incoming.addEvent('not_scanned', filtered.notScanned);
+      const rewrite = filtered?.rewriteSubject ?? null;
+      const edit = (header: Buffer): Buffer => {
+        const h = c.authenticate ? stripOwnResults(header, hostname).header : header;
+        return rewrite ? replaceSubject(h, rewrite(subjectOf(h))) : h;
+      };
       try {
-        for await (const chunk of held.replay((header) => stripOwnResults(header, hostname).header)) await incoming.write(chunk);
+        for await (const chunk of held.replay(edit)) await incoming.write(chunk);
       } catch {
         // The scratch file could not be read back: the client keeps the message.
-        return { refusal: smtpReply('storageError'), summary: `${verdict.summary} (not stored)` };
+        return { refusal: smtpReply('storageError'), summary: `${summary} (not stored)` };
       }
-      return { refusal: null, summary: verdict.summary };
+      return { refusal: null, summary };
     } finally {
       await held.dispose();
     }

@@ -85,6 +85,7 @@ export interface Config {
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
   checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number };
+  filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
 }
 
 /** A check turns a raw TOML value into its typed form, or returns an error text. */
@@ -243,6 +244,17 @@ export function parseTransport(text: string, smtpPort: number): Transport | stri
 
 const positiveInt = int(1);
 
+/** An http:// URL, or "" for none. */
+const httpUrl: Check<string> = (raw) => {
+  if (raw === '') return ok('');
+  try {
+    if (typeof raw === 'string' && new URL(raw).protocol === 'http:') return ok(raw.trim());
+  } catch {
+    /* the error below */
+  }
+  return { error: `must be "" or an http:// URL such as "http://127.0.0.1:11333" (got ${describe(raw)})` };
+};
+
 /** A resolver address: an IP literal with an optional port, kept in the form node:dns accepts. */
 const dnsServer: Check<string> = (raw) => {
   const e = typeof raw === 'string' ? parseEndpoint(raw.trim(), 53) : null;
@@ -300,7 +312,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.helo_name': { check: str, def: () => '', doc: 'EHLO name; hostname when empty' },
   'delivery.max_messages_per_connection': { check: int(1, 1_000_000), def: () => 100, doc: 'messages one outbound connection carries before it closes' },
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
-  'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a destination fails to connect, its other jobs are deferred at once for this long' },
+  'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
@@ -325,6 +337,11 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'checks.dmarc_reject': { check: bool, def: () => true, doc: 'DMARC fail with p=reject: 550 5.7.1' },
   'checks.arc_trusted': { check: arrayOf(domainName), def: () => [], doc: 'ARC sealers whose valid chain overrides dmarc_reject' },
   'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
+
+  'filter.rspamd_url': { check: httpUrl, def: () => '', doc: 'rspamd normal worker, "http://127.0.0.1:11333"; empty: no content scan' },
+  'filter.filter_timeout': { check: positiveDuration, def: () => 20_000, doc: 'whole rspamd exchange; then filter_failure' },
+  'filter.filter_failure': { check: oneOf('tempfail', 'accept'), def: () => 'tempfail', doc: 'rspamd unavailable: 451 4.7.0, or accept with a not_scanned event' },
+  'filter.result_headers': { check: bool, def: () => false, doc: 'add X-Spamd-Result: (action, score, symbols) to every scanned message' },
 };
 
 /** The keys of one [[routes]] entry. */

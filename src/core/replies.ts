@@ -107,6 +107,9 @@ export const REPLIES = {
   spfTemperror: def(451, '4.7.24', 'SPF validation error (DNS); try again later'),
   dmarcReject: def(550, '5.7.1', (domain: string) => `Email rejected per DMARC policy for ${domain}`),
   dmarcTemperror: def(451, '4.7.1', 'DMARC evaluation prevented by a DNS failure; try again later'),
+  filterReject: def(550, '5.7.1', (message: string) => message),
+  filterSoftReject: def(451, '4.7.1', (message: string) => message),
+  filterUnavailable: def(451, '4.7.0', 'Content scan not available; try again later'),
 
   // STARTTLS
   starttlsParameters: def(501, '5.5.4', 'STARTTLS takes no parameters'),

@@ -501,12 +501,13 @@ export class Session {
     this.phase = 'command';
     const recipients = this.recipients.length;
     const sender = this.mail?.sender ?? '';
+    const rcpts = this.recipients.map((r) => r.address);
     this.resetTransaction();
     const held = this.held;
     this.held = null;
     if (held) {
       // The inbound checks decide; an accepted message is written into incoming with their results.
-      const checked = await inboundChecksFor(this.ctx.config).finish(held, incoming, { ip: this.clientIp, helo: this.helo, sender });
+      const checked = await inboundChecksFor(this.ctx.config).finish(held, incoming, { ip: this.clientIp, helo: this.helo, sender, recipients: rcpts });
       this.ctx.trace.info({ sid: this.id, checks: checked.summary }, 'inbound checks');
       if (checked.refusal) {
         await incoming.abort().catch(() => undefined);

@@ -9,6 +9,7 @@
 export const EVENT_IDS = {
   received: 1000,
   pickup_rejected: 1100,
+  not_scanned: 1200,
   delivered: 2000,
   deferred: 3000,
   failed: 4000,

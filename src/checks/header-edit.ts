@@ -1,0 +1,53 @@
+/*
+ * checks/header-edit - small edits of a message's header section that the
+ * checks ask for: replace Subject: (rspamd's "rewrite subject").
+ *
+ * Invariants: every other field is kept octet for octet, folded lines
+ * included; the new field is printable ASCII on one line (at most 998
+ * octets); the header section's closing blank line stays.
+ *
+ * Untrusted input: the header section; the new subject (rspamd's answer,
+ * already made printable by checks/rspamd).
+ *
+ * RFCs: RFC 5322 §2.2 (fields, folding), §3.6.5 (Subject).
+ */
+
+/** splitFields - the header section as whole fields (each with its folded lines and CR LF); the blank line last. */
+export function splitFields(header: Buffer): string[] {
+  const lines = header.toString('latin1').split(/(?<=\r\n)/);
+  const fields: string[] = [];
+  for (const line of lines) {
+    if ((line.startsWith(' ') || line.startsWith('\t')) && fields.length && fields[fields.length - 1] !== '\r\n') fields[fields.length - 1] += line;
+    else fields.push(line);
+  }
+  return fields;
+}
+
+const nameOf = (field: string): string => field.slice(0, Math.max(0, field.indexOf(':'))).trim().toLowerCase();
+
+/** replaceSubject - Subject: fields removed and one `Subject: <subject>` put where the first was (or before the blank line). */
+export function replaceSubject(header: Buffer, subject: string): Buffer {
+  const line = `Subject: ${subject.replace(/[^\x20-\x7e]/g, '?')}`.slice(0, 998) + '\r\n';
+  const out: string[] = [];
+  let placed = false;
+  for (const f of splitFields(header)) {
+    if (nameOf(f) === 'subject') {
+      if (!placed) out.push(line);
+      placed = true;
+      continue;
+    }
+    if (f === '\r\n' && !placed) {
+      out.push(line);
+      placed = true;
+    }
+    out.push(f);
+  }
+  if (!placed) out.push(line);
+  return Buffer.from(out.join(''), 'latin1');
+}
+
+/** subjectOf - the first Subject: field's value, unfolded ("" when none). */
+export function subjectOf(header: Buffer): string {
+  const f = splitFields(header).find((x) => nameOf(x) === 'subject');
+  return f ? f.slice(f.indexOf(':') + 1).replace(/\r\n/g, '').trim() : '';
+}
