@@ -53,6 +53,8 @@ interface Pass {
 
 /** How often reports left pending (a crash, a dead node) are looked for. */
 const REPORT_SWEEP_MS = 60_000;
+/** How often the scheduler looks for due work without being woken (a lost wake-up costs at most this). */
+const POLL_MS = 5000;
 
 /** Most octets of message bodies kept in memory for messages in flight (the rest are read back). */
 const BODY_BUDGET = 64 * 1024 * 1024;
@@ -68,6 +70,7 @@ export class Scheduler {
   private timer: NodeJS.Timeout | null = null;
   /** The sweep for reports left pending (REPORT_SWEEP_MS), and whether one is running. */
   private leftovers: NodeJS.Timeout | null = null;
+  private poll: NodeJS.Timeout | null = null;
   private sweeping = false;
   private timerAt = Infinity;
   private inflight = 0;
@@ -92,6 +95,10 @@ export class Scheduler {
     void this.reportLeftovers();
     this.leftovers = setInterval(() => void this.reportLeftovers(), REPORT_SWEEP_MS);
     this.leftovers.unref();
+    // The safety net under the store's wake-ups: on a shared queue a lost
+    // notification (another node's new mail, retry, release) costs at most this.
+    this.poll = setInterval(() => this.wake(), POLL_MS);
+    this.poll.unref();
   }
 
   /**
@@ -430,6 +437,8 @@ export class Scheduler {
     this.running = false;
     if (this.leftovers) clearInterval(this.leftovers);
     this.leftovers = null;
+    if (this.poll) clearInterval(this.poll);
+    this.poll = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     const all = Promise.allSettled([...this.jobs]);

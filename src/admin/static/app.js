@@ -249,7 +249,7 @@ async function messagePage(qid) {
     out.push(h('h2', {}, 'Recipients'));
     out.push(h('table', { id: 'recipients' }, h('thead', {}, h('tr', {}, ...['Recipient', 'State', 'Attempts', 'Next attempt', 'Destination', 'Last reply'].map((t) => h('th', {}, t)))),
       h('tbody', {}, data.recipients.map((r) => h('tr', { 'data-recipient': r.address },
-        h('td', {}, r.address), h('td', { class: 'rstate' }, stateBadge(r.state), r.suspended ? stateBadge('held', ' held') : ''), h('td', { class: 'num' }, r.attempts),
+        h('td', {}, r.address), h('td', { class: 'rstate' }, stateBadge(r.state), r.node ? h('span', { class: 'muted' }, ` by ${r.node}`) : '', r.suspended ? stateBadge('held', ' held') : ''), h('td', { class: 'num' }, r.attempts),
         h('td', {}, nextText(r.next_attempt, now)),
         h('td', {}, r.destination), h('td', { class: 'err' }, r.last_reply))))));
     recipients = data.recipients.map((r) => r.address);
