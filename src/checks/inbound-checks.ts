@@ -32,6 +32,7 @@ import type { Incoming } from '../enqueue/enqueue.js';
 import { stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
+import { ClientListing } from './dnsbl.js';
 import { HeldMessage } from './held-message.js';
 import { replaceSubject, subjectOf } from './header-edit.js';
 import { decideFilter, scan } from './rspamd.js';
@@ -72,6 +73,17 @@ export class InboundChecks {
   applies(client: CheckedClient): boolean {
     const any = this.config.checks.authenticate || this.config.filter.rspamd_url !== '';
     return any && client.kind === 'smtp' && !client.inRelayNetworks && !client.authenticated;
+  }
+
+  /**
+   * dnsblFor - start the block-list look-ups of a client that has just
+   * connected; null when there are no lists, or the client is exempt
+   * (submission listener, relay_networks).
+   */
+  dnsblFor(ip: string, kind: 'smtp' | 'submission', inRelayNetworks: (ip: string) => boolean): ClientListing | null {
+    const lists = this.config.checks.dnsbl;
+    if (!lists.length || kind !== 'smtp' || inRelayNetworks(ip)) return null;
+    return new ClientListing(ip, lists, this.resolver.resolve);
   }
 
   /** hold - a holder for one message while it arrives. */

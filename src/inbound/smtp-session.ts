@@ -30,6 +30,7 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { Config } from '../config/schema.js';
 import { inboundChecksFor } from '../checks/inbound-checks.js';
+import type { ClientListing } from '../checks/dnsbl.js';
 import type { HeldMessage } from '../checks/held-message.js';
 import { hasNonAscii } from '../core/address.js';
 import { smtpReply, wireOf } from '../core/replies.js';
@@ -107,6 +108,8 @@ export class Session {
   private incoming: Incoming | null = null;
   /** A message from outside held while it arrives, for the inbound checks (checks/inbound-checks); null when not checked. */
   private held: HeldMessage | null = null;
+  /** The client's DNS block-list look-ups, started at connect (checks/dnsbl); null when none apply. */
+  private dnsbl: ClientListing | null = null;
   private reader: DataReader | null = null;
   private dataTimer: NodeJS.Timeout | null = null;
   private sessionTimer: NodeJS.Timeout | null = null;
@@ -142,6 +145,7 @@ export class Session {
       this.end();
       return;
     }
+    this.dnsbl = inboundChecksFor(this.ctx.config).dnsblFor(this.clientIp, this.kind, (ip) => this.ctx.policy.inRelayNetworks(ip));
     this.send(smtpReply('greeting', this.ctx.config.hostname));
     this.flush();
     this.armIdle();
@@ -435,7 +439,7 @@ export class Session {
     this.send(smtpReply('senderOk'));
   }
 
-  private rcptTo(arg: string): void {
+  private async rcptTo(arg: string): Promise<void> {
     if (!this.mail) return this.send(smtpReply('needMail'));
     const parsed = parseRcpt(arg, { dsn: this.esmtp }, this.mail.smtputf8);
     if ('error' in parsed) return this.send(parsed.error);
@@ -448,6 +452,11 @@ export class Session {
     this.relayNet ??= this.ctx.policy.inRelayNetworks(this.clientIp);
     const refusal = this.ctx.policy.check(address, { clientIp: this.clientIp, authenticated: this.authenticated, inRelayNetworks: this.relayNet });
     if (refusal) return this.send(refusal);
+    const listed = this.dnsbl && !this.authenticated ? await this.dnsbl.listed() : null;
+    if (listed) {
+      this.ctx.trace.info({ sid: this.id, ip: this.clientIp, list: listed, sender: this.mail.sender, recipient: address }, 'client on a block list');
+      return this.send(smtpReply('dnsblListed', this.clientIp, listed));
+    }
     this.recipients.push({ address, orcpt: p.orcpt, notify: p.notify });
     this.send(smtpReply('recipientOk'));
   }
@@ -472,6 +481,7 @@ export class Session {
       maxReceived: c.dsn.max_received_headers,
       maxHeaderSize: c.smtp.max_header_size,
     });
+    for (const e of this.dnsbl?.errors() ?? []) this.incoming.addEvent('dnsbl_error', e);
     const checks = inboundChecksFor(c);
     this.held = checks.applies({ kind: this.kind, inRelayNetworks: this.relayNet ?? false, authenticated: this.authenticated }) ? checks.hold() : null;
     this.reader = new DataReader();

@@ -10,6 +10,7 @@ export const EVENT_IDS = {
   received: 1000,
   pickup_rejected: 1100,
   not_scanned: 1200,
+  dnsbl_error: 1300,
   delivered: 2000,
   deferred: 3000,
   failed: 4000,
