@@ -81,6 +81,7 @@ import {
   type RecipientPatch,
   type RecipientQuery,
 } from '../backend.js';
+import { MESSAGE_COLUMNS, toEvent, type EventRow } from './rows.js';
 
 /** Tables; columns added since a table was first made are added by addMissingColumns() before the indexes. */
 const TABLES = `
@@ -241,26 +242,7 @@ interface RecipientRow {
   claim: string | null;
 }
 
-interface EventRow {
-  seq: number;
-  ts: string;
-  id: number;
-  event: string;
-  qid: string;
-  message_id: string;
-  sender: string;
-  recipient: string | null;
-  attempt: number | null;
-  state: string | null;
-  remote: string | null;
-  reply: string | null;
-  error: string | null;
-  status: string | null;
-  detail: string | null;
-  report: string | null;
-}
 
-const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine';
 const RECIPIENT_COLUMNS =
   'id, qid, address, orcpt, notify, destination, state, attempts, next_at, last_at, last_reply, last_status, remote, report, delay_notified, suspended, claim';
 
@@ -310,20 +292,6 @@ function toRecipient(r: RecipientRow): RecipientRecord {
   };
   if (r.state === 'delivering' && r.claim !== null) out.claimedBy = claimOwner(r.claim);
   return out;
-}
-
-export function toEvent(r: EventRow): MailEvent {
-  const e: MailEvent = { seq: r.seq, ts: r.ts, id: r.id, event: r.event as MailEvent['event'], queue_id: r.qid, message_id: r.message_id, sender: r.sender };
-  if (r.recipient !== null) e.recipient = r.recipient;
-  if (r.attempt !== null) e.attempt = r.attempt;
-  if (r.state !== null) e.state = r.state;
-  if (r.remote !== null) e.remote = r.remote;
-  if (r.reply !== null) e.reply = r.reply;
-  if (r.error !== null) e.error = r.error;
-  if (r.status !== null) e.status = r.status;
-  if (r.detail !== null) e.detail = r.detail;
-  if (r.report !== null && r.report !== undefined) e.report = r.report;
-  return e;
 }
 
 /** The body writer of this backend: the spool's, with a full disk reported as StorageFull. */

@@ -1,0 +1,45 @@
+/*
+ * queue/backends/rows - what the SQL backends (sqlite, postgres) share about
+ * their rows: the event row and its mapping to a MailEvent, and the message
+ * columns they select. A column that is NULL is an absent field, never an
+ * empty one (the event log writes only the fields an event has).
+ */
+import type { MailEvent } from '../../log/events.js';
+
+/** An `events` row, as both SQL backends store it. */
+export interface EventRow {
+  seq: number;
+  ts: string;
+  id: number;
+  event: string;
+  qid: string;
+  message_id: string;
+  sender: string;
+  recipient: string | null;
+  attempt: number | null;
+  state: string | null;
+  remote: string | null;
+  reply: string | null;
+  error: string | null;
+  status: string | null;
+  detail: string | null;
+  report: string | null;
+}
+
+/** The columns of `messages` a MessageRecord is made from (the body and the open count are not among them). */
+export const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine';
+
+/** toEvent - an event row as the MailEvent it records. */
+export function toEvent(r: EventRow): MailEvent {
+  const e: MailEvent = { seq: r.seq, ts: r.ts, id: r.id, event: r.event as MailEvent['event'], queue_id: r.qid, message_id: r.message_id, sender: r.sender };
+  if (r.recipient !== null) e.recipient = r.recipient;
+  if (r.attempt !== null) e.attempt = r.attempt;
+  if (r.state !== null) e.state = r.state;
+  if (r.remote !== null) e.remote = r.remote;
+  if (r.reply !== null) e.reply = r.reply;
+  if (r.error !== null) e.error = r.error;
+  if (r.status !== null) e.status = r.status;
+  if (r.detail !== null) e.detail = r.detail;
+  if (r.report !== null && r.report !== undefined) e.report = r.report;
+  return e;
+}
