@@ -33,6 +33,7 @@ import { stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
 import { ClientListing } from './dnsbl.js';
+import { RecipientVerifier } from './verify-recipient.js';
 import { HeldMessage } from './held-message.js';
 import { replaceSubject, subjectOf } from './header-edit.js';
 import { decideFilter, scan } from './rspamd.js';
@@ -60,11 +61,13 @@ export interface CheckOutcome {
 
 export class InboundChecks {
   readonly resolver: CheckResolver;
+  readonly verifier: RecipientVerifier;
   private readonly scratchDir: string;
 
   constructor(private readonly config: Config) {
     this.resolver = new CheckResolver({ servers: config.delivery.dns_servers, timeoutMs: config.checks.dns_timeout });
     this.scratchDir = join(config.data_dir, 'tmp', 'checks');
+    this.verifier = new RecipientVerifier(config.routes, config.delivery.helo_name || config.hostname, config.checks.verify_timeout);
     // What a previous run left there was never answered 250: the clients still have it.
     rmSync(this.scratchDir, { recursive: true, force: true });
   }
@@ -84,6 +87,17 @@ export class InboundChecks {
     const lists = this.config.checks.dnsbl;
     if (!lists.length || kind !== 'smtp' || inRelayNetworks(ip)) return null;
     return new ClientListing(ip, lists, this.resolver.resolve);
+  }
+
+  /**
+   * verifyRecipient - for a domain whose route has verify_recipients: the
+   * refusal to give at RCPT (550 5.1.1 unknown, 450 4.1.1 cannot ask), or
+   * null to go on.
+   */
+  async verifyRecipient(address: string): Promise<SmtpReply | null> {
+    const r = await this.verifier.verify(address);
+    if (!r || r.verdict === 'known') return null;
+    return r.verdict === 'unknown' ? smtpReply('recipientUnknownNextHop', address, r.reply.split('\r\n').pop()!.slice(0, 200)) : smtpReply('recipientNotVerified', address);
   }
 
   /** hold - a holder for one message while it arrives. */

@@ -203,10 +203,13 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
         if ('error' in d) problem(`${base}.domain`, entry.domain === undefined ? 'is required' : d.error);
         if (typeof via === 'string') problem(`${base}.via`, entry.via === undefined ? 'is required' : via);
         if ('error' in tls) problem(`${base}.tls`, tls.error);
+        const verify = entry.verify_recipients ?? false;
+        if (typeof verify !== 'boolean') problem(`${base}.verify_recipients`, 'must be true or false');
+        else if (verify && typeof via !== 'string' && via.kind !== 'smtp' && !(via.kind === 'lmtp' && 'host' in via)) problem(`${base}.verify_recipients`, 'needs an smtp: or lmtp:HOST:PORT route');
         if ('value' in d && typeof via !== 'string' && 'value' in tls) {
           if (seen.has(d.value)) problem(`${base}.domain`, `"${d.value}" already has a route`);
           seen.add(d.value);
-          config.routes.push({ domain: d.value, via, tls: tls.value } satisfies Route);
+          config.routes.push({ domain: d.value, via, tls: tls.value, ...(verify === true ? { verify_recipients: true } : {}) } satisfies Route);
         }
       });
     }

@@ -31,6 +31,8 @@ export interface Route {
   domain: string;
   via: Transport;
   tls: 'opportunistic' | 'required';
+  /** Probe the next hop at RCPT (checks/verify-recipient): unknown -> 550 5.1.1, cannot ask -> 450 4.1.1. */
+  verify_recipients?: boolean;
 }
 
 export interface Config {
@@ -84,7 +86,7 @@ export interface Config {
   dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
-  checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[] };
+  checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number };
   filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
 }
 
@@ -337,6 +339,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'checks.dmarc_reject': { check: bool, def: () => true, doc: 'DMARC fail with p=reject: 550 5.7.1' },
   'checks.arc_trusted': { check: arrayOf(domainName), def: () => [], doc: 'ARC sealers whose valid chain overrides dmarc_reject' },
   'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
+  'checks.verify_timeout': { check: positiveDuration, def: () => 10_000, doc: 'a verify_recipients probe of a next hop; then 450 4.1.1' },
   'checks.dnsbl': { check: arrayOf(domainName), def: () => [], doc: 'DNS block lists; a listed client gets 554 5.7.1 at RCPT' },
 
   'filter.rspamd_url': { check: httpUrl, def: () => '', doc: 'rspamd normal worker, "http://127.0.0.1:11333"; empty: no content scan' },
@@ -346,6 +349,6 @@ export const FIELDS: Record<string, Field<unknown>> = {
 };
 
 /** The keys of one [[routes]] entry. */
-export const ROUTE_FIELDS = ['domain', 'via', 'tls'] as const;
+export const ROUTE_FIELDS = ['domain', 'via', 'tls', 'verify_recipients'] as const;
 
 export const checks = { domainName, oneOf };

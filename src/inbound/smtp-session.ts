@@ -457,6 +457,8 @@ export class Session {
       this.ctx.trace.info({ sid: this.id, ip: this.clientIp, list: listed, sender: this.mail.sender, recipient: address }, 'client on a block list');
       return this.send(smtpReply('dnsblListed', this.clientIp, listed));
     }
+    const unverified = this.ctx.config.routes.length ? await inboundChecksFor(this.ctx.config).verifyRecipient(address) : null;
+    if (unverified) return this.send(unverified);
     this.recipients.push({ address, orcpt: p.orcpt, notify: p.notify });
     this.send(smtpReply('recipientOk'));
   }
