@@ -71,6 +71,9 @@ export class Scheduler {
   /** The sweep for reports left pending (REPORT_SWEEP_MS), and whether one is running. */
   private leftovers: NodeJS.Timeout | null = null;
   private poll: NodeJS.Timeout | null = null;
+  /** After a failed claim: no claim before this time (ms), and the current pause. */
+  private claimBackoffUntil = 0;
+  private claimBackoffMs = 0;
   private sweeping = false;
   private timerAt = Infinity;
   private inflight = 0;
@@ -116,9 +119,13 @@ export class Scheduler {
     },
   };
 
-  /** wake - something may be due: claim soon. */
+  /** wake - something may be due: claim soon (after a failed claim, not before its back-off ends). */
   wake(): void {
     if (!this.running) return;
+    if (Date.now() < this.claimBackoffUntil) {
+      this.setTimer(this.claimBackoffUntil);
+      return;
+    }
     if (this.claiming) {
       this.again = true;
       return;
@@ -139,9 +146,15 @@ export class Scheduler {
         // Full: a finishing job wakes us again (and only then is a claim worth making).
         if (this.inflight >= this.maxInflight) this.starved = true;
       } while (this.again && this.running);
+      this.claimBackoffMs = 0;
     } catch (e) {
-      this.deps.trace.error({ err: (e as Error).stack }, 'claim failed; retrying in 1s');
-      this.setTimer(Date.now() + 1000);
+      // The store cannot claim (full disk, database away): wait, doubling up to 10 s,
+      // instead of trying again at every wake-up or due time.
+      this.claimBackoffMs = Math.min(10_000, Math.max(1000, this.claimBackoffMs * 2));
+      this.claimBackoffUntil = Date.now() + this.claimBackoffMs;
+      this.deps.trace.error({ err: (e as Error).message, retryInMs: this.claimBackoffMs }, 'claim failed; retrying after a pause');
+      this.setTimer(this.claimBackoffUntil);
+      return;
     } finally {
       this.claiming = false;
     }

@@ -48,9 +48,12 @@
  * Why one writer connection: the writes of one node (insert, apply) are
  * gathered into one transaction on one connection (group commit): operations
  * queue up while a COMMIT is in flight and the next batch starts when it
- * returned, so the database syncs once for many sessions. Each operation runs
- * inside its own SAVEPOINT: a failing operation (or a deadlock with another
- * node, retried) fails alone and the others commit. One connection also makes
+ * returned, so the database syncs once for many sessions. The operations of
+ * a batch run back to back (no savepoint between them: that would be a round
+ * trip each); if one fails, the batch is rolled back and each runs again in a
+ * transaction of its own, so a failing operation (or one that lost a
+ * deadlock to another node, retried) fails alone and the others commit, as
+ * the embedded store's group commit does. One connection also makes
  * this node's event seqs increase in commit order, which the event log relies
  * on (it copies up to durableEventSeq()). Reads, claims, renewals, heartbeats
  * and body chunks use a pg.Pool; a LISTEN connection of its own hears
@@ -444,6 +447,8 @@ function newTx(): TxState {
 
 interface WriteOp {
   run(c: ClientBase, tx: TxState): Promise<unknown>;
+  /** How many times it has run alone (deadlocks with another node are tried again). */
+  tries?: number;
   resolve(v: unknown): void;
   reject(e: unknown): void;
 }
@@ -590,7 +595,14 @@ export class PostgresBackend implements QueueBackend {
     while (this.queue.length) await this.runBatch(this.queue.splice(0, MAX_BATCH));
   }
 
-  /** runBatch - one transaction for these operations: each in a savepoint; a failing one fails alone. */
+  /**
+   * runBatch - one transaction for these operations, run back to back with
+   * nothing between them (optimistic: a savepoint around each would cost a
+   * round trip per operation on the one writer connection). If one of them
+   * fails, the transaction is rolled back and each operation runs again in a
+   * transaction of its own, so a failing operation keeps nothing and fails
+   * alone; one that lost a deadlock to another node is tried again.
+   */
   private async runBatch(batch: WriteOp[]): Promise<void> {
     let c: pg.Client;
     try {
@@ -599,39 +611,20 @@ export class PostgresBackend implements QueueBackend {
       for (const op of batch) op.reject(mapError(e));
       return;
     }
-    const results: Array<{ ok: true; value: unknown } | { ok: false; error: unknown }> = [];
+    const results: unknown[] = [];
     const events: MailEvent[] = [];
     const deltas = new Map<string, number>();
     let notify = false;
     let stage = 'begin';
     try {
-      // Every operation starts inside savepoint "op": one round trip between operations.
-      await c.query('BEGIN; SAVEPOINT op');
+      await c.query('BEGIN');
       stage = 'ops';
-      for (let i = 0; i < batch.length; i++) {
-        const op = batch[i]!;
-        let tx = newTx();
-        for (let attempt = 1; ; attempt++) {
-          try {
-            const value = await op.run(c, tx);
-            if (i < batch.length - 1) await c.query('RELEASE SAVEPOINT op; SAVEPOINT op');
-            results.push({ ok: true, value });
-            events.push(...tx.events);
-            for (const [qid, d] of tx.deltas) deltas.set(qid, (deltas.get(qid) ?? 0) + d);
-            notify ||= tx.notify;
-            break;
-          } catch (e) {
-            // Undo this operation alone (the savepoint stays, for the next one). If the
-            // connection is gone this throws too, and the whole batch fails below.
-            await c.query('ROLLBACK TO SAVEPOINT op');
-            if (retryable(e) && attempt < MAX_TRIES) {
-              tx = newTx();
-              continue;
-            }
-            results.push({ ok: false, error: mapError(e) });
-            break;
-          }
-        }
+      for (const op of batch) {
+        const tx = newTx();
+        results.push(await op.run(c, tx));
+        for (const e of tx.events) events.push(e);
+        for (const [qid, d] of tx.deltas) deltas.set(qid, (deltas.get(qid) ?? 0) + d);
+        notify ||= tx.notify;
       }
       // Messages' open counts last, for the whole batch in qid order: every node locks
       // message rows in the same order, and only here, so their writers never deadlock on them.
@@ -643,12 +636,24 @@ export class PostgresBackend implements QueueBackend {
       this.stats.ops += batch.length;
     } catch (e) {
       let err = mapError(e);
+      let alive = true;
       try {
         await c.query('ROLLBACK');
       } catch {
         // The connection is gone: a COMMIT that was sent may still have happened.
+        alive = false;
         this.dropWriter(c);
         if (stage === 'commit' && err instanceof Error) (err as Error & { [IN_DOUBT]?: boolean })[IN_DOUBT] = true;
+      }
+      if (alive && stage === 'ops') {
+        if (batch.length > 1) {
+          // Find the one that failed: each alone, in order (the rest commit).
+          for (const op of batch) await this.runBatch([op]);
+          return;
+        }
+        const op = batch[0]!;
+        op.tries = (op.tries ?? 1) + 1;
+        if (retryable(e) && op.tries <= MAX_TRIES) return this.runBatch(batch);
       }
       if (!(err instanceof Error)) err = new Error(String(err));
       for (const op of batch) op.reject(err);
@@ -669,11 +674,7 @@ export class PostgresBackend implements QueueBackend {
     // This node wakes at once, before its callers hear of the commit (the NOTIFY it sent
     // comes back through LISTEN a moment later and is ignored: see listen()).
     if (notify) this.emitWake();
-    batch.forEach((op, i) => {
-      const r = results[i]!;
-      if (r.ok) op.resolve(r.value);
-      else op.reject(r.error);
-    });
+    batch.forEach((op, i) => op.resolve(results[i]));
   }
 
   // ---- LISTEN ------------------------------------------------------------
