@@ -20,9 +20,11 @@
  *   p=reject, RFC 7489 §6.6.3; sp= for a subdomain);
  * - a valid ARC chain is reported, and overrides a DMARC refusal only when
  *   its last sealer is named in `arc_trusted` (RFC 8617 §7.2);
- * - anything mailauth throws (a message it cannot parse) is not a reason to
- *   refuse: the result is `temperror` for every method and the mail goes on
- *   under the same rules (451 where a policy enforces, tagged otherwise).
+ * - anything mailauth throws (a message it cannot parse), and a check that
+ *   takes longer than its budget (many slow DNS look-ups: an SPF record may
+ *   cause ten), is not a reason to refuse: the result is `temperror` for
+ *   every method and the mail goes on under the same rules (451 where a
+ *   policy enforces, tagged otherwise).
  *
  * Untrusted input: the message, the envelope, HELO, every DNS answer.
  *
@@ -51,6 +53,8 @@ export interface AuthInput {
   /** authserv-id: our hostname. */
   hostname: string;
   resolver: ResolveFn;
+  /** Time allowed for all of it: then every method is temperror (see AuthInput users). */
+  budgetMs: number;
 }
 
 export interface AuthVerdict {
@@ -82,7 +86,7 @@ function dkimSummary(results: { status?: Status }[]): string {
 export async function checkAuthentication(input: AuthInput, policy: AuthPolicy): Promise<AuthVerdict> {
   let res: Awaited<ReturnType<typeof authenticate>>;
   try {
-    res = await authenticate(Readable.from(input.message), {
+    const work = authenticate(Readable.from(input.message), {
       ip: input.ip,
       helo: input.helo,
       sender: input.sender,
@@ -90,6 +94,17 @@ export async function checkAuthentication(input: AuthInput, policy: AuthPolicy):
       resolver: input.resolver as never,
       disableBimi: true,
     });
+    // Abandoned when over budget: its late failure must not go unhandled.
+    work.catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    const budget = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no result within ${input.budgetMs} ms (DNS)`)), input.budgetMs);
+    });
+    try {
+      res = await Promise.race([work, budget]);
+    } finally {
+      clearTimeout(timer);
+    }
   } catch (e) {
     const why = (e as Error).message.replace(/[^\x20-\x7e]/g, '?').slice(0, 120);
     return decide(policy, input.hostname, {

@@ -123,7 +123,7 @@ export class InboundChecks {
       const [auth, filtered] = await Promise.all([
         c.authenticate
           ? checkAuthentication(
-              { message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, hostname, resolver: this.resolver.resolve },
+              { message: held.replay(), ip: tx.ip, helo: tx.helo, sender: tx.sender, hostname, resolver: this.resolver.resolve, budgetMs: authBudget(c.dns_timeout) },
               { spf_fail: c.spf_fail, dmarc_reject: c.dmarc_reject, arc_trusted: c.arc_trusted },
             )
           : null,
@@ -156,6 +156,11 @@ export class InboundChecks {
       await held.dispose();
     }
   }
+}
+
+/** authBudget - time for all the authentication checks of one message: room for several slow look-ups (two tries each), at least 30 s. */
+export function authBudget(dnsTimeoutMs: number): number {
+  return Math.max(30_000, 6 * 2 * dnsTimeoutMs);
 }
 
 const perConfig = new WeakMap<Config, InboundChecks>();

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { authservId, stripOwnResults } from '../../src/checks/auth-results.js';
-import { decide } from '../../src/checks/authenticate.js';
+import { checkAuthentication, decide } from '../../src/checks/authenticate.js';
 import { CheckResolver } from '../../src/checks/dns.js';
 import { HeldMessage } from '../../src/checks/held-message.js';
 import { startDnsServer } from '../helpers/dns-server.js';
@@ -118,4 +118,20 @@ test('CheckResolver: answers and NXDOMAIN cached, SERVFAIL not; the cache never 
   } finally {
     await dns.close();
   }
+});
+
+test('checkAuthentication over its budget (DNS that never answers): temperror everywhere, 451 4.7.1 with dmarc_reject, never a 5xx', async () => {
+  async function* msg(): AsyncGenerator<Buffer> {
+    yield Buffer.from('From: <a@slow.example>\r\nSubject: x\r\n\r\nbody\r\n');
+  }
+  const never = (): Promise<never> => new Promise(() => undefined);
+  const t0 = Date.now();
+  const v = await checkAuthentication({ message: msg(), ip: '192.0.2.1', helo: 'c.example', sender: 'a@slow.example', hostname: 'mx.test', resolver: never, budgetMs: 200 }, policy);
+  assert.ok(Date.now() - t0 < 2000);
+  assert.equal(v.spf, 'temperror');
+  assert.equal(v.refusal?.code, 451);
+  assert.equal(v.refusal?.enhanced, '4.7.1');
+  assert.match(v.headers, /^Authentication-Results: mx\.test; none \(checks failed: no result within 200 ms/);
+  const tagged = await checkAuthentication({ message: msg(), ip: '192.0.2.1', helo: 'c.example', sender: 'a@slow.example', hostname: 'mx.test', resolver: never, budgetMs: 100 }, { ...policy, dmarc_reject: false });
+  assert.equal(tagged.refusal, null);
 });
