@@ -49,7 +49,8 @@ import type { MessageRecord, ReportKind } from '../queue/store.js';
 import { explain, type Explanation } from './explain.js';
 import { causeStatus, perMessageFields, prepare, recipientFields, type ReportRecipient } from './fields.js';
 import { closing, entry, opening, section, type ReturnedNote } from './human.js';
-import { capText, cleanText, encodedWords, foldField, hasNonAscii, newBoundary, rfc5322Date } from './mime.js';
+import { capText, cleanText, encodedWords, foldField, hasNonAscii, newBoundary } from './mime.js';
+import { rfc5322Date } from '../core/dates.js';
 import { copyOriginal, HEADERS_LIMIT, type CopyMode, type CopyResult } from './original.js';
 import { Batch, Scratch, Spill } from './spill.js';
 

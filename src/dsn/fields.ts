@@ -27,7 +27,8 @@
  */
 import { domainToASCII } from 'node:url';
 import type { MessageRecord, RecipientRecord, ReportKind } from '../queue/store.js';
-import { asciiText, capText, cleanText, foldField, hasNonAscii, rfc5322Date } from './mime.js';
+import { asciiText, capText, cleanText, foldField, hasNonAscii } from './mime.js';
+import { rfc5322Date } from '../core/dates.js';
 
 /**
  * A recipient as the report reads it. `remoteReply` says whether lastReply

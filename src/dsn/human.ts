@@ -21,7 +21,8 @@
 import type { MessageRecord, ReportKind } from '../queue/store.js';
 import type { Explanation } from './explain.js';
 import { decodeEmbedded, type CleanRecipient } from './fields.js';
-import { capText, cleanText, formatSize, formatSpan, plural, rfc5322Date, wrapText } from './mime.js';
+import { capText, cleanText, formatSize, formatSpan, plural, wrapText } from './mime.js';
+import { rfc5322Date } from '../core/dates.js';
 
 const WIDTH = 76;
 const RULE = '='.repeat(WIDTH);

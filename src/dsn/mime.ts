@@ -146,14 +146,6 @@ export function wrapText(text: string, width: number, indent: string, firstInden
   return lines;
 }
 
-/** rfc5322Date - "Tue, 03 Mar 2026 10:00:00 +0000" (RFC 5322 §3.3), always UTC. */
-export function rfc5322Date(d: Date): string {
-  const t = d.getTime();
-  if (t !== lastDate.t) lastDate = { t, text: d.toUTCString().replace(/GMT$/, '+0000') };
-  return lastDate.text;
-}
-/** The last date formatted: a report writes the same few dates 100,000 times. */
-let lastDate = { t: NaN, text: '' };
 
 /**
  * encodedWords - text as RFC 2047 "B" encoded words of at most 75 characters
