@@ -1,6 +1,6 @@
 /*
  * checks/authenticate - sender authentication of mail from outside: SPF on
- * MAIL FROM and HELO (RFC 7208), DKIM signatures (RFC 6376), DMARC alignment
+ * the MAIL FROM domain, or the HELO name for the null sender (RFC 7208), DKIM signatures (RFC 6376), DMARC alignment
  * and policy (RFC 7489), the ARC chain (RFC 8617), done by `mailauth`; and
  * the policy of `[checks]` applied to what it found.
  *

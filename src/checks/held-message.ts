@@ -72,9 +72,11 @@ export class HeldMessage {
       this.disposed = false;
       return;
     }
-    if (this.headerEnd < 0) this.findHeaderEnd(chunk);
+    // The chunk that ends the header section stays in memory with the rest of it (it may be rewritten).
+    const headerOpen = this.headerEnd < 0;
+    if (headerOpen) this.findHeaderEnd(chunk);
     this.size += chunk.length;
-    const keepInMemory = !this.file && (this.memoryBytes + chunk.length <= this.memoryLimit || (this.headerEnd < 0 && this.memoryBytes <= this.headerLimit));
+    const keepInMemory = !this.file && (this.memoryBytes + chunk.length <= this.memoryLimit || (headerOpen && this.memoryBytes <= this.headerLimit));
     if (keepInMemory) {
       // A copy: the chunk may be a view of the session's input buffer.
       this.memory.push(Buffer.from(chunk));

@@ -60,16 +60,29 @@ export interface CheckOutcome {
 }
 
 export class InboundChecks {
-  readonly resolver: CheckResolver;
+  private resolverNow: CheckResolver | null = null;
+  private resolverKey = '';
   readonly verifier: RecipientVerifier;
   private readonly scratchDir: string;
 
   constructor(private readonly config: Config) {
-    this.resolver = new CheckResolver({ servers: config.delivery.dns_servers, timeoutMs: config.checks.dns_timeout });
     this.scratchDir = join(config.data_dir, 'tmp', 'checks');
-    this.verifier = new RecipientVerifier(config.routes, config.delivery.helo_name || config.hostname, config.checks.verify_timeout);
+    // `petrel reload` changes the same Config object in place: the verifier reads it at each use.
+    this.verifier = new RecipientVerifier(() => config.routes, () => config.delivery.helo_name || config.hostname, () => config.checks.verify_timeout);
     // What a previous run left there was never answered 250: the clients still have it.
-    rmSync(this.scratchDir, { recursive: true, force: true });
+    // Once per process and directory: a reload must not delete the files of sessions in flight.
+    if (!cleared.has(this.scratchDir)) rmSync(this.scratchDir, { recursive: true, force: true });
+    cleared.add(this.scratchDir);
+  }
+
+  /** resolver - the checks' cached resolver; a new one (empty cache) when dns_servers or dns_timeout changed (reload). */
+  get resolver(): CheckResolver {
+    const key = JSON.stringify([this.config.delivery.dns_servers, this.config.checks.dns_timeout]);
+    if (!this.resolverNow || key !== this.resolverKey) {
+      this.resolverNow = new CheckResolver({ servers: this.config.delivery.dns_servers, timeoutMs: this.config.checks.dns_timeout });
+      this.resolverKey = key;
+    }
+    return this.resolverNow;
   }
 
   /** applies - is this transaction checked? */
@@ -162,6 +175,9 @@ export class InboundChecks {
 export function authBudget(dnsTimeoutMs: number): number {
   return Math.max(30_000, 6 * 2 * dnsTimeoutMs);
 }
+
+/** Scratch directories already emptied by this process. */
+const cleared = new Set<string>();
 
 const perConfig = new WeakMap<Config, InboundChecks>();
 

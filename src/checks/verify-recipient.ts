@@ -88,16 +88,17 @@ export class RecipientVerifier {
   /** Probes sent (tests and metrics). */
   probes = 0;
 
+  /** Getters, read at each use: a reload may change the routes. */
   constructor(
-    private readonly routes: readonly Route[],
-    private readonly helo: string,
-    private readonly timeoutMs: number,
+    private readonly routes: () => readonly Route[],
+    private readonly helo: () => string,
+    private readonly timeoutMs: () => number,
   ) {}
 
   /** routeFor - the verifying route of an address's domain, or null (no probe). */
   private routeFor(address: string): Route | null {
     const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
-    const r = this.routes.find((x) => x.domain === domain);
+    const r = this.routes().find((x) => x.domain === domain);
     return r && r.verify_recipients && (r.via.kind === 'smtp' || (r.via.kind === 'lmtp' && 'host' in r.via)) ? r : null;
   }
 
@@ -113,7 +114,7 @@ export class RecipientVerifier {
     if (pending) return pending;
     const via = route.via as { kind: 'smtp' | 'lmtp'; host: string; port: number };
     this.probes++;
-    const p = probe({ host: via.host, port: via.port, lmtp: via.kind === 'lmtp' }, address, this.helo, this.timeoutMs).then((r) => {
+    const p = probe({ host: via.host, port: via.port, lmtp: via.kind === 'lmtp' }, address, this.helo(), this.timeoutMs()).then((r) => {
       if (r.verdict !== 'unreachable') {
         while (this.cache.size >= MAX_ENTRIES) this.cache.delete(this.cache.keys().next().value!);
         this.cache.set(key, { ...r, expires: Date.now() + (r.verdict === 'known' ? KNOWN_TTL : UNKNOWN_TTL) });

@@ -135,3 +135,18 @@ test('checkAuthentication over its budget (DNS that never answers): temperror ev
   const tagged = await checkAuthentication({ message: msg(), ip: '192.0.2.1', helo: 'c.example', sender: 'a@slow.example', hostname: 'mx.test', resolver: never, budgetMs: 100 }, { ...policy, dmarc_reject: false });
   assert.equal(tagged.refusal, null);
 });
+
+test('HeldMessage: a header section longer than the memory limit stays in memory (it can still be rewritten)', async () => {
+  const dir = tempDir();
+  try {
+    const held = new HeldMessage(join(dir, 's'), 1024 * 1024, 0, 16);
+    const header = 'Authentication-Results: mx.test; spf=pass\r\nX-Pad: ' + 'p'.repeat(100) + '\r\n\r\n';
+    for (let i = 0; i < header.length; i += 10) await held.write(Buffer.from(header.slice(i, i + 10)));
+    await held.write(Buffer.from('body\r\n'));
+    const out = Buffer.concat(await collect(held.replay((h) => stripOwnResults(h, 'mx.test').header))).toString();
+    assert.equal(out, header.replace('Authentication-Results: mx.test; spf=pass\r\n', '') + 'body\r\n');
+    await held.dispose();
+  } finally {
+    cleanup(dir);
+  }
+});
