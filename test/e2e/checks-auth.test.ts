@@ -90,7 +90,7 @@ authenticate = true
 dns_timeout = "300ms"
 arc_trusted = ["lists.test"]
 `);
-    strict = await startPetrel(`${common}[checks]
+    strict = await startPetrel(`${common.replace('relay_networks = ["10.0.0.0/8"]', 'relay_networks = ["10.0.0.0/8"]\nmax_message_size = "300KB"')}[checks]
 authenticate = true
 spf_fail = "reject"
 dns_timeout = "300ms"
@@ -231,6 +231,16 @@ authenticate = true
       await trusted.stop();
       cleanup(trusted.dir);
     }
+  });
+
+  test('a held message over max_message_size is refused 552 5.3.4 and a NUL octet 554 5.6.0, nothing kept, no scratch file left', async () => {
+    const big = message('alice@pass.test', 'too big').replace('Hello Bob,\r\n', `Hello Bob,\r\n${'x'.repeat(70).concat('\r\n').repeat(6000)}`);
+    assert.match(await send(strict, 'alice@pass.test', big), /^552 5\.3\.4 /);
+    assert.match(await send(strict, 'alice@pass.test', message('alice@pass.test', 'nul').replace('Hello Bob', 'Hello\u0000Bob')), /^554 5\.6\.0 /);
+    await new Promise((res) => setTimeout(res, 200));
+    assert.equal(maildirFiles(strict).filter((m) => /Subject: (too big|nul)\r\n/.test(m)).length, 0);
+    const scratch = join(strict.dir, 'var', 'tmp', 'checks');
+    assert.deepEqual(existsSync(scratch) ? readdirSync(scratch) : [], []);
   });
 
   test('DNS answers are cached: a second message from the same domain asks no more questions', async () => {
