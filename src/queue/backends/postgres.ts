@@ -436,13 +436,15 @@ export interface PostgresBackendOptions {
 /** The events and NOTIFY of one operation, kept only if it commits. */
 interface TxState {
   events: MailEvent[];
+  /** Events of apply() operations, written for the whole batch in one statement at its end. */
+  deferred: MailEvent[];
   notify: boolean;
   /** Changes of messages' open counts, applied once for the whole batch (applyDeltas). */
   deltas: Map<string, number>;
 }
 
 function newTx(): TxState {
-  return { events: [], notify: false, deltas: new Map() };
+  return { events: [], deferred: [], notify: false, deltas: new Map() };
 }
 
 interface WriteOp {
@@ -613,6 +615,7 @@ export class PostgresBackend implements QueueBackend {
     }
     const results: unknown[] = [];
     const events: MailEvent[] = [];
+    const deferred: MailEvent[] = [];
     const deltas = new Map<string, number>();
     let notify = false;
     let stage = 'begin';
@@ -623,8 +626,16 @@ export class PostgresBackend implements QueueBackend {
         const tx = newTx();
         results.push(await op.run(c, tx));
         for (const e of tx.events) events.push(e);
+        for (const e of tx.deferred) deferred.push(e);
         for (const [qid, d] of tx.deltas) deltas.set(qid, (deltas.get(qid) ?? 0) + d);
         notify ||= tx.notify;
+      }
+      // The outcomes' events, in one statement for the whole batch: their seqs follow
+      // every event written above, so this node's seqs still rise in commit order.
+      if (deferred.length) {
+        const last = newTx();
+        await this.writeEvents(c, last, deferred);
+        for (const e of last.events) events.push(e);
       }
       // Messages' open counts last, for the whole batch in qid order: every node locks
       // message rows in the same order, and only here, so their writers never deadlock on them.
@@ -1144,7 +1155,7 @@ export class PostgresBackend implements QueueBackend {
           await c.query(`DELETE FROM overrides WHERE destination = $1 AND kind = $2`, [o.remove.destination, o.remove.kind]);
         }
       }
-      await this.writeEvents(c, tx, events);
+      for (const e of events) tx.deferred.push(e);
       if (change.wake) tx.notify = true;
       return { refused: patches.filter((p) => !applied.has(p.id)).map((p) => p.id) };
     });
