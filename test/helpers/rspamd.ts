@@ -27,6 +27,9 @@ export interface Rspamd {
   log(): string;
 }
 
+/** How long rspamd may take to answer its first scan. */
+const READY_MS = 240_000;
+
 /** Modules that ask DNS outside, fetch maps or need Redis: off. */
 const OFF = [
   'rbl', 'surbl', 'fuzzy_check', 'asn', 'phishing', 'dmarc', 'dkim', 'spf', 'arc', 'dkim_signing', 'emails', 'url_redirector',
@@ -92,10 +95,15 @@ export async function startRspamd(dns: string): Promise<Rspamd> {
     );
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-    const deadline = Date.now() + 60_000;
+    // Its first start compiles its regular expressions: on a busy machine that takes minutes.
+    const deadline = Date.now() + READY_MS;
     while ((await checkv2(port)) !== 200) {
       if (child.exitCode !== null) throw new Error(`rspamd exited (${child.exitCode}): ${stderr}`);
-      if (Date.now() > deadline) throw new Error(`rspamd not ready in 60 s: ${stderr}`);
+      if (Date.now() > deadline) {
+        // Not left behind: the caller gets no handle to stop it.
+        await kill();
+        throw new Error(`rspamd not ready in ${READY_MS / 1000} s: ${stderr.slice(-2000)}`);
+      }
       await new Promise((r) => setTimeout(r, 200));
     }
   };
@@ -111,7 +119,12 @@ export async function startRspamd(dns: string): Promise<Rspamd> {
     // Its port is free again once the workers are gone.
     for (let i = 0; i < 50 && (await checkv2(port)) !== 0; i++) await new Promise((r) => setTimeout(r, 100));
   };
-  await start();
+  try {
+    await start();
+  } catch (e) {
+    rmSync(dir, { recursive: true, force: true });
+    throw e;
+  }
   return {
     url: `http://127.0.0.1:${port}`,
     port,
