@@ -32,6 +32,7 @@ import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/smtp-agent.js';
 import { ConnectionPool } from './delivery/smtp/pool.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
+import { DkimSigner } from './dkim/signer.js';
 import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
@@ -86,6 +87,7 @@ export function atRestart(running: Config, next: Config): string[] {
     ['[delivery] connection settings', d],
     ['[checks]', (c) => (c as Partial<Config>).checks],
     ['[log] level', (c) => c.log.level],
+    ['[[dkim]]', (c) => c.dkim],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
 }
@@ -94,6 +96,8 @@ export class Petrel {
   readonly store: QueueStore;
   readonly router: Router;
   readonly enqueuer: Enqueuer;
+  /** DKIM signing at enqueue (dkim/signer). */
+  readonly dkim: DkimSigner;
   readonly reporter: Reporter;
   readonly scheduler: Scheduler;
   readonly eventLog: EventLog;
@@ -134,8 +138,11 @@ export class Petrel {
       aliasesFile: config.local.aliases_file,
       onProblem: (text) => localTrace.warn({ problem: text }, 'local users/aliases'),
     });
+    // DKIM keys ([[dkim]]), checked at load; the signing threads start with the first signature.
+    this.dkim = new DkimSigner({ keys: config.dkim ?? [], dataDir: config.data_dir, headerLimit: config.smtp.max_header_size });
     this.enqueuer = new Enqueuer({
       hostname: config.hostname,
+      dkim: this.dkim,
       store: this.store,
       router: this.router,
       expand: (rs) => this.local.expand(rs),
@@ -314,6 +321,7 @@ export class Petrel {
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     this.shared?.stop();
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
+    await this.dkim.close();
     await this.eventLog.close();
     await this.store.close();
   }

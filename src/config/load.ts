@@ -15,7 +15,8 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { isIP } from 'node:net';
 import { parse, TomlError } from 'smol-toml';
-import { FIELDS, ROUTE_FIELDS, checks, parseTransport, type Config, type Route } from './schema.js';
+import { DKIM_FIELDS, FIELDS, ROUTE_FIELDS, checks, parseTransport, type Config, type Route } from './schema.js';
+import { keyProblems } from '../dkim/keys.js';
 
 export interface ConfigProblem {
   key: string;
@@ -142,7 +143,7 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
   // Flatten the document into "section.key" and report unknown names.
   const given = new Map<string, unknown>();
   for (const [name, value] of Object.entries(doc)) {
-    if (name === 'routes') continue;
+    if (name === 'routes' || name === 'dkim') continue;
     if (SECTIONS.has(name)) {
       if (!isTable(value)) {
         problem(name, `must be a table ([${name}])`);
@@ -157,14 +158,14 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
       given.set(name, value);
     } else {
       if (isTable(value) || (Array.isArray(value) && value.length > 0 && value.every(isTable))) {
-        const near = closestName(name, [...SECTIONS, 'routes']);
-        problem(name, near ? `unknown section; did you mean [${near === 'routes' ? '[routes]' : near}]?` : 'unknown section');
+        const near = closestName(name, [...SECTIONS, 'routes', 'dkim']);
+        problem(name, near ? `unknown section; did you mean [${near === 'routes' || near === 'dkim' ? `[${near}]` : near}]?` : 'unknown section');
       } else problem(name, unknownKey(null, name));
     }
   }
 
   // Two passes: explicit values first, then defaults (some depend on others).
-  const config = { smtp: {}, tls: {}, queue: {}, delivery: {}, local: {}, dsn: {}, admin: {}, log: {}, routes: [] } as unknown as Config;
+  const config = { smtp: {}, tls: {}, queue: {}, delivery: {}, local: {}, dsn: {}, admin: {}, log: {}, routes: [], dkim: [] } as unknown as Config;
   const assign = (key: string, value: unknown): void => {
     const [a, b] = key.split('.');
     if (b === undefined) (config as unknown as Record<string, unknown>)[a!] = value;
@@ -215,6 +216,31 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
     }
   }
 
+  // [[dkim]]: the key files themselves are checked once paths are resolved (dkimKeyProblems).
+  const dkim = doc.dkim;
+  if (dkim !== undefined) {
+    if (!Array.isArray(dkim)) problem('dkim', 'must be an array of tables ([[dkim]])');
+    else {
+      dkim.forEach((entry: unknown, i: number) => {
+        const base = `dkim[${i}]`;
+        if (!isTable(entry)) return problem(base, 'must be a table');
+        for (const k of Object.keys(entry)) {
+          if (!(DKIM_FIELDS as readonly string[]).includes(k)) {
+            const near = closestName(k, DKIM_FIELDS);
+            problem(`${base}.${k}`, near ? `unknown key; did you mean ${near}?` : 'unknown key');
+          }
+        }
+        const d = checks.domainName(entry.domain);
+        const sel = typeof entry.selector === 'string' && /^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(entry.selector);
+        const file = typeof entry.key_file === 'string' && entry.key_file.trim() !== '';
+        if ('error' in d) problem(`${base}.domain`, entry.domain === undefined ? 'is required' : d.error);
+        if (!sel) problem(`${base}.selector`, entry.selector === undefined ? 'is required' : `must be a DNS label such as "s2026" (got ${JSON.stringify(entry.selector)})`);
+        if (!file) problem(`${base}.key_file`, entry.key_file === undefined ? 'is required' : 'must be the path of a PEM private key');
+        if ('value' in d && sel && file) config.dkim.push({ domain: d.value, selector: entry.selector as string, key_file: (entry.key_file as string).trim(), index: i });
+      });
+    }
+  }
+
   // Rules that tie keys together.
   if (config.admin.listen && !isLoopback(config.admin.listen.host) && config.admin.token === '') {
     problem('admin.token', `must be set when admin.listen (${config.admin.listen.host}) is not a loopback address`);
@@ -249,7 +275,19 @@ export function resolvePaths(config: Config, cwd: string): Config {
   for (const route of config.routes) {
     if (route.via.kind === 'maildir' || route.via.kind === 'directory') route.via.path = r(route.via.path);
   }
+  for (const key of config.dkim ?? []) key.key_file = r(key.key_file);
   return config;
+}
+
+/** dkimKeyProblems - each [[dkim]] key file that cannot be used (missing, unreadable, not a key, too weak), at its key_file line. */
+function dkimKeyProblems(config: Config, text: string): ConfigProblem[] {
+  if (!config.dkim.length) return [];
+  const lines = lineIndex(text);
+  return keyProblems(config.dkim).map(({ index, message }) => {
+    const i = config.dkim[index]!.index ?? index;
+    const key = `dkim[${i}].key_file`;
+    return { key, line: lines.get(key) ?? lines.get(`dkim[${i}]`) ?? null, message };
+  });
 }
 
 /** parseConfigText - TOML text to Config; throws ConfigError listing every problem. */
@@ -265,8 +303,10 @@ export function parseConfigText(text: string, file = '<config>', cwd = process.c
     throw e;
   }
   const { config, problems } = checkConfig(doc, text);
+  resolvePaths(config, cwd);
+  problems.push(...dkimKeyProblems(config, text));
   if (problems.length) throw new ConfigError(file, problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)));
-  return resolvePaths(config, cwd);
+  return config;
 }
 
 /** loadConfig - read FILE (or use every default when none is given). */

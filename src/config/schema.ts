@@ -12,6 +12,7 @@
 import { hostname as systemHostname } from 'node:os';
 import { isIP } from 'node:net';
 import { parseDuration, parseSize } from '../core/units.js';
+import type { DkimKeyConfig } from '../dkim/keys.js';
 
 /** A host and port to listen on or connect to. */
 export interface Endpoint {
@@ -82,6 +83,8 @@ export interface Config {
     directory_require_mount: boolean;
   };
   routes: Route[];
+  /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
+  dkim: DkimKeyConfig[];
   local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
   dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
   admin: { listen: Endpoint | null; token: string };
@@ -350,5 +353,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
 
 /** The keys of one [[routes]] entry. */
 export const ROUTE_FIELDS = ['domain', 'via', 'tls', 'verify_recipients'] as const;
+
+/** The keys of one [[dkim]] entry (all required). */
+export const DKIM_FIELDS = ['domain', 'selector', 'key_file'] as const;
 
 export const checks = { domainName, oneOf };

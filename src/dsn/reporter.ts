@@ -81,6 +81,8 @@ export class Reporter {
       isReport: true,
       maxSize: 0,
       maxReceived: 0,
+      // Signed with the key of the hostname's domain (From: MAILER-DAEMON@hostname), when there is one.
+      sign: true,
     });
     const queueId = incoming.queueId;
     // Delay warnings get one delay_notice event per recipient: remember who was covered.

@@ -14,6 +14,12 @@
  *   552 5.3.4 too big, 554 5.6.0 NUL, 554 5.4.6 loop);
  * - memory is bounded by the body writer's inline limit, whatever the size.
  *
+ * Lines over 998 octets are wrapped here (dkim/line-wrap), so the stored
+ * message is the one relayed. A message to sign (envelope.sign, and a
+ * `[[dkim]]` key for its From: domain) is held while it arrives
+ * (checks/held-message) and stored with its DKIM-Signature fields on top
+ * (dkim/signer): the stored message is the signed one.
+ *
  * Used by every way in: SMTP sessions, the pickup directory, and reports.
  */
 import { newMessageId, newQueueId } from '../core/ids.js';
@@ -27,6 +33,9 @@ import type { Router } from '../routing/router.js';
 import { HeaderScanner } from './header-scan.js';
 import { rfc5322Date } from '../core/dates.js';
 import { protocolName, receivedHeader } from './received.js';
+import type { HeldMessage } from '../checks/held-message.js';
+import { LineWrapper } from '../dkim/line-wrap.js';
+import type { DkimSigner } from '../dkim/signer.js';
 
 export interface IncomingRecipient {
   address: string;
@@ -56,6 +65,8 @@ export interface Envelope {
   fixups?: boolean;
   /** Largest header section accepted (octets); 0 for no limit. */
   maxHeaderSize?: number;
+  /** DKIM-sign when the From: domain has a key (dkim/signer): submission, relay_networks, Petrel's reports; never mail from outside. */
+  sign?: boolean;
 }
 
 /** EnqueueRejected - the message was not kept; `reply` says why, in SMTP terms. */
@@ -78,6 +89,8 @@ export interface EnqueueOptions {
    * of being found by the next claim query.
    */
   fresh?: FreshSink;
+  /** DKIM signing ([[dkim]] keys), for envelopes with `sign`. */
+  dkim?: DkimSigner;
 }
 
 export interface FreshSink {
@@ -110,6 +123,10 @@ export class Incoming {
   private extraHeaders = '';
   /** Message-level events added by addEvent, written with the message. */
   private readonly extraEvents: { event: EventName; detail: string }[] = [];
+  /** Wraps lines over 998 octets; notes the From: domain for signing. */
+  private readonly wrapper = new LineWrapper();
+  /** The message held while it arrives, to be signed at commit; null when not signed. */
+  private held: HeldMessage | null;
 
   constructor(
     private readonly options: EnqueueOptions,
@@ -121,6 +138,12 @@ export class Incoming {
       () => newMessageId(options.hostname, this.queueId),
       envelope.fixups ? () => rfc5322Date(new Date(this.receivedAt)) : null,
     );
+    this.held = envelope.sign && options.dkim?.configured ? options.dkim.hold() : null;
+  }
+
+  /** out - store octets: into the held message when it is to be signed, else into the store. */
+  private out(piece: Buffer): Promise<void> {
+    return this.held ? this.held.write(piece) : this.body.write(piece);
   }
 
   /**
@@ -146,7 +169,7 @@ export class Incoming {
   private async start(): Promise<void> {
     this.started = true;
     await this.writeReceived();
-    if (this.extraHeaders) await this.body.write(Buffer.from(this.extraHeaders, 'latin1'));
+    if (this.extraHeaders) await this.out(Buffer.from(this.extraHeaders, 'latin1'));
   }
 
   private async writeReceived(): Promise<void> {
@@ -162,7 +185,7 @@ export class Incoming {
       tls: r.tls,
       date: new Date(this.receivedAt),
     });
-    await this.body.write(Buffer.from(header, 'utf8'));
+    await this.out(Buffer.from(header, 'utf8'));
   }
 
   /** write - message octets (CR LF line ends, no dot-stuffing). Never throws: failures are kept for commit(). */
@@ -179,7 +202,7 @@ export class Incoming {
         this.headerTooBig = true;
         return;
       }
-      for (const piece of pieces) await this.body.write(piece);
+      for (const piece of pieces) for (const p of this.wrapper.push(piece)) await this.out(p);
     } catch (e) {
       this.failure = e as Error;
     }
@@ -198,7 +221,9 @@ export class Incoming {
       if (this.headerTooBig) throw new EnqueueRejected(smtpReply('headerTooBig', this.envelope.maxHeaderSize ?? 0));
       if (this.failure) throw this.failure;
       if (!this.started) await this.start();
-      for (const piece of this.scanner.finish()) await this.body.write(piece);
+      for (const piece of this.scanner.finish()) for (const p of this.wrapper.push(piece)) await this.out(p);
+      for (const p of this.wrapper.finish()) await this.out(p);
+      if (this.held) await this.signAndStore(this.held);
       if (this.envelope.maxReceived && this.scanner.received > this.envelope.maxReceived) {
         throw new EnqueueRejected(smtpReply('tooManyHops', this.scanner.received));
       }
@@ -235,7 +260,24 @@ export class Incoming {
       await this.body.abort().catch(() => undefined);
       if (e instanceof EnqueueRejected || e instanceof ReportAlreadyMade) throw e;
       throw new EnqueueRejected(storageReply(e));
+    } finally {
+      await this.held?.dispose();
     }
+  }
+
+  /**
+   * signAndStore - the held message into the store, with a DKIM-Signature
+   * field per key of its From: domain on top (none: stored as it is). A
+   * signature that cannot be made fails the commit (451: the client sends
+   * again), never stores the message unsigned.
+   */
+  private async signAndStore(held: HeldMessage): Promise<void> {
+    const keys = this.options.dkim!.keysFor(this.wrapper.fromDomain);
+    if (keys.length) {
+      const fields = await this.options.dkim!.sign(held.replay(), keys);
+      await this.body.write(Buffer.from(fields, 'latin1'));
+    }
+    for await (const chunk of held.replay()) await this.body.write(chunk);
   }
 
   private ownEvents(): MailEvent[] {
@@ -245,6 +287,7 @@ export class Incoming {
   }
 
   async abort(): Promise<void> {
+    await this.held?.dispose();
     await this.body.abort();
   }
 }

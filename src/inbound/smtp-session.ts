@@ -482,6 +482,8 @@ export class Session {
       maxSize: c.smtp.max_message_size,
       maxReceived: c.dsn.max_received_headers,
       maxHeaderSize: c.smtp.max_header_size,
+      // DKIM: our senders' mail (submission, relay_networks) is signed when its From: domain has a key; mail from outside never.
+      sign: this.authenticated || (this.relayNet ?? this.ctx.policy.inRelayNetworks(this.clientIp)),
     });
     for (const e of this.dnsbl?.errors() ?? []) this.incoming.addEvent('dnsbl_error', e);
     const checks = inboundChecksFor(c);

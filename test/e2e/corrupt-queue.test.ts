@@ -86,7 +86,7 @@ test('a body truncated while Petrel runs is caught at delivery: no partial messa
     const t = await SmtpTalk.open(p.port);
     await t.read();
     await t.cmd('EHLO client.test');
-    const r = await t.send('alice@example.com', ['bob@remote.example'], `Subject: big\r\nMessage-ID: <cut@example.com>\r\n\r\n${'y'.repeat(400_000)}\r\n`);
+    const r = await t.send('alice@example.com', ['bob@remote.example'], `Subject: big\r\nMessage-ID: <cut@example.com>\r\n\r\n${`${'y'.repeat(98)}\r\n`.repeat(4000)}`);
     const qid = /queued as ([0-9A-Z]{16})/.exec(r.lines[0]!)![1]!;
     t.close();
     await waitFor(() => p.events().some((e) => e.event === 'deferred'), 10_000, 'a first failed attempt');

@@ -115,9 +115,10 @@ smarthost = "127.0.0.1:${peer.port}"
     const lines = tx.raw.toString('latin1').split('\r\n');
     assert.ok(lines.every((l) => l.length <= 998), `longest line on the wire: ${Math.max(...lines.map((l) => l.length))}`);
     const body = tx.body.toString('latin1');
-    const mine = body.slice(body.indexOf('X-Long: '));
-    // Unwrapping (CRLF + space -> nothing) gives back exactly what the client sent (plus the CRLF a last line needs).
-    assert.equal(mine.replace(/\r\n /g, ''), message + '\r\n');
+    const mine = body.slice(body.indexOf('X-Long:'));
+    // Unwrapping (CRLF + space -> nothing) gives back exactly what the client sent (plus the CRLF a last line needs);
+    // the header line is folded before its space first (RFC 5322 folding, invisible to relaxed DKIM), so that space goes too.
+    assert.equal(mine.replace(/\r\n /g, ''), message.replace('X-Long: ', 'X-Long:') + '\r\n');
   });
 
   test('a header section over max_header_size gets 552 5.3.4, nothing kept; a big body under a small header is fine', async () => {

@@ -53,7 +53,7 @@ export interface LaunchedPostfix {
  * recipient limit). Shared by the interop tests and bench/postfix. Throws with
  * the reason when it cannot start.
  */
-export async function launchPostfix(o: { prefix: string; hostname: string; main: string[] }): Promise<LaunchedPostfix> {
+export async function launchPostfix(o: { prefix: string; hostname: string; main: string[]; master?: string[] }): Promise<LaunchedPostfix> {
   if (!existsSync('/usr/sbin/postfix')) throw new Error('Postfix is not installed (Debian package "postfix" is needed)');
   if (userInfo().uid !== 0) throw new Error(`a private Postfix instance must be started as root (its master refuses otherwise); running as uid ${userInfo().uid}`);
   let postfixUid: number;
@@ -116,6 +116,7 @@ export async function launchPostfix(o: { prefix: string; hostname: string; main:
       'anvil unix - - n - 1 anvil',
       'scache unix - - n - 1 scache',
       'postlog unix-dgram n - n - 1 postlogd',
+      ...(o.master ?? []),
       '',
     ].join('\n'),
   );

@@ -4,11 +4,11 @@
  *
  * Invariants:
  * - a line that starts with "." gets a second "." (RFC 5321 §4.5.2);
- * - no line on the wire is longer than 998 octets before its CRLF (RFC 5321
- *   §4.5.3.1.6, so no line over 1,000 octets ever leaves Petrel): a longer line
- *   is wrapped with CRLF + space (a header folds that way; in a body it adds a
- *   space at the break). The stuffed dot counts; a break never falls inside a
- *   UTF-8 sequence when it can be avoided;
+ * - lines go out as they are stored: lines over 998 octets were wrapped at
+ *   enqueue (dkim/line-wrap), before any DKIM signature, so nothing here
+ *   changes a signed message (a wrap here broke every body hash). The one
+ *   kind of message stored with longer lines - signed before it reached
+ *   Petrel - keeps them, so that its signature stays valid;
  * - bare LF and bare CR become CRLF (RFC 5321 §2.3.8: a client sends CR and
  *   LF only as CRLF). The queue stores CRLF already; this makes the wire safe
  *   whatever the store holds, so a stored "<CR>.<CR>" can never reach the next
@@ -20,11 +20,10 @@
 const CR = 13;
 const LF = 10;
 const DOT = 46;
-/** Longest line on the wire, CRLF not counted (RFC 5321 §4.5.3.1.6). */
+/** Longest line, CRLF not counted (RFC 5321 §4.5.3.1.6); enforced at enqueue (dkim/line-wrap). */
 export const MAX_LINE = 998;
 
 const CRLF = Buffer.from('\r\n');
-const CRLF_SP = Buffer.from('\r\n ');
 const DOT_BUF = Buffer.from('.');
 const END = Buffer.from('.\r\n');
 const CRLF_END = Buffer.from('\r\n.\r\n');
@@ -88,28 +87,15 @@ export class DotEncoder {
     return END;
   }
 
-  /** content - append line octets [s, e) of buf, stuffing and wrapping. */
+  /** content - append line octets [s, e) of buf, stuffing a leading dot. */
   private content(buf: Buffer, s: number, e: number): void {
-    while (s < e) {
-      if (this.lineLen === 0 && buf[s] === DOT) {
-        this.parts.push(DOT_BUF);
-        this.lineLen = 1;
-      }
-      const room = MAX_LINE - this.lineLen;
-      if (e - s <= room) {
-        this.parts.push(buf.subarray(s, e));
-        this.lineLen += e - s;
-        return;
-      }
-      let cut = s + room;
-      // Back off to the start of a UTF-8 sequence (at most 3 continuation octets).
-      let c = cut;
-      for (let k = 0; k < 3 && c > s && (buf[c]! & 0xc0) === 0x80; k++) c--;
-      if (c > s && (buf[c]! & 0xc0) !== 0x80) cut = c;
-      this.parts.push(buf.subarray(s, cut), CRLF_SP);
+    if (s >= e) return;
+    if (this.lineLen === 0 && buf[s] === DOT) {
+      this.parts.push(DOT_BUF);
       this.lineLen = 1;
-      s = cut;
     }
+    this.parts.push(buf.subarray(s, e));
+    this.lineLen += e - s;
   }
 
   private flush(): Buffer {
@@ -123,8 +109,7 @@ export class DotEncoder {
 
 /**
  * wireReady - whether `message` already is its own wire form: lines end in
- * CRLF (the last one too), no bare CR or LF, no line starts with "." and none
- * is longer than MAX_LINE. The store keeps CRLF, so most messages are; then
+ * CRLF (the last one too), no bare CR or LF, no line starts with ".". The store keeps CRLF, so most messages are; then
  * the octets go out as they are, followed by ".\r\n", with no copy.
  */
 export function wireReady(message: Buffer): boolean {
@@ -136,7 +121,7 @@ export function wireReady(message: Buffer): boolean {
     if (message[start] === DOT) return false;
     const lf = message.indexOf(LF, start); // found: the message ends with LF
     // The line's first CR must be the one just before its LF (no bare CR, no bare LF).
-    if (cr !== lf - 1 || lf - 1 - start > MAX_LINE) return false;
+    if (cr !== lf - 1) return false;
     start = lf + 1;
     cr = start < n ? message.indexOf(CR, start) : -1;
   }
