@@ -16,7 +16,7 @@ export interface Args {
 }
 
 /** Flags that take a value (everything else given as --flag is boolean). */
-const VALUE_FLAGS = new Set(['config', 'queue-id', 'before', 'destination', 'state', 'sender', 'recipient', 'older-than', 'message-id', 'since', 'to', 'reason', 'limit', 'after', 'f', 'F']);
+const VALUE_FLAGS = new Set(['config', 'queue-id', 'before', 'destination', 'state', 'sender', 'recipient', 'older-than', 'message-id', 'since', 'to', 'reason', 'limit', 'after', 'f', 'F', 'domain', 'selector', 'out']);
 
 export function parseArgs(argv: string[]): Args {
   const flags = new Map<string, string | true>();

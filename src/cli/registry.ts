@@ -5,6 +5,7 @@
 import { auditCommand } from './audit.js';
 import { checkConfigCommand } from './check-config.js';
 import { clusterCommand } from './cluster.js';
+import { dkimCommand } from './dkim.js';
 import type { CliCommand } from './command.js';
 import { quarantineCommand } from './quarantine.js';
 import { reloadCommand } from './reload.js';
@@ -14,4 +15,4 @@ import { startCommand } from './start.js';
 import { passwdCommand } from './passwd.js';
 import { trackCommand } from './track.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, reloadCommand, clusterCommand, auditCommand, sendmailCommand, passwdCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, reloadCommand, clusterCommand, dkimCommand, auditCommand, sendmailCommand, passwdCommand];
