@@ -118,14 +118,19 @@ export class DkimSigner {
     const thread = this.thread();
     const id = this.nextId++;
     const indexes = keys.map((k) => this.keys.keys.indexOf(k));
+    // A copy the thread owns (the chunk may be a view of a larger buffer).
+    const own = (chunk: Buffer): ArrayBuffer => chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.length) as ArrayBuffer;
     let first = true;
+    // One chunk is kept back, so that the last one goes with `end` (a message held in memory: one exchange).
+    let pending: Buffer | null = null;
     for await (const chunk of chunks) {
-      // A copy the thread owns (the chunk may be a view of a larger buffer).
-      const data = chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.length) as ArrayBuffer;
-      await thread.send({ id, ...(first ? { keys: indexes } : {}), data, end: false });
-      first = false;
+      if (pending) {
+        await thread.send({ id, ...(first ? { keys: indexes } : {}), data: own(pending), end: false });
+        first = false;
+      }
+      pending = chunk;
     }
-    const answer = await thread.send({ id, ...(first ? { keys: indexes } : {}), end: true });
+    const answer = await thread.send({ id, ...(first ? { keys: indexes } : {}), ...(pending ? { data: own(pending) } : {}), end: true });
     return answer.fields ?? '';
   }
 

@@ -173,3 +173,34 @@ key_file = "${host}"
   assert.ok(outsideGot.includes('<outside@example.com>'));
   assert.ok(!/^dkim-signature:/im.test(outsideGot), 'mail from outside is not signed');
 });
+
+test('a message over the 256 KB held in memory (the rest in a scratch file) is signed whole, in several chunks; the scratch file is gone after', async (t) => {
+  const { MemoryStore } = await import('../../src/queue/memory-store.js');
+  const { Router } = await import('../../src/routing/router.js');
+  const { Enqueuer } = await import('../../src/enqueue/enqueue.js');
+  const { DkimSigner } = await import('../../src/dkim/signer.js');
+  const { parseConfigText } = await import('../../src/config/load.js');
+  const dir = tempDir('petrel-dkim-big-');
+  const rsa = keyFile(dir, 'rsa.pem', 'rsa');
+  const ed = keyFile(dir, 'ed.pem', 'ed25519');
+  const config = parseConfigText(`data_dir = "${join(dir, 'var')}"\n[[dkim]]\ndomain = "example.com"\nselector = "r"\nkey_file = "${rsa}"\n[[dkim]]\ndomain = "example.com"\nselector = "e"\nkey_file = "${ed}"\n`, 'x', dir);
+  const store = new MemoryStore();
+  await store.open();
+  const dkim = new DkimSigner({ keys: config.dkim, dataDir: config.data_dir, headerLimit: 1 << 20 });
+  t.after(async () => {
+    await dkim.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const enq = new Enqueuer({ hostname: 'petrel.test', store, router: new Router(config), dkim });
+  const body = Array.from({ length: 9000 }, (_, i) => `line ${i} ${'x'.repeat(60)}  \r\n`).join(''); // ~640 KB, trailing spaces
+  const msg = Buffer.from(`From: <bob@sub.example.com>\r\nTo: b@example.net\r\nSubject: big\r\n\r\n${body}`);
+  const inc = enq.begin({ sender: 'bob@sub.example.com', recipients: [{ address: 'b@example.net', orcpt: null, notify: null }], smtputf8: false, eightBit: false, ret: null, envid: null, client: 'test', received: null, isReport: false, maxSize: 0, maxReceived: 0, sign: true });
+  for (let i = 0; i < msg.length; i += 65536) await inc.write(msg.subarray(i, i + 65536));
+  const { queueId } = await inc.commit();
+  const stored = await store.readBodyBuffer(queueId);
+  const v = dkimVerify(stored!, { 'r._domainkey.example.com': record(rsa), 'e._domainkey.example.com': record(ed) });
+  assert.deepEqual(v.map((x) => [x.d, x.s, x.ok]).sort(), [['example.com', 'e', true], ['example.com', 'r', true]], JSON.stringify(v));
+  const scratch = join(config.data_dir, 'tmp', 'dkim');
+  assert.deepEqual(existsSync(scratch) ? readdirSync(scratch) : [], [], 'no scratch file left');
+});
