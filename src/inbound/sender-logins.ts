@@ -24,7 +24,7 @@
  * Untrusted input: the MAIL FROM address (already parsed by inbound/commands)
  * and the login (already authenticated).
  */
-import { readFileSync } from 'node:fs';
+import { readTableFile } from '../core/table-file.js';
 
 /** parseSenderLogins - the table and the problems of the file's text. */
 export function parseSenderLogins(text: string, file: string): { owners: Map<string, Set<string>>; problems: string[] } {
@@ -65,13 +65,12 @@ export class SenderLogins {
   /** reload - read the file again; when it cannot be read, the table read before stays. */
   reload(): void {
     if (!this.file) return;
-    let text: string;
-    try {
-      text = readFileSync(this.file, 'utf8');
-    } catch (e) {
-      this.problems = [`${this.file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`];
+    const read = readTableFile(this.file);
+    if ('problem' in read) {
+      this.problems = [read.problem];
       return;
     }
+    const text = read.text;
     const parsed = parseSenderLogins(text, this.file);
     this.owners = parsed.owners;
     this.problems = parsed.problems;

@@ -14,6 +14,7 @@
 import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
 import { readFileSync, writeFileSync, renameSync, openSync, fsyncSync, closeSync, existsSync } from 'node:fs';
 import { dirname, join, basename } from 'node:path';
+import { readTableFile } from '../core/table-file.js';
 
 const DEFAULT = { N: 16384, r: 8, p: 1, keylen: 32 };
 
@@ -72,13 +73,12 @@ export class SubmissionUsers {
 
   reload(): void {
     if (!this.file) return;
-    let text: string;
-    try {
-      text = readFileSync(this.file, 'utf8');
-    } catch (e) {
-      this.problems.push(`${this.file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    const read = readTableFile(this.file);
+    if ('problem' in read) {
+      this.problems.push(read.problem);
       return;
     }
+    const text = read.text;
     const users = new Map<string, string>();
     text.split(/\r?\n/).forEach((raw, i) => {
       const line = raw.trim();

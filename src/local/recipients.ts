@@ -16,7 +16,8 @@
  * Untrusted input: the two files. Every problem found is reported through
  * `onProblem` as "FILE:LINE: what", and the bad line is skipped.
  */
-import { readFileSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
+import { readTableFile } from '../core/table-file.js';
 import { domainOf } from '../core/address.js';
 import { canNameMailbox } from '../core/mailbox-path.js';
 import { emptyAliases, parseAliases, type AliasEntry, type AliasTable } from './aliases.js';
@@ -62,15 +63,13 @@ export class LocalRecipients {
     const file = this.options.aliasesFile;
     if (!file) return [];
     this.loaded.set(file, signature(file));
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (e) {
-      this.aliasProblems = [`${file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}; keeping the previous aliases`];
+    const read = readTableFile(file);
+    if ('problem' in read) {
+      this.aliasProblems = [`${read.problem}; keeping the previous aliases`];
       this.report(this.aliasProblems);
       return this.aliasProblems;
     }
-    const parsed = parseAliases(text, file, this.domains);
+    const parsed = parseAliases(read.text, file, this.domains);
     this.aliases = parsed.table;
     this.aliasesLoaded = true;
     this.aliasProblems = [...parsed.problems, ...this.targetWarnings()];

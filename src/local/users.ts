@@ -9,7 +9,7 @@
  * empty one, so nobody is wrongly accepted and then bounced).
  * Local parts compare case-insensitively, as every mail system in practice does.
  */
-import { readFileSync } from 'node:fs';
+import { readTableFile } from '../core/table-file.js';
 
 /** parseUsers - the users in a users file's text, and a problem per bad line ("FILE:LINE: ..."). */
 export function parseUsers(text: string, file: string): { users: Set<string>; problems: string[] } {
@@ -43,15 +43,13 @@ export class LocalUsers {
       this.problems = [];
       return this.problems;
     }
-    let text: string;
-    try {
-      text = readFileSync(this.file, 'utf8');
-    } catch (e) {
-      this.problems = [`${this.file}: cannot read: ${(e as NodeJS.ErrnoException).code ?? String(e)}; keeping the previous table`];
+    const read = readTableFile(this.file);
+    if ('problem' in read) {
+      this.problems = [`${read.problem}; keeping the previous table`];
       if (this.users === null) this.users = new Set();
       return this.problems;
     }
-    const parsed = parseUsers(text, this.file);
+    const parsed = parseUsers(read.text, this.file);
     this.users = parsed.users;
     this.problems = parsed.problems;
     return this.problems;
