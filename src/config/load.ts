@@ -159,8 +159,8 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
     } else {
       if (isTable(value) || (Array.isArray(value) && value.length > 0 && value.every(isTable))) {
         const near = closestName(name, [...SECTIONS, 'routes', 'dkim']);
-        problem(name, near ? `unknown section; did you mean [${near === 'routes' || near === 'dkim' ? `[${near}]` : near}]?` : 'unknown section');
-      } else problem(name, unknownKey(null, name));
+        problem(tomlKey(name), near ? `unknown section; did you mean [${near === 'routes' || near === 'dkim' ? `[${near}]` : near}]?` : 'unknown section');
+      } else problem(tomlKey(name), unknownKey(null, name));
     }
   }
 
@@ -320,4 +320,9 @@ export function loadConfig(file?: string, cwd = process.cwd()): Config {
     throw new ConfigError(file, [{ key: '(file)', line: null, message: `cannot read: ${err.code ?? err.message}` }]);
   }
   return parseConfigText(text, file, cwd);
+}
+
+/** tomlKey - a key as it is written in TOML: bare when it can be, else quoted ("" for the empty key). */
+function tomlKey(name: string): string {
+  return /^[A-Za-z0-9_-]+$/.test(name) ? name : JSON.stringify(name);
 }
