@@ -6,7 +6,7 @@
  * ignored; a malformed SIZE or LIMITS value is treated as not advertised.
  * RFCs: 5321 §4.1.1.1 (EHLO), 1870 (SIZE), 2920 (PIPELINING), 6152 (8BITMIME),
  * 6531 (SMTPUTF8), 3461 (DSN), 3207 (STARTTLS), 2034 (ENHANCEDSTATUSCODES),
- * 9422 (LIMITS RCPTMAX).
+ * 9422 (LIMITS RCPTMAX), 8689 (REQUIRETLS).
  */
 import type { SmtpReply } from '../../core/smtp-reply.js';
 
@@ -23,6 +23,8 @@ export interface Capabilities {
   enhancedStatusCodes: boolean;
   /** LIMITS RCPTMAX=n (RFC 9422 §4.2); null when not advertised. */
   rcptMax: number | null;
+  /** REQUIRETLS (RFC 8689): meaningful only when offered over TLS. */
+  requireTls: boolean;
 }
 
 export const NO_CAPABILITIES: Capabilities = {
@@ -35,6 +37,7 @@ export const NO_CAPABILITIES: Capabilities = {
   starttls: false,
   enhancedStatusCodes: false,
   rcptMax: null,
+  requireTls: false,
 };
 
 /** parseCapabilities - the extensions in an EHLO/LHLO 250 reply (the first line is the greeting name). */
@@ -66,6 +69,9 @@ export function parseCapabilities(reply: SmtpReply): Capabilities {
         break;
       case 'ENHANCEDSTATUSCODES':
         caps.enhancedStatusCodes = true;
+        break;
+      case 'REQUIRETLS':
+        caps.requireTls = true;
         break;
       case 'LIMITS':
         for (const w of words.slice(1)) {
