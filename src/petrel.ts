@@ -45,6 +45,7 @@ import { trace } from './log/trace.js';
 import { PickupDirectory } from './pickup/pickup.js';
 import { describeOpenFailure, makeQueue } from './queue/open.js';
 import { warnImpossibleMinFreeSpace } from './core/space-check.js';
+import { assertSourcesBindable, warnSendingIdentity } from './delivery/smtp/identity-warnings.js';
 import type { QueueStore } from './queue/store.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -80,7 +81,7 @@ export function restartNeeded(running: Config, next: Config): string[] {
  * level, workers, the host name): a reload takes the rest and names these.
  */
 export function atRestart(running: Config, next: Config): string[] {
-  const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout];
+  const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout, c.delivery.source_ipv4, c.delivery.source_ipv6, c.delivery.helo_name_ipv6, c.delivery.address_family, c.delivery.address_preference];
   const keys: Array<[string, (c: Config) => unknown]> = [
     ['hostname', (c) => c.hostname],
     ['[admin]', (c) => c.admin],
@@ -124,6 +125,8 @@ export class Petrel {
   private accepting = true;
   /** The last statfs of data_dir (free octets, when), and the octets accepted since (see lowOnSpace). */
   private spaceCheck = { at: 0, free: Infinity, since: 0 };
+  /** The start-up DNS check of the sending identity (delivery/smtp/identity-warnings); tests await `done`. */
+  identityCheck: ReturnType<typeof warnSendingIdentity> | null = null;
 
   constructor(
     readonly config: Config,
@@ -186,6 +189,8 @@ export class Petrel {
 
   /** start - open everything and begin accepting mail. */
   async start(): Promise<void> {
+    // A source address this machine does not have: refuse to start before anything is opened (nothing could be delivered).
+    await assertSourcesBindable(this.config);
     mkdirSync(this.config.data_dir, { recursive: true });
     warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
     try {
@@ -233,6 +238,8 @@ export class Petrel {
     this.inbound = new InboundServer(this.inboundCtx);
     await this.inbound.listen();
     await this.pickup.start();
+    // PTR / forward-confirmed / HELO checks of the source addresses: warnings only, in the background.
+    this.identityCheck = warnSendingIdentity(this.config, { trace: trace('smtp') });
   }
 
   /** reload - re-read the local users, aliases and submission users files now (SIGHUP). */
@@ -313,6 +320,7 @@ export class Petrel {
   /** stop - the SIGTERM path (see the file comment); resolves within `deadlineMs` plus a little. */
   async stop(deadlineMs = 25_000): Promise<void> {
     this.accepting = false;
+    this.identityCheck?.cancel();
     const t0 = Date.now();
     this.local.unwatch();
     await this.pickup.stop();

@@ -81,6 +81,13 @@ export interface Config {
     connection_idle_timeout: number;
     dead_destination_backoff: number;
     directory_require_mount: boolean;
+    /** Sending identity (delivery/identity): outbound connections bind these; "" = the system chooses. */
+    source_ipv4: string;
+    source_ipv6: string;
+    /** EHLO name on IPv6 connections; helo_name when empty. */
+    helo_name_ipv6: string;
+    address_family: 'any' | 'ipv4' | 'ipv6';
+    address_preference: 'auto' | 'ipv6' | 'ipv4';
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -267,6 +274,15 @@ const dnsServer: Check<string> = (raw) => {
   return ok(isIP(e.host) === 6 ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`);
 };
 
+/** An IP address of one family, or "" for none. */
+function sourceAddress(family: 4 | 6): Check<string> {
+  return (raw) => {
+    if (raw === '') return ok('');
+    if (typeof raw === 'string' && isIP(raw.trim()) === family) return ok(raw.trim());
+    return { error: `must be "" or an IPv${family} address such as "${family === 4 ? '192.0.2.25' : '2001:db8::25'}" (got ${describe(raw)})` };
+  };
+}
+
 /*
  * The table. Keys are "section.key" (or "key" at the top). [[routes]] is an
  * array of tables and is checked separately (see ROUTE_FIELDS).
@@ -319,6 +335,11 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
+  'delivery.source_ipv4': { check: sourceAddress(4), def: () => '', doc: 'outbound IPv4 connections bind this address; "" lets the system choose' },
+  'delivery.source_ipv6': { check: sourceAddress(6), def: () => '', doc: 'outbound IPv6 connections bind this address; "" lets the system choose' },
+  'delivery.helo_name_ipv6': { check: str, def: () => '', doc: 'EHLO name on IPv6 connections; helo_name when empty' },
+  'delivery.address_family': { check: oneOf('any', 'ipv4', 'ipv6'), def: () => 'any', doc: 'which next-hop addresses are tried' },
+  'delivery.address_preference': { check: oneOf('auto', 'ipv6', 'ipv4'), def: () => 'auto', doc: 'with address_family "any": which family is tried first; auto = IPv6 first only with a global IPv6 source' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },
