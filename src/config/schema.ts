@@ -81,6 +81,8 @@ export interface Config {
     connection_idle_timeout: number;
     dead_destination_backoff: number;
     directory_require_mount: boolean;
+    /** Honour MTA-STS policies (RFC 8461; delivery/tls/mta-sts). */
+    mta_sts: boolean;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -90,6 +92,8 @@ export interface Config {
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
   checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number };
+  /** TLS reporting (RFC 8460; src/tlsrpt). */
+  tlsrpt: { organization: string };
   filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
 }
 
@@ -319,6 +323,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
+  'delivery.mta_sts': { check: bool, def: () => true, doc: 'honour MTA-STS (RFC 8461) policies of recipient domains' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },
@@ -344,6 +349,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
   'checks.verify_timeout': { check: positiveDuration, def: () => 10_000, doc: 'a verify_recipients probe of a next hop; then 450 4.1.1' },
   'checks.dnsbl': { check: arrayOf(domainName), def: () => [], doc: 'DNS block lists; a listed client gets 554 5.7.1 at RCPT' },
+
+  'tlsrpt.organization': { check: str, def: (c) => c.hostname, doc: 'organization-name of RFC 8460 TLS reports; hostname when empty' },
 
   'filter.rspamd_url': { check: httpUrl, def: () => '', doc: 'rspamd normal worker, "http://127.0.0.1:11333"; empty: no content scan' },
   'filter.filter_timeout': { check: positiveDuration, def: () => 20_000, doc: 'whole rspamd exchange; then filter_failure' },
