@@ -50,6 +50,8 @@ import type { QueueStore } from './queue/store.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { SharedLimits } from './scheduler/shared-limits.js';
+import { TlsRecorder } from './tlsrpt/recorder.js';
+import { TlsReportSender } from './tlsrpt/sender.js';
 
 export interface PetrelOptions {
   /** Replace the store (tests use MemoryStore or a store with fault injection). */
@@ -119,6 +121,10 @@ export class Petrel {
   inbound: InboundServer | null = null;
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
+  /** TLS results per policy domain and day, for TLS reports (RFC 8460): the SMTP agent calls tlsRecorder.record(). */
+  readonly tlsRecorder: TlsRecorder;
+  /** Sends the daily TLS reports (and `petrel tlsrpt send`). */
+  readonly tlsReports: TlsReportSender;
   admin: AdminServer | null = null;
   /** In a cluster: per-destination limits shared with the other nodes. */
   private shared: SharedLimits | null = null;
@@ -153,6 +159,7 @@ export class Petrel {
       fresh: { room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
+    this.tlsRecorder = new TlsRecorder({ dir: join(config.data_dir, 'tlsrpt'), onProblem: (text) => trace('tlsrpt').warn({ problem: text }, 'TLS report counts') });
     this.agents = {
       maildir: new MaildirAgent(),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
@@ -160,6 +167,7 @@ export class Petrel {
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };
+    this.tlsReports = new TlsReportSender({ config, enqueuer: this.enqueuer, recorder: this.tlsRecorder, trace: trace('tlsrpt') });
     this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
@@ -179,6 +187,7 @@ export class Petrel {
       router: this.router,
       report: (qid) => this.reporter.report(qid),
       // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
+      tlsrptSend: (day, force) => this.tlsReports.sendDay(day, { force }),
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
@@ -240,6 +249,7 @@ export class Petrel {
     await this.pickup.start();
     // PTR / forward-confirmed / HELO checks of the source addresses: warnings only, in the background.
     this.identityCheck = warnSendingIdentity(this.config, { trace: trace('smtp') });
+    this.tlsReports.start();
   }
 
   /** reload - re-read the local users, aliases and submission users files now (SIGHUP). */
@@ -324,11 +334,13 @@ export class Petrel {
     const t0 = Date.now();
     this.local.unwatch();
     await this.pickup.stop();
+    await this.tlsReports.stop();
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     this.shared?.stop();
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
+    await this.tlsRecorder.close();
     await this.dkim.close();
     await this.eventLog.close();
     await this.store.close();

@@ -88,6 +88,8 @@ export interface Config {
     helo_name_ipv6: string;
     address_family: 'any' | 'ipv4' | 'ipv6';
     address_preference: 'auto' | 'ipv6' | 'ipv4';
+    /** Honour MTA-STS policies (RFC 8461; delivery/tls/mta-sts). */
+    mta_sts: boolean;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -97,6 +99,8 @@ export interface Config {
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
   checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number };
+  /** TLS reporting (RFC 8460; src/tlsrpt). */
+  tlsrpt: { organization: string };
   filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
 }
 
@@ -340,6 +344,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.helo_name_ipv6': { check: str, def: () => '', doc: 'EHLO name on IPv6 connections; helo_name when empty' },
   'delivery.address_family': { check: oneOf('any', 'ipv4', 'ipv6'), def: () => 'any', doc: 'which next-hop addresses are tried' },
   'delivery.address_preference': { check: oneOf('auto', 'ipv6', 'ipv4'), def: () => 'auto', doc: 'with address_family "any": which family is tried first; auto = IPv6 first only with a global IPv6 source' },
+  'delivery.mta_sts': { check: bool, def: () => true, doc: 'honour MTA-STS (RFC 8461) policies of recipient domains' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },
@@ -365,6 +370,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
   'checks.verify_timeout': { check: positiveDuration, def: () => 10_000, doc: 'a verify_recipients probe of a next hop; then 450 4.1.1' },
   'checks.dnsbl': { check: arrayOf(domainName), def: () => [], doc: 'DNS block lists; a listed client gets 554 5.7.1 at RCPT' },
+
+  'tlsrpt.organization': { check: str, def: (c) => c.hostname, doc: 'organization-name of RFC 8460 TLS reports; hostname when empty' },
 
   'filter.rspamd_url': { check: httpUrl, def: () => '', doc: 'rspamd normal worker, "http://127.0.0.1:11333"; empty: no content scan' },
   'filter.filter_timeout': { check: positiveDuration, def: () => 20_000, doc: 'whole rspamd exchange; then filter_failure' },
