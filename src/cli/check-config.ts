@@ -8,7 +8,9 @@
  * `petrel start` would refuse to start). With --dns, the sending identity is
  * checked in DNS (delivery/smtp/fcrdns: PTR, forward-confirmed, HELO name)
  * through [delivery] dns_servers; each problem is a "WARNING:" line and the
- * exit code is 2 (the file is valid; its DNS is not right yet).
+ * exit code is 2 (the file is valid; its DNS is not right yet). Each
+ * [[dkim]] key's record is compared with its key file too (cli/dkim's
+ * checkDkimKeys, the logic of `petrel dkim check`).
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, formatProblem, lineIndex, loadConfig } from '../config/load.js';
@@ -16,6 +18,7 @@ import type { Config } from '../config/schema.js';
 import { preferredFamily } from '../delivery/smtp/address-order.js';
 import { checkIdentities, makeResolver } from '../delivery/smtp/fcrdns.js';
 import { identities, sourceProblems } from '../delivery/smtp/source.js';
+import { checkDkimKeys } from './dkim.js';
 import type { CliCommand } from './command.js';
 
 export const checkConfigCommand: CliCommand = {
@@ -33,6 +36,9 @@ machine (it cannot be bound) is such a problem.
        confirmed reverse DNS) and is the HELO name said from it. Each
        problem is printed as a "WARNING:" line. With no source address
        configured, nothing is bound and nothing is checked (it says so).
+       Each [[dkim]] key's TXT record is compared with its key file, as
+       petrel dkim check does; a missing or different record, or a look-up
+       that fails, is a "WARNING:" line too.
 
 Exit 0 when the file is valid (and, with --dns, the identity checks out),
 1 when the file is not valid, 2 when it is valid but --dns found a problem.
@@ -92,21 +98,32 @@ async function checkMachine(file: string, c: Config, dns: boolean, out: (s: stri
   summary(file, c, out);
   if (!dns) return 0;
   const servers = c.delivery.dns_servers;
+  const resolver = makeResolver(servers);
   out(`sending identity in DNS (through ${servers.length ? servers.join(', ') : 'the system resolver'}):`);
+  let warnings = 0;
   const ids = Object.values(identities(c)).filter((i) => i.address !== '');
   if (ids.length === 0) {
     out('  no source address configured: nothing is bound, the system chooses the address per destination; not checked');
     out('  (set [delivery] source_ipv4 / source_ipv6 to the addresses receivers see, to have them checked)');
-    return 0;
   }
-  const reports = await checkIdentities(ids, makeResolver(servers));
-  let warnings = 0;
-  for (const r of reports) {
+  for (const r of await checkIdentities(ids, resolver)) {
     const name = r.identity.key.replace('delivery.', '');
     if (r.warnings.length === 0) out(`  ${name} ${r.identity.address}: PTR ${r.ptr.join(', ')}, forward-confirmed, is the HELO name ${r.identity.heloName}: OK`);
     for (const w of r.warnings) out(`WARNING: ${name} ${r.identity.address}: ${w}`);
     warnings += r.warnings.length;
   }
-  if (warnings) out(`${warnings} warning(s): receivers that check reverse DNS may refuse or junk this server's mail`);
+  // [[dkim]] keys: the same comparison as `petrel dkim check`.
+  if (c.dkim.length) {
+    out('dkim keys in DNS:');
+    for (const r of await checkDkimKeys(c.dkim, resolver)) {
+      const line = `${r.name} ${r.algorithm} ${r.status.toUpperCase().replace('_', ' ')}: ${r.detail}`;
+      if (r.status === 'match') out(`  ${line}`);
+      else {
+        out(`WARNING: dkim ${line}`);
+        warnings++;
+      }
+    }
+  }
+  if (warnings) out(`${warnings} warning(s): receivers that check reverse DNS or DKIM may refuse or junk this server's mail`);
   return warnings ? 2 : 0;
 }

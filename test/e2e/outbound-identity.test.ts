@@ -3,10 +3,11 @@
 // address this machine lacks stops start and is a check-config problem; the
 // PTR / forward-confirmed / HELO checks warn at start and in
 // `check-config --dns`; address_family filters and address_preference orders
-// the addresses tried. Peers on 127.0.0.x (and ::1 when this machine has it),
+// the addresses tried; --dns also checks the [[dkim]] records. Peers on 127.0.0.x (and ::1 when this machine has it),
 // the loopback DNS server for MX and PTR.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
@@ -15,6 +16,7 @@ import { baseConfig, cleanup, spawnPetrel, startChild, startPetrel, tempDir, wai
 import { startPeer, type TestPeer } from '../helpers/test-peer.js';
 import { reverseName, startDnsServer, type DnsEntry } from '../helpers/dns-server.js';
 import { runCli } from '../helpers/run-cli.js';
+import { txtRecord } from '../../src/dkim/keys.js';
 
 async function send(p: InProcess, rcpts: string[], from = 'alice@home.test'): Promise<void> {
   const t = await SmtpTalk.open(p.port);
@@ -195,5 +197,29 @@ test('address_family and address_preference over 127.0.0.1 and ::1: filtered, or
     await v4.close();
     await v6.close();
     await dns.close();
+  }
+});
+
+test('check-config --dns also compares each [[dkim]] key with its published record (as petrel dkim check): a mismatch is a WARNING, exit 2', async () => {
+  const dns = await startDnsServer({ ...GOOD_PTR });
+  const dir = tempDir();
+  try {
+    const key = generateKeyPairSync('ed25519').privateKey;
+    const keyFile = join(dir, 'example.com.e1.pem');
+    writeFileSync(keyFile, key.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+    const file = join(dir, 'petrel.toml');
+    writeFileSync(file, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.2"\nhelo_name = "mail2.test"\n[[dkim]]\ndomain = "example.com"\nselector = "e1"\nkey_file = "${keyFile}"\n`));
+    dns.table['e1._domainkey.example.com'] = { TXT: [txtRecord(key)] };
+    const ok = await runCli(['check-config', file, '--dns']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /^ {2}e1\._domainkey\.example\.com ed25519-sha256 MATCH/m);
+    dns.table['e1._domainkey.example.com'] = { TXT: [txtRecord(generateKeyPairSync('ed25519').privateKey)] };
+    const bad = await runCli(['check-config', file, '--dns']);
+    assert.equal(bad.code, 2, bad.stdout + bad.stderr);
+    assert.match(bad.stdout, /^WARNING: dkim e1\._domainkey\.example\.com ed25519-sha256 MISMATCH: the published key \(p=\) is not the public half of the key file/m);
+    assert.match(bad.stdout, /source_ipv4 127\.0\.0\.2: .*: OK/);
+  } finally {
+    await dns.close();
+    cleanup(dir);
   }
 });
