@@ -171,6 +171,9 @@ test('address_family and address_preference over 127.0.0.1 and ::1: filtered, or
     'mx.dual.example': { A: ['127.0.0.1'], AAAA: ['::1'] },
     'v4only.example': { MX: [[10, 'mx.v4only.example']] },
     'mx.v4only.example': { A: ['127.0.0.1'] },
+    // ::1's PTR under ip6.arpa, forward-confirmed by AAAA: the IPv6 identity checks out.
+    [reverseName('::1')]: { PTR: ['mail6.test'] },
+    'mail6.test': { AAAA: ['::1'] },
   });
   const conf = (extra: string): string =>
     `[delivery]\nsmtp_port = ${v4.port}\ndns_servers = ["${dns.address}"]\nhelo_name = "mail4.test"\nhelo_name_ipv6 = "mail6.test"\n${extra}[queue]\nretry_intervals = ["1h"]\n[local]\ndomains = ["home.test"]\n`;
@@ -184,6 +187,8 @@ test('address_family and address_preference over 127.0.0.1 and ::1: filtered, or
     await waitFor(() => v4.delivered().length + v6.delivered().length === 3, 10_000, 'three delivered');
     assert.deepEqual(seenBy(v6), { 'a@dual.example': ['::1', 'mail6.test'], 'd@dual.example': ['::1', 'mail6.test'] });
     assert.deepEqual(seenBy(v4), { 'c@dual.example': ['127.0.0.1', 'mail4.test'] });
+    const reports = await only6.petrel.identityCheck!.done;
+    assert.deepEqual(reports.map((r) => [r.identity.address, r.identity.heloName, r.confirmed, r.warnings]), [['::1', 'mail6.test', ['mail6.test'], []]]);
     const deferred = await waitFor(() => only6.events().find((e) => e.recipient === 'b@v4only.example' && e.event !== 'received'), 10_000, 'the v4-only outcome');
     assert.equal(deferred.event, 'deferred');
     assert.equal(deferred.attempt, 1);
