@@ -19,10 +19,12 @@ function problems(text: string): string[] {
 test('a source address of the wrong family, or an unknown family or preference, is an error naming the key and line', () => {
   const got = problems('[delivery]\nsource_ipv4 = "::1"\nsource_ipv6 = "192.0.2.1"\naddress_family = "ip4"\naddress_preference = "v6"\n');
   assert.equal(got.length, 4, got.join('\n'));
-  assert.match(got[0]!, /^2: delivery\.source_ipv4: must be "" or an IPv4 address/);
-  assert.match(got[1]!, /^3: delivery\.source_ipv6: must be "" or an IPv6 address/);
+  assert.match(got[0]!, /^2: delivery\.source_ipv4: must be "" or a specific IPv4 address/);
+  assert.match(got[1]!, /^3: delivery\.source_ipv6: must be "" or a specific IPv6 address/);
   assert.match(got[2]!, /^4: delivery\.address_family: must be one of "any", "ipv4", "ipv6"/);
   assert.match(got[3]!, /^5: delivery\.address_preference: must be one of "auto", "ipv6", "ipv4"/);
+  // The unspecified address is not a source: "" says "let the system choose".
+  assert.equal(problems('[delivery]\nsource_ipv4 = "0.0.0.0"\nsource_ipv6 = "::"\n').length, 2);
 });
 
 test('defaults: nothing bound, helo_name (else hostname) on both families; helo_name_ipv6 only on IPv6', () => {
