@@ -12,7 +12,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
-import { baseConfig, cleanup, spawnPetrel, startChild, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
+import { baseConfig, cleanup, freePort, spawnPetrel, startChild, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
 import { startPeer, type TestPeer } from '../helpers/test-peer.js';
 import { reverseName, startDnsServer, type DnsEntry } from '../helpers/dns-server.js';
 import { runCli } from '../helpers/run-cli.js';
@@ -226,5 +226,20 @@ test('check-config --dns also compares each [[dkim]] key with its published reco
   } finally {
     await dns.close();
     cleanup(dir);
+  }
+});
+
+test('a connection that fails from a bound source says which source: the deferred event names it', async () => {
+  const port = await freePort();
+  const dns = await startDnsServer({ ...GOOD_PTR });
+  const p = await startPetrel(`[delivery]\nsmarthost = "127.0.0.1:${port}"\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.2"\nhelo_name = "mail2.test"\n[queue]\nretry_intervals = ["1h"]\n[local]\ndomains = ["home.test"]\n`);
+  try {
+    await send(p, ['z@far.example']);
+    const ev = await waitFor(() => p.events().find((e) => e.event === 'deferred'), 10_000, 'the deferred attempt');
+    assert.match(JSON.stringify(ev), /connect to 127\.0\.0\.1\[127\.0\.0\.1\]:\d+ from 127\.0\.0\.2: Connection refused/);
+  } finally {
+    await p.stop();
+    await dns.close();
+    cleanup(p.dir);
   }
 });
