@@ -105,7 +105,7 @@ test('PTR mismatch: check-config --dns prints WARNING lines (exit 2), petrel sta
       writeFileSync(file, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\n${delivery}`));
       return file;
     };
-    const good = await runCli(['check-config', write('good.toml', 'source_ipv4 = "127.0.0.3"\nhelo_name = "mail3.test"\n'), '--dns']);
+    const good = await runCli(['check-config', write('good.toml', 'source_ipv4 = "127.0.0.3"\nhelo_name = "mail3.test"\naddress_family = "ipv4"\n'), '--dns']);
     assert.equal(good.code, 0, good.stdout + good.stderr);
     assert.match(good.stdout, /source_ipv4 127\.0\.0\.3: PTR mail3\.test, forward-confirmed, is the HELO name mail3\.test: OK/);
     assert.doesNotMatch(good.stdout, /WARNING/);
@@ -122,9 +122,15 @@ test('PTR mismatch: check-config --dns prints WARNING lines (exit 2), petrel sta
     assert.equal(none.code, 2);
     assert.match(none.stdout, /^WARNING: source_ipv4 127\.0\.0\.5: 127\.0\.0\.5 has no PTR record \(ENOTFOUND\)/m);
 
+    // Nothing bound: the address the system would use is named (checked only when public: this machine decides, so the
+    // exit code follows what was found).
     const unbound = await runCli(['check-config', write('unbound.toml', ''), '--dns']);
-    assert.equal(unbound.code, 0);
-    assert.match(unbound.stdout, /no source address configured: nothing is bound/);
+    assert.equal(unbound.code, /^WARNING/m.test(unbound.stdout) ? 2 : 0, unbound.stdout);
+    assert.match(unbound.stdout, /IPv4(: no source_ipv4 configured, nothing is bound| \S+ \(chosen by the system)/);
+    assert.match(unbound.stdout, /IPv6(: no source_ipv6 configured, nothing is bound| \S+ \(chosen by the system)/);
+    const only4 = await runCli(['check-config', write('only4.toml', 'address_family = "ipv4"\n'), '--dns']);
+    assert.match(only4.stdout, /outbound IPv4 only; IPv4 from \(system chooses\) helo petrel\.test\n/);
+    assert.doesNotMatch(only4.stdout, /IPv6/);
 
     child = await startChild(dir, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.4"\nhelo_name = "mail4.test"\n`));
     const c = child;
@@ -213,7 +219,7 @@ test('check-config --dns also compares each [[dkim]] key with its published reco
     const keyFile = join(dir, 'example.com.e1.pem');
     writeFileSync(keyFile, key.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
     const file = join(dir, 'petrel.toml');
-    writeFileSync(file, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.2"\nhelo_name = "mail2.test"\n[[dkim]]\ndomain = "example.com"\nselector = "e1"\nkey_file = "${keyFile}"\n`));
+    writeFileSync(file, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.2"\nhelo_name = "mail2.test"\naddress_family = "ipv4"\n[[dkim]]\ndomain = "example.com"\nselector = "e1"\nkey_file = "${keyFile}"\n`));
     dns.table['e1._domainkey.example.com'] = { TXT: [txtRecord(key)] };
     const ok = await runCli(['check-config', file, '--dns']);
     assert.equal(ok.code, 0, ok.stdout + ok.stderr);
