@@ -282,8 +282,10 @@ const dnsServer: Check<string> = (raw) => {
 function sourceAddress(family: 4 | 6): Check<string> {
   return (raw) => {
     if (raw === '') return ok('');
-    if (typeof raw === 'string' && isIP(raw.trim()) === family) return ok(raw.trim());
-    return { error: `must be "" or an IPv${family} address such as "${family === 4 ? '192.0.2.25' : '2001:db8::25'}" (got ${describe(raw)})` };
+    const text = typeof raw === 'string' ? raw.trim() : '';
+    // The unspecified address binds nothing in particular: "" says that.
+    if (isIP(text) === family && !/^(0\.0\.0\.0|[0:]+)$/.test(text)) return ok(text);
+    return { error: `must be "" or a specific IPv${family} address such as "${family === 4 ? '192.0.2.25' : '2001:db8::25'}" (got ${describe(raw)})` };
   };
 }
 
