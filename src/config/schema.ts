@@ -81,6 +81,8 @@ export interface Config {
     connection_idle_timeout: number;
     dead_destination_backoff: number;
     directory_require_mount: boolean;
+    /** Honour DANE TLSA records (RFC 7672), trusting the AD bit of dns_servers (delivery/tls/dane). */
+    dane: boolean;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -319,6 +321,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
+  'delivery.dane': { check: bool, def: () => false, doc: 'honour DANE TLSA records (RFC 7672); needs dns_servers: a DNSSEC-validating resolver whose AD bit is trusted' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },
