@@ -109,7 +109,7 @@ test('hops without TLS, or over TLS without REQUIRETLS, fail the recipient 5.7.1
   const mailbox = await startPeer({});
   const p = await petrelWithRoutes({ 'plain.test': noTls.port, 'tls.test': noRequireTls.port, 'sender.test': mailbox.port });
   try {
-    await sendSecure(p.port, ['bob@plain.test', 'carol@tls.test'], ' REQUIRETLS');
+    await sendSecure(p.port, ['bob@plain.test', 'carol@tls.test'], ' REQUIRETLS RET=FULL');
     await waitFor(() => p.events().filter((e) => e.event === 'failed').length === 2, 15_000, 'both failed');
     const failed = p.events().filter((e) => e.event === 'failed');
     for (const e of failed) assert.equal(e.status, '5.7.10', JSON.stringify(e));
@@ -125,6 +125,10 @@ test('hops without TLS, or over TLS without REQUIRETLS, fail the recipient 5.7.1
     assert.match(report!, /Status: 5\.7\.10/);
     assert.match(report!, /Final-Recipient: rfc822; ?bob@plain\.test/);
     assert.match(report!, /Final-Recipient: rfc822; ?carol@tls\.test/);
+    // Sent without REQUIRETLS, the report returns the original's headers only, whatever RET says.
+    assert.match(report!, /Content-Type: text\/rfc822-headers/i);
+    assert.match(report!, /Message-ID: <rt-1@sender\.test>/);
+    assert.ok(!report!.includes('the secret'), 'the body is not returned');
   } finally {
     await p.stop();
     for (const x of [noTls, noRequireTls, mailbox]) await x.close();
