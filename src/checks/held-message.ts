@@ -109,13 +109,18 @@ export class HeldMessage {
    * the header section (including its blank line) when it is held in memory.
    */
   async *replay(rewriteHeader?: (header: Buffer) => Buffer): AsyncGenerator<Buffer> {
-    let first = this.memory.length === 1 ? this.memory[0]! : Buffer.concat(this.memory, this.memoryBytes);
-    if (rewriteHeader && this.headerEnd >= 0 && this.headerEnd <= first.length) {
-      const header = rewriteHeader(first.subarray(0, this.headerEnd));
-      if (header.length) yield header;
-      first = first.subarray(this.headerEnd);
+    if (rewriteHeader) {
+      let first = this.memory.length === 1 ? this.memory[0]! : Buffer.concat(this.memory, this.memoryBytes);
+      if (this.headerEnd >= 0 && this.headerEnd <= first.length) {
+        const header = rewriteHeader(first.subarray(0, this.headerEnd));
+        if (header.length) yield header;
+        first = first.subarray(this.headerEnd);
+      }
+      if (first.length) yield first;
+    } else {
+      // Nothing to rewrite: the pieces as they were kept, no copy.
+      yield* this.memory;
     }
-    if (first.length) yield first;
     if (this.path) {
       for await (const chunk of createReadStream(this.path, { highWaterMark: READ_CHUNK })) yield chunk as Buffer;
     }
