@@ -12,7 +12,8 @@ import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DaneResolver, daneMatches, type TlsaRecord } from '../../src/delivery/tls/dane.js';
+import { createServer as createTlsServer, connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { DaneResolver, daneMatches, peerChain, type TlsaRecord } from '../../src/delivery/tls/dane.js';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 
 interface Made {
@@ -27,6 +28,9 @@ function made(pem: string): Made {
 }
 
 let root: Made, inter: Made, leaf: Made, leafOfRoot: Made, other: Made;
+/** PEM of the leaf's key and of its chain (leaf, intermediate), for a real TLS server. */
+let leafKeyPem = '';
+let chainPem = '';
 
 before(() => {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-dane-'));
@@ -47,6 +51,8 @@ before(() => {
     inter = read('inter.pem');
     leaf = read('leaf.pem');
     leafOfRoot = read('leaf2.pem');
+    leafKeyPem = readFileSync(join(dir, 'leaf.key'), 'utf8');
+    chainPem = readFileSync(join(dir, 'leaf.pem'), 'utf8') + readFileSync(join(dir, 'inter.pem'), 'utf8');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -112,6 +118,28 @@ test('a chain that does not parse, or no chain at all, matches nothing and throw
   assert.equal(daneMatches([rec(3, 1, 1, data(leaf, 1, 1))], []), false);
   assert.equal(daneMatches([rec(2, 0, 1, data(root, 0, 1))], [leaf.der, Buffer.from('junk'), root.der]), false);
   assert.equal(daneMatches([], [leaf.der]), false);
+});
+
+test('peerChain gives what a real TLS peer sent, leaf first, and daneMatches judges it', async () => {
+  const server = createTlsServer({ key: leafKeyPem, cert: chainPem }, (s) => s.end());
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const port = (server.address() as { port: number }).port;
+  try {
+    const socket = await new Promise<TLSSocket>((resolve, reject) => {
+      const s = tlsConnect({ host: '127.0.0.1', port, rejectUnauthorized: false, servername: 'mx.example' }, () => resolve(s));
+      s.once('error', reject);
+    });
+    const chain = peerChain(socket);
+    socket.destroy();
+    assert.equal(chain.length, 2);
+    assert.ok(chain[0]!.equals(leaf.der) && chain[1]!.equals(inter.der));
+    assert.equal(daneMatches([rec(3, 1, 1, data(leaf, 1, 1))], chain), true);
+    assert.equal(daneMatches([rec(2, 0, 1, data(inter, 0, 1))], chain), true);
+    assert.equal(daneMatches([rec(2, 1, 0, root.spki)], chain), true, 'the root was not sent: its key verifies the top');
+    assert.equal(daneMatches([rec(3, 1, 1, data(other, 1, 1)), rec(2, 0, 1, data(other, 0, 1))], chain), false);
+  } finally {
+    await new Promise<void>((r) => server.close(() => r()));
+  }
 });
 
 // --- tlsaFor against the loopback DNS server ---

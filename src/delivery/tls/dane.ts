@@ -37,6 +37,7 @@
  */
 import { createHash, X509Certificate, createPublicKey } from 'node:crypto';
 import { isIP } from 'node:net';
+import type { DetailedPeerCertificate, TLSSocket } from 'node:tls';
 import { querySecure, sameName, SecureDnsError, type DnsRecord } from '../../net/dns-secure.js';
 import type { TlsPolicyFailure } from './outcome.js';
 
@@ -194,4 +195,24 @@ export function daneMatches(records: TlsaRecord[], chain: Buffer[]): boolean {
     }
   }
   return false;
+}
+
+/** Most certificates taken from a peer's chain (a chain is a handful; a peer cannot make us walk without end). */
+const MAX_CHAIN = 16;
+
+/**
+ * peerChain - the DER certificates a TLS peer presented, leaf first, as
+ * daneMatches takes them (node:tls links them through issuerCertificate; a
+ * self-signed root points at itself). Empty when the peer sent none.
+ */
+export function peerChain(socket: TLSSocket): Buffer[] {
+  const out: Buffer[] = [];
+  let c: DetailedPeerCertificate | undefined = socket.getPeerCertificate(true);
+  while (c && c.raw && out.length < MAX_CHAIN) {
+    out.push(c.raw);
+    const next: DetailedPeerCertificate | undefined = c.issuerCertificate;
+    if (!next || next === c || next.raw?.equals(c.raw)) break;
+    c = next;
+  }
+  return out;
 }
