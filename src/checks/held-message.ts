@@ -33,6 +33,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { writeAll } from '../core/durable-fs.js';
 
 /** Octets kept in memory before the rest goes to the scratch file: 256 KB covers most mail, and 1,000 sessions hold at most 256 MB. */
 export const MEMORY_LIMIT = 256 * 1024;
@@ -88,7 +89,7 @@ export class HeldMessage {
       this.path = join(this.scratchDir, `${randomBytes(9).toString('hex')}.msg`);
       this.file = await open(this.path, 'w', 0o600);
     }
-    await this.file.write(chunk);
+    await writeAll(this.file, chunk);
   }
 
   private findHeaderEnd(chunk: Buffer): void {

@@ -10,6 +10,11 @@
  * - opportunistic TLS whose handshake fails is retried once in plain text on
  *   the same address (mail is not held back by a broken TLS stack, as Postfix
  *   does); `tls = "required"` never falls back: it defers with 4.7.x;
+ * - the addresses tried are filtered and ordered by [delivery] address_family
+ *   and address_preference (address-order.ts); a host left with none is a
+ *   temporary failure, never "no such domain";
+ * - each connection binds the source address of its family and says that
+ *   source's EHLO name (source.ts);
  * - connections are shared through the pool (one per destination and TLS
  *   policy); per-recipient outcomes come from session.ts.
  *
@@ -25,6 +30,8 @@ import { deliverPooled } from './deliver.js';
 import { lookupFailure } from './failure-text.js';
 import { LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
+import { orderAddresses, type AddressPolicy } from './address-order.js';
+import { identities, identityFor, type SendingIdentity } from './source.js';
 
 type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
 
@@ -44,6 +51,10 @@ export interface SmtpAgentOptions {
   /** Most MX hosts, and addresses per host, tried in one attempt. */
   maxHosts?: number;
   maxAddressesPerHost?: number;
+  /** Sending identity per family (source.ts): the address bound and the EHLO name; heloName when absent. */
+  identities?: { ipv4: SendingIdentity; ipv6: SendingIdentity };
+  /** Which addresses are tried, in what order (address-order.ts); all, in DNS order, when absent. */
+  addressPolicy?: AddressPolicy;
 }
 
 /** poolOptionsFrom - the pool settings in a Config. */
@@ -78,6 +89,8 @@ export class SmtpAgent implements DeliveryAgent {
       timeouts: { connect: d.connect_timeout },
       dns: { servers: d.dns_servers },
       poolOptions: poolOptionsFrom(config),
+      identities: identities(config),
+      addressPolicy: { family: d.address_family, preference: d.address_preference, sourceIpv6: d.source_ipv6 },
       ...extra,
     });
   }
@@ -130,6 +143,16 @@ export class SmtpAgent implements DeliveryAgent {
         continue;
       }
       anyAddress = true;
+      const policy = this.options.addressPolicy;
+      if (policy) {
+        const kept = orderAddresses(addresses, policy);
+        if (kept.length === 0) {
+          // Not an answer about the domain: it has addresses, only not of the family we may use. Temporary.
+          last ??= new LookupError(false, '4.4.3', `host ${host.name} has no ${policy.family === 'ipv4' ? 'IPv4' : 'IPv6'} address ([delivery] address_family = "${policy.family}"; it has ${addresses.join(', ')})`);
+          continue;
+        }
+        addresses = kept;
+      }
       for (const address of addresses.slice(0, this.options.maxAddressesPerHost ?? 5)) {
         try {
           return await this.connectTo(host.name, address, hop.port, hop.tls);
@@ -146,8 +169,11 @@ export class SmtpAgent implements DeliveryAgent {
 
   /** connectTo - one address; opportunistic TLS falls back to plain text once after a failed handshake. */
   private async connectTo(name: string, address: string, port: number, tls: 'opportunistic' | 'required'): Promise<SmtpClient> {
+    const id = this.options.identities ? identityFor(this.options.identities, address) : null;
+    const heloName = id?.heloName || this.options.heloName;
+    const bind = id?.address ? { localAddress: id.address } : {};
     const make = (mode: 'opportunistic' | 'required' | 'none'): SmtpClient =>
-      new SmtpClient({ host: address, port, hostname: name, heloName: this.options.heloName, tls: mode, ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}) });
+      new SmtpClient({ host: address, port, hostname: name, heloName, ...bind, tls: mode, ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}) });
     const client = make(tls);
     try {
       await client.connect();
