@@ -34,10 +34,16 @@ function verifiedTls(client: RequireTlsClient): boolean {
   return client.secure;
 }
 
-/** requireTlsMet - whether a REQUIRETLS message may be sent over `client`, or why not. */
+/**
+ * requireTlsMet - whether a REQUIRETLS message may be sent over `client`, or
+ * why not: no TLS at all; TLS, but the hop does not offer REQUIRETLS (what
+ * the hop lacks is said first: it is the same whatever policy applied); TLS
+ * that was not verified.
+ */
 export function requireTlsMet(client: RequireTlsClient): RequireTlsCheck {
-  if (!verifiedTls(client)) return 'no-verified-tls';
+  if (!client.secure) return 'no-verified-tls';
   if (!client.capabilities.requireTls) return 'not-offered';
+  if (!verifiedTls(client)) return 'no-verified-tls';
   return 'ok';
 }
 
