@@ -228,3 +228,15 @@ test('tlsaFor: no dns_servers -> failure (DANE needs a validating resolver)', as
   const r = await new DaneResolver({ dnsServers: [] }).tlsaFor('mx.example', 25);
   assert.ok('failure' in r);
 });
+
+test('mxSecure: the AD bit of the MX answer; a failed look-up is a failure', async () => {
+  dns.table['signed.example'] = { MX: [[10, 'mx1.signed.example']], AD: true };
+  dns.table['unsigned.example'] = { MX: [[10, 'mx1.unsigned.example']] };
+  dns.table['broken.example'] = 'SERVFAIL';
+  assert.deepEqual(await resolver().mxSecure('Signed.Example.'), { secure: true });
+  assert.deepEqual(await resolver().mxSecure('unsigned.example'), { secure: false });
+  const r = await resolver().mxSecure('broken.example');
+  assert.ok('failure' in r);
+  assert.equal(r.failure.type, 'dnssec-invalid');
+  assert.match(r.failure.detail, /SERVFAIL/);
+});

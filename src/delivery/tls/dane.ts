@@ -124,6 +124,24 @@ export class DaneResolver {
     return failure(why);
   }
 
+  /**
+   * mxSecure - whether the MX RRset of `domain` is DNSSEC-validated (AD):
+   * RFC 7672 §2.2.1 uses DANE for the MX hosts only when it is (an insecure
+   * MX answer could name an attacker's host, with TLSA records of its own).
+   * A failed look-up is a failure (the caller defers), as for TLSA.
+   */
+  async mxSecure(domain: string): Promise<{ secure: boolean } | { failure: TlsPolicyFailure }> {
+    const d = domain.replace(/\.$/, '').toLowerCase();
+    try {
+      const a = await querySecure(d, 'MX', { servers: this.dnsServers, timeoutMs: this.timeoutMs });
+      if (a.rcode === 'NOERROR' || a.rcode === 'NXDOMAIN') return { secure: a.ad };
+      return { failure: { policy: 'tlsa', policyDomain: d, type: 'dnssec-invalid', detail: `MX look-up of ${d} answered ${a.rcode} by ${a.server}` } };
+    } catch (e) {
+      if (!(e instanceof SecureDnsError)) throw e;
+      return { failure: { policy: 'tlsa', policyDomain: d, type: 'dnssec-invalid', detail: `MX look-up of ${d} failed: ${e.message}` } };
+    }
+  }
+
   /** provablyInsecure - the host's A records were answered (NOERROR/NXDOMAIN) without AD. */
   private async provablyInsecure(host: string): Promise<boolean> {
     try {
