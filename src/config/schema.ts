@@ -90,6 +90,8 @@ export interface Config {
     address_preference: 'auto' | 'ipv6' | 'ipv4';
     /** Honour MTA-STS policies (RFC 8461; delivery/tls/mta-sts). */
     mta_sts: boolean;
+    /** Honour DANE TLSA records (RFC 7672), trusting the AD bit of dns_servers (delivery/tls/dane). */
+    dane: boolean;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -347,6 +349,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.address_family': { check: oneOf('any', 'ipv4', 'ipv6'), def: () => 'any', doc: 'which next-hop addresses are tried' },
   'delivery.address_preference': { check: oneOf('auto', 'ipv6', 'ipv4'), def: () => 'auto', doc: 'with address_family "any": which family is tried first; auto = IPv6 first only with a global IPv6 source' },
   'delivery.mta_sts': { check: bool, def: () => true, doc: 'honour MTA-STS (RFC 8461) policies of recipient domains' },
+  'delivery.dane': { check: bool, def: () => false, doc: 'honour DANE TLSA records (RFC 7672); needs dns_servers: a DNSSEC-validating resolver whose AD bit is trusted' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },

@@ -102,7 +102,9 @@ CREATE TABLE IF NOT EXISTS messages (
   body BLOB,
   rcpt_count INTEGER NOT NULL,
   open_count INTEGER NOT NULL,
-  quarantine TEXT NOT NULL DEFAULT ''
+  quarantine TEXT NOT NULL DEFAULT '',
+  require_tls INTEGER NOT NULL DEFAULT 0,
+  tls_required_no INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS recipients (
   id INTEGER PRIMARY KEY,
@@ -158,6 +160,11 @@ const ADDED_COLUMNS: Record<string, Array<[string, string]>> = {
   recipients: [
     ['lease_until', 'INTEGER NOT NULL DEFAULT 0'],
     ['claim', 'TEXT'],
+  ],
+  // RFC 8689 flags of a message (issue 14); a queue.db from before them holds none.
+  messages: [
+    ['require_tls', 'INTEGER NOT NULL DEFAULT 0'],
+    ['tls_required_no', 'INTEGER NOT NULL DEFAULT 0'],
   ],
 };
 
@@ -220,6 +227,8 @@ interface MessageRow {
   subject: string;
   rcpt_count: number;
   quarantine: string;
+  require_tls: number;
+  tls_required_no: number;
 }
 
 interface RecipientRow {
@@ -262,6 +271,8 @@ function toMessage(r: MessageRow): MessageRecord {
     subject: r.subject,
     recipientCount: r.rcpt_count,
     quarantine: r.quarantine,
+    requireTls: r.require_tls === 1,
+    tlsRequiredNo: r.tls_required_no === 1,
   };
 }
 
@@ -512,8 +523,8 @@ export class SqliteBackend implements QueueBackend {
     const db = this.db;
     return {
       insertMessage: db.prepare(
-        `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body, rcpt_count, open_count)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body, rcpt_count, open_count, require_tls, tls_required_no)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       insertRecipient: db.prepare(
         `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, lease_until, claim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -664,6 +675,8 @@ export class SqliteBackend implements QueueBackend {
           finished.inline,
           message.recipients.length,
           message.recipients.length,
+          message.requireTls ? 1 : 0,
+          message.tlsRequiredNo ? 1 : 0,
         );
         const claim = spec.claim;
         const held = claim ? this.heldDestinations() : null;
