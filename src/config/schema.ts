@@ -13,6 +13,7 @@ import { hostname as systemHostname } from 'node:os';
 import { isIP } from 'node:net';
 import { parseDuration, parseSize } from '../core/units.js';
 import type { DkimKeyConfig } from '../dkim/keys.js';
+import type { TlsMode } from '../delivery/tls/outcome.js';
 
 /** A host and port to listen on or connect to. */
 export interface Endpoint {
@@ -31,7 +32,8 @@ export type Transport =
 export interface Route {
   domain: string;
   via: Transport;
-  tls: 'opportunistic' | 'required';
+  /** The route's `tls`; [delivery] tls when the route does not say. */
+  tls: TlsMode;
   /** Probe the next hop at RCPT (checks/verify-recipient): unknown -> 550 5.1.1, cannot ask -> 450 4.1.1. */
   verify_recipients?: boolean;
 }
@@ -81,6 +83,10 @@ export interface Config {
     connection_idle_timeout: number;
     dead_destination_backoff: number;
     directory_require_mount: boolean;
+    /** Outbound TLS policy for MX and smarthost delivery (delivery/tls/policy); routes may override. */
+    tls: TlsMode;
+    /** Extra PEM trust anchors for certificate checks ("" = Node's default CAs only); checked at load. */
+    tls_ca_file: string;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -319,6 +325,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
+  'delivery.tls': { check: oneOf('opportunistic', 'verify', 'required'), def: () => 'opportunistic', doc: 'outbound TLS: opportunistic, verify (chain + MX host name) or required' },
+  'delivery.tls_ca_file': { check: str, def: () => '', doc: 'extra PEM trust anchors for certificate checks' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },
