@@ -426,7 +426,8 @@ export class SmtpClient {
         // Never refused by OpenSSL itself: the verdict is checked after the handshake (tls/cert-check),
         // against the policy, so that it can be recorded, and enforced only where the policy says.
         rejectUnauthorized: false,
-        ...(check ? { secureContext: check.context } : {}),
+        // `authorized` then speaks for the chain only; the names are checked against the policy's (cert-check).
+        ...(check ? { secureContext: check.context, checkServerIdentity: () => undefined } : {}),
         ...(name && isIP(name) === 0 ? { servername: name.replace(/\.$/, '') } : {}),
       });
       const timer = setTimeout(() => {
