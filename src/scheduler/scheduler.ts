@@ -355,11 +355,11 @@ export class Scheduler {
       };
       if (res.remoteReply || res.kind === 'delivered') e.reply = res.reply;
       else e.error = res.reply;
-      if (hop.kind === 'smtp' || res.tls !== undefined) e.tls = tls?.tls ?? null;
-      if (tls?.tls_failure) e.tls_failure = tls.tls_failure;
       detail ??= res.possibleDuplicate ? 'possible duplicate: the connection was lost after the message was sent' : undefined;
       if (detail !== undefined) e.detail = detail;
       if (report !== undefined) e.report = report;
+      if (hop.kind === 'smtp' || res.tls !== undefined) e.tls = tls?.tls ?? null;
+      if (tls?.tls_failure) e.tls_failure = tls.tls_failure;
       return e;
     };
     if (res.kind === 'delivered') {
