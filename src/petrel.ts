@@ -45,10 +45,13 @@ import { trace } from './log/trace.js';
 import { PickupDirectory } from './pickup/pickup.js';
 import { describeOpenFailure, makeQueue } from './queue/open.js';
 import { warnImpossibleMinFreeSpace } from './core/space-check.js';
+import { assertSourcesBindable, warnSendingIdentity } from './delivery/smtp/identity-warnings.js';
 import type { QueueStore } from './queue/store.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { SharedLimits } from './scheduler/shared-limits.js';
+import { TlsRecorder } from './tlsrpt/recorder.js';
+import { TlsReportSender } from './tlsrpt/sender.js';
 
 export interface PetrelOptions {
   /** Replace the store (tests use MemoryStore or a store with fault injection). */
@@ -80,7 +83,7 @@ export function restartNeeded(running: Config, next: Config): string[] {
  * level, workers, the host name): a reload takes the rest and names these.
  */
 export function atRestart(running: Config, next: Config): string[] {
-  const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout];
+  const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout, c.delivery.source_ipv4, c.delivery.source_ipv6, c.delivery.helo_name_ipv6, c.delivery.address_family, c.delivery.address_preference];
   const keys: Array<[string, (c: Config) => unknown]> = [
     ['hostname', (c) => c.hostname],
     ['[admin]', (c) => c.admin],
@@ -118,12 +121,18 @@ export class Petrel {
   inbound: InboundServer | null = null;
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
+  /** TLS results per policy domain and day, for TLS reports (RFC 8460): the SMTP agent calls tlsRecorder.record(). */
+  readonly tlsRecorder: TlsRecorder;
+  /** Sends the daily TLS reports (and `petrel tlsrpt send`). */
+  readonly tlsReports: TlsReportSender;
   admin: AdminServer | null = null;
   /** In a cluster: per-destination limits shared with the other nodes. */
   private shared: SharedLimits | null = null;
   private accepting = true;
   /** The last statfs of data_dir (free octets, when), and the octets accepted since (see lowOnSpace). */
   private spaceCheck = { at: 0, free: Infinity, since: 0 };
+  /** The start-up DNS check of the sending identity (delivery/smtp/identity-warnings); tests await `done`. */
+  identityCheck: ReturnType<typeof warnSendingIdentity> | null = null;
 
   constructor(
     readonly config: Config,
@@ -150,13 +159,16 @@ export class Petrel {
       fresh: { room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
+    this.tlsRecorder = new TlsRecorder({ dir: join(config.data_dir, 'tlsrpt'), onProblem: (text) => trace('tlsrpt').warn({ problem: text }, 'TLS report counts') });
     this.agents = {
       maildir: new MaildirAgent(),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
-      smtp: SmtpAgent.fromConfig(config, { pool: this.pool }),
+      // Every connection under an MTA-STS or DANE policy is counted for TLS reports.
+      smtp: SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r) }),
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };
+    this.tlsReports = new TlsReportSender({ config, enqueuer: this.enqueuer, recorder: this.tlsRecorder, trace: trace('tlsrpt') });
     this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
@@ -176,6 +188,7 @@ export class Petrel {
       router: this.router,
       report: (qid) => this.reporter.report(qid),
       // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
+      tlsrptSend: (day, force) => this.tlsReports.sendDay(day, { force }),
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
@@ -186,6 +199,8 @@ export class Petrel {
 
   /** start - open everything and begin accepting mail. */
   async start(): Promise<void> {
+    // A source address this machine does not have: refuse to start before anything is opened (nothing could be delivered).
+    await assertSourcesBindable(this.config);
     mkdirSync(this.config.data_dir, { recursive: true });
     warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
     try {
@@ -233,6 +248,9 @@ export class Petrel {
     this.inbound = new InboundServer(this.inboundCtx);
     await this.inbound.listen();
     await this.pickup.start();
+    // PTR / forward-confirmed / HELO checks of the source addresses: warnings only, in the background.
+    this.identityCheck = warnSendingIdentity(this.config, { trace: trace('smtp') });
+    this.tlsReports.start();
   }
 
   /** reload - re-read the local users, aliases and submission users files now (SIGHUP). */
@@ -313,14 +331,17 @@ export class Petrel {
   /** stop - the SIGTERM path (see the file comment); resolves within `deadlineMs` plus a little. */
   async stop(deadlineMs = 25_000): Promise<void> {
     this.accepting = false;
+    this.identityCheck?.cancel();
     const t0 = Date.now();
     this.local.unwatch();
     await this.pickup.stop();
+    await this.tlsReports.stop();
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     this.shared?.stop();
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
+    await this.tlsRecorder.close();
     await this.dkim.close();
     await this.eventLog.close();
     await this.store.close();

@@ -54,6 +54,8 @@ export interface ActionsDeps {
    * once). Absent offline.
    */
   onRetry?: (destinations: string[]) => void | Promise<void>;
+  /** Sends one UTC day's TLS reports now (tlsrpt/sender); absent offline: only the running server sends them. */
+  tlsrptSend?: (day: string, force: boolean) => Promise<unknown[]>;
   now?: () => number;
 }
 
@@ -198,6 +200,15 @@ export class AdminActions {
     const destinations = (await this.deps.store.summary()).map((d) => destinationJson(d, d.oldest ? formatAge(now - d.oldest) : ''));
     const total = destinations.reduce((t, d) => ({ recipients: t.recipients + d.recipients, messages: t.messages + d.messages }), { recipients: 0, messages: 0 });
     return { destinations, total };
+  }
+
+  /** tlsrptSend - `petrel tlsrpt send`: one UTC day's TLS reports (default yesterday) queued now; what happened per domain. */
+  async tlsrptSend(date: string | undefined, force: boolean): Promise<{ date: string; reports: unknown[] }> {
+    if (!this.deps.tlsrptSend) throw new AdminError(503, 'TLS reports are sent by the running server, and it does not answer: start it (it also sends yesterday\'s reports by itself)');
+    const day = date ?? new Date(this.now() - 86_400_000).toISOString().slice(0, 10);
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(day) || Number.isNaN(Date.parse(`${day}T00:00:00Z`)) || new Date(`${day}T00:00:00Z`).toISOString().slice(0, 10) !== day) throw new AdminError(400, `date must be a day as YYYY-MM-DD (got ${JSON.stringify(day).slice(0, 40)})`);
+    if (day > new Date(this.now()).toISOString().slice(0, 10)) throw new AdminError(400, `${day} is in the future`);
+    return { date: day, reports: await this.deps.tlsrptSend(day, force) };
   }
 
   /**

@@ -114,6 +114,7 @@ export const ROUTES: Route[] = [
   { method: 'POST', pattern: new RegExp(`^/api/quarantine/${QID}/delete$`), handle: (a, ctx) => a.quarantineDelete(ctx.parts[0]!, op(ctx), flag(ctx.body.ndr)) },
   { method: 'GET', pattern: /^\/api\/track$/, handle: (a, ctx) => a.track(ctx.params) },
   { method: 'GET', pattern: /^\/api\/cluster$/, handle: (a) => a.cluster() },
+  { method: 'POST', pattern: /^\/api\/tlsrpt\/send$/, handle: (a, ctx) => a.tlsrptSend(text(ctx.body.date), flag(ctx.body.force)) },
 ];
 
 /** match - the route for a method and path; AdminError 404/405 when there is none. */

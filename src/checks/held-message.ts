@@ -33,6 +33,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { writeAll } from '../core/durable-fs.js';
 
 /** Octets kept in memory before the rest goes to the scratch file: 256 KB covers most mail, and 1,000 sessions hold at most 256 MB. */
 export const MEMORY_LIMIT = 256 * 1024;
@@ -88,7 +89,7 @@ export class HeldMessage {
       this.path = join(this.scratchDir, `${randomBytes(9).toString('hex')}.msg`);
       this.file = await open(this.path, 'w', 0o600);
     }
-    await this.file.write(chunk);
+    await writeAll(this.file, chunk);
   }
 
   private findHeaderEnd(chunk: Buffer): void {
@@ -109,13 +110,18 @@ export class HeldMessage {
    * the header section (including its blank line) when it is held in memory.
    */
   async *replay(rewriteHeader?: (header: Buffer) => Buffer): AsyncGenerator<Buffer> {
-    let first = this.memory.length === 1 ? this.memory[0]! : Buffer.concat(this.memory, this.memoryBytes);
-    if (rewriteHeader && this.headerEnd >= 0 && this.headerEnd <= first.length) {
-      const header = rewriteHeader(first.subarray(0, this.headerEnd));
-      if (header.length) yield header;
-      first = first.subarray(this.headerEnd);
+    if (rewriteHeader) {
+      let first = this.memory.length === 1 ? this.memory[0]! : Buffer.concat(this.memory, this.memoryBytes);
+      if (this.headerEnd >= 0 && this.headerEnd <= first.length) {
+        const header = rewriteHeader(first.subarray(0, this.headerEnd));
+        if (header.length) yield header;
+        first = first.subarray(this.headerEnd);
+      }
+      if (first.length) yield first;
+    } else {
+      // Nothing to rewrite: the pieces as they were kept, no copy.
+      yield* this.memory;
     }
-    if (first.length) yield first;
     if (this.path) {
       for await (const chunk of createReadStream(this.path, { highWaterMark: READ_CHUNK })) yield chunk as Buffer;
     }

@@ -14,5 +14,6 @@ import { sendmailCommand } from './sendmail.js';
 import { startCommand } from './start.js';
 import { passwdCommand } from './passwd.js';
 import { trackCommand } from './track.js';
+import { tlsrptCommand } from './tlsrpt.js';
 
-export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, reloadCommand, clusterCommand, dkimCommand, auditCommand, sendmailCommand, passwdCommand];
+export const COMMANDS: readonly CliCommand[] = [startCommand, checkConfigCommand, queueCommand, quarantineCommand, trackCommand, reloadCommand, clusterCommand, dkimCommand, tlsrptCommand, auditCommand, sendmailCommand, passwdCommand];

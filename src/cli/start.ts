@@ -13,6 +13,7 @@ import { resolve } from 'node:path';
 import { Petrel } from '../petrel.js';
 import { ReloadServer } from './reload.js';
 import { configFrom, version, type CliCommand } from './command.js';
+import { SourceAddressError } from '../delivery/smtp/identity-warnings.js';
 
 export const startCommand: CliCommand = {
   name: 'start',
@@ -22,7 +23,11 @@ export const startCommand: CliCommand = {
 Runs Petrel in the foreground until SIGTERM or SIGINT. On a signal it stops
 accepting connections, lets SMTP replies in progress finish, ends deliveries in
 progress as deferred (never lost) and exits within 30 seconds. A configuration
-error stops it before anything starts (exit 78).
+error stops it before anything starts (exit 78); so does a [delivery]
+source_ipv4 / source_ipv6 that is not an address of this machine. The DNS of
+the sending identity (PTR, forward-confirmed, HELO name) is checked after
+start: each problem is a "petrel: warning: sending identity:" line on
+standard error (see petrel check-config --dns).
 `,
   async run(args, out, err) {
     const config = configFrom(args, err);
@@ -36,7 +41,8 @@ error stops it before anything starts (exit 78).
     } catch (e) {
       err(`petrel: cannot start: ${(e as Error).message}`);
       await petrel.stop(1000).catch(() => undefined);
-      return 69;
+      // A source address this machine lacks is a configuration error (EX_CONFIG), like a bad key.
+      return e instanceof SourceAddressError ? 78 : 69;
     }
     const flag = args.flags.get('config');
     const reloads = new ReloadServer(config.data_dir, typeof flag === 'string' ? resolve(flag) : undefined, (next) => petrel.reconfigure(next));

@@ -83,6 +83,15 @@ export interface Config {
     connection_idle_timeout: number;
     dead_destination_backoff: number;
     directory_require_mount: boolean;
+    /** Sending identity (delivery/identity): outbound connections bind these; "" = the system chooses. */
+    source_ipv4: string;
+    source_ipv6: string;
+    /** EHLO name on IPv6 connections; helo_name when empty. */
+    helo_name_ipv6: string;
+    address_family: 'any' | 'ipv4' | 'ipv6';
+    address_preference: 'auto' | 'ipv6' | 'ipv4';
+    /** Honour MTA-STS policies (RFC 8461; delivery/tls/mta-sts). */
+    mta_sts: boolean;
     /** Outbound TLS policy for MX and smarthost delivery (delivery/tls/policy); routes may override. */
     tls: TlsMode;
     /** Extra PEM trust anchors for certificate checks ("" = Node's default CAs only); checked at load. */
@@ -96,6 +105,8 @@ export interface Config {
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
   checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number };
+  /** TLS reporting (RFC 8460; src/tlsrpt). */
+  tlsrpt: { organization: string };
   filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
 }
 
@@ -273,6 +284,15 @@ const dnsServer: Check<string> = (raw) => {
   return ok(isIP(e.host) === 6 ? `[${e.host}]:${e.port}` : `${e.host}:${e.port}`);
 };
 
+/** An IP address of one family, or "" for none. */
+function sourceAddress(family: 4 | 6): Check<string> {
+  return (raw) => {
+    if (raw === '') return ok('');
+    if (typeof raw === 'string' && isIP(raw.trim()) === family) return ok(raw.trim());
+    return { error: `must be "" or an IPv${family} address such as "${family === 4 ? '192.0.2.25' : '2001:db8::25'}" (got ${describe(raw)})` };
+  };
+}
+
 /*
  * The table. Keys are "section.key" (or "key" at the top). [[routes]] is an
  * array of tables and is checked separately (see ROUTE_FIELDS).
@@ -325,6 +345,12 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
+  'delivery.source_ipv4': { check: sourceAddress(4), def: () => '', doc: 'outbound IPv4 connections bind this address; "" lets the system choose' },
+  'delivery.source_ipv6': { check: sourceAddress(6), def: () => '', doc: 'outbound IPv6 connections bind this address; "" lets the system choose' },
+  'delivery.helo_name_ipv6': { check: str, def: () => '', doc: 'EHLO name on IPv6 connections; helo_name when empty' },
+  'delivery.address_family': { check: oneOf('any', 'ipv4', 'ipv6'), def: () => 'any', doc: 'which next-hop addresses are tried' },
+  'delivery.address_preference': { check: oneOf('auto', 'ipv6', 'ipv4'), def: () => 'auto', doc: 'with address_family "any": which family is tried first; auto = IPv6 first only with a global IPv6 source' },
+  'delivery.mta_sts': { check: bool, def: () => true, doc: 'honour MTA-STS (RFC 8461) policies of recipient domains' },
   'delivery.tls': { check: oneOf('opportunistic', 'verify', 'required'), def: () => 'opportunistic', doc: 'outbound TLS: opportunistic, verify (chain + MX host name) or required' },
   'delivery.tls_ca_file': { check: str, def: () => '', doc: 'extra PEM trust anchors for certificate checks' },
 
@@ -352,6 +378,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
   'checks.verify_timeout': { check: positiveDuration, def: () => 10_000, doc: 'a verify_recipients probe of a next hop; then 450 4.1.1' },
   'checks.dnsbl': { check: arrayOf(domainName), def: () => [], doc: 'DNS block lists; a listed client gets 554 5.7.1 at RCPT' },
+
+  'tlsrpt.organization': { check: str, def: (c) => c.hostname, doc: 'organization-name of RFC 8460 TLS reports; hostname when empty' },
 
   'filter.rspamd_url': { check: httpUrl, def: () => '', doc: 'rspamd normal worker, "http://127.0.0.1:11333"; empty: no content scan' },
   'filter.filter_timeout': { check: positiveDuration, def: () => 20_000, doc: 'whole rspamd exchange; then filter_failure' },

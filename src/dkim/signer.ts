@@ -10,9 +10,10 @@
  * answers SMTP would cap the relay rate near a thousand RSA-signed messages a
  * second and stall every session meanwhile. So it runs on a small pool of worker threads
  * (dkim/sign-worker; min(4, cores - 1), at least one, started at the first
- * signature): the message goes to a thread in chunks (each copied once,
- * the next sent when the thread has taken the one before, so a large message
- * is never all in memory), and the thread answers the DKIM-Signature fields.
+ * signature): the message goes to a thread in batches of up to 256 KB (each
+ * copied once, into a buffer the thread then owns; the next sent when the
+ * thread has taken the one before, so a large message is never all in
+ * memory), and the thread answers the DKIM-Signature fields.
  * The SMTP thread only copies octets.
  *
  * Invariants:
@@ -75,6 +76,18 @@ class SignThread {
   }
 }
 
+/** Octets sent to a signing thread in one message: a message held in memory (256 KB) goes in one. */
+const SEND_BATCH = 256 * 1024;
+
+/** ownCopy - the pieces in one new ArrayBuffer, transferred to the thread (one copy; a pooled buffer could not be). */
+function ownCopy(pieces: Buffer[], length: number): ArrayBuffer {
+  const ab = new ArrayBuffer(length);
+  const view = Buffer.from(ab);
+  let at = 0;
+  for (const p of pieces) at += p.copy(view, at);
+  return ab;
+}
+
 export interface DkimSignerOptions {
   keys: readonly DkimKeyConfig[];
   dataDir: string;
@@ -118,19 +131,25 @@ export class DkimSigner {
     const thread = this.thread();
     const id = this.nextId++;
     const indexes = keys.map((k) => this.keys.keys.indexOf(k));
-    // A copy the thread owns (the chunk may be a view of a larger buffer).
-    const own = (chunk: Buffer): ArrayBuffer => chunk.buffer.slice(chunk.byteOffset, chunk.byteOffset + chunk.length) as ArrayBuffer;
     let first = true;
-    // One chunk is kept back, so that the last one goes with `end` (a message held in memory: one exchange).
-    let pending: Buffer | null = null;
+    // Pieces are gathered into one copy of up to SEND_BATCH octets that the thread owns (a
+    // message held in memory is one exchange); the next batch goes when the thread has taken the last.
+    let batch: Buffer[] = [];
+    let batched = 0;
+    const send = async (end: boolean): Promise<{ fields?: string }> => {
+      const data = batched ? ownCopy(batch, batched) : undefined;
+      batch = [];
+      batched = 0;
+      const answer = await thread.send({ id, ...(first ? { keys: indexes } : {}), ...(data ? { data } : {}), end });
+      first = false;
+      return answer;
+    };
     for await (const chunk of chunks) {
-      if (pending) {
-        await thread.send({ id, ...(first ? { keys: indexes } : {}), data: own(pending), end: false });
-        first = false;
-      }
-      pending = chunk;
+      batch.push(chunk);
+      batched += chunk.length;
+      if (batched >= SEND_BATCH) await send(false);
     }
-    const answer = await thread.send({ id, ...(first ? { keys: indexes } : {}), ...(pending ? { data: own(pending) } : {}), end: true });
+    const answer = await send(true);
     return answer.fields ?? '';
   }
 

@@ -29,6 +29,7 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readSync, fs
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { MailEvent } from './events.js';
+import { writeAll } from '../core/durable-fs.js';
 import type { QueueStore } from '../queue/store.js';
 import type { Trace } from './trace.js';
 
@@ -273,7 +274,7 @@ export class EventLog {
         const events = this.nextBatch(durable) ?? (await this.store.eventsAfter(this.seq, 5000)).filter((e) => (e.seq ?? 0) <= durable);
         if (events.length === 0) return;
         const text = Buffer.from(events.map(formatEvent).join(''));
-        await this.file.write(text);
+        await writeAll(this.file, text);
         this.seq = events[events.length - 1]!.seq ?? this.seq;
         this.size += text.length;
         this.onWritten?.(events);

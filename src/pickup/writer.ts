@@ -10,7 +10,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, rename, unlink } from 'node:fs/promises';
-import { fsyncDir } from '../core/durable-fs.js';
+import { fsyncDir, writeAll } from '../core/durable-fs.js';
 import { dirname, join, resolve } from 'node:path';
 
 
@@ -37,7 +37,7 @@ export async function writePickupFile(dir: string, data: Buffer | readonly Buffe
   const final = join(dir, name);
   const fd = await open(tmp, 'wx', 0o600);
   try {
-    for (const chunk of Buffer.isBuffer(data) ? [data] : data) await fd.write(chunk);
+    for (const chunk of Buffer.isBuffer(data) ? [data] : data) await writeAll(fd, chunk);
     await fd.sync();
     await fd.close();
     await rename(tmp, final);

@@ -1,7 +1,8 @@
 /*
  * test/helpers/dns-server - a tiny UDP DNS server on 127.0.0.1 answering MX,
- * A, AAAA and TXT questions from a table, for MX routing tests and the
- * inbound checks (SPF, DKIM, DMARC, block lists).
+ * A, AAAA, TXT and PTR questions from a table, for MX routing tests, the
+ * inbound checks (SPF, DKIM, DMARC, block lists) and the sending identity
+ * checks (PTR: key the table with reverseName(address)).
  *
  * A name maps to records, or to a behaviour: "NXDOMAIN", "SERVFAIL", or
  * "SILENT" (never answers: the resolver times out). A name in the table with
@@ -13,7 +14,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
 
-export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
+export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[]; PTR?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
 
 export interface DnsServer {
   /** "127.0.0.1:PORT", for [delivery] dns_servers. */
@@ -23,7 +24,14 @@ export interface DnsServer {
   close(): Promise<void>;
 }
 
-const TYPES: Record<number, string> = { 1: 'A', 15: 'MX', 16: 'TXT', 28: 'AAAA' };
+const TYPES: Record<number, string> = { 1: 'A', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA' };
+
+/** reverseName - the PTR name of an address ("127.0.0.2" -> "2.0.0.127.in-addr.arpa", IPv6 -> nibbles under ip6.arpa), a key for the table. */
+export function reverseName(address: string): string {
+  if (isIP(address) === 4) return `${address.split('.').reverse().join('.')}.in-addr.arpa`;
+  const hex = ipv6Bytes(address).toString('hex');
+  return `${hex.split('').reverse().join('.')}.ip6.arpa`;
+}
 
 /** encodeName - labels of a domain name ("." alone is the root: one zero octet). */
 function encodeName(name: string): Buffer {
@@ -105,6 +113,7 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     else if (entry === 'SERVFAIL') rcode = 2;
     else if (type === 'MX') for (const [pref, host] of entry.MX ?? []) answers.push(record(15, Buffer.concat([Buffer.from([pref >> 8, pref & 255]), encodeName(host)])));
     else if (type === 'A') for (const a of entry.A ?? []) answers.push(record(1, Buffer.from(a.split('.').map(Number))));
+    else if (type === 'PTR') for (const host of entry.PTR ?? []) answers.push(record(12, encodeName(host)));
     else if (type === 'TXT') for (const t of entry.TXT ?? []) answers.push(record(16, txtData(t)));
     else if (type === 'AAAA') for (const a of entry.AAAA ?? []) if (isIP(a) === 6) answers.push(record(28, ipv6Bytes(a)));
 

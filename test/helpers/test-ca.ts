@@ -1,15 +1,53 @@
 /*
- * test/helpers/test-ca - a certificate authority made in the test with
- * openssl (EC P-256, valid two days), and server certificates it signs for
- * given DNS names, for outbound TLS verification tests. Each CA lives in its
- * own temporary directory, removed by dispose().
+ * test/helpers/test-ca - a throw-away certificate authority for tests that
+ * check certificates (MTA-STS policy servers, verified SMTP TLS): a CA
+ * certificate, and leaf certificates for given names signed by it (or
+ * self-signed, for "not trusted" cases). EC P-256 keys: fast to make.
+ * makeCa is the same made with openssl, with the CA in a file (what
+ * `tls_ca_file` names) and several subjectAltName DNS names per certificate
+ * (wildcards included); dispose() removes its directory.
  */
+import { generate } from 'selfsigned';
 import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
 export interface TestCa {
+  /** PEM of the CA certificate: a trust anchor (caFile / tls_ca_file). */
+  cert: string;
+  key: string;
+  /** issue - a server certificate for `name` (CN and DNS SAN), signed by this CA. */
+  issue(name: string): Promise<{ cert: string; key: string }>;
+}
+
+export async function makeTestCa(name = 'Petrel Test CA'): Promise<TestCa> {
+  const ca = await generate([{ name: 'commonName', value: name }], {
+    keyType: 'ec',
+    algorithm: 'sha256',
+    extensions: [
+      { name: 'basicConstraints', cA: true, critical: true },
+      { name: 'keyUsage', keyCertSign: true, cRLSign: true, digitalSignature: true, critical: true },
+    ],
+  });
+  return {
+    cert: ca.cert,
+    key: ca.private,
+    async issue(host: string) {
+      const leaf = await generate([{ name: 'commonName', value: host }], { keyType: 'ec', algorithm: 'sha256', ca: { key: ca.private, cert: ca.cert } });
+      return { cert: leaf.cert, key: leaf.private };
+    },
+  };
+}
+
+/** selfSigned - a certificate for `name` that no CA vouches for. */
+export async function selfSigned(host: string): Promise<{ cert: string; key: string }> {
+  const p = await generate([{ name: 'commonName', value: host }], { keyType: 'ec', algorithm: 'sha256' });
+  return { cert: p.cert, key: p.private };
+}
+
+/** A CA made with openssl, its certificate in a file. */
+export interface FileCa {
   /** The CA certificate file (PEM): what `tls_ca_file` names. */
   caFile: string;
   caPem: string;
@@ -21,7 +59,7 @@ export interface TestCa {
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
 
 /** makeCa - a fresh CA named `name`. */
-export function makeCa(name = 'Petrel Test CA'): TestCa {
+export function makeCa(name = 'Petrel Test CA'): FileCa {
   const dir = mkdtempSync(join(tmpdir(), 'petrel-ca-'));
   const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'pipe' });
   run(['req', '-x509', ...EC, '-days', '2', '-subj', `/CN=${name}`, '-keyout', join(dir, 'ca.key'), '-out', join(dir, 'ca.pem'),

@@ -97,6 +97,8 @@ export interface PeerConnection {
   id: number;
   tls: boolean;
   helo: string;
+  /** The client's address as this peer saw it (its source address). */
+  remoteAddress: string;
   commands: string[];
   /** Commands grouped by the read they arrived in. */
   chunks: string[][];
@@ -190,7 +192,7 @@ export class TestPeer {
 
   private session(raw: Socket): void {
     const o = this.options;
-    const conn: PeerConnection = { id: this.connections.length + 1, tls: false, helo: '', commands: [], chunks: [], transactions: 0, closed: false };
+    const conn: PeerConnection = { id: this.connections.length + 1, tls: false, helo: '', remoteAddress: raw.remoteAddress ?? '', commands: [], chunks: [], transactions: 0, closed: false };
     this.connections.push(conn);
     this.sockets.add(raw);
     this.open++;

@@ -82,6 +82,8 @@ export interface SmtpClientOptions {
   lmtp?: boolean;
   /** Our name in EHLO/LHLO/HELO. */
   heloName: string;
+  /** Local address to bind ([delivery] source_ipv4 / source_ipv6, see source.ts); the system chooses when absent. */
+  localAddress?: string;
   /**
    * "opportunistic": STARTTLS whenever offered; "required": fail (4.7.x) when
    * not offered or the handshake fails; "none": never (tests, local sockets).
@@ -366,7 +368,7 @@ export class SmtpClient {
   private openSocket(where: string): Promise<Socket> {
     const o = this.options;
     return new Promise((resolve, reject) => {
-      const socket = o.path ? netConnect({ path: o.path }) : netConnect({ host: o.host!, port: o.port ?? 25 });
+      const socket = o.path ? netConnect({ path: o.path }) : netConnect({ host: o.host!, port: o.port ?? 25, ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
       socket.setNoDelay(true);
       const timer = setTimeout(() => {
         socket.destroy();

@@ -19,6 +19,11 @@
  *   does); an enforced policy never falls back to plain text;
  * - every connection attempt under an MTA-STS or DANE policy is told to
  *   `onTlsResult` (TLS reporting, RFC 8460), success or failure;
+ * - the addresses tried are filtered and ordered by [delivery] address_family
+ *   and address_preference (address-order.ts); a host left with none is a
+ *   temporary failure, never "no such domain";
+ * - each connection binds the source address of its family and says that
+ *   source's EHLO name (source.ts);
  * - connections are shared through the pool (one per destination and TLS
  *   policy); per-recipient outcomes come from session.ts.
  *
@@ -38,6 +43,7 @@ import type { SecureContext } from 'node:tls';
 import { trustContext } from '../tls/cert-check.js';
 import { domainTls, hostPolicy, type DomainTls, type HostDecision, type PolicySources } from '../tls/policy.js';
 import type { TlsPolicyFailure, TlsPolicyKind } from '../tls/outcome.js';
+import { MtaStsResolver, mxAllowed, policyStrings } from '../tls/mta-sts.js';
 
 /** One connection attempt under an MTA-STS or DANE policy, for TLS reporting (src/tlsrpt's recorder.record). */
 export interface TlsAttemptResult {
@@ -47,7 +53,11 @@ export interface TlsAttemptResult {
   receivingIp: string;
   success: boolean;
   failure?: TlsPolicyFailure;
+  /** sts: the policy as RFC 8460 policy-string lines. */
+  policyText?: string[];
 }
+import { orderAddresses, type AddressPolicy } from './address-order.js';
+import { identities, identityFor, type SendingIdentity } from './source.js';
 
 type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
 
@@ -73,6 +83,10 @@ export interface SmtpAgentOptions {
   tlsSources?: PolicySources;
   /** TLS reporting hook: called once per connection attempt under an MTA-STS or DANE policy. */
   onTlsResult?: (r: TlsAttemptResult) => void;
+  /** Sending identity per family (source.ts): the address bound and the EHLO name; heloName when absent. */
+  identities?: { ipv4: SendingIdentity; ipv6: SendingIdentity };
+  /** Which addresses are tried, in what order (address-order.ts); all, in DNS order, when absent. */
+  addressPolicy?: AddressPolicy;
 }
 
 /** poolOptionsFrom - the pool settings in a Config. */
@@ -109,6 +123,9 @@ export class SmtpAgent implements DeliveryAgent {
       dns: { servers: d.dns_servers },
       poolOptions: poolOptionsFrom(config),
       tlsCaFile: d.tls_ca_file,
+      ...(d.mta_sts ? { tlsSources: { sts: { resolver: new MtaStsResolver({ dnsServers: d.dns_servers, ...(d.tls_ca_file ? { caFile: d.tls_ca_file } : {}) }), mxAllowed } } } : {}),
+      identities: identities(config),
+      addressPolicy: { family: d.address_family, preference: d.address_preference, sourceIpv6: d.source_ipv6 },
       ...extra,
     });
   }
@@ -163,13 +180,23 @@ export class SmtpAgent implements DeliveryAgent {
         continue;
       }
       anyAddress = true;
+      const policy = this.options.addressPolicy;
+      if (policy) {
+        const kept = orderAddresses(addresses, policy);
+        if (kept.length === 0) {
+          // Not an answer about the domain: it has addresses, only not of the family we may use. Temporary.
+          last ??= new LookupError(false, '4.4.3', `host ${host.name} has no ${policy.family === 'ipv4' ? 'IPv4' : 'IPv6'} address ([delivery] address_family = "${policy.family}"; it has ${addresses.join(', ')})`);
+          continue;
+        }
+        addresses = kept;
+      }
       const decision = await hostPolicy(hop, host.name, domain, sources);
       if (decision.refuse) {
         // Enforced policy refuses this host before any connection (MTA-STS: not named; DANE: TLSA look-up failed).
         const e = new ClientError('tls', '4.7.5', `TLS policy (${decision.policy.kind === 'sts' ? 'MTA-STS' : 'DANE'}, ${decision.policy.domain}) not met: ${decision.refuse.detail}`);
         e.tlsFailure = decision.refuse;
         e.remote = host.name;
-        this.reportTls(decision, host.name, '', e);
+        this.reportTls(decision, host.name, '', e, null, domain);
         last = e;
         continue;
       }
@@ -178,10 +205,10 @@ export class SmtpAgent implements DeliveryAgent {
           const client = await this.connectTo(host.name, address, hop.port, decision);
           if (!client.tlsNote && decision.note) client.tlsNote = decision.note;
           if (!client.tlsNote && domain.stsFailure) client.tlsNote = domain.stsFailure;
-          this.reportTls(decision, host.name, address, null, client.tlsNote);
+          this.reportTls(decision, host.name, address, null, client.tlsNote, domain);
           return client;
         } catch (e) {
-          this.reportTls(decision, host.name, address, e);
+          this.reportTls(decision, host.name, address, e, null, domain);
           last = e;
         }
       }
@@ -193,13 +220,14 @@ export class SmtpAgent implements DeliveryAgent {
   }
 
   /** reportTls - tell TLS reporting about one connection attempt under an MTA-STS or DANE policy. */
-  private reportTls(d: HostDecision, mx: string, ip: string, err: unknown, note: TlsPolicyFailure | null = null): void {
+  private reportTls(d: HostDecision, mx: string, ip: string, err: unknown, note: TlsPolicyFailure | null, domain: DomainTls): void {
     const hook = this.options.onTlsResult;
     if (!hook || (d.policy.kind !== 'sts' && d.policy.kind !== 'tlsa')) return;
     const failure = err instanceof ClientError ? err.tlsFailure : note;
     if (err && !failure) return; // not a TLS result (refused connection, greeting): nothing to report
     try {
-      hook({ policy: d.policy.kind, policyDomain: d.policy.domain, mx, receivingIp: ip, success: !failure, ...(failure ? { failure } : {}) });
+      const text = d.policy.kind === 'sts' && domain.sts ? { policyText: policyStrings(domain.sts) } : {};
+      hook({ policy: d.policy.kind, policyDomain: d.policy.domain, mx, receivingIp: ip, success: !failure, ...(failure ? { failure } : {}), ...text });
     } catch {
       // A report hook never changes a delivery.
     }
@@ -212,12 +240,16 @@ export class SmtpAgent implements DeliveryAgent {
 
   /** connectTo - one address; opportunistic TLS falls back to plain text once after a failed handshake. */
   private async connectTo(name: string, address: string, port: number, d: HostDecision): Promise<SmtpClient> {
+    const id = this.options.identities ? identityFor(this.options.identities, address) : null;
+    const heloName = id?.heloName || this.options.heloName;
+    const bind = id?.address ? { localAddress: id.address } : {};
     const make = (mode: 'opportunistic' | 'required' | 'none'): SmtpClient =>
       new SmtpClient({
         host: address,
         port,
         hostname: name,
-        heloName: this.options.heloName,
+        heloName,
+        ...bind,
         tls: mode,
         ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
         ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}),

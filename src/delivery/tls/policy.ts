@@ -19,20 +19,17 @@
  * §5.1 says for a policy that cannot be fetched); a refusal is a
  * TlsPolicyFailure, which the agent turns into a deferral, 4.7.5.
  *
- * The resolvers (mta-sts.ts, dane.ts) are passed in, so this module depends
- * only on their interfaces. Untrusted input: what they return (DNS, HTTPS).
+ * The resolvers (mta-sts.ts, dane.ts) are passed in (SmtpAgent.fromConfig
+ * makes them from [delivery] mta_sts / dane), so this module depends only on
+ * their interfaces and tests can stand in for them. Untrusted input: what they return (DNS, HTTPS).
  */
 import type { NextHop } from '../agent.js';
 import type { DaneMatcher, TlsaRecord } from './cert-check.js';
 import type { HostTlsPolicy, TlsMode, TlsPolicyFailure } from './outcome.js';
 
-/** An MTA-STS policy (RFC 8461 §3.2), as mta-sts.ts returns it. */
-export interface MtaStsPolicy {
-  mode: 'enforce' | 'testing' | 'none';
-  mx: string[];
-  maxAge: number;
-  id: string;
-}
+import type { MtaStsPolicy } from './mta-sts.js';
+
+export type { MtaStsPolicy };
 
 /** mta-sts.ts's MtaStsResolver, as far as the agent uses it. */
 export interface StsLookup {

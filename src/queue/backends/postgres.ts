@@ -80,8 +80,23 @@
  * commits, the message row keeping its key; deleting a message then queues
  * its key in a table swept by any node, and the sweep of uploads stays as is.
  */
-import pg from 'pg';
+import { createRequire } from 'node:module';
+import type pgTypes from 'pg';
 import type { ClientBase, ClientConfig, QueryResultRow } from 'pg';
+
+/*
+ * pg is loaded on first use, not at import: a server on the embedded queue
+ * never pays for it (about 20 MB of RSS). pg is CommonJS, so require() is its
+ * own loader.
+ */
+let pgModule: typeof pgTypes | null = null;
+function pgLib(): typeof pgTypes {
+  return (pgModule ??= createRequire(import.meta.url)('pg') as typeof pgTypes);
+}
+declare namespace pg {
+  type Client = pgTypes.Client;
+  type Pool = pgTypes.Pool;
+}
 import { Readable } from 'node:stream';
 import { isoTime, type MailEvent, type RecipientState } from '../../log/events.js';
 import { ReportAlreadyMade, StorageFull, isOpen } from '../backend.js';
@@ -423,8 +438,8 @@ function retryable(e: unknown): boolean {
 const TYPES = {
   getTypeParser: ((oid: number, format?: string) => {
     if (oid === 20 && format !== 'binary') return (v: string) => Number(v);
-    return pg.types.getTypeParser(oid, (format ?? 'text') as 'text');
-  }) as typeof pg.types.getTypeParser,
+    return pgLib().types.getTypeParser(oid, (format ?? 'text') as 'text');
+  }) as typeof pgTypes.types.getTypeParser,
 };
 
 export interface PostgresBackendOptions {
@@ -546,7 +561,7 @@ export class PostgresBackend implements QueueBackend {
   private async writerClient(): Promise<pg.Client> {
     if (this.writer) return this.writer;
     this.writerConnecting ??= (async () => {
-      const c = new pg.Client(this.clientConfig('writer'));
+      const c = new (pgLib().Client)(this.clientConfig('writer'));
       const lost = (): void => {
         if (this.writer === c) this.writer = null;
       };
@@ -699,7 +714,7 @@ export class PostgresBackend implements QueueBackend {
 
   private async listen(reconnect: boolean): Promise<void> {
     if (this.closed) return;
-    const c = new pg.Client(this.clientConfig('listen'));
+    const c = new (pgLib().Client)(this.clientConfig('listen'));
     let gone = false;
     const lost = (): void => {
       if (gone) return;
@@ -766,12 +781,12 @@ export class PostgresBackend implements QueueBackend {
 
   async open(options: { recover: boolean }): Promise<OpenReport> {
     this.closed = false;
-    this.pool = new pg.Pool({ ...this.clientConfig('pool'), max: this.options.pool ?? 10, idleTimeoutMillis: 30_000 });
+    this.pool = new (pgLib().Pool)({ ...this.clientConfig('pool'), max: this.options.pool ?? 10, idleTimeoutMillis: 30_000 });
     // An idle pooled connection that breaks (server restart) is dropped by the pool; nothing to do.
     this.pool.on('error', () => undefined);
     try {
       // Migration on a connection of its own: creating an index on a big table may take long.
-      const m = new pg.Client(this.clientConfig('migrate'));
+      const m = new (pgLib().Client)(this.clientConfig('migrate'));
       m.on('error', () => undefined);
       try {
         await m.connect();
