@@ -291,7 +291,9 @@ const HELP = `Usage:
                     [--recipients=N] [--json]     each message with its recipients: state,
                                                   attempts, next attempt, last reply
   petrel queue show QUEUE_ID [--json]             envelope, each recipient's state, attempts,
-                                                  next attempt and last reply, and its history
+                                                  next attempt and last reply, the TLS of its
+                                                  last attempt (policy, verified, why it
+                                                  failed), and its history
   petrel queue retry QUEUE_ID | --destination D [--reason TEXT]
   petrel queue suspend QUEUE_ID | --destination D [--reason TEXT]
   petrel queue resume QUEUE_ID | --destination D [--reason TEXT]
