@@ -163,7 +163,8 @@ export class Petrel {
     this.agents = {
       maildir: new MaildirAgent(),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
-      smtp: SmtpAgent.fromConfig(config, { pool: this.pool }),
+      // Every connection under an MTA-STS or DANE policy is counted for TLS reports.
+      smtp: SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r) }),
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };

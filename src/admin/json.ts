@@ -14,7 +14,7 @@
  * list of any length is converted a record at a time.
  */
 import type { AuditResult } from '../log/audit.js';
-import type { MailEvent } from '../log/events.js';
+import type { AttemptTls, MailEvent } from '../log/events.js';
 import type { ActionResult, DestinationOverride, DestinationSummary, MessageRecord, MessageStates, RecipientRecord, TrackResult } from '../queue/store.js';
 
 /** iso - epoch ms as ISO 8601 UTC text; null for "no such time" (null, undefined, 0). */
@@ -76,6 +76,8 @@ export interface RecipientJson {
   last_reply: string;
   last_status: string;
   remote: string;
+  /** The TLS of the last attempt ({tls, tls_failure?}, as in its event); null when none is known. */
+  last_tls: AttemptTls | null;
   orcpt: string | null;
   notify: string | null;
   report: string | null;
@@ -99,6 +101,7 @@ export function recipientJson(r: RecipientRecord): RecipientJson {
     last_reply: r.lastReply,
     last_status: r.lastStatus,
     remote: r.remote,
+    last_tls: r.lastTls ?? null,
     orcpt: r.orcpt,
     notify: r.notify,
     report: r.report,

@@ -90,12 +90,32 @@ export function printMessage(b: Answer['body'], out: Out): void {
       ),
     );
     if (b.recipients_next !== null) out(`(more recipients: the API's recipients_after=${b.recipients_next})`);
+    const withTls = (b.recipients as Array<Record<string, any>>).filter((r) => r.last_tls); // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+    if (withTls.length) {
+      out('');
+      out('TLS of the last attempt:');
+      for (const r of withTls) out(`  ${r.address}: ${tlsText(r.last_tls)}`);
+    }
   } else {
     out(`${b.events[0]?.queue_id ?? ''}: no longer in the queue; its history:`);
   }
   out('');
   out('history:');
   for (const e of b.events as Array<Record<string, any>>) out(`  ${eventLine(e)}`); // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+}
+
+/**
+ * tlsText - the TLS of an attempt in one line: the policy that applied, what
+ * the connection was, and why the policy was not met:
+ * "policy verify (example.com): TLSv1.3 TLS_AES_256_GCM_SHA384, not verified; failed: certificate-host-mismatch: ...".
+ */
+export function tlsText(t: Record<string, any>): string { // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+  const c = t.tls as Record<string, any> | null; // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+  const f = t.tls_failure as Record<string, any> | undefined; // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+  const policy = c ?? f;
+  const head = policy ? `policy ${policy.policy}${policy.policy_domain ? ` (${policy.policy_domain})` : ''}: ` : '';
+  const conn = c ? `${c.version} ${c.cipher}, ${c.verified ? 'verified' : 'not verified'}` : 'no TLS';
+  return clip(`${head}${conn}${f ? `; failed: ${f.type}: ${f.detail}` : ''}`, 300);
 }
 
 /** stateText - a recipient's state, with the node delivering it and an operator hold. */
@@ -271,7 +291,9 @@ const HELP = `Usage:
                     [--recipients=N] [--json]     each message with its recipients: state,
                                                   attempts, next attempt, last reply
   petrel queue show QUEUE_ID [--json]             envelope, each recipient's state, attempts,
-                                                  next attempt and last reply, and its history
+                                                  next attempt and last reply, the TLS of its
+                                                  last attempt (policy, verified, why it
+                                                  failed), and its history
   petrel queue retry QUEUE_ID | --destination D [--reason TEXT]
   petrel queue suspend QUEUE_ID | --destination D [--reason TEXT]
   petrel queue resume QUEUE_ID | --destination D [--reason TEXT]

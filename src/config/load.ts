@@ -17,6 +17,7 @@ import { isIP } from 'node:net';
 import { parse, TomlError } from 'smol-toml';
 import { DKIM_FIELDS, FIELDS, ROUTE_FIELDS, checks, parseTransport, type Config, type Route } from './schema.js';
 import { keyProblems } from '../dkim/keys.js';
+import { caFileProblem } from '../delivery/tls/cert-check.js';
 
 export interface ConfigProblem {
   key: string;
@@ -200,7 +201,7 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
         }
         const d = checks.domainName(entry.domain);
         const via = typeof entry.via === 'string' ? parseTransport(entry.via.trim(), config.delivery.smtp_port) : 'must be a string';
-        const tls = entry.tls === undefined ? { value: 'opportunistic' as const } : checks.oneOf('opportunistic', 'required')(entry.tls);
+        const tls = entry.tls === undefined ? { value: config.delivery.tls } : checks.oneOf('opportunistic', 'verify', 'required')(entry.tls);
         if ('error' in d) problem(`${base}.domain`, entry.domain === undefined ? 'is required' : d.error);
         if (typeof via === 'string') problem(`${base}.via`, entry.via === undefined ? 'is required' : via);
         if ('error' in tls) problem(`${base}.tls`, tls.error);
@@ -275,6 +276,7 @@ export function resolvePaths(config: Config, cwd: string): Config {
   config.smtp.sender_logins = r(config.smtp.sender_logins);
   config.tls.cert = r(config.tls.cert);
   config.tls.key = r(config.tls.key);
+  config.delivery.tls_ca_file = r(config.delivery.tls_ca_file);
   for (const route of config.routes) {
     if (route.via.kind === 'maildir' || route.via.kind === 'directory') route.via.path = r(route.via.path);
   }
@@ -308,6 +310,8 @@ export function parseConfigText(text: string, file = '<config>', cwd = process.c
   const { config, problems } = checkConfig(doc, text);
   resolvePaths(config, cwd);
   problems.push(...dkimKeyProblems(config, text));
+  const ca = caFileProblem(config.delivery.tls_ca_file);
+  if (ca) problems.push({ key: 'delivery.tls_ca_file', line: lineIndex(text).get('delivery.tls_ca_file') ?? null, message: ca });
   if (problems.length) throw new ConfigError(file, problems.sort((a, b) => (a.line ?? 0) - (b.line ?? 0)));
   return config;
 }

@@ -13,6 +13,7 @@ import { hostname as systemHostname } from 'node:os';
 import { isIP } from 'node:net';
 import { parseDuration, parseSize } from '../core/units.js';
 import type { DkimKeyConfig } from '../dkim/keys.js';
+import type { TlsMode } from '../delivery/tls/outcome.js';
 
 /** A host and port to listen on or connect to. */
 export interface Endpoint {
@@ -31,7 +32,8 @@ export type Transport =
 export interface Route {
   domain: string;
   via: Transport;
-  tls: 'opportunistic' | 'required';
+  /** The route's `tls`; [delivery] tls when the route does not say. */
+  tls: TlsMode;
   /** Probe the next hop at RCPT (checks/verify-recipient): unknown -> 550 5.1.1, cannot ask -> 450 4.1.1. */
   verify_recipients?: boolean;
 }
@@ -92,6 +94,10 @@ export interface Config {
     mta_sts: boolean;
     /** Honour DANE TLSA records (RFC 7672), trusting the AD bit of dns_servers (delivery/tls/dane). */
     dane: boolean;
+    /** Outbound TLS policy for MX and smarthost delivery (delivery/tls/policy); routes may override. */
+    tls: TlsMode;
+    /** Extra PEM trust anchors for certificate checks ("" = Node's default CAs only); checked at load. */
+    tls_ca_file: string;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
@@ -350,6 +356,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.address_preference': { check: oneOf('auto', 'ipv6', 'ipv4'), def: () => 'auto', doc: 'with address_family "any": which family is tried first; auto = IPv6 first only with a global IPv6 source' },
   'delivery.mta_sts': { check: bool, def: () => true, doc: 'honour MTA-STS (RFC 8461) policies of recipient domains' },
   'delivery.dane': { check: bool, def: () => false, doc: 'honour DANE TLSA records (RFC 7672); needs dns_servers: a DNSSEC-validating resolver whose AD bit is trusted' },
+  'delivery.tls': { check: oneOf('opportunistic', 'verify', 'required'), def: () => 'opportunistic', doc: 'outbound TLS: opportunistic, verify (chain + MX host name) or required' },
+  'delivery.tls_ca_file': { check: str, def: () => '', doc: 'extra PEM trust anchors for certificate checks' },
 
   'local.domains': { check: arrayOf(domainName), def: () => ['localhost'], doc: 'delivered to Maildir' },
   'local.maildir': { check: nonEmptyStr, def: (c) => `${c.data_dir.replace(/\/+$/, '')}/mail`, doc: 'maildir root' },

@@ -19,11 +19,12 @@
  */
 import { Readable } from 'node:stream';
 import type { MessageRecord, RecipientRecord } from '../queue/store.js';
+import type { TlsMode, TlsOutcome, TlsPolicyFailure } from './tls/outcome.js';
 
 /** Where a recipient goes next, as decided by the router. */
 export type NextHop =
-  | { kind: 'smtp'; key: string; hosts: 'mx'; domain: string; port: number; tls: 'opportunistic' | 'required' }
-  | { kind: 'smtp'; key: string; hosts: 'fixed'; host: string; port: number; tls: 'opportunistic' | 'required' }
+  | { kind: 'smtp'; key: string; hosts: 'mx'; domain: string; port: number; tls: TlsMode }
+  | { kind: 'smtp'; key: string; hosts: 'fixed'; host: string; port: number; tls: TlsMode }
   | { kind: 'lmtp'; key: string; host: string; port: number }
   | { kind: 'lmtp'; key: string; socket: string }
   | { kind: 'maildir'; key: string; root: string; perDomain: boolean }
@@ -52,6 +53,10 @@ export interface RecipientResult {
   relayed?: boolean;
   /** The connection was lost after the final dot: the message may have arrived. */
   possibleDuplicate?: boolean;
+  /** SMTP: the TLS of the connection that decided this result (null: plain text); absent when no connection was made. */
+  tls?: TlsOutcome | null;
+  /** SMTP: the TLS policy failure behind a deferral (4.7.5), or one recorded without being enforced (MTA-STS testing). */
+  tlsFailure?: TlsPolicyFailure;
 }
 
 export interface DeliveryJob {

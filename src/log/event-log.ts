@@ -118,6 +118,8 @@ export function formatEvent(e: MailEvent): string {
   if (e.status !== undefined) s += `,"status":${quoted.status.of(e.status)}`;
   if (e.detail !== undefined) s += `,"detail":${quoted.detail.of(e.detail)}`;
   if (e.report !== undefined) s += `,"report":${quoted.report.of(e.report)}`;
+  if (e.tls !== undefined) s += `,"tls":${JSON.stringify(e.tls)}`;
+  if (e.tls_failure !== undefined) s += `,"tls_failure":${JSON.stringify(e.tls_failure)}`;
   return `${s}}\n`;
 }
 

@@ -64,6 +64,37 @@ export interface MailEvent {
    * fate audit checks every owed report was queued.
    */
   report?: string;
+  /**
+   * On attempt outcomes of SMTP (and LMTP over TCP) deliveries: the TLS of the
+   * connection (null: plain text, or no connection was made).
+   */
+  tls?: EventTls | null;
+  /** On an attempt a TLS policy decided (deferred 4.7.5), or one MTA-STS testing noted: which policy and why. */
+  tls_failure?: EventTlsFailure;
+}
+
+/** The TLS of one connection, as events and `petrel queue show` write it (delivery/tls/outcome TlsOutcome). */
+export interface EventTls {
+  version: string;
+  cipher: string;
+  verified: boolean;
+  /** opportunistic | required | verify | sts | tlsa */
+  policy: string;
+  policy_domain: string;
+}
+
+/** A TLS policy failure (delivery/tls/outcome TlsPolicyFailure); `type` is an RFC 8460 result type. */
+export interface EventTlsFailure {
+  policy: string;
+  policy_domain: string;
+  type: string;
+  detail: string;
+}
+
+/** The TLS of a recipient's last attempt, as the queue keeps it (recipient record `lastTls`). */
+export interface AttemptTls {
+  tls: EventTls | null;
+  tls_failure?: EventTlsFailure;
 }
 
 /** operatorDetail - the `detail` of an operator action's event: who and why (invariant 2). */

@@ -27,7 +27,7 @@
  *   because of an error.
  */
 import type { Readable } from 'node:stream';
-import { FINAL_STATES, type MailEvent, type RecipientState } from '../log/events.js';
+import { FINAL_STATES, type AttemptTls, type MailEvent, type RecipientState } from '../log/events.js';
 import type {
   BodyWriter,
   Claim,
@@ -58,6 +58,8 @@ export interface RecipientFields {
   lastReply?: string;
   lastStatus?: string;
   remote?: string;
+  /** null clears it. */
+  lastTls?: AttemptTls | null;
   report?: ReportKind | null;
   delayNotified?: boolean;
   suspended?: boolean;

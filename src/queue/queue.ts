@@ -240,6 +240,7 @@ export class Queue implements QueueStore {
       if (o.lastReply !== undefined) set.lastReply = o.lastReply;
       if (o.lastStatus !== undefined) set.lastStatus = o.lastStatus;
       if (o.remote !== undefined) set.remote = o.remote;
+      if (o.lastTls !== undefined) set.lastTls = o.lastTls;
       if (o.report !== undefined) set.report = o.report;
       if (o.delayNotified !== undefined) set.delayNotified = o.delayNotified;
       if (o.suspended !== undefined) set.suspended = o.suspended;

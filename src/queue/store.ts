@@ -26,7 +26,7 @@
  *   quarantine.
  */
 import type { Readable } from 'node:stream';
-import type { MailEvent, RecipientState } from '../log/events.js';
+import type { AttemptTls, MailEvent, RecipientState } from '../log/events.js';
 import type { NodeInfo, ReportsCleared } from './backend.js';
 
 /** The kinds of report (DSN) a recipient can be waiting for. */
@@ -104,6 +104,8 @@ export interface RecipientRecord {
   lastStatus: string;
   /** The host that gave lastReply ("mx1.example.com [192.0.2.1]"). */
   remote: string;
+  /** The TLS of the last attempt and the policy failure behind it (null: none known, e.g. no connection). */
+  lastTls?: AttemptTls | null;
   report: ReportKind | null;
   delayNotified: boolean;
   /** Operator hold: not claimed while true. */
@@ -137,6 +139,8 @@ export interface Outcome {
   lastReply?: string;
   lastStatus?: string;
   remote?: string;
+  /** The TLS of this attempt (null clears it); undefined leaves it. */
+  lastTls?: AttemptTls | null;
   /** Report to make about this recipient; undefined leaves the current one. */
   report?: ReportKind | null;
   delayNotified?: boolean;
@@ -408,6 +412,7 @@ export function newRecipientRecord(id: number, queueId: string, r: NewRecipient,
     lastReply: '',
     lastStatus: '',
     remote: '',
+    lastTls: null,
     report: null,
     delayNotified: false,
     suspended: false,

@@ -2,6 +2,10 @@
  * routing/router - where each recipient goes next, in the contract's order:
  * local domain -> [[routes]] entry for the domain -> smarthost -> MX.
  *
+ * TLS: a route's `tls`, else `[delivery] tls`, for MX, smarthost and address
+ * literals; an operator redirect stays opportunistic (its host is an address
+ * the operator chose, which a certificate seldom names).
+ *
  * Also names the recipient's destination for operators (CONTRACT.md): the
  * recipient domain, or "[host]:port" for the smarthost. Pure: no I/O; the MX
  * look-up itself happens in the SMTP agent at delivery time.
@@ -14,6 +18,7 @@ import type { Config, Transport } from '../config/schema.js';
 import { domainOf } from '../core/address.js';
 import { DECIDED, isDecided, type Decision } from '../core/decided.js';
 import type { NextHop } from '../delivery/agent.js';
+import type { TlsMode } from '../delivery/tls/outcome.js';
 
 export interface Routed {
   hop: NextHop;
@@ -79,21 +84,21 @@ export class Router {
     const smart = this.config.delivery.smarthost;
     if (smart) {
       return {
-        hop: { kind: 'smtp', key: `smtp:${smart.host}:${smart.port}`, hosts: 'fixed', host: smart.host, port: smart.port, tls: 'opportunistic' },
+        hop: { kind: 'smtp', key: `smtp:${smart.host}:${smart.port}`, hosts: 'fixed', host: smart.host, port: smart.port, tls: this.config.delivery.tls },
         destination: `[${smart.host}]:${smart.port}`,
       };
     }
     const literal = /^\[(?:IPv6:)?([^\]]+)\]$/i.exec(domain);
     if (literal) {
       const port = this.config.delivery.smtp_port;
-      return { hop: { kind: 'smtp', key: `smtp:${literal[1]}:${port}`, hosts: 'fixed', host: literal[1]!, port, tls: 'opportunistic' }, destination: domain };
+      return { hop: { kind: 'smtp', key: `smtp:${literal[1]}:${port}`, hosts: 'fixed', host: literal[1]!, port, tls: this.config.delivery.tls }, destination: domain };
     }
-    return { hop: { kind: 'smtp', key: `mx:${domain}`, hosts: 'mx', domain, port: this.config.delivery.smtp_port, tls: 'opportunistic' }, destination: domain };
+    return { hop: { kind: 'smtp', key: `mx:${domain}`, hosts: 'mx', domain, port: this.config.delivery.smtp_port, tls: this.config.delivery.tls }, destination: domain };
   }
 }
 
 /** transportHop - a route's `via` as a next hop. */
-export function transportHop(via: Transport, tls: 'opportunistic' | 'required'): NextHop {
+export function transportHop(via: Transport, tls: TlsMode): NextHop {
   switch (via.kind) {
     case 'smtp':
       return { kind: 'smtp', key: `smtp:${via.host}:${via.port}`, hosts: 'fixed', host: via.host, port: via.port, tls };

@@ -21,7 +21,7 @@
 import { Readable, Transform } from 'node:stream';
 import type { Config } from '../config/schema.js';
 import { BodyUnreadable, WholeBody, type DeliveryAgent, type DeliveryJob, type NextHop, type RecipientResult } from '../delivery/agent.js';
-import { EVENT_IDS, isoTime, type MailEvent } from '../log/events.js';
+import { EVENT_IDS, isoTime, type AttemptTls, type MailEvent } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
 import type { Claim, MessageRecord, Outcome, QueueStore, RecipientRecord, ReportKind } from '../queue/store.js';
 import { afterTemporaryFailure } from './retry.js';
@@ -322,6 +322,7 @@ export class Scheduler {
    */
   private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult, random: () => number = this.random, now = Date.now()): Outcome {
     const attempts = r.attempts + 1;
+    const tls = attemptTls(hop, res);
     const wants = (kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean => reportWanted(m, r, kind);
     const done = (state: Outcome['state'], report: ReportKind | null | undefined, event: MailEvent): Outcome => ({
       recipientId: r.id,
@@ -332,6 +333,7 @@ export class Scheduler {
       lastReply: res.reply,
       lastStatus: event.status ?? res.status,
       remote: res.remote,
+      lastTls: tls,
       state,
       report,
       event,
@@ -356,6 +358,8 @@ export class Scheduler {
       detail ??= res.possibleDuplicate ? 'possible duplicate: the connection was lost after the message was sent' : undefined;
       if (detail !== undefined) e.detail = detail;
       if (report !== undefined) e.report = report;
+      if (hop.kind === 'smtp' || res.tls !== undefined) e.tls = tls?.tls ?? null;
+      if (tls?.tls_failure) e.tls_failure = tls.tls_failure;
       return e;
     };
     if (res.kind === 'delivered') {
@@ -472,4 +476,21 @@ function sizeCheck(message: MessageRecord): Transform {
       else cb();
     },
   });
+}
+
+/**
+ * attemptTls - the TLS of one attempt as the event and the recipient record
+ * keep it (snake_case, as written); null when nothing is known (no connection
+ * was made, or the agent has no TLS: maildir, directory).
+ */
+export function attemptTls(hop: NextHop, res: RecipientResult): AttemptTls | null {
+  if (res.tls === undefined && res.tlsFailure === undefined) return null;
+  if (hop.kind !== 'smtp' && hop.kind !== 'lmtp') return null;
+  const t = res.tls ?? null;
+  const out: AttemptTls = {
+    tls: t && { version: t.version, cipher: t.cipher, verified: t.verified, policy: t.policy, policy_domain: t.policyDomain },
+  };
+  const f = res.tlsFailure;
+  if (f) out.tls_failure = { policy: f.policy, policy_domain: f.policyDomain, type: f.type, detail: f.detail.slice(0, 500) };
+  return out;
 }

@@ -44,7 +44,7 @@ export const address: fc.Arbitrary<string> = fc.oneof(
   { weight: 1, arbitrary: text(60) },
 );
 
-const MAIL_PARAMS = ['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH', 'NOTIFY', 'ORCPT', 'X-UNKNOWN'];
+const MAIL_PARAMS = ['SIZE', 'BODY', 'SMTPUTF8', 'RET', 'ENVID', 'AUTH', 'REQUIRETLS', 'NOTIFY', 'ORCPT', 'X-UNKNOWN'];
 const VALUES = ['', '0', '100', '99999999999999999999999', '8BITMIME', '7BIT', 'FULL', 'HDRS', 'NEVER', 'SUCCESS,FAILURE', 'NEVER,DELAY', 'rfc822;a@b', 'rfc822;+2B+00', 'a+ZZ', '<>'];
 
 /** params - ESMTP parameters, valid, invalid and duplicated. */

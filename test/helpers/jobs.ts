@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import type { DeliveryJob, NextHop, RecipientResult } from '../../src/delivery/agent.js';
+import type { TlsMode } from '../../src/delivery/tls/outcome.js';
 import { newRecipientRecord, type MessageRecord, type RecipientRecord } from '../../src/queue/store.js';
 
 let nextId = 1;
@@ -90,11 +91,11 @@ export function rcpts(n: number, domain = 'example.net'): string[] {
 }
 
 /** fixedHop - an smtp next hop to one host and port. */
-export function fixedHop(port: number, host = '127.0.0.1', tls: 'opportunistic' | 'required' = 'opportunistic'): NextHop {
+export function fixedHop(port: number, host = '127.0.0.1', tls: TlsMode = 'opportunistic'): NextHop {
   return { kind: 'smtp', key: `${host}:${port}`, hosts: 'fixed', host, port, tls };
 }
 
 /** mxHop - an smtp next hop by MX. */
-export function mxHop(domain: string, port: number, tls: 'opportunistic' | 'required' = 'opportunistic'): NextHop {
+export function mxHop(domain: string, port: number, tls: TlsMode = 'opportunistic'): NextHop {
   return { kind: 'smtp', key: domain, hosts: 'mx', domain, port, tls };
 }

@@ -69,6 +69,8 @@ export interface PeerOptions {
   delayMs?: number;
   /** Answer STARTTLS with 220, then send garbage instead of a TLS handshake. */
   tlsBroken?: boolean;
+  /** The key and certificate (PEM; the certificate may be followed by its chain) STARTTLS presents; default testCertificate(). */
+  tlsCert?: { key: string; cert: string };
 }
 
 export interface PeerRcpt {
@@ -296,7 +298,7 @@ export class TestPeer {
               setTimeout(drop, 20);
               return;
             }
-            const { key, cert } = testCertificate();
+            const { key, cert } = o.tlsCert ?? testCertificate();
             raw.removeListener('data', onData);
             const secure = new TLSSocket(raw, { isServer: true, key, cert });
             secure.on('error', () => drop());

@@ -62,6 +62,15 @@ function nextText(iso, now) {
   return t <= now ? 'now' : `in ${age(t - now)}`;
 }
 const stateBadge = (state, extra = '') => h('span', { class: `state ${state}` }, state + extra);
+/** tlsText - a recipient's last attempt's TLS (API last_tls): policy, connection, and why the policy failed. */
+function tlsText(t) {
+  if (!t) return '';
+  const c = t.tls;
+  const f = t.tls_failure;
+  const p = c || f;
+  const head = p ? `${p.policy}${p.policy_domain ? ` (${p.policy_domain})` : ''}: ` : '';
+  return `${head}${c ? `${c.version} ${c.cipher}, ${c.verified ? 'verified' : 'not verified'}` : 'no TLS'}${f ? `; failed: ${f.type}: ${f.detail}` : ''}`;
+}
 function toast(text) {
   const t = document.getElementById('toast');
   t.textContent = text;
@@ -247,11 +256,11 @@ async function messagePage(qid) {
       h('button', { 'data-action': 'delete-silent', class: 'danger', onclick: () => act('Delete silently', `Remove the unfinished recipients of ${qid} without telling the sender?`, `/api/messages/${qid}/delete`, { silent: true }) }, 'Delete (silently)'),
       m.quarantine ? h('button', { 'data-action': 'release', onclick: () => act('Release', `Put ${qid} back in the queue?`, `/api/quarantine/${qid}/release`) }, 'Release') : null));
     out.push(h('h2', {}, 'Recipients'));
-    out.push(h('table', { id: 'recipients' }, h('thead', {}, h('tr', {}, ...['Recipient', 'State', 'Attempts', 'Next attempt', 'Destination', 'Last reply'].map((t) => h('th', {}, t)))),
+    out.push(h('table', { id: 'recipients' }, h('thead', {}, h('tr', {}, ...['Recipient', 'State', 'Attempts', 'Next attempt', 'Destination', 'Last reply', 'TLS (last attempt)'].map((t) => h('th', {}, t)))),
       h('tbody', {}, data.recipients.map((r) => h('tr', { 'data-recipient': r.address },
         h('td', {}, r.address), h('td', { class: 'rstate' }, stateBadge(r.state), r.node ? h('span', { class: 'muted' }, ` by ${r.node}`) : '', r.suspended ? stateBadge('held', ' held') : ''), h('td', { class: 'num' }, r.attempts),
         h('td', {}, nextText(r.next_attempt, now)),
-        h('td', {}, r.destination), h('td', { class: 'err' }, r.last_reply))))));
+        h('td', {}, r.destination), h('td', { class: 'err' }, r.last_reply), h('td', { class: 'tls' }, tlsText(r.last_tls)))))));
     recipients = data.recipients.map((r) => r.address);
   } else {
     // Finished: the message has left the queue; its history tells each recipient's end.

@@ -30,13 +30,16 @@
  * 6531, 3461 (the parameters are built by the caller, see envelope.ts).
  */
 import { connect as netConnect, isIP, type Socket } from 'node:net';
-import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { connect as tlsConnect, type SecureContext, type TLSSocket } from 'node:tls';
 import type { Readable } from 'node:stream';
 import { ReplyParser, replyText, type SmtpReply } from '../../core/smtp-reply.js';
 import { NO_CAPABILITIES, parseCapabilities, type Capabilities } from './capabilities.js';
 import { DATA_END, DotEncoder, wireReady } from './body.js';
 import { WholeBody } from '../agent.js';
 import { socketFailure } from './failure-text.js';
+import { checkPeer, type DaneMatcher, type TlsaRecord } from '../tls/cert-check.js';
+import { verifies } from '../tls/policy.js';
+import type { HostTlsPolicy, TlsOutcome, TlsPolicyFailure } from '../tls/outcome.js';
 
 /** Per-phase timeouts in milliseconds (RFC 5321 §4.5.3.2 where it gives one). */
 export interface SmtpTimeouts {
@@ -86,6 +89,12 @@ export interface SmtpClientOptions {
    * not offered or the handshake fails; "none": never (tests, local sockets).
    */
   tls?: 'opportunistic' | 'required' | 'none';
+  /**
+   * The policy this host must meet (delivery/tls/policy) and what to check it
+   * with. Without it the certificate is not checked (LMTP, tests): the
+   * outcome says policy "opportunistic", not verified.
+   */
+  tlsCheck?: { policy: HostTlsPolicy; context: SecureContext; tlsa?: TlsaRecord[]; matches?: DaneMatcher };
   timeouts?: Partial<SmtpTimeouts>;
 }
 
@@ -95,6 +104,10 @@ export type ClientErrorKind = 'connect' | 'greeting' | 'helo' | 'tls' | 'timeout
 export class ClientError extends Error {
   /** Who we were talking to, when known ("mx1.example.com [192.0.2.1]:25"). */
   remote = '';
+  /** The TLS policy check that failed (kind 'tls'), for the event, the DSN and TLS reports. */
+  tlsFailure: TlsPolicyFailure | null = null;
+  /** kind 'tls': the TLS the connection had when the policy check failed (null: none was set up). */
+  tls: TlsOutcome | null = null;
   constructor(
     readonly kind: ClientErrorKind,
     readonly status: string,
@@ -148,6 +161,10 @@ export class SmtpClient {
   capabilities: Capabilities = NO_CAPABILITIES;
   /** True once STARTTLS succeeded. */
   secure = false;
+  /** What the TLS of this connection is (null: plain text). */
+  tlsOutcome: TlsOutcome | null = null;
+  /** A policy check that failed without being enforced (MTA-STS testing): recorded, mail goes on. */
+  tlsNote: TlsPolicyFailure | null = null;
   /** A recipient limit learned from this peer's 452/552 replies (session.ts); null until seen. */
   learnedRcptMax: number | null = null;
   /** Transactions begun on this connection. */
@@ -212,12 +229,20 @@ export class SmtpClient {
     await this.hello(where);
 
     const tlsMode = o.tls ?? 'opportunistic';
+    const policy = o.tlsCheck?.policy;
     if (tlsMode !== 'none' && this.capabilities.starttls) {
       await this.startTls(where);
       await this.hello(where);
-    } else if (tlsMode === 'required') {
+    } else if (policy && verifies(policy)) {
       this.quitQuietly();
-      throw new ClientError('tls', '4.7.4', `TLS is required, but host ${where} does not offer STARTTLS`);
+      throw policyError(policy, 'starttls-not-supported', `host ${where} does not offer STARTTLS`);
+    } else if (tlsMode === 'required' || policy?.enforce) {
+      this.quitQuietly();
+      const e = new ClientError('tls', '4.7.4', `TLS is required, but host ${where} does not offer STARTTLS`);
+      if (policy) e.tlsFailure = { policy: policy.kind, policyDomain: policy.domain, type: 'starttls-not-supported', detail: e.message };
+      throw e;
+    } else if (policy && !policy.enforce && policy.kind !== 'opportunistic') {
+      this.tlsNote = { policy: policy.kind, policyDomain: policy.domain, type: 'starttls-not-supported', detail: `host ${where} does not offer STARTTLS` };
     }
     this.phase = 'idle';
     this.setTimeout(0);
@@ -398,12 +423,16 @@ export class SmtpClient {
     const plain = this.socket as Socket;
     this.detach(plain);
     const name = this.options.hostname;
+    const check = this.options.tlsCheck;
     const secure = await new Promise<TLSSocket>((resolve, reject) => {
       const s = tlsConnect({
         socket: plain,
-        // Opportunistic (RFC 3207 §4.1, RFC 7435): encrypt without authenticating the peer.
+        // Never refused by OpenSSL itself: the verdict is checked after the handshake (tls/cert-check),
+        // against the policy, so that it can be recorded, and enforced only where the policy says.
         rejectUnauthorized: false,
-        ...(name && isIP(name) === 0 ? { servername: name } : {}),
+        // `authorized` then speaks for the chain only; the names are checked against the policy's (cert-check).
+        ...(check ? { secureContext: check.context, checkServerIdentity: () => undefined } : {}),
+        ...(name && isIP(name) === 0 ? { servername: name.replace(/\.$/, '') } : {}),
       });
       const timer = setTimeout(() => {
         s.destroy();
@@ -426,12 +455,35 @@ export class SmtpClient {
         reject(new ClientError('tls', '4.7.5', `TLS handshake with ${where} failed: ${err.message}`, null, err));
       });
     }).catch((e: ClientError) => {
+      const policy = check?.policy;
+      if (policy && policy.kind !== 'opportunistic') e.tlsFailure = { policy: policy.kind, policyDomain: policy.domain, type: 'validation-failure', detail: e.message };
       this.fail(e);
       this.markClosed();
       throw e;
     });
     this.secure = true;
     this.attach(secure);
+    const cipher = secure.getCipher();
+    const outcome: TlsOutcome = {
+      version: secure.getProtocol() ?? 'unknown',
+      cipher: cipher?.standardName ?? cipher?.name ?? 'unknown',
+      verified: false,
+      policy: check?.policy.kind ?? 'opportunistic',
+      policyDomain: check?.policy.domain ?? '',
+    };
+    this.tlsOutcome = outcome;
+    if (!check) return;
+    const verdict = checkPeer(secure, check.policy, check.tlsa, check.matches);
+    outcome.verified = verdict.verified;
+    if (!verdict.failure || check.policy.kind === 'opportunistic' || check.policy.kind === 'required') return;
+    if (!verifies(check.policy)) {
+      this.tlsNote = verdict.failure;
+      return;
+    }
+    this.quitQuietly();
+    const e = policyError(check.policy, verdict.failure.type, `host ${where}: ${verdict.failure.detail}`);
+    e.tls = outcome;
+    throw e;
   }
 
   /** sendBody - stream the message through the DotEncoder, then the final dot; one write for small messages. */
@@ -635,6 +687,14 @@ export class SmtpClient {
     }
     this.destroy();
   }
+}
+
+/** policyError - a TLS policy not met: deferred 4.7.5 (CONTRACT "Delivery"), carrying the failure. */
+function policyError(policy: HostTlsPolicy, type: TlsPolicyFailure['type'], detail: string): ClientError {
+  const what = policy.kind === 'sts' ? 'MTA-STS' : policy.kind === 'tlsa' ? 'DANE' : `tls = "${policy.kind}"`;
+  const e = new ClientError('tls', '4.7.5', `TLS policy (${what}, ${policy.domain}) not met: ${detail}`);
+  e.tlsFailure = { policy: policy.kind, policyDomain: policy.domain, type, detail };
+  return e;
 }
 
 function isOk(r: SmtpReply | null): boolean {

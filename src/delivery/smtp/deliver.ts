@@ -49,6 +49,8 @@ export function errorResults(recipients: readonly RecipientRecord[], err: unknow
       remote: e.remote || label,
       remoteReply: e.reply !== null,
     };
+    if (e.kind === 'tls') base.tls = e.tls;
+    if (e.tlsFailure) base.tlsFailure = e.tlsFailure;
   } else {
     base = { kind: 'deferred', status: '4.3.0', reply: `local error: ${(e as Error)?.message ?? String(e)}`, remote: label, remoteReply: false };
   }

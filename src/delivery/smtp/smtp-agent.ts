@@ -7,9 +7,18 @@
  *   refuses at greeting/EHLO, or (TLS required) cannot do TLS, makes us try
  *   the next one in the same attempt; only when all fail is the job deferred,
  *   with the last error;
+ * - each host gets the TLS policy tls/policy.ts decides for it (DANE, then
+ *   MTA-STS, then the operator's `tls`); a host that does not meet an
+ *   enforced policy (no STARTTLS, a certificate that does not verify, an MX
+ *   host an enforced MTA-STS policy does not name, a failed TLSA look-up) is
+ *   skipped like an unreachable one: the next host is tried, and when none
+ *   is left the job is deferred with the last error (4.7.5 for verify,
+ *   MTA-STS and DANE; 4.7.4 for `required` without STARTTLS);
  * - opportunistic TLS whose handshake fails is retried once in plain text on
  *   the same address (mail is not held back by a broken TLS stack, as Postfix
- *   does); `tls = "required"` never falls back: it defers with 4.7.x;
+ *   does); an enforced policy never falls back to plain text;
+ * - every connection attempt under an MTA-STS or DANE policy is told to
+ *   `onTlsResult` (TLS reporting, RFC 8460), success or failure;
  * - the addresses tried are filtered and ordered by [delivery] address_family
  *   and address_preference (address-order.ts); a host left with none is a
  *   temporary failure, never "no such domain";
@@ -30,6 +39,23 @@ import { deliverPooled } from './deliver.js';
 import { lookupFailure } from './failure-text.js';
 import { LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
+import type { SecureContext } from 'node:tls';
+import { trustContext } from '../tls/cert-check.js';
+import { domainTls, hostPolicy, type DomainTls, type HostDecision, type PolicySources } from '../tls/policy.js';
+import type { TlsPolicyFailure, TlsPolicyKind } from '../tls/outcome.js';
+import { MtaStsResolver, mxAllowed, policyStrings } from '../tls/mta-sts.js';
+
+/** One connection attempt under an MTA-STS or DANE policy, for TLS reporting (src/tlsrpt's recorder.record). */
+export interface TlsAttemptResult {
+  policy: TlsPolicyKind;
+  policyDomain: string;
+  mx: string;
+  receivingIp: string;
+  success: boolean;
+  failure?: TlsPolicyFailure;
+  /** sts: the policy as RFC 8460 policy-string lines. */
+  policyText?: string[];
+}
 import { orderAddresses, type AddressPolicy } from './address-order.js';
 import { identities, identityFor, type SendingIdentity } from './source.js';
 
@@ -51,6 +77,12 @@ export interface SmtpAgentOptions {
   /** Most MX hosts, and addresses per host, tried in one attempt. */
   maxHosts?: number;
   maxAddressesPerHost?: number;
+  /** [delivery] tls_ca_file: extra trust anchors (checked at load). */
+  tlsCaFile?: string;
+  /** MTA-STS and DANE resolvers ([delivery] mta_sts, dane); absent: not used. */
+  tlsSources?: PolicySources;
+  /** TLS reporting hook: called once per connection attempt under an MTA-STS or DANE policy. */
+  onTlsResult?: (r: TlsAttemptResult) => void;
   /** Sending identity per family (source.ts): the address bound and the EHLO name; heloName when absent. */
   identities?: { ipv4: SendingIdentity; ipv6: SendingIdentity };
   /** Which addresses are tried, in what order (address-order.ts); all, in DNS order, when absent. */
@@ -73,6 +105,7 @@ export class SmtpAgent implements DeliveryAgent {
   readonly pool: ConnectionPool;
   private readonly resolver: MxResolver;
   private readonly ownPool: boolean;
+  private tlsContext: SecureContext | null = null;
 
   constructor(readonly options: SmtpAgentOptions) {
     this.resolver = options.resolver ?? new MxResolver(options.dns);
@@ -89,6 +122,8 @@ export class SmtpAgent implements DeliveryAgent {
       timeouts: { connect: d.connect_timeout },
       dns: { servers: d.dns_servers },
       poolOptions: poolOptionsFrom(config),
+      tlsCaFile: d.tls_ca_file,
+      ...(d.mta_sts ? { tlsSources: { sts: { resolver: new MtaStsResolver({ dnsServers: d.dns_servers, ...(d.tls_ca_file ? { caFile: d.tls_ca_file } : {}) }), mxAllowed } } } : {}),
       identities: identities(config),
       addressPolicy: { family: d.address_family, preference: d.address_preference, sourceIpv6: d.source_ipv6 },
       ...extra,
@@ -123,6 +158,8 @@ export class SmtpAgent implements DeliveryAgent {
     if (hop.hosts === 'mx') hosts = (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
     else hosts = [{ name: hop.host, preference: 0, addresses: isIP(hop.host) ? [hop.host] : await lookupFixed(hop.host) }];
     const implicit = hop.hosts === 'mx' && hosts.length === 1 && hosts[0]!.name === hop.domain;
+    const sources = this.options.tlsSources ?? {};
+    const domain: DomainTls = await domainTls(hop, sources);
 
     let last: unknown = null;
     let anyAddress = false;
@@ -153,10 +190,25 @@ export class SmtpAgent implements DeliveryAgent {
         }
         addresses = kept;
       }
+      const decision = await hostPolicy(hop, host.name, domain, sources);
+      if (decision.refuse) {
+        // Enforced policy refuses this host before any connection (MTA-STS: not named; DANE: TLSA look-up failed).
+        const e = new ClientError('tls', '4.7.5', `TLS policy (${decision.policy.kind === 'sts' ? 'MTA-STS' : 'DANE'}, ${decision.policy.domain}) not met: ${decision.refuse.detail}`);
+        e.tlsFailure = decision.refuse;
+        e.remote = host.name;
+        this.reportTls(decision, host.name, '', e, null, domain);
+        last = e;
+        continue;
+      }
       for (const address of addresses.slice(0, this.options.maxAddressesPerHost ?? 5)) {
         try {
-          return await this.connectTo(host.name, address, hop.port, hop.tls);
+          const client = await this.connectTo(host.name, address, hop.port, decision);
+          if (!client.tlsNote && decision.note) client.tlsNote = decision.note;
+          if (!client.tlsNote && domain.stsFailure) client.tlsNote = domain.stsFailure;
+          this.reportTls(decision, host.name, address, null, client.tlsNote, domain);
+          return client;
         } catch (e) {
+          this.reportTls(decision, host.name, address, e, null, domain);
           last = e;
         }
       }
@@ -167,19 +219,47 @@ export class SmtpAgent implements DeliveryAgent {
     throw last ?? new LookupError(false, '4.4.3', `no host to try for ${hop.hosts === 'mx' ? hop.domain : hop.host}`);
   }
 
+  /** reportTls - tell TLS reporting about one connection attempt under an MTA-STS or DANE policy. */
+  private reportTls(d: HostDecision, mx: string, ip: string, err: unknown, note: TlsPolicyFailure | null, domain: DomainTls): void {
+    const hook = this.options.onTlsResult;
+    if (!hook || (d.policy.kind !== 'sts' && d.policy.kind !== 'tlsa')) return;
+    const failure = err instanceof ClientError ? err.tlsFailure : note;
+    if (err && !failure) return; // not a TLS result (refused connection, greeting): nothing to report
+    try {
+      const text = d.policy.kind === 'sts' && domain.sts ? { policyText: policyStrings(domain.sts) } : {};
+      hook({ policy: d.policy.kind, policyDomain: d.policy.domain, mx, receivingIp: ip, success: !failure, ...(failure ? { failure } : {}), ...text });
+    } catch {
+      // A report hook never changes a delivery.
+    }
+  }
+
+  /** context - the trust anchors, made once (Node's CAs plus tls_ca_file). */
+  private context(): SecureContext {
+    return (this.tlsContext ??= trustContext(this.options.tlsCaFile ?? ''));
+  }
+
   /** connectTo - one address; opportunistic TLS falls back to plain text once after a failed handshake. */
-  private async connectTo(name: string, address: string, port: number, tls: 'opportunistic' | 'required'): Promise<SmtpClient> {
+  private async connectTo(name: string, address: string, port: number, d: HostDecision): Promise<SmtpClient> {
     const id = this.options.identities ? identityFor(this.options.identities, address) : null;
     const heloName = id?.heloName || this.options.heloName;
     const bind = id?.address ? { localAddress: id.address } : {};
     const make = (mode: 'opportunistic' | 'required' | 'none'): SmtpClient =>
-      new SmtpClient({ host: address, port, hostname: name, heloName, ...bind, tls: mode, ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}) });
-    const client = make(tls);
+      new SmtpClient({
+        host: address,
+        port,
+        hostname: name,
+        heloName,
+        ...bind,
+        tls: mode,
+        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
+        ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}),
+      });
+    const client = make(d.policy.enforce ? 'required' : 'opportunistic');
     try {
       await client.connect();
       return client;
     } catch (e) {
-      if (!(tls === 'opportunistic' && e instanceof ClientError && e.kind === 'tls' && e.reply === null)) throw e;
+      if (!(!d.policy.enforce && e instanceof ClientError && e.kind === 'tls' && e.reply === null)) throw e;
     }
     const plain = make('none');
     await plain.connect();

@@ -75,9 +75,21 @@ export async function runTransactions(
   client: SmtpClient,
   job: DeliveryJob,
   recipients: RecipientRecord[],
-  report: (results: RecipientResult[]) => void,
+  reportResults: (results: RecipientResult[]) => void,
   options: SessionOptions,
 ): Promise<SessionOutcome> {
+  // Every result over a TCP connection says what its TLS was (null: plain text), and a policy failure noted on it.
+  const tls = client.options.path ? undefined : client.tlsOutcome;
+  const note = client.tlsNote;
+  const report = tls === undefined
+    ? reportResults
+    : (results: RecipientResult[]): void => {
+        for (const r of results) {
+          r.tls = tls;
+          if (note) r.tlsFailure = note;
+        }
+        reportResults(results);
+      };
   const caps = client.capabilities;
   const lmtp = client.options.lmtp === true;
   const remote = client.remote;

@@ -238,6 +238,7 @@ export class MemoryBackend implements QueueBackend {
     if (f.lastReply !== undefined) r.lastReply = f.lastReply;
     if (f.lastStatus !== undefined) r.lastStatus = f.lastStatus;
     if (f.remote !== undefined) r.remote = f.remote;
+    if (f.lastTls !== undefined) r.lastTls = f.lastTls;
     if (f.report !== undefined) r.report = f.report;
     if (f.delayNotified !== undefined) r.delayNotified = f.delayNotified;
     if (f.suspended !== undefined) r.suspended = f.suspended;

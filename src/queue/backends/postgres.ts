@@ -100,7 +100,7 @@ declare namespace pg {
 import { Readable } from 'node:stream';
 import { isoTime, type MailEvent, type RecipientState } from '../../log/events.js';
 import { ReportAlreadyMade, StorageFull, isOpen } from '../backend.js';
-import { MESSAGE_COLUMNS, toEvent, type EventRow } from './rows.js';
+import { MESSAGE_COLUMNS, eventTlsColumn, parseAttemptTls, recipientTlsColumn, toEvent, type EventRow } from './rows.js';
 import type {
   ApplyResult,
   Change,
@@ -266,6 +266,11 @@ CREATE TABLE nodes (
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS require_tls boolean NOT NULL DEFAULT false;
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS tls_required_no boolean NOT NULL DEFAULT false;
 `,
+  // 2 -> 3 (issue 14): the TLS of a recipient's last attempt and of each attempt's event (JSON of AttemptTls; '' / NULL: none).
+  `
+ALTER TABLE recipients ADD COLUMN IF NOT EXISTS last_tls text NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN IF NOT EXISTS tls text;
+`,
 ];
 
 /** The schema version this Petrel knows. */
@@ -308,6 +313,7 @@ interface RecipientRow {
   last_reply: string;
   last_status: string;
   remote: string;
+  last_tls: string;
   report: string | null;
   delay_notified: boolean;
   suspended: boolean;
@@ -316,8 +322,8 @@ interface RecipientRow {
 
 
 const RECIPIENT_COLUMNS =
-  'id, qid, address, orcpt, notify, destination, state, attempts, next_at, last_at, last_reply, last_status, remote, report, delay_notified, suspended, claim_node';
-const EVENT_COLUMNS = 'seq, ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report';
+  'id, qid, address, orcpt, notify, destination, state, attempts, next_at, last_at, last_reply, last_status, remote, last_tls, report, delay_notified, suspended, claim_node';
+const EVENT_COLUMNS = 'seq, ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report, tls';
 
 function toMessage(r: MessageRow): MessageRecord {
   return {
@@ -355,6 +361,7 @@ function toRecipient(r: RecipientRow): RecipientRecord {
     lastReply: r.last_reply,
     lastStatus: r.last_status,
     remote: r.remote,
+    lastTls: parseAttemptTls(r.last_tls),
     report: r.report as ReportKind | null,
     delayNotified: r.delay_notified,
     suspended: r.suspended,
@@ -1211,8 +1218,8 @@ export class PostgresBackend implements QueueBackend {
             name: 'petrel_patch',
             text: `WITH p AS (
              SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::integer[], $6::bigint[], $7::bigint[],
-                                  $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::boolean[], $14::boolean[])
-               AS t(id, guard_claim, guard_states, state, attempts, next_at, last_at, last_reply, last_status, remote, set_report, report, delay_notified, suspended)
+                                  $8::text[], $9::text[], $10::text[], $11::boolean[], $12::text[], $13::boolean[], $14::boolean[], $15::text[])
+               AS t(id, guard_claim, guard_states, state, attempts, next_at, last_at, last_reply, last_status, remote, set_report, report, delay_notified, suspended, last_tls)
            ), old AS (
              SELECT r.id, r.state, r.report FROM recipients r JOIN p ON p.id = r.id
              WHERE (p.guard_claim IS NULL OR r.claim = p.guard_claim)
@@ -1228,6 +1235,7 @@ export class PostgresBackend implements QueueBackend {
              last_reply = COALESCE(p.last_reply, r.last_reply),
              last_status = COALESCE(p.last_status, r.last_status),
              remote = COALESCE(p.remote, r.remote),
+             last_tls = COALESCE(p.last_tls, r.last_tls),
              report = CASE WHEN p.set_report THEN p.report ELSE r.report END,
              delay_notified = COALESCE(p.delay_notified, r.delay_notified),
              suspended = COALESCE(p.suspended, r.suspended),
@@ -1252,6 +1260,7 @@ export class PostgresBackend implements QueueBackend {
             round.map((p) => s(p).report ?? null),
             round.map((p) => s(p).delayNotified ?? null),
             round.map((p) => s(p).suspended ?? null),
+            round.map((p) => recipientTlsColumn(s(p).lastTls)),
           ],
           },
         )
@@ -1300,13 +1309,13 @@ export class PostgresBackend implements QueueBackend {
   private eventInsert(events: readonly MailEvent[], params: unknown[]): string {
     const col = <K extends keyof MailEvent>(k: K) => events.map((e) => e[k] ?? null);
     const at = (v: unknown): string => `$${params.push(v)}`;
-    return `INSERT INTO events (node, ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report)
-         SELECT ${at(this.node)}, t.ts, t.id, t.event, t.qid, t.message_id, t.sender, t.recipient, t.attempt, t.state, t.remote, t.reply, t.error, t.status, t.detail, t.report
+    return `INSERT INTO events (node, ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report, tls)
+         SELECT ${at(this.node)}, t.ts, t.id, t.event, t.qid, t.message_id, t.sender, t.recipient, t.attempt, t.state, t.remote, t.reply, t.error, t.status, t.detail, t.report, t.tls
          FROM unnest(${at(events.map((e) => e.ts || isoTime()))}::text[], ${at(col('id'))}::integer[], ${at(col('event'))}::text[], ${at(col('queue_id'))}::text[],
                      ${at(col('message_id'))}::text[], ${at(col('sender'))}::text[], ${at(col('recipient'))}::text[], ${at(events.map((e) => int(e.attempt)))}::integer[],
                      ${at(col('state'))}::text[], ${at(col('remote'))}::text[], ${at(col('reply'))}::text[], ${at(col('error'))}::text[], ${at(col('status'))}::text[],
-                     ${at(col('detail'))}::text[], ${at(col('report'))}::text[])
-              WITH ORDINALITY AS t(ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report, ord)
+                     ${at(col('detail'))}::text[], ${at(col('report'))}::text[], ${at(events.map(eventTlsColumn))}::text[])
+              WITH ORDINALITY AS t(ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report, tls, ord)
          ORDER BY t.ord
          RETURNING seq`;
   }

@@ -81,7 +81,7 @@ import {
   type RecipientPatch,
   type RecipientQuery,
 } from '../backend.js';
-import { MESSAGE_COLUMNS, toEvent, type EventRow } from './rows.js';
+import { MESSAGE_COLUMNS, eventTlsColumn, parseAttemptTls, recipientTlsColumn, toEvent, type EventRow } from './rows.js';
 
 /** Tables; columns added since a table was first made are added by addMissingColumns() before the indexes. */
 const TABLES = `
@@ -120,6 +120,7 @@ CREATE TABLE IF NOT EXISTS recipients (
   last_reply TEXT NOT NULL DEFAULT '',
   last_status TEXT NOT NULL DEFAULT '',
   remote TEXT NOT NULL DEFAULT '',
+  last_tls TEXT NOT NULL DEFAULT '',
   report TEXT,
   delay_notified INTEGER NOT NULL DEFAULT 0,
   suspended INTEGER NOT NULL DEFAULT 0,
@@ -142,7 +143,8 @@ CREATE TABLE IF NOT EXISTS events (
   error TEXT,
   status TEXT,
   detail TEXT,
-  report TEXT
+  report TEXT,
+  tls TEXT
 );
 CREATE TABLE IF NOT EXISTS overrides (
   destination TEXT NOT NULL,
@@ -160,12 +162,14 @@ const ADDED_COLUMNS: Record<string, Array<[string, string]>> = {
   recipients: [
     ['lease_until', 'INTEGER NOT NULL DEFAULT 0'],
     ['claim', 'TEXT'],
+    ['last_tls', "TEXT NOT NULL DEFAULT ''"],
   ],
   // RFC 8689 flags of a message (issue 14); a queue.db from before them holds none.
   messages: [
     ['require_tls', 'INTEGER NOT NULL DEFAULT 0'],
     ['tls_required_no', 'INTEGER NOT NULL DEFAULT 0'],
   ],
+  events: [['tls', 'TEXT']],
 };
 
 const INDEXES = `
@@ -245,6 +249,7 @@ interface RecipientRow {
   last_reply: string;
   last_status: string;
   remote: string;
+  last_tls: string;
   report: string | null;
   delay_notified: number;
   suspended: number;
@@ -253,7 +258,7 @@ interface RecipientRow {
 
 
 const RECIPIENT_COLUMNS =
-  'id, qid, address, orcpt, notify, destination, state, attempts, next_at, last_at, last_reply, last_status, remote, report, delay_notified, suspended, claim';
+  'id, qid, address, orcpt, notify, destination, state, attempts, next_at, last_at, last_reply, last_status, remote, last_tls, report, delay_notified, suspended, claim';
 
 function toMessage(r: MessageRow): MessageRecord {
   return {
@@ -297,6 +302,7 @@ function toRecipient(r: RecipientRow): RecipientRecord {
     lastReply: r.last_reply,
     lastStatus: r.last_status,
     remote: r.remote,
+    lastTls: parseAttemptTls(r.last_tls),
     report: r.report as ReportKind | null,
     delayNotified: r.delay_notified === 1,
     suspended: r.suspended === 1,
@@ -545,7 +551,7 @@ export class SqliteBackend implements QueueBackend {
       ),
       update: db.prepare(
         `UPDATE recipients SET state = COALESCE(?, state), attempts = COALESCE(?, attempts), next_at = COALESCE(?, next_at), last_at = COALESCE(?, last_at),
-           last_reply = COALESCE(?, last_reply), last_status = COALESCE(?, last_status), remote = COALESCE(?, remote),
+           last_reply = COALESCE(?, last_reply), last_status = COALESCE(?, last_status), remote = COALESCE(?, remote), last_tls = COALESCE(?, last_tls),
            report = ?, delay_notified = COALESCE(?, delay_notified), suspended = COALESCE(?, suspended),
            claim = CASE WHEN ? THEN NULL ELSE claim END, lease_until = CASE WHEN ? THEN 0 ELSE lease_until END
          WHERE id = ?`,
@@ -743,10 +749,10 @@ export class SqliteBackend implements QueueBackend {
     for (let i = 0; i < list.length; ) {
       const n = Math.min(EVENT_ROWS_PER_INSERT, list.length - i);
       // Positional parameters: binding by name costs more, on the hottest statement.
-      const params: unknown[] = new Array(n * 15);
+      const params: unknown[] = new Array(n * 16);
       for (let k = 0; k < n; k++) {
         const e = list[i + k]!;
-        const o = k * 15;
+        const o = k * 16;
         params[o] = e.ts;
         params[o + 1] = e.id;
         params[o + 2] = e.event;
@@ -762,6 +768,7 @@ export class SqliteBackend implements QueueBackend {
         params[o + 12] = e.status ?? null;
         params[o + 13] = e.detail ?? null;
         params[o + 14] = e.report ?? null;
+        params[o + 15] = eventTlsColumn(e);
       }
       const last = Number(this.eventInsert(n).run(params).lastInsertRowid);
       // One statement's rows get consecutive rowids (a single writer; AUTOINCREMENT).
@@ -781,9 +788,9 @@ export class SqliteBackend implements QueueBackend {
   private eventInsert(n: number): Database.Statement {
     let st = this.eventInserts[n];
     if (!st) {
-      const row = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
+      const row = '(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)';
       st = this.db.prepare(
-        `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report) VALUES ${new Array(n).fill(row).join(', ')}`,
+        `INSERT INTO events (ts, id, event, qid, message_id, sender, recipient, attempt, state, remote, reply, error, status, detail, report, tls) VALUES ${new Array(n).fill(row).join(', ')}`,
       );
       this.eventInserts[n] = st;
     }
@@ -966,6 +973,7 @@ export class SqliteBackend implements QueueBackend {
           s.lastReply ?? null,
           s.lastStatus ?? null,
           s.remote ?? null,
+          recipientTlsColumn(s.lastTls),
           report,
           s.delayNotified === undefined ? null : s.delayNotified ? 1 : 0,
           s.suspended === undefined ? null : s.suspended ? 1 : 0,

@@ -1,0 +1,295 @@
+// outbound-tls: checked outbound TLS (issue 14). The SMTP agent against
+// scriptable peers on 127.0.0.x presenting certificates of a CA made in the
+// test, MX records from the loopback DNS server: `verify` delivers to a host
+// whose chain and name check, defers 4.7.5 (never fails) a wrong name or an
+// untrusted chain and tries the next MX; `required` without STARTTLS defers
+// 4.7.4; every result says what its TLS was. MTA-STS and DANE go through the
+// policy decision point with stub resolvers (their modules are other branches).
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, X509Certificate } from 'node:crypto';
+import { SmtpAgent, type SmtpAgentOptions, type TlsAttemptResult } from '../../src/delivery/smtp/smtp-agent.js';
+import type { TlsaRecord } from '../../src/delivery/tls/cert-check.js';
+import type { MtaStsPolicy, PolicySources } from '../../src/delivery/tls/policy.js';
+import { startPeer, testCertificate, type PeerOptions, type TestPeer } from '../helpers/test-peer.js';
+import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
+import { collect, makeJob, mxHop } from '../helpers/jobs.js';
+import { makeCa } from '../helpers/test-ca.js';
+
+const FAST = { connect: 1500, greeting: 1500, helo: 1500, starttls: 1500, mail: 1500, rcpt: 1500, data: 1500, dataBlock: 1500, dataEnd: 1500, rset: 1500, quit: 500 };
+
+const ca = makeCa();
+const otherCa = makeCa('Someone Else CA');
+after(() => {
+  ca.dispose();
+  otherCa.dispose();
+});
+const good1 = ca.issue(['mx1.example.test']);
+const good2 = ca.issue(['mx2.example.test']);
+const wrongName = ca.issue(['mail.elsewhere.test']);
+const wildcard = ca.issue(['*.example.test']);
+const untrusted = otherCa.issue(['mx1.example.test']);
+
+type T = { after: (fn: () => Promise<void> | void) => void };
+
+async function peer(t: T, o: PeerOptions): Promise<TestPeer> {
+  const p = await startPeer({ starttls: true, ...o });
+  t.after(() => p.close());
+  return p;
+}
+
+/** twoMx - DNS for example.test: mx1 (127.0.0.2, preference 10) and mx2 (127.0.0.3, preference 20). */
+async function twoMx(t: T, mx1Name = 'mx1.example.test'): Promise<DnsServer> {
+  const dns = await startDnsServer({
+    'example.test': { MX: [[10, mx1Name], [20, 'mx2.example.test']] },
+    [mx1Name]: { A: ['127.0.0.2'] },
+    'mx2.example.test': { A: ['127.0.0.3'] },
+  });
+  t.after(() => dns.close());
+  return dns;
+}
+
+function agent(t: T, dns: DnsServer, o: Partial<SmtpAgentOptions> = {}): SmtpAgent {
+  const a = new SmtpAgent({
+    heloName: 'petrel.test',
+    maxRecipientsPerTransaction: 100,
+    timeouts: FAST,
+    poolOptions: { deadBackoffMs: 0 },
+    dns: { servers: [dns.address], timeoutMs: 500, tries: 1 },
+    tlsCaFile: ca.caFile,
+    ...o,
+  });
+  t.after(() => a.close());
+  return a;
+}
+
+test('verify: a certificate of a trusted CA naming the MX host is delivered over verified TLS, and the result says so', async (t) => {
+  const mx1 = await peer(t, { host: '127.0.0.2', tlsCert: good1 });
+  const a = agent(t, await twoMx(t));
+  const job = makeJob(['a@example.test'], mxHop('example.test', mx1.port, 'verify'));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  const r = c.byAddress.get('a@example.test')!;
+  assert.equal(r.kind, 'delivered', r.reply);
+  assert.equal(mx1.transactions.length, 1);
+  assert.equal(mx1.connections[0]!.tls, true);
+  assert.ok(r.tls);
+  assert.equal(r.tls.verified, true);
+  assert.equal(r.tls.policy, 'verify');
+  assert.equal(r.tls.policyDomain, 'example.test');
+  assert.match(r.tls.version, /^TLSv1\.[23]$/);
+  assert.ok(r.tls.cipher.length > 0);
+  assert.equal(r.tlsFailure, undefined);
+});
+
+test('verify: a certificate for another name defers 4.7.5 with the failure (never failed), nothing sent', async (t) => {
+  const mx1 = await peer(t, { host: '127.0.0.2', tlsCert: wrongName });
+  const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  const a = agent(t, dns);
+  const job = makeJob(['a@example.test', 'b@example.test'], mxHop('example.test', mx1.port, 'verify'));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  for (const r of c.byAddress.values()) {
+    assert.equal(r.kind, 'deferred');
+    assert.equal(r.status, '4.7.5');
+    assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+    assert.equal(r.tlsFailure?.policy, 'verify');
+    assert.match(r.reply, /TLS policy .*not met.*mx1\.example\.test/);
+    assert.equal(r.tls?.verified, false);
+  }
+  assert.equal(mx1.transactions.length, 0);
+  assert.ok(!mx1.connections[0]!.commands.some((l) => /^MAIL/i.test(l)), 'no MAIL over an unverified connection');
+});
+
+test('verify: an untrusted chain (another CA, a self-signed certificate) defers 4.7.5 certificate-not-trusted', async (t) => {
+  for (const cert of [untrusted, testCertificate()]) {
+    const mx1 = await peer(t, { host: '127.0.0.2', tlsCert: cert });
+    const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
+    t.after(() => dns.close());
+    const a = agent(t, dns);
+    const job = makeJob(['a@example.test'], mxHop('example.test', mx1.port, 'verify'));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    const r = c.byAddress.get('a@example.test')!;
+    assert.equal(r.kind, 'deferred');
+    assert.equal(r.status, '4.7.5');
+    assert.equal(r.tlsFailure?.type, 'certificate-not-trusted');
+    assert.equal(mx1.transactions.length, 0);
+  }
+});
+
+test('verify: the first MX fails the check, the second one (good certificate) gets the mail', async (t) => {
+  const mx2 = await peer(t, { host: '127.0.0.3', tlsCert: good2 });
+  const mx1 = await peer(t, { host: '127.0.0.2', port: mx2.port, tlsCert: wrongName });
+  const a = agent(t, await twoMx(t));
+  const job = makeJob(['a@example.test'], mxHop('example.test', mx2.port, 'verify'));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  const r = c.byAddress.get('a@example.test')!;
+  assert.equal(r.kind, 'delivered', r.reply);
+  assert.match(r.remote, /^mx2\.example\.test/);
+  assert.equal(r.tls?.verified, true);
+  assert.equal(mx1.connections.length, 1);
+  assert.equal(mx1.transactions.length, 0);
+  assert.equal(mx2.transactions.length, 1);
+});
+
+test('verify: a wildcard names one left-most label only (RFC 6125 §6.4.3)', async (t) => {
+  const p = await peer(t, { host: '127.0.0.2', tlsCert: wildcard });
+  for (const [mxName, ok] of [['mx1.example.test', true], ['a.mx1.example.test', false]] as const) {
+    const dns = await startDnsServer({ 'example.test': { MX: [[10, mxName]] }, [mxName]: { A: ['127.0.0.2'] } });
+    t.after(() => dns.close());
+    const a = agent(t, dns);
+    const job = makeJob(['a@example.test'], mxHop('example.test', p.port, 'verify'));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    const r = c.byAddress.get('a@example.test')!;
+    assert.equal(r.kind, ok ? 'delivered' : 'deferred', `${mxName}: ${r.reply}`);
+    if (!ok) assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+  }
+});
+
+test('verify without STARTTLS defers 4.7.5 starttls-not-supported; required without STARTTLS defers 4.7.4; neither sends in plain text', async (t) => {
+  const p = await peer(t, { host: '127.0.0.2', starttls: false });
+  const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  for (const [mode, status] of [['verify', '4.7.5'], ['required', '4.7.4']] as const) {
+    const a = agent(t, dns);
+    const job = makeJob(['a@example.test'], mxHop('example.test', p.port, mode));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    const r = c.byAddress.get('a@example.test')!;
+    assert.equal(r.kind, 'deferred', mode);
+    assert.equal(r.status, status, mode);
+    assert.equal(r.tlsFailure?.type, 'starttls-not-supported', mode);
+  }
+  assert.equal(p.transactions.length, 0);
+});
+
+test('opportunistic: an unverifiable certificate is still used (encrypted, verified false); a plain-text peer gives tls null', async (t) => {
+  const p = await peer(t, { host: '127.0.0.2', tlsCert: untrusted });
+  const plain = await peer(t, { host: '127.0.0.3', port: p.port, starttls: false });
+  const dns = await startDnsServer({
+    'a.test': { MX: [[10, 'mx1.example.test']] },
+    'b.test': { MX: [[10, 'mx2.example.test']] },
+    'mx1.example.test': { A: ['127.0.0.2'] },
+    'mx2.example.test': { A: ['127.0.0.3'] },
+  });
+  t.after(() => dns.close());
+  const a = agent(t, dns);
+  const j1 = makeJob(['x@a.test'], mxHop('a.test', p.port));
+  const c1 = collect(j1);
+  await a.deliver(j1, c1.report);
+  const r1 = c1.byAddress.get('x@a.test')!;
+  assert.equal(r1.kind, 'delivered');
+  assert.equal(r1.tls?.verified, false);
+  assert.equal(r1.tls?.policy, 'opportunistic');
+  const j2 = makeJob(['x@b.test'], mxHop('b.test', p.port));
+  const c2 = collect(j2);
+  await a.deliver(j2, c2.report);
+  const r2 = c2.byAddress.get('x@b.test')!;
+  assert.equal(r2.kind, 'delivered');
+  assert.equal(r2.tls, null);
+  assert.equal(plain.transactions.length, 1);
+});
+
+/** spki311 - a DANE-EE SPKI SHA-256 record (3 1 1) or DANE-TA (2 1 1) for a PEM certificate. */
+function spkiRecord(usage: number, pem: string): TlsaRecord {
+  const spki = new X509Certificate(pem).publicKey.export({ type: 'spki', format: 'der' });
+  return { usage, selector: 1, matchingType: 1, data: createHash('sha256').update(spki).digest() };
+}
+
+/** A stand-in for dane.ts's daneMatches (selector 1, matching type 1 only). */
+function matches(records: TlsaRecord[], chain: Buffer[]): boolean {
+  return chain.some((der) => {
+    const d = createHash('sha256').update(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' })).digest();
+    return records.some((r) => r.selector === 1 && r.matchingType === 1 && r.data.equals(d));
+  });
+}
+
+function daneSources(answer: (host: string) => { secure: boolean; records: TlsaRecord[] } | { failure: { policy: 'tlsa'; policyDomain: string; type: 'dnssec-invalid'; detail: string } }): PolicySources {
+  return { dane: { resolver: { tlsaFor: async (host) => answer(host) }, matches } };
+}
+
+test('DANE: a secure 3 1 1 record matching the leaf verifies a certificate no CA trusts for another name; a mismatch defers 4.7.5', async (t) => {
+  const p = await peer(t, { host: '127.0.0.2', tlsCert: untrusted });
+  const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx9.example.test']] }, 'mx9.example.test': { A: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  const seen: TlsAttemptResult[] = [];
+  for (const [record, ok] of [[spkiRecord(3, untrusted.cert), true], [spkiRecord(3, good1.cert), false]] as const) {
+    const a = agent(t, dns, { tlsSources: daneSources(() => ({ secure: true, records: [record] })), onTlsResult: (r) => seen.push(r) });
+    const job = makeJob(['a@example.test'], mxHop('example.test', p.port));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    const r = c.byAddress.get('a@example.test')!;
+    assert.equal(r.kind, ok ? 'delivered' : 'deferred', r.reply);
+    assert.equal(r.tls?.policy, 'tlsa');
+    assert.equal(r.tls?.verified, ok);
+    if (!ok) {
+      assert.equal(r.status, '4.7.5');
+      assert.equal(r.tlsFailure?.policy, 'tlsa');
+    }
+  }
+  assert.deepEqual(seen.map((s) => [s.policy, s.mx, s.receivingIp, s.success]), [['tlsa', 'mx9.example.test', '127.0.0.2', true], ['tlsa', 'mx9.example.test', '127.0.0.2', false]]);
+});
+
+test('DANE: 2 1 1 (the CA) needs the name too; insecure records are ignored; a failed TLSA look-up defers without connecting', async (t) => {
+  const p = await peer(t, { host: '127.0.0.2', tlsCert: { key: wrongName.key, cert: wrongName.cert + ca.caPem } });
+  const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  const run = async (sources: PolicySources): Promise<ReturnType<typeof collect>> => {
+    const a = agent(t, dns, { tlsSources: sources });
+    const job = makeJob(['a@example.test'], mxHop('example.test', p.port));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    return c;
+  };
+  // DANE-TA matches the CA in the chain, but the leaf names mail.elsewhere.test, not mx1.example.test.
+  const ta = (await run(daneSources(() => ({ secure: true, records: [spkiRecord(2, ca.caPem)] })))).byAddress.get('a@example.test')!;
+  assert.equal(ta.kind, 'deferred');
+  assert.equal(ta.tlsFailure?.type, 'certificate-host-mismatch');
+  // Not DNSSEC-validated: as if there were no DANE (opportunistic delivers).
+  const insecure = (await run(daneSources(() => ({ secure: false, records: [spkiRecord(3, good1.cert)] })))).byAddress.get('a@example.test')!;
+  assert.equal(insecure.kind, 'delivered');
+  assert.equal(insecure.tls?.policy, 'opportunistic');
+  const before = p.connections.length;
+  const failed = (await run(daneSources(() => ({ failure: { policy: 'tlsa', policyDomain: 'example.test', type: 'dnssec-invalid', detail: 'TLSA look-up: SERVFAIL' } })))).byAddress.get('a@example.test')!;
+  assert.equal(failed.kind, 'deferred');
+  assert.equal(failed.status, '4.7.5');
+  assert.equal(failed.tlsFailure?.type, 'dnssec-invalid');
+  assert.equal(p.connections.length, before, 'no connection to a host whose TLSA look-up failed');
+});
+
+function stsSources(policy: MtaStsPolicy): PolicySources {
+  return { sts: { resolver: { policyFor: async () => ({ policy }) }, mxAllowed: (pol, host) => pol.mx.some((m) => (m.startsWith('*.') ? host.endsWith(m.slice(1)) && host.split('.').length === m.split('.').length : m === host)) } };
+}
+
+test('MTA-STS enforce: an MX host the policy does not name is not used; the named one gets the mail over verified TLS', async (t) => {
+  const mx2 = await peer(t, { host: '127.0.0.3', tlsCert: good2 });
+  const mx1 = await peer(t, { host: '127.0.0.2', port: mx2.port, tlsCert: good1 });
+  const a = agent(t, await twoMx(t), { tlsSources: stsSources({ mode: 'enforce', mx: ['mx2.example.test'], maxAge: 86400, id: '1' }) });
+  const job = makeJob(['a@example.test'], mxHop('example.test', mx2.port));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  const r = c.byAddress.get('a@example.test')!;
+  assert.equal(r.kind, 'delivered', r.reply);
+  assert.equal(r.tls?.policy, 'sts');
+  assert.equal(r.tls?.verified, true);
+  assert.equal(mx1.connections.length, 0);
+});
+
+test('MTA-STS testing: a certificate that does not verify is delivered anyway, and the failure recorded', async (t) => {
+  const mx1 = await peer(t, { host: '127.0.0.2', tlsCert: wrongName });
+  const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  const a = agent(t, dns, { tlsSources: stsSources({ mode: 'testing', mx: ['mx1.example.test'], maxAge: 86400, id: '1' }) });
+  const job = makeJob(['a@example.test'], mxHop('example.test', mx1.port));
+  const c = collect(job);
+  await a.deliver(job, c.report);
+  const r = c.byAddress.get('a@example.test')!;
+  assert.equal(r.kind, 'delivered', r.reply);
+  assert.equal(r.tls?.policy, 'sts');
+  assert.equal(r.tls?.verified, false);
+  assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+});
