@@ -167,6 +167,7 @@ export class TlsReportSender {
       contact: config.dsn.postmaster || `postmaster@${config.hostname}`,
       submitter: config.hostname,
       day,
+      ...(config.queue.backend === 'postgres' ? { node: config.queue.node_name } : {}),
     };
     const out: SentEntry[] = [];
     for (const [domain, lines] of [...counts.domains].sort(([a], [b]) => a.localeCompare(b))) {
