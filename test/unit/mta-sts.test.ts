@@ -270,3 +270,35 @@ async function generateMulti(names: string[]): Promise<{ cert: string; key: stri
   });
   return { cert: p.cert, key: p.private };
 }
+
+test('DNS trouble: TXT SERVFAIL with nothing cached is no policy; a policy host without an address is a fetch error', async () => {
+  dns.table['_mta-sts.dnsfail.example'] = 'SERVFAIL';
+  const r = new MtaStsResolver({ dnsServers: [dns.address], caFile, timeoutMs: 3000 });
+  assert.deepEqual(await r.policyFor('dnsfail.example'), { policy: null });
+  dns.table['_mta-sts.noaddr.example'] = { TXT: ['v=STSv1; id=1'] };
+  dns.table['mta-sts.noaddr.example'] = 'NXDOMAIN';
+  const na = await r.policyFor('noaddr.example');
+  assert.equal(na.policy, null);
+  assert.equal(na.failure?.type, 'sts-policy-fetch-error');
+  assert.match(na.failure!.detail, /no A or AAAA/);
+});
+
+test('the default port 443 (tests run as root: a policy server on 127.0.14.50:443)', async (t) => {
+  const srv = createServer(await ca.issue('mta-sts.port443.example'), (_req, res) => res.writeHead(200, { 'Content-Type': 'text/plain' }).end(POLICY('enforce')));
+  try {
+    await new Promise<void>((res, rej) => {
+      srv.once('error', rej);
+      srv.listen(443, '127.0.14.50', () => res());
+    });
+  } catch (e) {
+    // Only where port 443 cannot be bound (not root): the other tests run the same code on a free port.
+    t.skip(`cannot listen on 127.0.14.50:443: ${(e as Error).message}`);
+    return;
+  }
+  servers.push(srv);
+  dns.table['_mta-sts.port443.example'] = { TXT: ['v=STSv1; id=1'] };
+  dns.table['mta-sts.port443.example'] = { A: ['127.0.14.50'] };
+  const r = await new MtaStsResolver({ dnsServers: [dns.address], caFile, timeoutMs: 3000 }).policyFor('port443.example');
+  assert.equal(r.failure, undefined, JSON.stringify(r.failure));
+  assert.equal(r.policy?.mode, 'enforce');
+});
