@@ -114,6 +114,7 @@ test('report JSON (§4.4) and message (§5.3): fields, subject, headers, gzip pa
     assert.equal(parsed.subject, 'Report Domain: example.com Submitter: Example Org Report-ID: <2026-12-02.example.com@petrel.test>');
     assert.equal(parsed.headers.get('tls-report-domain'), 'example.com');
     assert.equal(parsed.headers.get('tls-report-submitter'), 'Example Org');
+    assert.equal(parsed.headers.get('tls-required'), 'No');
     const ct = parsed.headers.get('content-type') as { value: string; params: Record<string, string> };
     assert.equal(ct.value, 'multipart/report');
     assert.equal(ct.params['report-type'], 'tlsrpt');
