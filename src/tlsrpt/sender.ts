@@ -119,6 +119,8 @@ export class TlsReportSender {
   async sendDue(): Promise<SentEntry[]> {
     const out: SentEntry[] = [];
     const today = utcDay(this.now());
+    // Counts still in memory may belong to yesterday (recorded just before midnight).
+    await this.deps.recorder?.flush();
     let files: string[] = [];
     try {
       files = await readdir(this.dir);
