@@ -15,7 +15,7 @@
  *   address with SNI and certificate check for mta-sts.<domain> (Node's CAs
  *   plus [delivery] tls_ca_file), GET /.well-known/mta-sts.txt, only a 200
  *   with Content-Type text/plain is taken (no redirects, §3.3), at most
- *   64 KB, all within timeoutMs. A good policy replaces the cached one.
+ *   64 KB, the exchange within timeoutMs. A good policy replaces the cached one.
  * - A fetch that fails keeps an unexpired cached policy in use (§5.1);
  *   the same id is not fetched again for failureRetryMs (5 min), so a dead
  *   policy server does not make every delivery to the domain wait for it;
@@ -51,7 +51,7 @@ export interface MtaStsResolverOptions {
   dnsServers: string[];
   /** Extra trust anchors (PEM file), [delivery] tls_ca_file. */
   caFile?: string;
-  /** Whole fetch (DNS, connect, TLS, body); also the DNS timeout. Default 10 s. */
+  /** The HTTPS exchange (connect, TLS, body); also each DNS query's timeout (tried twice). Default 10 s. */
   timeoutMs?: number;
   /** Domains cached at most. Default 10000. */
   maxEntries?: number;
