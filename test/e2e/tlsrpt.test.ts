@@ -43,7 +43,7 @@ test('petrel tlsrpt send: the report reaches the rua address as RFC 8460 §5.3 m
     assert.match(r.stdout, new RegExp(`${today}  rcpt\\.example  QUEUED  [0-9A-Z]{16}  to tls@reports\\.example: .*https: URIs skipped`));
     assert.match(r.stdout, /quiet\.example  NO-RUA: not sent: no v=TLSRPTv1/);
 
-    const file = await waitFor(() => maildirFiles(dir)[0], 15_000, 'the report in the Maildir');
+    const file = await waitFor(() => maildirFiles(dir)[0], 30_000, 'the report in the Maildir');
     const mail = await simpleParser(readFileSync(file));
     assert.equal(mail.subject, `Report Domain: rcpt.example Submitter: Petrel Test Org Report-ID: <${today}.rcpt.example@petrel.test>`);
     assert.equal(mail.headers.get('tls-report-domain'), 'rcpt.example');
@@ -67,7 +67,7 @@ test('petrel tlsrpt send: the report reaches the rua address as RFC 8460 §5.3 m
 
     // Today is not over: sending it again is allowed (not remembered as sent).
     assert.match((await runCli(['tlsrpt', 'send', '--date', today, '--config', cfg])).stdout, /rcpt\.example  QUEUED/);
-    await waitFor(() => maildirFiles(dir).length === 2, 15_000, 'the second report');
+    await waitFor(() => maildirFiles(dir).length === 2, 30_000, 'the second report');
 
     // Yesterday, counted by another recorder on the same data_dir: sent once, by the CLI; the daily run then has nothing to do.
     const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
@@ -82,7 +82,7 @@ test('petrel tlsrpt send: the report reaches the rua address as RFC 8460 §5.3 m
     const again = await runCli(['tlsrpt', 'send', '--date', yesterday, '--config', cfg]);
     assert.match(again.stdout, /rcpt\.example  ALREADY-SENT/);
     assert.deepEqual(await p.petrel.tlsReports.sendDue(), []);
-    await waitFor(() => maildirFiles(dir).length === 3, 15_000, 'yesterday\'s report');
+    await waitFor(() => maildirFiles(dir).length === 3, 30_000, 'yesterday\'s report');
     const forced = await runCli(['tlsrpt', 'send', '--date', yesterday, '--force', '--config', cfg]);
     assert.match(forced.stdout, /rcpt\.example  QUEUED/);
 
