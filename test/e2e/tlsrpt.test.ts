@@ -14,6 +14,7 @@ import { TlsRecorder } from '../../src/tlsrpt/recorder.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { cleanup, freePort, startPetrel, tempDir, waitFor } from '../helpers/petrel-harness.js';
 import { runCli } from '../helpers/run-cli.js';
+import { startPeer } from '../helpers/test-peer.js';
 
 const STS = ['version: STSv1', 'mode: testing', 'mx: mx.rcpt.example', 'max_age: 604800'];
 
@@ -101,4 +102,36 @@ test('petrel tlsrpt send: the report reaches the rua address as RFC 8460 §5.3 m
   assert.equal(down.code, 69, down.stdout + down.stderr);
   assert.match(down.stderr, /running server/);
   cleanup(dir);
+});
+
+test('the server path: a report to a remote rua goes over SMTP to the MX the loopback DNS names, from <>', async () => {
+  const peer = await startPeer();
+  const dns = await startDnsServer({
+    '_smtp._tls.rcpt2.example': { TXT: ['v=TLSRPTv1;rua=mailto:tlsrpt@reports.far.example'] },
+    'reports.far.example': { MX: [[10, 'mx.reports.far.example']] },
+    'mx.reports.far.example': { A: ['127.0.0.1'] },
+  });
+  const p = await startPetrel(`[delivery]\ndns_servers = ["${dns.address}"]\nsmtp_port = ${peer.port}\n`);
+  try {
+    const today = new Date().toISOString().slice(0, 10);
+    for (let i = 0; i < 3; i++) p.petrel.tlsRecorder.record({ policy: 'tlsa', policyDomain: 'rcpt2.example', mx: 'mx.rcpt2.example', receivingIp: '192.0.2.30', success: i > 0, policyText: ['3 1 1 AABBCC'], ...(i === 0 ? { failure: { policy: 'tlsa', policyDomain: 'rcpt2.example', type: 'tlsa-invalid' as const, detail: 'no TLSA record matches' } } : {}) });
+    const sent = await p.petrel.tlsReports.sendDay(today);
+    assert.deepEqual(sent.map((e) => [e.domain, e.status, e.to]), [['rcpt2.example', 'queued', ['tlsrpt@reports.far.example']]]);
+    const tx = await waitFor(() => peer.transactions.find((t) => t.completed), 30_000, 'the report at the peer');
+    assert.equal(tx.sender, '');
+    assert.deepEqual(tx.accepted, ['tlsrpt@reports.far.example']);
+    const mail = await simpleParser(tx.body);
+    assert.equal(mail.headers.get('tls-report-domain'), 'rcpt2.example');
+    assert.equal(mail.headers.get('tls-report-submitter'), 'petrel.test');
+    const report = JSON.parse(gunzipSync(mail.attachments.find((a) => a.contentType === 'application/tlsrpt+gzip')!.content).toString('utf8'));
+    assert.equal(report['organization-name'], 'petrel.test', 'organization defaults to hostname');
+    assert.deepEqual(report.policies[0].policy, { 'policy-type': 'tlsa', 'policy-string': ['3 1 1 AABBCC'], 'policy-domain': 'rcpt2.example' });
+    assert.deepEqual(report.policies[0].summary, { 'total-successful-session-count': 2, 'total-failure-session-count': 1 });
+    assert.equal(report.policies[0]['failure-details'][0]['result-type'], 'tlsa-invalid');
+  } finally {
+    await p.stop();
+    await dns.close();
+    await peer.close();
+    cleanup(p.dir);
+  }
 });
