@@ -66,6 +66,11 @@ export const tlsrptCommand: CliCommand = {
     // withClient reads positional[1] as a queue id: give it only the subcommand.
     return withClient({ ...args, positional: ['send'] }, err, async (c) => {
       const a = await c.call('POST', '/api/tlsrpt/send', {}, actionBody(args, { ...(d.date ? { date: d.date } : {}), force }));
+      if (a.via === 'store') {
+        // Answered offline (cli/admin-client): no server, so nothing can be sent.
+        err(`petrel: ${a.body?.error ?? 'TLS reports are sent by the running server, and it does not answer'}`);
+        return 69;
+      }
       return answer(a, args, out, err, (b) => {
         const reports = b.reports as Entry[];
         if (!reports.length) out(`${b.date}: nothing to report (no TLS results counted that day)`);

@@ -3,7 +3,9 @@
  * Subject "Report Domain: <d> Submitter: <org> Report-ID: <<id>>", the
  * TLS-Report-Domain and TLS-Report-Submitter fields, a multipart/report;
  * report-type="tlsrpt" with a short text/plain part and the gzip'd JSON as an
- * application/tlsrpt+gzip part (base64) named as §5.1 says.
+ * application/tlsrpt+gzip part (base64) named as §5.1 says; and
+ * "TLS-Required: No" (RFC 8689 §5), so that every relay on the way delivers
+ * it even where the recipient's TLS policy fails (RFC 8460 §5.3).
  *
  * Invariants: every line is CRLF-ended, ASCII and at most 998 octets (the
  * domain and organisation are cleaned and folded through dsn/mime; base64
@@ -43,6 +45,8 @@ export function buildReportMessage(ctx: ReportContext & { from: string; to: stri
     foldField('TLS-Report-Domain', d),
     foldField('TLS-Report-Submitter', submitter),
     'Auto-Submitted: auto-generated',
+    // RFC 8689 §5: deliver this message whatever the recipient's TLS policy (RFC 8460 §5.3: reports get through despite TLS failures).
+    'TLS-Required: No',
     'MIME-Version: 1.0',
     `Content-Type: multipart/report; report-type="tlsrpt";`,
     ` boundary="${boundary}"`,

@@ -127,6 +127,8 @@ export interface ReportContext {
   submitter: string;
   /** "YYYY-MM-DD", UTC. */
   day: string;
+  /** In a cluster, this node's name: each node reports its own sessions, under its own report-id. */
+  node?: string;
 }
 
 /** dayRange - the first and last second of a UTC day, as epoch seconds. */
@@ -137,7 +139,7 @@ export function dayRange(day: string): { start: number; end: number } {
 
 /** reportId - stable for a day, domain and submitter (a receiver can spot a report sent twice). */
 export function reportId(ctx: ReportContext, domain: string): string {
-  return `${ctx.day}.${domain}@${ctx.submitter}`;
+  return `${ctx.day}.${domain}${ctx.node ? `.${ctx.node}` : ''}@${ctx.submitter}`;
 }
 
 /** buildReport - the RFC 8460 report of one policy domain's day. */

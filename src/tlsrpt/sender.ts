@@ -119,6 +119,8 @@ export class TlsReportSender {
   async sendDue(): Promise<SentEntry[]> {
     const out: SentEntry[] = [];
     const today = utcDay(this.now());
+    // Counts still in memory may belong to yesterday (recorded just before midnight).
+    await this.deps.recorder?.flush();
     let files: string[] = [];
     try {
       files = await readdir(this.dir);
@@ -167,6 +169,7 @@ export class TlsReportSender {
       contact: config.dsn.postmaster || `postmaster@${config.hostname}`,
       submitter: config.hostname,
       day,
+      ...(config.queue.backend === 'postgres' ? { node: config.queue.node_name } : {}),
     };
     const out: SentEntry[] = [];
     for (const [domain, lines] of [...counts.domains].sort(([a], [b]) => a.localeCompare(b))) {

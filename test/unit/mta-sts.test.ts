@@ -112,7 +112,8 @@ async function domainWithPolicy(domain: string, address: string, body: string, i
   return s;
 }
 
-const resolverFor = (s: PolicySite, extra: { maxEntries?: number } = {}) => new MtaStsResolver({ dnsServers: [dns.address], caFile, timeoutMs: 3000, httpsPort: s.port, ...extra });
+// failureRetryMs 0: these tests change the site between calls and want each call to fetch.
+const resolverFor = (s: PolicySite, extra: { maxEntries?: number; failureRetryMs?: number } = {}) => new MtaStsResolver({ dnsServers: [dns.address], caFile, timeoutMs: 3000, httpsPort: s.port, failureRetryMs: 0, ...extra });
 
 test('enforce, testing and none policies are fetched over verified HTTPS and parsed', async () => {
   for (const [i, mode] of (['enforce', 'testing', 'none'] as const).entries()) {
@@ -270,3 +271,61 @@ async function generateMulti(names: string[]): Promise<{ cert: string; key: stri
   });
   return { cert: p.cert, key: p.private };
 }
+
+test('DNS trouble: TXT SERVFAIL with nothing cached is no policy; a policy host without an address is a fetch error', async () => {
+  dns.table['_mta-sts.dnsfail.example'] = 'SERVFAIL';
+  const r = new MtaStsResolver({ dnsServers: [dns.address], caFile, timeoutMs: 3000 });
+  assert.deepEqual(await r.policyFor('dnsfail.example'), { policy: null });
+  dns.table['_mta-sts.noaddr.example'] = { TXT: ['v=STSv1; id=1'] };
+  dns.table['mta-sts.noaddr.example'] = 'NXDOMAIN';
+  const na = await r.policyFor('noaddr.example');
+  assert.equal(na.policy, null);
+  assert.equal(na.failure?.type, 'sts-policy-fetch-error');
+  assert.match(na.failure!.detail, /no A or AAAA/);
+});
+
+test('the default port 443 (tests run as root: a policy server on 127.0.14.50:443)', async (t) => {
+  const srv = createServer(await ca.issue('mta-sts.port443.example'), (_req, res) => res.writeHead(200, { 'Content-Type': 'text/plain' }).end(POLICY('enforce')));
+  try {
+    await new Promise<void>((res, rej) => {
+      srv.once('error', rej);
+      srv.listen(443, '127.0.14.50', () => res());
+    });
+  } catch (e) {
+    // Only where port 443 cannot be bound (not root): the other tests run the same code on a free port.
+    t.skip(`cannot listen on 127.0.14.50:443: ${(e as Error).message}`);
+    return;
+  }
+  servers.push(srv);
+  dns.table['_mta-sts.port443.example'] = { TXT: ['v=STSv1; id=1'] };
+  dns.table['mta-sts.port443.example'] = { A: ['127.0.14.50'] };
+  const r = await new MtaStsResolver({ dnsServers: [dns.address], caFile, timeoutMs: 3000 }).policyFor('port443.example');
+  assert.equal(r.failure, undefined, JSON.stringify(r.failure));
+  assert.equal(r.policy?.mode, 'enforce');
+});
+
+test('a failed fetch is not repeated for the same TXT id within failureRetryMs; a new id is fetched at once', async () => {
+  const s = await domainWithPolicy('flaky.example', '127.0.14.29', 'not a policy', 'f1');
+  const resolver = resolverFor(s, { failureRetryMs: 60_000 });
+  assert.equal((await resolver.policyFor('flaky.example')).failure?.type, 'sts-policy-invalid');
+  s.body = POLICY('enforce');
+  const again = await resolver.policyFor('flaky.example');
+  assert.equal(again.failure?.type, 'sts-policy-invalid', 'the recent failure stands');
+  assert.equal(s.hits, 1);
+  const realNow = Date.now;
+  Date.now = () => realNow() + 61_000;
+  try {
+    assert.equal((await resolver.policyFor('flaky.example')).policy?.mode, 'enforce');
+    assert.equal(s.hits, 2);
+  } finally {
+    Date.now = realNow;
+  }
+  // A new id after a failure is fetched at once.
+  const r2 = resolverFor(s, { failureRetryMs: 60_000 });
+  s.body = 'broken';
+  assert.equal((await r2.policyFor('flaky.example')).policy, null);
+  s.body = POLICY('testing');
+  dns.table['_mta-sts.flaky.example'] = { TXT: ['v=STSv1; id=f2'] };
+  assert.equal((await r2.policyFor('flaky.example')).policy?.mode, 'testing');
+  assert.equal(s.hits, 4);
+});

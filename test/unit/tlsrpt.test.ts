@@ -114,6 +114,7 @@ test('report JSON (§4.4) and message (§5.3): fields, subject, headers, gzip pa
     assert.equal(parsed.subject, 'Report Domain: example.com Submitter: Example Org Report-ID: <2026-12-02.example.com@petrel.test>');
     assert.equal(parsed.headers.get('tls-report-domain'), 'example.com');
     assert.equal(parsed.headers.get('tls-report-submitter'), 'Example Org');
+    assert.equal(parsed.headers.get('tls-required'), 'No');
     const ct = parsed.headers.get('content-type') as { value: string; params: Record<string, string> };
     assert.equal(ct.value, 'multipart/report');
     assert.equal(ct.params['report-type'], 'tlsrpt');
@@ -130,4 +131,65 @@ test('isTlsReport: only Petrel\'s own report messages queued by the TLS report s
   assert.equal(isTlsReport({ client: 'tlsrpt', isReport: false }), false);
   assert.equal(isTlsReport({ client: 'dsn', isReport: true }), false);
   assert.equal(isTlsReport({ client: 'helo [127.0.0.1]', isReport: false }), false);
+});
+
+test('sender: the daily run sends due days once, retries a domain whose TXT look-up failed, and gives a day up after MAX_DAYS_BACK', async () => {
+  const { parseConfigText } = await import('../../src/config/load.js');
+  const { MemoryStore } = await import('../../src/queue/memory-store.js');
+  const { Router } = await import('../../src/routing/router.js');
+  const { Enqueuer } = await import('../../src/enqueue/enqueue.js');
+  const { TlsReportSender, MAX_DAYS_BACK } = await import('../../src/tlsrpt/sender.js');
+  const dir = tempDir('petrel-tlsrpt-');
+  const store = new MemoryStore();
+  await store.open();
+  try {
+    const config = parseConfigText(`hostname = "petrel.test"\ndata_dir = "${join(dir, 'var')}"\n`, 'x', dir);
+    const enqueuer = new Enqueuer({ hostname: 'petrel.test', store, router: new Router(config) });
+    let now = Date.parse('2026-12-03T08:00:00Z');
+    const txt: Record<string, string[][] | 'SERVFAIL'> = { '_smtp._tls.a.example': [['v=TLSRPTv1; rua=mailto:r@a.example']], '_smtp._tls.b.example': 'SERVFAIL' };
+    const lookups: string[] = [];
+    const resolveTxt = async (name: string): Promise<string[][]> => {
+      lookups.push(name);
+      const v = txt[name];
+      if (v === 'SERVFAIL') throw Object.assign(new Error('SERVFAIL'), { code: 'ESERVFAIL' });
+      if (!v) throw Object.assign(new Error('ENOTFOUND'), { code: 'ENOTFOUND' });
+      return v;
+    };
+    const sender = new TlsReportSender({ config, enqueuer, resolveTxt, now: () => now });
+    const rec = new TlsRecorder({ dir: join(dir, 'var', 'tlsrpt'), flushMs: 0, now: () => Date.parse('2026-12-02T09:00:00Z') });
+    for (const d of ['a.example', 'b.example', 'c.example']) rec.record({ policy: 'opportunistic', policyDomain: d, mx: `mx.${d}`, receivingIp: '192.0.2.1', success: true });
+    await rec.close();
+
+    let out = await sender.sendDue();
+    assert.deepEqual(out.map((e) => [e.domain, e.status]), [['a.example', 'queued'], ['b.example', 'failed'], ['c.example', 'no-rua']]);
+    const queued = await store.getMessage(out[0]!.queue_id!);
+    assert.equal(queued?.client, 'tlsrpt');
+    assert.equal(queued?.isReport, true);
+    assert.equal(queued?.sender, '');
+    // An hour later: only b is tried again; DNS is back.
+    txt['_smtp._tls.b.example'] = [['v=TLSRPTv1; rua=mailto:r@b.example']];
+    now += 3_600_000;
+    lookups.length = 0;
+    out = await sender.sendDue();
+    assert.deepEqual(out.map((e) => [e.domain, e.status]), [['a.example', 'already-sent'], ['b.example', 'queued'], ['c.example', 'already-sent']]);
+    assert.deepEqual(lookups, ['_smtp._tls.b.example']);
+    // The day is complete: nothing more, even after a "restart" (a new sender on the same data_dir).
+    now += 3_600_000;
+    assert.deepEqual(await new TlsReportSender({ config, enqueuer, resolveTxt, now: () => now }).sendDue(), []);
+
+    // A day whose domain never answers is given up after MAX_DAYS_BACK days.
+    const rec2 = new TlsRecorder({ dir: join(dir, 'var', 'tlsrpt'), flushMs: 0, now: () => Date.parse('2026-12-03T09:00:00Z') });
+    rec2.record({ policy: 'opportunistic', policyDomain: 'down.example', mx: 'mx.down.example', receivingIp: '192.0.2.1', success: true });
+    await rec2.close();
+    txt['_smtp._tls.down.example'] = 'SERVFAIL';
+    let tries = 0;
+    for (let day = 1; day <= MAX_DAYS_BACK + 1; day++) {
+      now = Date.parse('2026-12-03T12:00:00Z') + day * 86_400_000;
+      tries += (await sender.sendDue()).filter((e) => e.domain === 'down.example').length;
+    }
+    assert.equal(tries, MAX_DAYS_BACK, 'tried once a day for MAX_DAYS_BACK days, then given up');
+  } finally {
+    await store.close();
+    cleanup(dir);
+  }
 });

@@ -15,15 +15,17 @@
  *   address with SNI and certificate check for mta-sts.<domain> (Node's CAs
  *   plus [delivery] tls_ca_file), GET /.well-known/mta-sts.txt, only a 200
  *   with Content-Type text/plain is taken (no redirects, §3.3), at most
- *   64 KB, all within timeoutMs. A good policy replaces the cached one.
+ *   64 KB, the exchange within timeoutMs. A good policy replaces the cached one.
  * - A fetch that fails keeps an unexpired cached policy in use (§5.1);
+ *   the same id is not fetched again for failureRetryMs (5 min), so a dead
+ *   policy server does not make every delivery to the domain wait for it;
  *   with nothing cached the answer is no policy with a failure of type
  *   sts-webpki-invalid (certificate), sts-policy-invalid (bad file, type or
  *   size) or sts-policy-fetch-error (anything else), for the attempt's event
  *   and TLS reports.
  *
- * Invariants: the cache holds at most maxEntries domains (least recently
- * used dropped first) and never returns a policy past its max_age; one fetch
+ * Invariants: the cache (and the list of recent failures) holds at most
+ * maxEntries domains (least recently used dropped first) and never returns a policy past its max_age; one fetch
  * per domain at a time (concurrent callers share it); nothing here throws.
  *
  * Untrusted input: DNS answers, the policy server's TLS, headers and body
@@ -49,12 +51,14 @@ export interface MtaStsResolverOptions {
   dnsServers: string[];
   /** Extra trust anchors (PEM file), [delivery] tls_ca_file. */
   caFile?: string;
-  /** Whole fetch (DNS, connect, TLS, body); also the DNS timeout. Default 10 s. */
+  /** The HTTPS exchange (connect, TLS, body); also each DNS query's timeout (tried twice). Default 10 s. */
   timeoutMs?: number;
   /** Domains cached at most. Default 10000. */
   maxEntries?: number;
   /** Port of the policy server; 443 except in tests. */
   httpsPort?: number;
+  /** After a failed fetch, the same TXT id is not fetched again for this long (the failure, or the cached policy, is the answer). Default 5 min. */
+  failureRetryMs?: number;
 }
 
 export interface MtaStsAnswer {
@@ -88,6 +92,9 @@ export class MtaStsResolver {
   private readonly resolver: Resolver;
   private readonly cache = new Map<string, Cached>();
   private readonly inflight = new Map<string, Promise<MtaStsAnswer>>();
+  /** Recent failed fetches: domain -> the TXT id it was for, until when it stands, and why. */
+  private readonly failed = new Map<string, { id: string; until: number; failure: TlsPolicyFailure }>();
+  private readonly failureRetryMs: number;
   private readonly ca: string[];
   private readonly timeoutMs: number;
   private readonly maxEntries: number;
@@ -99,6 +106,7 @@ export class MtaStsResolver {
     this.timeoutMs = o.timeoutMs ?? 10_000;
     this.maxEntries = Math.max(1, o.maxEntries ?? 10_000);
     this.port = o.httpsPort ?? 443;
+    this.failureRetryMs = o.failureRetryMs ?? 300_000;
     this.resolver = new Resolver({ timeout: this.timeoutMs, tries: 2 });
     if (o.dnsServers.length) this.resolver.setServers(o.dnsServers);
     this.ca = [...rootCertificates];
@@ -159,16 +167,24 @@ export class MtaStsResolver {
     const cached = this.cached(domain);
     if (txt === null || 'error' in txt) return { policy: cached };
     if (cached && cached.id === txt.id) return { policy: cached };
+    // A fetch for this id failed a moment ago: do not make every delivery wait for another one.
+    const recent = this.failed.get(domain);
+    if (recent && recent.id === txt.id && Date.now() < recent.until) return cached ? { policy: cached } : { policy: null, failure: recent.failure };
     try {
       const body = await this.fetchPolicy(domain);
       const parsed = parsePolicy(body, txt.id);
       if ('error' in parsed) throw new FetchError('sts-policy-invalid', `policy of ${domain}: ${parsed.error}`);
       this.remember(domain, parsed.policy);
+      this.failed.delete(domain);
       return { policy: parsed.policy };
     } catch (e) {
-      if (cached) return { policy: cached };
       const f = e instanceof FetchError ? e : new FetchError('sts-policy-fetch-error', (e as Error).message);
-      return { policy: null, failure: this.failure(domain, f.type, f.message) };
+      const failure = this.failure(domain, f.type, f.message);
+      this.failed.delete(domain);
+      this.failed.set(domain, { id: txt.id, until: Date.now() + this.failureRetryMs, failure });
+      while (this.failed.size > this.maxEntries) this.failed.delete(this.failed.keys().next().value as string);
+      if (cached) return { policy: cached };
+      return { policy: null, failure };
     }
   }
 
