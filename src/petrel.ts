@@ -151,7 +151,7 @@ export class Petrel {
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.agents = {
-      maildir: new MaildirAgent(),
+      maildir: new MaildirAgent({ junkFolder: () => config.checks.junk_folder }),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
       smtp: SmtpAgent.fromConfig(config, { pool: this.pool }),
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),

@@ -14,7 +14,9 @@
  * - a refused message is never stored: the caller aborts the enqueue;
  * - an accepted message is stored exactly as received, with the results'
  *   header fields added after Received: and any Authentication-Results:
- *   claiming our hostname removed (RFC 8601 §5);
+ *   claiming our hostname removed (RFC 8601 §5), and any X-Petrel-Junk:
+ *   that came with it removed (only the checks mark junk: DMARC failed
+ *   under p=quarantine, or rspamd's "add header");
  * - the checks never throw at the session: whatever fails inside them is a
  *   temporary result (checks/authenticate), and memory is bounded by
  *   checks/held-message;
@@ -29,13 +31,13 @@ import type { Config } from '../config/schema.js';
 import { smtpReply } from '../core/replies.js';
 import type { SmtpReply } from '../core/smtp-reply.js';
 import type { Incoming } from '../enqueue/enqueue.js';
-import { stripOwnResults } from './auth-results.js';
+import { safeHeaderText, stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
 import { ClientListing } from './dnsbl.js';
 import { RecipientVerifier } from './verify-recipient.js';
 import { HeldMessage } from './held-message.js';
-import { replaceSubject, subjectOf } from './header-edit.js';
+import { JUNK_FIELD, removeFields, replaceSubject, subjectOf } from './header-edit.js';
 import { decideFilter, scan } from './rspamd.js';
 
 /** Who sent the transaction, as the session knows it. */
@@ -150,12 +152,16 @@ export class InboundChecks {
       // A permanent refusal wins over a temporary one: the client should not retry a message that will be refused.
       const refusals = [auth?.refusal, filtered?.refusal].filter((r): r is SmtpReply => !!r).sort((a, b) => b.code - a.code);
       if (refusals.length) return { refusal: refusals[0]!, summary };
-      incoming.addHeaders((auth?.headers ?? '') + (filtered?.headers ?? ''));
+      // Mail for the junk folder (delivery/maildir files it there when [checks] junk_folder is set).
+      const junk = [auth?.quarantine ? `DMARC quarantine policy of ${auth.quarantine}` : '', filtered?.junk ?? ''].filter(Boolean).join('; ');
+      const junkField = junk ? safeHeaderText(`${JUNK_FIELD}: ${junk}`) + '\r\n' : '';
+      incoming.addHeaders((auth?.headers ?? '') + (filtered?.headers ?? '') + junkField);
       incoming.note(summary);
       if (filtered?.notScanned) incoming.addEvent('not_scanned', filtered.notScanned);
       const rewrite = filtered?.rewriteSubject ?? null;
       const edit = (header: Buffer): Buffer => {
-        const h = c.authenticate ? stripOwnResults(header, hostname).header : header;
+        // Only Petrel says what is junk: a sender's own X-Petrel-Junk: goes.
+        const h = removeFields(c.authenticate ? stripOwnResults(header, hostname).header : header, JUNK_FIELD);
         return rewrite ? replaceSubject(h, rewrite(subjectOf(h))) : h;
       };
       try {

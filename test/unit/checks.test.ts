@@ -11,6 +11,8 @@ import { authservId, stripOwnResults } from '../../src/checks/auth-results.js';
 import { checkAuthentication, decide } from '../../src/checks/authenticate.js';
 import { CheckResolver } from '../../src/checks/dns.js';
 import { HeldMessage } from '../../src/checks/held-message.js';
+import { hasField, removeFields } from '../../src/checks/header-edit.js';
+import { decideFilter } from '../../src/checks/rspamd.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { cleanup, tempDir } from '../helpers/petrel-harness.js';
 
@@ -149,4 +151,30 @@ test('HeldMessage: a header section longer than the memory limit stays in memory
   } finally {
     cleanup(dir);
   }
+});
+
+test('decide: a p=quarantine failure names its domain for the junk folder; a pass or a refusal does not', () => {
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'fail', dmarcPolicy: 'quarantine' }).quarantine, 'example.com');
+  assert.equal(decide(policy, 'h', found).quarantine, '');
+  assert.equal(decide({ ...policy, spf_fail: 'reject' }, 'h', { ...found, spf: 'fail', dmarc: 'fail', dmarcPolicy: 'quarantine' }).quarantine, '');
+});
+
+test('decideFilter: "add header" is junk, "rewrite subject" and "no action" are not; the verdict is kept for the event', () => {
+  const ok = (action: string) => ({ ok: true as const, action, score: 7.5, required: 15, symbols: ['BAD(7.5)'], smtpMessage: '', headers: [] as [string, string][], subject: null });
+  const add = decideFilter(ok('add header'), 'tempfail', false);
+  assert.equal(add.junk, 'rspamd add header 7.5/15');
+  assert.deepEqual(add.verdict, { action: 'add header', score: 7.5, required: 15, symbols: ['BAD(7.5)'] });
+  assert.equal(decideFilter(ok('rewrite subject'), 'tempfail', false).junk, null);
+  assert.equal(decideFilter(ok('no action'), 'tempfail', false).junk, null);
+  assert.equal(decideFilter({ ok: false, error: 'x' }, 'accept', false).verdict, null);
+});
+
+test('removeFields and hasField: only whole fields with that name, folded lines included; hasField stops at the blank line', () => {
+  const header = Buffer.from('Received: x\r\nX-Petrel-Junk: a\r\n\tb\r\nSubject: X-Petrel-Junk: no\r\nx-petrel-junk : c\r\n\r\n', 'latin1');
+  assert.equal(removeFields(header, 'X-Petrel-Junk').toString('latin1'), 'Received: x\r\nSubject: X-Petrel-Junk: no\r\n\r\n');
+  const plain = Buffer.from('Subject: x\r\n\r\n');
+  assert.equal(removeFields(plain, 'X-Petrel-Junk'), plain);
+  assert.ok(hasField('Received: x\r\nx-petrel-junk: yes\r\n\r\nbody', 'X-Petrel-Junk'));
+  assert.ok(hasField('Received: x\nX-Petrel-Junk : yes\n\nbody', 'X-Petrel-Junk'));
+  assert.ok(!hasField('Received: x\r\n X-Petrel-Junk: folded\r\nSubject: s\r\n\r\nX-Petrel-Junk: in the body\r\n', 'X-Petrel-Junk'));
 });
