@@ -46,6 +46,7 @@ import { PickupDirectory } from './pickup/pickup.js';
 import { describeOpenFailure, makeQueue } from './queue/open.js';
 import { warnImpossibleMinFreeSpace } from './core/space-check.js';
 import type { QueueStore } from './queue/store.js';
+import { inboundChecksFor } from './checks/inbound-checks.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { SharedLimits } from './scheduler/shared-limits.js';
@@ -240,6 +241,7 @@ export class Petrel {
     this.local.reload();
     this.submissionUsers.reload();
     this.senderLogins.reload();
+    inboundChecksFor(this.config).reloadTables();
   }
 
   /**
@@ -275,6 +277,7 @@ export class Petrel {
     this.submissionUsers = new SubmissionUsers(next.smtp.users_file);
     this.senderLogins = new SenderLogins(next.smtp.sender_logins);
     if (!localChanged) this.local.reload();
+    inboundChecksFor(this.config).reloadTables();
     this.eventLog.policy = { retentionMs: next.log.retention, rotateSize: next.log.rotate_size, keep: next.log.rotate_keep };
     if (ctx) {
       ctx.policy = new RecipientPolicy(this.config, this.local);

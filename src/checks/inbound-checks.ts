@@ -36,6 +36,8 @@ import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
 import { ClientListing } from './dnsbl.js';
 import { RecipientVerifier } from './verify-recipient.js';
+import { RouteRecipients } from './route-recipients.js';
+import { trace } from '../log/trace.js';
 import { HeldMessage } from './held-message.js';
 import { JUNK_FIELD, removeFields, replaceSubject, subjectOf } from './header-edit.js';
 import { decideFilter, scan } from './rspamd.js';
@@ -65,6 +67,8 @@ export class InboundChecks {
   private resolverNow: CheckResolver | null = null;
   private resolverKey = '';
   readonly verifier: RecipientVerifier;
+  /** The routes' recipients_file tables (read when first needed, again on reloadTables). */
+  readonly listed = new RouteRecipients((text) => trace('checks').warn({ problem: text }, 'recipients_file'));
   private readonly scratchDir: string;
 
   constructor(private readonly config: Config) {
@@ -105,14 +109,28 @@ export class InboundChecks {
   }
 
   /**
-   * verifyRecipient - for a domain whose route has verify_recipients: the
-   * refusal to give at RCPT (550 5.1.1 unknown, 450 4.1.1 cannot ask), or
+   * verifyRecipient - for a domain whose route has a recipients_file or
+   * verify_recipients: the refusal to give at RCPT (550 5.1.1 not listed or
+   * unknown to the next hop, 450 4.1.1 cannot ask or file unreadable), or
    * null to go on.
    */
   async verifyRecipient(address: string): Promise<SmtpReply | null> {
+    // A recipients_file first: it refuses without asking anyone; a listed address may still be probed.
+    const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+    const file = this.config.routes.find((x) => x.domain === domain)?.recipients_file;
+    if (file) {
+      const listing = this.listed.lookup(file, address);
+      if (listing === 'not listed') return smtpReply('recipientNotListed', address);
+      if (listing === 'unreadable') return smtpReply('recipientListUnreadable', address);
+    }
     const r = await this.verifier.verify(address);
     if (!r || r.verdict === 'known') return null;
     return r.verdict === 'unknown' ? smtpReply('recipientUnknownNextHop', address, r.reply.split('\r\n').pop()!.slice(0, 200)) : smtpReply('recipientNotVerified', address);
+  }
+
+  /** reloadTables - re-read the routes' recipients files (SIGHUP, `petrel reload`); returns the problems found. */
+  reloadTables(): string[] {
+    return this.listed.reload(this.config.routes.flatMap((r) => (r.recipients_file ? [r.recipients_file] : [])));
   }
 
   /** hold - a holder for one message while it arrives. */

@@ -34,6 +34,8 @@ export interface Route {
   tls: 'opportunistic' | 'required';
   /** Probe the next hop at RCPT (checks/verify-recipient): unknown -> 550 5.1.1, cannot ask -> 450 4.1.1. */
   verify_recipients?: boolean;
+  /** The domain's valid recipients, one address or "@domain" a line (checks/route-recipients): others get 550 5.1.1 at RCPT. */
+  recipients_file?: string;
 }
 
 export interface Config {
@@ -359,7 +361,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
 };
 
 /** The keys of one [[routes]] entry. */
-export const ROUTE_FIELDS = ['domain', 'via', 'tls', 'verify_recipients'] as const;
+export const ROUTE_FIELDS = ['domain', 'via', 'tls', 'verify_recipients', 'recipients_file'] as const;
 
 /** The keys of one [[dkim]] entry (all required). */
 export const DKIM_FIELDS = ['domain', 'selector', 'key_file'] as const;

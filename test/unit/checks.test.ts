@@ -13,6 +13,7 @@ import { CheckResolver } from '../../src/checks/dns.js';
 import { HeldMessage } from '../../src/checks/held-message.js';
 import { hasField, removeFields } from '../../src/checks/header-edit.js';
 import { decideFilter } from '../../src/checks/rspamd.js';
+import { parseRecipients } from '../../src/checks/route-recipients.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { cleanup, tempDir } from '../helpers/petrel-harness.js';
 
@@ -177,4 +178,10 @@ test('removeFields and hasField: only whole fields with that name, folded lines 
   assert.ok(hasField('Received: x\r\nx-petrel-junk: yes\r\n\r\nbody', 'X-Petrel-Junk'));
   assert.ok(hasField('Received: x\nX-Petrel-Junk : yes\n\nbody', 'X-Petrel-Junk'));
   assert.ok(!hasField('Received: x\r\n X-Petrel-Junk: folded\r\nSubject: s\r\n\r\nX-Petrel-Junk: in the body\r\n', 'X-Petrel-Junk'));
+});
+
+test('parseRecipients: addresses and @domain lower-cased, comments skipped, a bad line reported with file and line', () => {
+  const r = parseRecipients('# list\nAlice@Example.COM\n@Catch.Example # all of it\n\nnot an address\na@b@c\n', 'f.txt');
+  assert.deepEqual([...r.entries], ['alice@example.com', '@catch.example']);
+  assert.deepEqual(r.problems, ['f.txt:5: not an address or @domain: not an address', 'f.txt:6: not an address or @domain: a@b@c']);
 });
