@@ -13,7 +13,7 @@
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
 
-export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
+export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[]; /** TTL of every record of the name (seconds); 60 when absent. */ ttl?: number } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
 
 export interface DnsServer {
   /** "127.0.0.1:PORT", for [delivery] dns_servers. */
@@ -108,6 +108,8 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     else if (type === 'TXT') for (const t of entry.TXT ?? []) answers.push(record(16, txtData(t)));
     else if (type === 'AAAA') for (const a of entry.AAAA ?? []) if (isIP(a) === 6) answers.push(record(28, ipv6Bytes(a)));
 
+    // An entry's own TTL: written over each answer's (offset 6 of a record()).
+    if (typeof entry === 'object' && entry.ttl !== undefined) for (const a of answers) a.writeUInt32BE(entry.ttl, 6);
     const header = Buffer.alloc(12);
     msg.copy(header, 0, 0, 2);
     const rd = msg[2]! & 0x01;
