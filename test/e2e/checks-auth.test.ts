@@ -49,6 +49,8 @@ const TABLE: Record<string, DnsEntry> = {
   'quar.test': { TXT: ['v=spf1 -all'] },
   '_dmarc.quar.test': { TXT: ['v=DMARC1; p=quarantine'] },
   'spfpass.test': { TXT: ['v=spf1 ip4:127.0.0.1 -all'] },
+  // Over 64 K characters of TXT (quotes double in JSON): too big to be trusted or kept.
+  'huge.test': { TXT: Array.from({ length: 200 }, (_, i) => `v=spf1 ${i} ${'"'.repeat(200)}`) },
   'slow.test': 'SILENT',
   'dtemp.test': { TXT: ['v=spf1 -all'] },
   '_dmarc.dtemp.test': 'SILENT',
@@ -189,6 +191,12 @@ junk_folder = ""
   test('SPF temperror (the DNS server never answers): accepted and tagged with spf_fail = "tag"', async () => {
     assert.match(await send(p, 'x@slow.test', message('x@slow.test', 'slow dns')), /^250 /);
     const m = head(await delivered(p, 'slow dns'));
+    assert.match(m, /spf=temperror/);
+  });
+
+  test('an oversized DNS answer (SPF): temperror, accepted and tagged, no crash', async () => {
+    assert.match(await send(p, 'x@huge.test', message('x@huge.test', 'huge answer')), /^250 /);
+    const m = head(await delivered(p, 'huge answer'));
     assert.match(m, /spf=temperror/);
   });
 
