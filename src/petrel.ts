@@ -33,6 +33,7 @@ import { ConnectionPool } from './delivery/smtp/pool.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { DkimSigner } from './dkim/signer.js';
+import { DkimKeys } from './dkim/keys.js';
 import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
@@ -88,7 +89,6 @@ export function atRestart(running: Config, next: Config): string[] {
     ['[delivery] connection settings', d],
     ['[checks]', (c) => (c as Partial<Config>).checks],
     ['[log] level', (c) => c.log.level],
-    ['[[dkim]]', (c) => c.dkim],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
 }
@@ -260,6 +260,14 @@ export class Petrel {
     if (restart.length) throw new ReloadRefused(`${restart.join(', ')} cannot change while Petrel runs: restart it to apply this file; nothing of it was applied`);
     const ctx = this.inboundCtx;
     const tls = ctx ? await loadTls(next).catch((e: Error) => Promise.reject(new ReloadRefused(`TLS: ${e.message}; nothing was applied`))) : null;
+    let dkimKeys: DkimKeys | null = null;
+    if (JSON.stringify(this.config.dkim) !== JSON.stringify(next.dkim)) {
+      try {
+        dkimKeys = DkimKeys.load(next.dkim ?? []);
+      } catch (e) {
+        throw new ReloadRefused(`[[dkim]]: ${(e as Error).message}; nothing was applied`);
+      }
+    }
     if (this.inbound) await this.inbound.openListeners(next.smtp.listen, next.smtp.submission_listen).catch((e: Error) => Promise.reject(new ReloadRefused(`cannot listen: ${e.message}; nothing was applied`)));
     // From here on nothing fails: every part sees the new configuration.
     // Sections are replaced whole, never changed inside: a shallow copy keeps the old ones.
@@ -268,6 +276,7 @@ export class Petrel {
     // The host name stays what it was (Received: and Message-ID: are made with it until a restart).
     for (const key of Object.keys(next) as Array<keyof Config>) if (key !== 'hostname') (this.config as unknown as Record<string, unknown>)[key] = next[key];
     this.router.reconfigure();
+    if (dkimKeys) this.dkim.reconfigure(dkimKeys);
     const localChanged = JSON.stringify([old.local.domains, old.local.users_file, old.local.aliases_file]) !== JSON.stringify([next.local.domains, next.local.users_file, next.local.aliases_file]);
     if (localChanged) {
       this.local.unwatch();
