@@ -78,8 +78,9 @@ export function restartNeeded(running: Config, next: Config): string[] {
 
 /**
  * atRestart - the keys that differ but are read once, at start (the admin
- * listener, the outbound SMTP client and its pool, the inbound checks, log
- * level, workers, the host name): a reload takes the rest and names these.
+ * listener, the outbound SMTP client and its pool, log level, workers, the
+ * host name): a reload takes the rest and names these. ([checks] and
+ * [filter] are read at each use: checks/inbound-checks, delivery/maildir.)
  */
 export function atRestart(running: Config, next: Config): string[] {
   const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout];
@@ -87,7 +88,6 @@ export function atRestart(running: Config, next: Config): string[] {
     ['hostname', (c) => c.hostname],
     ['[admin]', (c) => c.admin],
     ['[delivery] connection settings', d],
-    ['[checks]', (c) => (c as Partial<Config>).checks],
     ['[log] level', (c) => c.log.level],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);

@@ -106,5 +106,9 @@ recipients_file = "missing.txt"
     writeFileSync(join(p.dir, 'missing.txt'), '@missing.test\n');
     p.petrel.reload();
     assert.match((await rcpts(['anyone@missing.test']))[0]!, /^250 /);
+    // [checks] is read at each use: a reload that changes it needs no restart.
+    const later = await p.petrel.reconfigure(parseConfigText(baseConfig(p.dir, `${extra}[checks]\njunk_folder = "Spam"\n`), join(p.dir, 'petrel.toml'), p.dir));
+    assert.deepEqual(later, []);
+    assert.equal(p.petrel.config.checks.junk_folder, 'Spam');
   });
 });
