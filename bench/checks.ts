@@ -7,7 +7,7 @@
  * rspamd (Debian's, on loopback, test/helpers/rspamd) when installed.
  * Prints one key=value line per mode:
  *
- *   mode=off        no checks
+ *   mode=off        no checks ([checks] authenticate = false: it is on by default)
  *   mode=auth       [checks] authenticate = true (SPF, DKIM, DMARC, ARC) and dnsbl with one list
  *   mode=auth+rspamd the same and [filter] rspamd_url
  *
@@ -79,7 +79,8 @@ async function main(): Promise<void> {
   const rspamd = hasRspamd() ? await startRspamd(dns.address) : null;
   try {
     const auth = `[checks]\nauthenticate = true\ndnsbl = ["bl.bench"]\n`;
-    console.log(await one('off', '', dns.address, messages, sessions, size));
+    // authenticate is on by default: "off" turns it off.
+    console.log(await one('off', `[checks]\nauthenticate = false\n`, dns.address, messages, sessions, size));
     console.log(await one('auth', auth, dns.address, messages, sessions, size));
     if (rspamd) console.log(await one('auth+rspamd', `${auth}[filter]\nrspamd_url = "${rspamd.url}"\n`, dns.address, messages, sessions, size));
     else console.log('mode=auth+rspamd skipped (rspamd not installed)');

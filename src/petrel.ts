@@ -33,6 +33,7 @@ import { ConnectionPool } from './delivery/smtp/pool.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { DkimSigner } from './dkim/signer.js';
+import { DkimKeys } from './dkim/keys.js';
 import { RecipientPolicy } from './inbound/policy.js';
 import { InboundServer } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
@@ -47,6 +48,7 @@ import { describeOpenFailure, makeQueue } from './queue/open.js';
 import { warnImpossibleMinFreeSpace } from './core/space-check.js';
 import { assertSourcesBindable, warnSendingIdentity } from './delivery/smtp/identity-warnings.js';
 import type { QueueStore } from './queue/store.js';
+import { inboundChecksFor } from './checks/inbound-checks.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { SharedLimits } from './scheduler/shared-limits.js';
@@ -79,8 +81,9 @@ export function restartNeeded(running: Config, next: Config): string[] {
 
 /**
  * atRestart - the keys that differ but are read once, at start (the admin
- * listener, the outbound SMTP client and its pool, the inbound checks, log
- * level, workers, the host name): a reload takes the rest and names these.
+ * listener, the outbound SMTP client and its pool, log level, workers, the
+ * host name): a reload takes the rest and names these. ([checks] and
+ * [filter] are read at each use: checks/inbound-checks, delivery/maildir.)
  */
 export function atRestart(running: Config, next: Config): string[] {
   const d = (c: Config): unknown[] => [c.delivery.helo_name, c.delivery.connect_timeout, c.delivery.dns_servers, c.delivery.max_recipients_per_transaction, c.delivery.max_connections, c.delivery.max_connections_per_destination, c.delivery.max_messages_per_connection, c.delivery.connection_idle_timeout, c.delivery.source_ipv4, c.delivery.source_ipv6, c.delivery.helo_name_ipv6, c.delivery.address_family, c.delivery.address_preference];
@@ -88,9 +91,7 @@ export function atRestart(running: Config, next: Config): string[] {
     ['hostname', (c) => c.hostname],
     ['[admin]', (c) => c.admin],
     ['[delivery] connection settings', d],
-    ['[checks]', (c) => (c as Partial<Config>).checks],
     ['[log] level', (c) => c.log.level],
-    ['[[dkim]]', (c) => c.dkim],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
 }
@@ -161,7 +162,7 @@ export class Petrel {
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.tlsRecorder = new TlsRecorder({ dir: join(config.data_dir, 'tlsrpt'), onProblem: (text) => trace('tlsrpt').warn({ problem: text }, 'TLS report counts') });
     this.agents = {
-      maildir: new MaildirAgent(),
+      maildir: new MaildirAgent({ junkFolder: () => config.checks.junk_folder }),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
       // Every connection under an MTA-STS or DANE policy is counted for TLS reports.
       smtp: SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r) }),
@@ -258,6 +259,7 @@ export class Petrel {
     this.local.reload();
     this.submissionUsers.reload();
     this.senderLogins.reload();
+    inboundChecksFor(this.config).reloadTables();
   }
 
   /**
@@ -276,6 +278,14 @@ export class Petrel {
     if (restart.length) throw new ReloadRefused(`${restart.join(', ')} cannot change while Petrel runs: restart it to apply this file; nothing of it was applied`);
     const ctx = this.inboundCtx;
     const tls = ctx ? await loadTls(next).catch((e: Error) => Promise.reject(new ReloadRefused(`TLS: ${e.message}; nothing was applied`))) : null;
+    let dkimKeys: DkimKeys | null = null;
+    if (JSON.stringify(this.config.dkim) !== JSON.stringify(next.dkim)) {
+      try {
+        dkimKeys = DkimKeys.load(next.dkim ?? []);
+      } catch (e) {
+        throw new ReloadRefused(`[[dkim]]: ${(e as Error).message}; nothing was applied`);
+      }
+    }
     if (this.inbound) await this.inbound.openListeners(next.smtp.listen, next.smtp.submission_listen).catch((e: Error) => Promise.reject(new ReloadRefused(`cannot listen: ${e.message}; nothing was applied`)));
     // From here on nothing fails: every part sees the new configuration.
     // Sections are replaced whole, never changed inside: a shallow copy keeps the old ones.
@@ -284,6 +294,7 @@ export class Petrel {
     // The host name stays what it was (Received: and Message-ID: are made with it until a restart).
     for (const key of Object.keys(next) as Array<keyof Config>) if (key !== 'hostname') (this.config as unknown as Record<string, unknown>)[key] = next[key];
     this.router.reconfigure();
+    if (dkimKeys) this.dkim.reconfigure(dkimKeys);
     const localChanged = JSON.stringify([old.local.domains, old.local.users_file, old.local.aliases_file]) !== JSON.stringify([next.local.domains, next.local.users_file, next.local.aliases_file]);
     if (localChanged) {
       this.local.unwatch();
@@ -293,6 +304,7 @@ export class Petrel {
     this.submissionUsers = new SubmissionUsers(next.smtp.users_file);
     this.senderLogins = new SenderLogins(next.smtp.sender_logins);
     if (!localChanged) this.local.reload();
+    inboundChecksFor(this.config).reloadTables();
     this.eventLog.policy = { retentionMs: next.log.retention, rotateSize: next.log.rotate_size, keep: next.log.rotate_keep };
     if (ctx) {
       ctx.policy = new RecipientPolicy(this.config, this.local);

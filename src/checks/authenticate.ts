@@ -68,6 +68,8 @@ export interface AuthVerdict {
   dkim: string;
   dmarc: string;
   arc: string;
+  /** DMARC failed under p=quarantine (and the message is accepted): the policy's domain, for the junk folder; "" otherwise. */
+  quarantine: string;
 }
 
 interface Status {
@@ -174,7 +176,8 @@ export function decide(policy: AuthPolicy, hostname: string, f: Found): AuthVerd
   } else if (!refusal && f.dmarc === 'temperror' && policy.dmarc_reject) {
     refusal = smtpReply('dmarcTemperror');
   }
-  if (!refusal && f.dmarc === 'fail' && f.dmarcPolicy === 'quarantine') extra.push(`X-Petrel-DMARC: quarantine (policy of ${f.dmarcDomain})`);
+  const quarantine = !refusal && f.dmarc === 'fail' && f.dmarcPolicy === 'quarantine' ? f.dmarcDomain || '(unknown domain)' : '';
+  if (quarantine) extra.push(`X-Petrel-DMARC: quarantine (policy of ${f.dmarcDomain})`);
   let headers = f.headers.endsWith('\r\n') ? f.headers : `${f.headers}\r\n`;
   headers = safeHeaderText(headers.replace(/\r?\n/g, '\r\n').replace(/\r\n$/, '')) + '\r\n';
   for (const h of extra) headers += safeHeaderText(h) + '\r\n';
@@ -186,5 +189,6 @@ export function decide(policy: AuthPolicy, hostname: string, f: Found): AuthVerd
     dkim: f.dkim,
     dmarc: f.dmarc,
     arc: f.arc,
+    quarantine,
   };
 }

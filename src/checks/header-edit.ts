@@ -1,6 +1,9 @@
 /*
  * checks/header-edit - small edits of a message's header section that the
- * checks ask for: replace Subject: (rspamd's "rewrite subject").
+ * checks ask for: replace Subject: (rspamd's "rewrite subject"), remove the
+ * fields only Petrel may write (`X-Petrel-Junk:`, which files a message in
+ * the junk folder: a sender must not be able to set it on mail from
+ * outside), and find such a field again at delivery.
  *
  * Invariants: every other field is kept octet for octet, folded lines
  * included; the new field is printable ASCII on one line (at most 998
@@ -50,4 +53,27 @@ export function replaceSubject(header: Buffer, subject: string): Buffer {
 export function subjectOf(header: Buffer): string {
   const f = splitFields(header).find((x) => nameOf(x) === 'subject');
   return f ? f.slice(f.indexOf(':') + 1).replace(/\r\n/g, '').trim() : '';
+}
+
+/** removeFields - every field with this name (any case) removed, folded lines included; the rest kept octet for octet. */
+export function removeFields(header: Buffer, name: string): Buffer {
+  const lower = name.toLowerCase();
+  const fields = splitFields(header);
+  const kept = fields.filter((f) => f === '\r\n' || nameOf(f) !== lower);
+  return kept.length === fields.length ? header : Buffer.from(kept.join(''), 'latin1');
+}
+
+/** JUNK_FIELD - the field the checks add to mail to be filed in the junk folder (delivery/maildir reads it). */
+export const JUNK_FIELD = 'X-Petrel-Junk';
+
+/**
+ * hasField - does the header section (CR LF or LF line ends; what is given
+ * may stop before its end) hold a field with this name? A field name at the
+ * start of a line only: a folded continuation never counts.
+ */
+export function hasField(header: string, name: string): boolean {
+  const end = header.search(/\r?\n\r?\n/);
+  const section = end >= 0 ? header.slice(0, end + 1) : header;
+  const lower = name.toLowerCase() + ':';
+  return section.split(/\r?\n/).some((line) => line.slice(0, lower.length).toLowerCase() === lower || new RegExp(`^${name}[ \\t]+:`, 'i').test(line));
 }

@@ -14,7 +14,9 @@
  * - a refused message is never stored: the caller aborts the enqueue;
  * - an accepted message is stored exactly as received, with the results'
  *   header fields added after Received: and any Authentication-Results:
- *   claiming our hostname removed (RFC 8601 §5);
+ *   claiming our hostname removed (RFC 8601 §5), and any X-Petrel-Junk:
+ *   that came with it removed (only the checks mark junk: DMARC failed
+ *   under p=quarantine, or rspamd's "add header");
  * - the checks never throw at the session: whatever fails inside them is a
  *   temporary result (checks/authenticate), and memory is bounded by
  *   checks/held-message;
@@ -29,13 +31,15 @@ import type { Config } from '../config/schema.js';
 import { smtpReply } from '../core/replies.js';
 import type { SmtpReply } from '../core/smtp-reply.js';
 import type { Incoming } from '../enqueue/enqueue.js';
-import { stripOwnResults } from './auth-results.js';
+import { safeHeaderText, stripOwnResults } from './auth-results.js';
 import { checkAuthentication } from './authenticate.js';
 import { CheckResolver } from './dns.js';
 import { ClientListing } from './dnsbl.js';
 import { RecipientVerifier } from './verify-recipient.js';
+import { RouteRecipients } from './route-recipients.js';
+import { trace } from '../log/trace.js';
 import { HeldMessage } from './held-message.js';
-import { replaceSubject, subjectOf } from './header-edit.js';
+import { JUNK_FIELD, removeFields, replaceSubject, subjectOf } from './header-edit.js';
 import { decideFilter, scan } from './rspamd.js';
 
 /** Who sent the transaction, as the session knows it. */
@@ -63,6 +67,8 @@ export class InboundChecks {
   private resolverNow: CheckResolver | null = null;
   private resolverKey = '';
   readonly verifier: RecipientVerifier;
+  /** The routes' recipients_file tables (read when first needed, again on reloadTables). */
+  readonly listed = new RouteRecipients((text) => trace('checks').warn({ problem: text }, 'recipients_file'));
   private readonly scratchDir: string;
 
   constructor(private readonly config: Config) {
@@ -103,14 +109,28 @@ export class InboundChecks {
   }
 
   /**
-   * verifyRecipient - for a domain whose route has verify_recipients: the
-   * refusal to give at RCPT (550 5.1.1 unknown, 450 4.1.1 cannot ask), or
+   * verifyRecipient - for a domain whose route has a recipients_file or
+   * verify_recipients: the refusal to give at RCPT (550 5.1.1 not listed or
+   * unknown to the next hop, 450 4.1.1 cannot ask or file unreadable), or
    * null to go on.
    */
   async verifyRecipient(address: string): Promise<SmtpReply | null> {
+    // A recipients_file first: it refuses without asking anyone; a listed address may still be probed.
+    const domain = address.slice(address.lastIndexOf('@') + 1).toLowerCase();
+    const file = this.config.routes.find((x) => x.domain === domain)?.recipients_file;
+    if (file) {
+      const listing = this.listed.lookup(file, address);
+      if (listing === 'not listed') return smtpReply('recipientNotListed', address);
+      if (listing === 'unreadable') return smtpReply('recipientListUnreadable', address);
+    }
     const r = await this.verifier.verify(address);
     if (!r || r.verdict === 'known') return null;
     return r.verdict === 'unknown' ? smtpReply('recipientUnknownNextHop', address, r.reply.split('\r\n').pop()!.slice(0, 200)) : smtpReply('recipientNotVerified', address);
+  }
+
+  /** reloadTables - re-read the routes' recipients files (SIGHUP, `petrel reload`); returns the problems found. */
+  reloadTables(): string[] {
+    return this.listed.reload(this.config.routes.flatMap((r) => (r.recipients_file ? [r.recipients_file] : [])));
   }
 
   /** hold - a holder for one message while it arrives. */
@@ -150,12 +170,16 @@ export class InboundChecks {
       // A permanent refusal wins over a temporary one: the client should not retry a message that will be refused.
       const refusals = [auth?.refusal, filtered?.refusal].filter((r): r is SmtpReply => !!r).sort((a, b) => b.code - a.code);
       if (refusals.length) return { refusal: refusals[0]!, summary };
-      incoming.addHeaders((auth?.headers ?? '') + (filtered?.headers ?? ''));
+      // Mail for the junk folder (delivery/maildir files it there when [checks] junk_folder is set).
+      const junk = [auth?.quarantine ? `DMARC quarantine policy of ${auth.quarantine}` : '', filtered?.junk ?? ''].filter(Boolean).join('; ');
+      const junkField = junk ? safeHeaderText(`${JUNK_FIELD}: ${junk}`) + '\r\n' : '';
+      incoming.addHeaders((auth?.headers ?? '') + (filtered?.headers ?? '') + junkField);
       incoming.note(summary);
       if (filtered?.notScanned) incoming.addEvent('not_scanned', filtered.notScanned);
       const rewrite = filtered?.rewriteSubject ?? null;
       const edit = (header: Buffer): Buffer => {
-        const h = c.authenticate ? stripOwnResults(header, hostname).header : header;
+        // Only Petrel says what is junk: a sender's own X-Petrel-Junk: goes.
+        const h = removeFields(c.authenticate ? stripOwnResults(header, hostname).header : header, JUNK_FIELD);
         return rewrite ? replaceSubject(h, rewrite(subjectOf(h))) : h;
       };
       try {

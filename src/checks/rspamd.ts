@@ -150,14 +150,19 @@ export interface FilterVerdict {
   note: string;
   /** Set when accepted without a scan (filter_failure = "accept"): why, for the not_scanned event. */
   notScanned: string | null;
+  /** "add header": why the message belongs in the junk folder ("rspamd add header 7/15"); null otherwise. */
+  junk: string | null;
+  /** The verdict for the received event (null when not scanned). */
+  verdict: { action: string; score: number; required: number; symbols: string[] } | null;
 }
 
 /** decideFilter - what rspamd's result means for the message (pure; unit-tested). */
 export function decideFilter(r: RspamdResult, failure: 'tempfail' | 'accept', resultHeaders: boolean): FilterVerdict {
   if (!r.ok) {
     const why = `rspamd: ${r.error}`;
-    if (failure === 'tempfail') return { refusal: smtpReply('filterUnavailable'), headers: '', rewriteSubject: null, note: `rspamd: not scanned (${r.error})`, notScanned: null };
-    return { refusal: null, headers: '', rewriteSubject: null, note: `rspamd: not scanned (${r.error})`, notScanned: why };
+    const none = { headers: '', rewriteSubject: null, note: `rspamd: not scanned (${r.error})`, junk: null, verdict: null };
+    if (failure === 'tempfail') return { ...none, refusal: smtpReply('filterUnavailable'), notScanned: null };
+    return { ...none, refusal: null, notScanned: why };
   }
   const score = `${Math.round(r.score * 100) / 100}/${Math.round(r.required * 100) / 100}`;
   const note = `rspamd: ${r.action} ${score} [${r.symbols.join(' ')}]`.slice(0, 1000);
@@ -166,6 +171,7 @@ export function decideFilter(r: RspamdResult, failure: 'tempfail' | 'accept', re
   if (resultHeaders) headers += `X-Spamd-Result: default: ${r.action === 'reject' ? 'True' : 'False'} [${score}]; action=${r.action};\r\n\t${r.symbols.join(',\r\n\t') || '(none)'}\r\n`;
   let refusal: SmtpReply | null = null;
   let rewriteSubject: FilterVerdict['rewriteSubject'] = null;
+  let junk: string | null = null;
   switch (r.action) {
     case 'reject':
       refusal = smtpReply('filterReject', r.smtpMessage || 'Spam message rejected');
@@ -176,6 +182,7 @@ export function decideFilter(r: RspamdResult, failure: 'tempfail' | 'accept', re
       break;
     case 'add header':
       if (!r.headers.some(([n]) => n.toLowerCase() === 'x-spam')) headers = `X-Spam: Yes\r\n${headers}`;
+      junk = `rspamd add header ${score}`;
       break;
     case 'rewrite subject': {
       const subject = r.subject;
@@ -183,5 +190,5 @@ export function decideFilter(r: RspamdResult, failure: 'tempfail' | 'accept', re
       break;
     }
   }
-  return { refusal, headers, rewriteSubject, note, notScanned: null };
+  return { refusal, headers, rewriteSubject, note, notScanned: null, junk, verdict: { action: r.action, score: r.score, required: r.required, symbols: r.symbols } };
 }

@@ -208,10 +208,18 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
         const verify = entry.verify_recipients ?? false;
         if (typeof verify !== 'boolean') problem(`${base}.verify_recipients`, 'must be true or false');
         else if (verify && typeof via !== 'string' && via.kind !== 'smtp' && !(via.kind === 'lmtp' && 'host' in via)) problem(`${base}.verify_recipients`, 'needs an smtp: or lmtp:HOST:PORT route');
+        const recipientsFile = entry.recipients_file ?? '';
+        if (typeof recipientsFile !== 'string') problem(`${base}.recipients_file`, 'must be a string (a file path)');
         if ('value' in d && typeof via !== 'string' && 'value' in tls) {
           if (seen.has(d.value)) problem(`${base}.domain`, `"${d.value}" already has a route`);
           seen.add(d.value);
-          config.routes.push({ domain: d.value, via, tls: tls.value, ...(verify === true ? { verify_recipients: true } : {}) } satisfies Route);
+          config.routes.push({
+            domain: d.value,
+            via,
+            tls: tls.value,
+            ...(verify === true ? { verify_recipients: true } : {}),
+            ...(typeof recipientsFile === 'string' && recipientsFile.trim() ? { recipients_file: recipientsFile.trim() } : {}),
+          } satisfies Route);
         }
       });
     }
@@ -279,6 +287,7 @@ export function resolvePaths(config: Config, cwd: string): Config {
   config.delivery.tls_ca_file = r(config.delivery.tls_ca_file);
   for (const route of config.routes) {
     if (route.via.kind === 'maildir' || route.via.kind === 'directory') route.via.path = r(route.via.path);
+    if (route.recipients_file) route.recipients_file = r(route.recipients_file);
   }
   for (const key of config.dkim ?? []) key.key_file = r(key.key_file);
   return config;

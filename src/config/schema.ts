@@ -36,6 +36,8 @@ export interface Route {
   tls: TlsMode;
   /** Probe the next hop at RCPT (checks/verify-recipient): unknown -> 550 5.1.1, cannot ask -> 450 4.1.1. */
   verify_recipients?: boolean;
+  /** The domain's valid recipients, one address or "@domain" a line (checks/route-recipients): others get 550 5.1.1 at RCPT. */
+  recipients_file?: string;
 }
 
 export interface Config {
@@ -106,9 +108,9 @@ export interface Config {
   dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
   admin: { listen: Endpoint | null; token: string };
   log: { level: 'error' | 'warn' | 'info' | 'debug' | 'trace'; retention: number; rotate_size: number; rotate_keep: number };
-  checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number };
   /** TLS reporting (RFC 8460; src/tlsrpt). */
   tlsrpt: { organization: string };
+  checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number; junk_folder: string };
   filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
 }
 
@@ -280,6 +282,12 @@ const httpUrl: Check<string> = (raw) => {
 };
 
 /** A resolver address: an IP literal with an optional port, kept in the form node:dns accepts. */
+/** A Maildir++ folder name ("Junk", "Spam", "Archive.Junk"): letters, digits, "_", "-", dot-separated levels; "" is off. */
+const maildirFolder: Check<string> = (raw) =>
+  typeof raw === 'string' && (raw === '' || (raw.length <= 64 && /^[A-Za-z0-9_][A-Za-z0-9_-]*(\.[A-Za-z0-9_][A-Za-z0-9_-]*)*$/.test(raw)))
+    ? { value: raw }
+    : { error: 'expected a Maildir folder name such as "Junk" (letters, digits, "_", "-", "." between levels), or "" for none' };
+
 const dnsServer: Check<string> = (raw) => {
   const e = typeof raw === 'string' ? parseEndpoint(raw.trim(), 53) : null;
   if (!e || isIP(e.host) === 0) return { error: `must be "ip" or "ip:port", e.g. "127.0.0.1:5353" (got ${describe(raw)})` };
@@ -376,12 +384,13 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'log.rotate_size': { check: size, def: () => 100 * 1024 * 1024, doc: 'rotate events.jsonl at this size; 0 never' },
   'log.rotate_keep': { check: int(1, 10_000), def: () => 10, doc: 'rotated event log files kept' },
 
-  'checks.authenticate': { check: bool, def: () => false, doc: 'SPF, DKIM, DMARC and ARC on mail from outside relay_networks, not authenticated' },
+  'checks.authenticate': { check: bool, def: () => true, doc: 'SPF, DKIM, DMARC and ARC on mail from outside relay_networks, not authenticated' },
   'checks.spf_fail': { check: oneOf('tag', 'reject'), def: () => 'tag', doc: 'SPF fail: tag, or refuse 550 5.7.23' },
   'checks.dmarc_reject': { check: bool, def: () => true, doc: 'DMARC fail with p=reject: 550 5.7.1' },
   'checks.arc_trusted': { check: arrayOf(domainName), def: () => [], doc: 'ARC sealers whose valid chain overrides dmarc_reject' },
   'checks.dns_timeout': { check: positiveDuration, def: () => 5000, doc: 'per DNS query of the checks; then temperror' },
   'checks.verify_timeout': { check: positiveDuration, def: () => 10_000, doc: 'a verify_recipients probe of a next hop; then 450 4.1.1' },
+  'checks.junk_folder': { check: maildirFolder, def: () => 'Junk', doc: 'Maildir++ folder (maildir/dom/user/.Junk) for mail failing DMARC with p=quarantine or scored "add header" by rspamd; "" keeps it in the inbox' },
   'checks.dnsbl': { check: arrayOf(domainName), def: () => [], doc: 'DNS block lists; a listed client gets 554 5.7.1 at RCPT' },
 
   'tlsrpt.organization': { check: str, def: (c) => c.hostname, doc: 'organization-name of RFC 8460 TLS reports; hostname when empty' },
@@ -393,7 +402,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
 };
 
 /** The keys of one [[routes]] entry. */
-export const ROUTE_FIELDS = ['domain', 'via', 'tls', 'verify_recipients'] as const;
+export const ROUTE_FIELDS = ['domain', 'via', 'tls', 'verify_recipients', 'recipients_file'] as const;
 
 /** The keys of one [[dkim]] entry (all required). */
 export const DKIM_FIELDS = ['domain', 'selector', 'key_file'] as const;

@@ -113,6 +113,8 @@ export const REPLIES = {
   filterReject: def(550, '5.7.1', (message: string) => message),
   recipientUnknownNextHop: def(550, '5.1.1', (address: string, why: string) => `<${address}>: Recipient address rejected by its next hop: ${why}`),
   recipientNotVerified: def(450, '4.1.1', (address: string) => `<${address}>: Recipient address verification failed (next hop not reachable); try again later`),
+  recipientNotListed: def(550, '5.1.1', (address: string) => `<${address}>: Recipient address rejected: not a known recipient of this domain`),
+  recipientListUnreadable: def(450, '4.1.1', (address: string) => `<${address}>: Recipient address cannot be checked now (recipients file unreadable); try again later`),
   dnsblListed: def(554, '5.7.1', (ip: string, list: string) => `Service unavailable; client [${ip}] blocked using ${list}`),
   filterSoftReject: def(451, '4.7.1', (message: string) => message),
   filterUnavailable: def(451, '4.7.0', 'Content scan not available; try again later'),

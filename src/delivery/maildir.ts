@@ -14,6 +14,14 @@
  * with "/" and ":" in the host name written "\057" and "\072"; a name that
  * exists already (in tmp/ or new/) is never reused: a new one is made.
  *
+ * Junk folder: a message whose header section carries `X-Petrel-Junk:` (put
+ * there by the inbound checks only: DMARC failed under p=quarantine, or
+ * rspamd's "add header"; checks/header-edit) goes to the Maildir++ folder
+ * named by `[checks] junk_folder` (maildir/dom/user/.Junk/{tmp,new,cur},
+ * with its `maildirfolder` marker file) instead of new/ of the inbox, under
+ * the same durability rules; "" files it in the inbox like any other mail.
+ * Only the first HEAD_PEEK octets are looked at.
+ *
  * Invariants: a local error (full disk, quota, permissions, read-only file
  * system) defers, never loses; an address that cannot name a mailbox safely
  * (empty, a leading ".", "/", "\" or control characters, a component longer
@@ -29,12 +37,21 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { dirname, join, sep } from 'node:path';
 import { mailboxPath } from '../core/mailbox-path.js';
+import { hasField, JUNK_FIELD } from '../checks/header-edit.js';
 import { resultsFor, type DeliveryAgent, type DeliveryJob, type RecipientResult } from './agent.js';
 
 let deliveries = 0;
 
 /** Mailboxes written at once within one job. */
 const PARALLEL = 8;
+
+/** Octets of the stored message read to find X-Petrel-Junk: (it is written near the top, right after Received:). */
+const HEAD_PEEK = 64 * 1024;
+
+export interface MaildirOptions {
+  /** `[checks] junk_folder`, read at each delivery (a reload changes it); "" or absent: no junk folder. */
+  junkFolder?: () => string;
+}
 
 /** The steps a fault-injection seam can fail (tests). */
 export type MaildirStep = 'mkdir' | 'open' | 'write' | 'fsync' | 'link';
@@ -109,6 +126,8 @@ export class MaildirAgent implements DeliveryAgent {
   /** Fault-injection seam for tests: throw from here to fail that step. */
   fault: ((step: MaildirStep, path: string) => void) | null = null;
 
+  constructor(private readonly options: MaildirOptions = {}) {}
+
   async deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void> {
     if (job.hop.kind !== 'maildir') {
       report(resultsFor(job.recipients, { kind: 'deferred', status: '4.3.5', reply: `maildir agent given a ${job.hop.kind} hop`, remote: 'maildir', remoteReply: false }));
@@ -132,15 +151,45 @@ export class MaildirAgent implements DeliveryAgent {
   }
 
   private async deliverOne(job: DeliveryJob, root: string, address: string): Promise<Omit<RecipientResult, 'recipientId'>> {
-    const box = mailboxPath(root, address);
-    if (!box) return { kind: 'failed', status: '5.1.3', reply: `cannot deliver to <${address}>: the address does not name a valid mailbox`, remote: 'maildir', remoteReply: false };
+    const inbox = mailboxPath(root, address);
+    if (!inbox) return { kind: 'failed', status: '5.1.3', reply: `cannot deliver to <${address}>: the address does not name a valid mailbox`, remote: 'maildir', remoteReply: false };
+    const body = ((await job.openBody()) as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    const closeBody = async (): Promise<void> => {
+      await body.return?.().catch(() => undefined);
+    };
+    // The start of the message, read to find the junk mark; written first below.
+    const head: Buffer[] = [];
+    let ended = false;
+    const folder = this.options.junkFolder?.() ?? '';
+    let box = inbox;
+    try {
+      if (folder) {
+        let text = '';
+        while (text.length < HEAD_PEEK && !/\r?\n\r?\n/.test(text)) {
+          const r = await body.next();
+          if (r.done) {
+            ended = true;
+            break;
+          }
+          head.push(r.value);
+          text += r.value.toString('latin1');
+        }
+        if (hasField(text, JUNK_FIELD)) box = join(inbox, `.${folder}`);
+      }
+    } catch (e) {
+      await closeBody();
+      if ((e as Error).name === 'BodyUnreadable') throw e;
+      return localError(e, inbox);
+    }
     let tmp = '';
     let file;
     try {
-      for (const d of ['tmp', 'new', 'cur']) {
+      // A folder lives inside a valid inbox Maildir, which is made too.
+      for (const d of box === inbox ? ['tmp', 'new', 'cur'] : ['tmp', 'new', 'cur'].flatMap((x) => [join('..', x), x])) {
         this.step('mkdir', join(box, d));
         await ensureDir(join(box, d));
       }
+      if (box !== inbox) await markFolder(box);
       // A name already in tmp/ is never reused (the spec's rule): take another.
       for (let tries = 0; !file; tries++) {
         tmp = join(box, 'tmp', uniqueName());
@@ -152,6 +201,7 @@ export class MaildirAgent implements DeliveryAgent {
         }
       }
     } catch (e) {
+      await closeBody();
       return localError(e, box);
     }
     try {
@@ -163,8 +213,8 @@ export class MaildirAgent implements DeliveryAgent {
         this.step('write', tmp);
         await writeAll(f, b);
       });
-      const body = await job.openBody();
-      for await (const chunk of body as AsyncIterable<Buffer>) await lf.push(chunk);
+      for (const chunk of head) await lf.push(chunk);
+      if (!ended) for (let r = await body.next(); !r.done; r = await body.next()) await lf.push(r.value);
       await lf.end();
       this.step('fsync', tmp);
       await f.sync();
@@ -173,6 +223,7 @@ export class MaildirAgent implements DeliveryAgent {
       const dest = await this.publish(tmp, box);
       return { kind: 'delivered', status: '2.0.0', reply: `delivered to maildir ${dest}`, remote: 'maildir', remoteReply: false };
     } catch (e) {
+      await closeBody();
       if (file) await file.close().catch(() => undefined);
       await unlink(tmp).catch(() => undefined);
       if ((e as Error).name === 'BodyUnreadable') throw e;
@@ -202,6 +253,17 @@ export class MaildirAgent implements DeliveryAgent {
   }
 
   async close(): Promise<void> {}
+}
+
+/** markFolder - the empty `maildirfolder` file that says a directory is a Maildir++ folder (Courier, Dovecot). */
+async function markFolder(folder: string): Promise<void> {
+  try {
+    const f = await open(join(folder, 'maildirfolder'), 'wx', 0o600);
+    await f.close();
+    await fsyncDir(folder);
+  } catch (e) {
+    if (errno(e) !== 'EEXIST') throw e;
+  }
 }
 
 /** localError - a local I/O failure as a deferral (status: core/storage-status, into a mailbox). */

@@ -24,7 +24,10 @@
  *   client is answered 451 and sends again; a report is made again later),
  *   and the next signature starts a new thread;
  * - the scratch directory (data_dir/tmp/dkim, 0700) is emptied at start:
- *   what is there was never answered 250.
+ *   what is there was never answered 250;
+ * - reconfigure() (SIGHUP, `petrel reload`) takes new keys for the next
+ *   signature; a message being signed finishes with the thread and keys it
+ *   began with, and those threads stop once they have none left.
  *
  * Untrusted input: the message octets (passed to the threads).
  */
@@ -44,8 +47,12 @@ class SignThread {
   readonly worker: Worker;
   readonly pending = new Map<number, Pending>();
   dead = false;
+  /** Messages being signed on this thread (a message is several sends). */
+  active = 0;
+  /** Replaced by a reload: takes no new message, stops when `active` is 0. */
+  retiring = false;
 
-  constructor(keys: readonly DkimKey[]) {
+  constructor(readonly keys: readonly DkimKey[]) {
     this.worker = new Worker(new URL('./sign-worker.js', import.meta.url), {
       workerData: { keys: keys.map((k) => ({ domain: k.domain, selector: k.selector, algorithm: k.algorithm, pem: k.pem })) },
     });
@@ -98,9 +105,12 @@ export interface DkimSignerOptions {
 }
 
 export class DkimSigner {
-  readonly keys: DkimKeys;
+  /** The keys in force (replaced whole by reconfigure). */
+  keys: DkimKeys;
   private readonly scratchDir: string;
   private readonly threads: SignThread[] = [];
+  /** Threads replaced by a reload, still finishing a message. */
+  private readonly retiring = new Set<SignThread>();
   private readonly maxThreads: number;
   private nextId = 1;
 
@@ -126,11 +136,46 @@ export class DkimSigner {
     return domain ? this.keys.forDomain(domain) : [];
   }
 
+  /**
+   * reconfigure - the keys of a new configuration (reload; DkimKeys.load,
+   * which throws on a key that cannot be used, is the caller's, before it
+   * changes anything), for the next signature.
+   */
+  reconfigure(keys: DkimKeys): void {
+    // Nothing was ever held for signing without keys: the scratch directory has no live files.
+    if (!this.keys.size && keys.size) rmSync(this.scratchDir, { recursive: true, force: true });
+    this.keys = keys;
+    for (const t of this.threads.splice(0)) {
+      t.retiring = true;
+      if (t.active === 0) void t.worker.terminate().catch(() => undefined);
+      else this.retiring.add(t);
+    }
+  }
+
   /** sign - the DKIM-Signature fields (each ending CR LF) of the message `chunks`, one per key. */
   async sign(chunks: AsyncIterable<Buffer>, keys: readonly DkimKey[]): Promise<string> {
     const thread = this.thread();
+    thread.active++;
+    try {
+      return await this.signOn(thread, chunks, keys);
+    } finally {
+      if (--thread.active === 0 && thread.retiring) {
+        this.retiring.delete(thread);
+        void thread.worker.terminate().catch(() => undefined);
+      }
+    }
+  }
+
+  private async signOn(thread: SignThread, chunks: AsyncIterable<Buffer>, given: readonly DkimKey[]): Promise<string> {
     const id = this.nextId++;
-    const indexes = keys.map((k) => this.keys.keys.indexOf(k));
+    // Keys chosen before a reload are looked up again by domain and selector in the thread's set; one gone is not used.
+    const indexes = given
+      .map((k) => {
+        const i = thread.keys.indexOf(k);
+        return i >= 0 ? i : thread.keys.findIndex((n) => n.domain === k.domain && n.selector === k.selector && n.algorithm === k.algorithm);
+      })
+      .filter((i) => i >= 0);
+    if (!indexes.length) return '';
     let first = true;
     // Pieces are gathered into one copy of up to SEND_BATCH octets that the thread owns (a
     // message held in memory is one exchange); the next batch goes when the thread has taken the last.
@@ -166,7 +211,8 @@ export class DkimSigner {
 
   /** close - stop the signing threads. */
   async close(): Promise<void> {
-    const threads = this.threads.splice(0);
+    const threads = [...this.threads.splice(0), ...this.retiring];
+    this.retiring.clear();
     await Promise.all(threads.map((t) => t.worker.terminate().catch(() => undefined)));
   }
 }

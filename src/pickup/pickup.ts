@@ -12,7 +12,10 @@
  * For each file: the envelope comes from its header (pickup/envelope); the
  * message, with X-Envelope-*, Bcc removed, a Received: and (when missing) a
  * Date: added, line ends normalised to CR LF, goes through the Enqueuer like
- * SMTP mail (so aliases are expanded, Message-ID added, limits applied).
+ * SMTP mail (so aliases are expanded, Message-ID added, limits applied,
+ * and it is DKIM-signed when its From: domain has a [[dkim]] key, as
+ * submission mail is; a signature that cannot be made leaves the file to be
+ * tried again, never queued unsigned).
  *
  * Invariants (seed 004: nothing is ever deleted because of an error):
  * - a file is deleted only after Enqueuer.commit() resolved (the message is
@@ -239,6 +242,8 @@ export class PickupDirectory {
         isReport: false,
         maxSize: c.smtp.max_message_size,
         maxReceived: c.dsn.max_received_headers,
+        // Written by a local user (petrel sendmail), like submission mail: signed when the From: domain has a key.
+        sign: true,
       };
       const incoming = this.options.enqueuer.begin(envelope);
       try {

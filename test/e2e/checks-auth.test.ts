@@ -4,8 +4,10 @@
 // record: pass, fail, softfail, temperror (a name that never answers),
 // p=reject refused at the end of data with nothing kept, p=none and
 // p=quarantine tagged, a forged Authentication-Results: removed, an ARC
-// chain from a trusted sealer overriding p=reject. A second Petrel with
-// spf_fail = "reject" gives 550 5.7.23 and, on a DNS failure, 451 4.7.24.
+// chain from a trusted sealer overriding p=reject. p=quarantine failures go
+// to the junk folder (maildir/dom/user/.Junk), a sender's own X-Petrel-Junk:
+// is removed. A second Petrel with spf_fail = "reject" gives 550 5.7.23 and,
+// on a DNS failure, 451 4.7.24; its junk_folder = "" keeps junk in the inbox.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { generateKeyPairSync } from 'node:crypto';
@@ -46,6 +48,9 @@ const TABLE: Record<string, DnsEntry> = {
   's1._domainkey.none.test': { TXT: [dkimTxt] },
   'quar.test': { TXT: ['v=spf1 -all'] },
   '_dmarc.quar.test': { TXT: ['v=DMARC1; p=quarantine'] },
+  'spfpass.test': { TXT: ['v=spf1 ip4:127.0.0.1 -all'] },
+  // Over 64 K characters of TXT (quotes double in JSON): too big to be trusted or kept.
+  'huge.test': { TXT: Array.from({ length: 200 }, (_, i) => `v=spf1 ${i} ${'"'.repeat(200)}`) },
   'slow.test': 'SILENT',
   'dtemp.test': { TXT: ['v=spf1 -all'] },
   '_dmarc.dtemp.test': 'SILENT',
@@ -55,14 +60,15 @@ const TABLE: Record<string, DnsEntry> = {
   's1._domainkey.other.test': { TXT: [dkimTxt] },
 };
 
-function maildirFiles(p: InProcess): string[] {
-  const dir = join(p.dir, 'var', 'mail', 'local.test', 'bob', 'new');
+/** maildirFiles - the messages in bob's inbox, or in one of his Maildir++ folders. */
+function maildirFiles(p: InProcess, folder = ''): string[] {
+  const dir = join(p.dir, 'var', 'mail', 'local.test', 'bob', folder ? `.${folder}` : '', 'new');
   return existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(join(dir, f), 'latin1').replace(/\r?\n/g, '\r\n')) : [];
 }
 
 /** delivered - the stored copy of the message whose Subject is `subject`, once delivered. */
-async function delivered(p: InProcess, subject: string): Promise<string> {
-  return waitFor(() => maildirFiles(p).find((m) => m.includes(`Subject: ${subject}\r\n`)), 10_000, `delivery of ${subject}`);
+async function delivered(p: InProcess, subject: string, folder = ''): Promise<string> {
+  return waitFor(() => maildirFiles(p, folder).find((m) => m.includes(`Subject: ${subject}\r\n`)), 10_000, `delivery of ${subject}`);
 }
 
 /** head - the top of the message up to the first blank line, unfolded. */
@@ -94,6 +100,7 @@ arc_trusted = ["lists.test"]
 authenticate = true
 spf_fail = "reject"
 dns_timeout = "300ms"
+junk_folder = ""
 `);
   });
   after(async () => {
@@ -153,15 +160,43 @@ dns_timeout = "300ms"
     assert.match(m, /dmarc=fail .*p=NONE/);
   });
 
-  test('DMARC fail with p=quarantine: accepted with X-Petrel-DMARC', async () => {
+  test('DMARC fail with p=quarantine: accepted with X-Petrel-DMARC, delivered to the Junk folder', async () => {
     assert.match(await send(p, 'x@quar.test', message('x@quar.test', 'quarantine me')), /^250 /);
-    const m = head(await delivered(p, 'quarantine me'));
+    const m = head(await delivered(p, 'quarantine me', 'Junk'));
     assert.match(m, /X-Petrel-DMARC: quarantine \(policy of quar\.test\)/);
+    assert.match(m, /\r\nX-Petrel-Junk: DMARC quarantine policy of quar\.test\r\n/);
+    // A Maildir++ folder: its marker file, and the inbox around it is a valid Maildir.
+    const bob = join(p.dir, 'var', 'mail', 'local.test', 'bob');
+    assert.ok(existsSync(join(bob, '.Junk', 'maildirfolder')));
+    for (const d of ['tmp', 'new', 'cur']) assert.ok(existsSync(join(bob, d)) && existsSync(join(bob, '.Junk', d)), d);
+    assert.equal(maildirFiles(p).filter((x) => x.includes('quarantine me')).length, 0, 'not in the inbox');
+  });
+
+  test('a sender\'s own X-Petrel-Junk: is removed and the message goes to the inbox', async () => {
+    const text = message('x@soft.test', 'claims junk', 'X-Petrel-Junk: forged\r\n x-continued\r\n');
+    assert.match(await send(p, 'x@soft.test', text), /^250 /);
+    const m = await delivered(p, 'claims junk');
+    assert.doesNotMatch(m, /X-Petrel-Junk|x-continued/i);
+    assert.equal(maildirFiles(p, 'Junk').filter((x) => x.includes('claims junk')).length, 0);
+  });
+
+  test('junk_folder = "": a p=quarantine failure is tagged and stays in the inbox', async () => {
+    // SPF passes for spfpass.test (not aligned with From:), no DKIM: DMARC fails for quar.test.
+    assert.match(await send(strict, 'x@spfpass.test', message('x@quar.test', 'quarantine inbox')), /^250 /);
+    const m = head(await delivered(strict, 'quarantine inbox'));
+    assert.match(m, /X-Petrel-Junk: DMARC quarantine policy of quar\.test/);
+    assert.ok(!existsSync(join(strict.dir, 'var', 'mail', 'local.test', 'bob', '.Junk')));
   });
 
   test('SPF temperror (the DNS server never answers): accepted and tagged with spf_fail = "tag"', async () => {
     assert.match(await send(p, 'x@slow.test', message('x@slow.test', 'slow dns')), /^250 /);
     const m = head(await delivered(p, 'slow dns'));
+    assert.match(m, /spf=temperror/);
+  });
+
+  test('an oversized DNS answer (SPF): temperror, accepted and tagged, no crash', async () => {
+    assert.match(await send(p, 'x@huge.test', message('x@huge.test', 'huge answer')), /^250 /);
+    const m = head(await delivered(p, 'huge answer'));
     assert.match(m, /spf=temperror/);
   });
 

@@ -23,8 +23,9 @@ function message(subject: string, body: string): string {
   return `From: Alice <alice@sender.test>\r\nTo: Bob <bob@local.test>\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\W/g, '')}@sender.test>\r\nDate: Thu, 03 Dec 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n${body}\r\n`;
 }
 
-function stored(p: InProcess): string[] {
-  const dir = join(p.dir, 'var', 'mail', 'local.test', 'bob', 'new');
+/** stored - the messages in bob's inbox, or in one of his Maildir++ folders ("Junk"). */
+function stored(p: InProcess, folder = ''): string[] {
+  const dir = join(p.dir, 'var', 'mail', 'local.test', 'bob', folder ? `.${folder}` : '', 'new');
   return existsSync(dir) ? readdirSync(dir).map((f) => readFileSync(join(dir, f), 'latin1').replace(/\r?\n/g, '\r\n')) : [];
 }
 
@@ -150,11 +151,12 @@ describe('a broken rspamd is a failure, never a pass', () => {
     });
   }
 
-  test('"add header": accepted with X-Spam: Yes and the headers rspamd asks for (well-formed names only)', async () => {
+  test('"add header": accepted with X-Spam: Yes and the headers rspamd asks for (well-formed names only), filed in Junk', async () => {
     mode = 'add header';
     assert.match(await send(p, 'add me', message('add me', 'hello')), /^250 /);
-    const m = await waitFor(() => stored(p).find((x) => x.includes('Subject: add me\r\n')), 10_000, 'delivery');
-    assert.match(m, /\r\nX-Spam: Yes\r\nX-Spam-Level: \*{7}\r\n/);
+    const m = await waitFor(() => stored(p, 'Junk').find((x) => x.includes('Subject: add me\r\n')), 10_000, 'delivery');
+    assert.match(m, /\r\nX-Spam: Yes\r\nX-Spam-Level: \*{7}\r\nX-Petrel-Junk: rspamd add header 7\/15\r\n/);
+    assert.equal(stored(p).filter((x) => x.includes('Subject: add me\r\n')).length, 0, 'not in the inbox');
     assert.doesNotMatch(m, /Bad Name/);
   });
 

@@ -5,12 +5,13 @@
 // before signing; a message signed by someone else (dkimpy) keeps a valid
 // signature, long lines included; mail from outside relay_networks is never
 // signed; Petrel's own reports are signed with the key of the hostname's
-// domain.
+// domain; a message from the pickup directory (petrel sendmail) is signed
+// like submission mail.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createPrivateKey } from 'node:crypto';
@@ -140,10 +141,20 @@ key_file = "${host}"
   assert.equal(r.code, 250, replyLine(r));
   outside.close();
 
+  // 5. A file in the pickup directory (what petrel sendmail writes when the server is not reachable), From: example.com.
+  const pickupDir = join(p.dir, 'var', 'pickup');
+  mkdirSync(pickupDir, { recursive: true });
+  writeFileSync(join(pickupDir, '.picked'), 'X-Envelope-From: alice@example.com\nX-Envelope-To: bob@example.net\nFrom: Alice <alice@example.com>\nTo: bob@example.net\nSubject: picked up\nMessage-ID: <pickup@example.com>\n\nfrom the pickup directory\n');
+  renameSync(join(pickupDir, '.picked'), join(pickupDir, 'picked'));
+
   const box = await waitFor(() => {
     const m = mailbox(base);
-    return find(m, '<ours@example.com>') && find(m, '<theirs@other.example>') && m.some((x) => x.includes('MAILER-DAEMON@petrel.test')) ? m : false;
-  }, 30_000, 'three messages in the Postfix mailbox');
+    return find(m, '<ours@example.com>') && find(m, '<theirs@other.example>') && find(m, '<pickup@example.com>') && m.some((x) => x.includes('MAILER-DAEMON@petrel.test')) ? m : false;
+  }, 30_000, 'four messages in the Postfix mailbox');
+
+  // 5: the picked-up message carries valid signatures of both example.com keys.
+  const v5 = dkimVerify(find(box, '<pickup@example.com>')!, records);
+  assert.deepEqual(v5.map((v) => [v.d, v.s, v.ok]).sort(), [['example.com', 'e2026', true], ['example.com', 'r2026', true]], JSON.stringify(v5));
 
   // 1: two valid signatures by example.com (RSA and Ed25519), From oversigned, no l=, no line over 998.
   const oursGot = find(box, '<ours@example.com>')!;

@@ -28,7 +28,18 @@ export interface TlsaData {
 }
 
 export type DnsEntry =
-  | { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[]; PTR?: string[]; TLSA?: TlsaData[]; /** AD bit for this name (else the server's `ad`). */ AD?: boolean }
+  | {
+      MX?: [number, string][];
+      A?: string[];
+      AAAA?: string[];
+      TXT?: string[];
+      PTR?: string[];
+      TLSA?: TlsaData[];
+      /** AD bit for this name (else the server's `ad`). */
+      AD?: boolean;
+      /** TTL of every record of the name (seconds); 60 when absent. */
+      ttl?: number;
+    }
   | 'NXDOMAIN'
   | 'SERVFAIL'
   | 'SILENT'
@@ -145,6 +156,8 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     else if (type === 'AAAA') for (const a of entry.AAAA ?? []) if (isIP(a) === 6) answers.push(record(28, ipv6Bytes(a)));
     const ad = typeof entry === 'object' && entry.AD !== undefined ? entry.AD : server.ad;
 
+    // An entry's own TTL: written over each answer's (offset 6 of a record()).
+    if (typeof entry === 'object' && entry.ttl !== undefined) for (const a of answers) a.writeUInt32BE(entry.ttl, 6);
     const header = Buffer.alloc(12);
     msg.copy(header, 0, 0, 2);
     const rd = msg[2]! & 0x01;

@@ -10,7 +10,11 @@ import { join } from 'node:path';
 import { authservId, stripOwnResults } from '../../src/checks/auth-results.js';
 import { checkAuthentication, decide } from '../../src/checks/authenticate.js';
 import { CheckResolver } from '../../src/checks/dns.js';
+import { encodeQuery, parseReply } from '../../src/checks/dns-wire.js';
 import { HeldMessage } from '../../src/checks/held-message.js';
+import { hasField, removeFields } from '../../src/checks/header-edit.js';
+import { decideFilter } from '../../src/checks/rspamd.js';
+import { parseRecipients } from '../../src/checks/route-recipients.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { cleanup, tempDir } from '../helpers/petrel-harness.js';
 
@@ -149,4 +153,103 @@ test('HeldMessage: a header section longer than the memory limit stays in memory
   } finally {
     cleanup(dir);
   }
+});
+
+test('decide: a p=quarantine failure names its domain for the junk folder; a pass or a refusal does not', () => {
+  assert.equal(decide(policy, 'h', { ...found, dmarc: 'fail', dmarcPolicy: 'quarantine' }).quarantine, 'example.com');
+  assert.equal(decide(policy, 'h', found).quarantine, '');
+  assert.equal(decide({ ...policy, spf_fail: 'reject' }, 'h', { ...found, spf: 'fail', dmarc: 'fail', dmarcPolicy: 'quarantine' }).quarantine, '');
+});
+
+test('decideFilter: "add header" is junk, "rewrite subject" and "no action" are not; the verdict is kept for the event', () => {
+  const ok = (action: string) => ({ ok: true as const, action, score: 7.5, required: 15, symbols: ['BAD(7.5)'], smtpMessage: '', headers: [] as [string, string][], subject: null });
+  const add = decideFilter(ok('add header'), 'tempfail', false);
+  assert.equal(add.junk, 'rspamd add header 7.5/15');
+  assert.deepEqual(add.verdict, { action: 'add header', score: 7.5, required: 15, symbols: ['BAD(7.5)'] });
+  assert.equal(decideFilter(ok('rewrite subject'), 'tempfail', false).junk, null);
+  assert.equal(decideFilter(ok('no action'), 'tempfail', false).junk, null);
+  assert.equal(decideFilter({ ok: false, error: 'x' }, 'accept', false).verdict, null);
+});
+
+test('removeFields and hasField: only whole fields with that name, folded lines included; hasField stops at the blank line', () => {
+  const header = Buffer.from('Received: x\r\nX-Petrel-Junk: a\r\n\tb\r\nSubject: X-Petrel-Junk: no\r\nx-petrel-junk : c\r\n\r\n', 'latin1');
+  assert.equal(removeFields(header, 'X-Petrel-Junk').toString('latin1'), 'Received: x\r\nSubject: X-Petrel-Junk: no\r\n\r\n');
+  const plain = Buffer.from('Subject: x\r\n\r\n');
+  assert.equal(removeFields(plain, 'X-Petrel-Junk'), plain);
+  assert.ok(hasField('Received: x\r\nx-petrel-junk: yes\r\n\r\nbody', 'X-Petrel-Junk'));
+  assert.ok(hasField('Received: x\nX-Petrel-Junk : yes\n\nbody', 'X-Petrel-Junk'));
+  assert.ok(!hasField('Received: x\r\n X-Petrel-Junk: folded\r\nSubject: s\r\n\r\nX-Petrel-Junk: in the body\r\n', 'X-Petrel-Junk'));
+});
+
+test('parseRecipients: addresses and @domain lower-cased, comments skipped, a bad line reported with file and line', () => {
+  const r = parseRecipients('# list\nAlice@Example.COM\n@Catch.Example # all of it\n\nnot an address\na@b@c\n', 'f.txt');
+  assert.deepEqual([...r.entries], ['alice@example.com', '@catch.example']);
+  assert.deepEqual(r.problems, ['f.txt:5: not an address or @domain: not an address', 'f.txt:6: not an address or @domain: a@b@c']);
+});
+
+test('CheckResolver: TXT and MX kept for their TTL within the floor and the cap; NXDOMAIN for the SOA negative TTL', async () => {
+  const dns = await startDnsServer({
+    'short.test': { TXT: ['v=spf1 -all'], ttl: 1 },
+    'mid.test': { TXT: ['v=spf1 -all'], MX: [[10, 'mx.mid.test']], ttl: 120 },
+    'long.test': { TXT: ['v=DMARC1; p=none'], ttl: 86_400 },
+    'a.test': { A: ['192.0.2.1'], ttl: 300 },
+  });
+  try {
+    const r = new CheckResolver({ servers: [dns.address], timeoutMs: 300, minTtlMs: 10_000, maxTtlMs: 3_600_000 });
+    assert.deepEqual(await r.resolve('short.test', 'TXT'), [['v=spf1 -all']]);
+    assert.deepEqual(await r.resolve('mid.test', 'MX'), [{ priority: 10, exchange: 'mx.mid.test' }]);
+    await r.resolve('mid.test', 'TXT');
+    await r.resolve('long.test', 'TXT');
+    await r.resolve('a.test', 'A');
+    const left = (n: string, t: string): number => r.expiresIn(n, t) ?? -1;
+    // TTL 1 s: the floor (10 s); 120 s: its own; a day: the cap (1 h).
+    assert.ok(left('short.test', 'TXT') > 9_000 && left('short.test', 'TXT') <= 10_000, String(left('short.test', 'TXT')));
+    assert.ok(left('mid.test', 'TXT') > 119_000 && left('mid.test', 'TXT') <= 120_000);
+    assert.ok(left('mid.test', 'MX') > 119_000 && left('mid.test', 'MX') <= 120_000);
+    assert.ok(left('long.test', 'TXT') > 3_599_000 && left('long.test', 'TXT') <= 3_600_000);
+    assert.ok(left('a.test', 'A') > 299_000 && left('a.test', 'A') <= 300_000);
+    // Answered from the cache: one question each.
+    await r.resolve('mid.test', 'TXT');
+    assert.equal(dns.queries.filter((q) => q.name === 'mid.test' && q.type === 'TXT').length, 1);
+    // Without a SOA, a negative answer is kept the "TTL not known" time (60 s by default).
+    await assert.rejects(r.resolve('nowhere.test', 'TXT'), { code: 'ENOTFOUND' });
+    assert.ok(left('nowhere.test', 'TXT') > 59_000 && left('nowhere.test', 'TXT') <= 60_000);
+  } finally {
+    await dns.close();
+  }
+});
+
+test('dns-wire parseReply: negative TTL from the SOA; truncated, looping and lying replies are EBADRESP, never a crash', () => {
+  const q = encodeQuery(7, 'x.test', 16);
+  const reply = (rcode: number, an: Buffer[], ns: Buffer[]): Buffer => {
+    const h = Buffer.from(q.subarray(0, 12));
+    h[2] = 0x81;
+    h[3] = 0x80 | rcode;
+    h.writeUInt16BE(an.length, 6);
+    h.writeUInt16BE(ns.length, 8);
+    h.writeUInt16BE(0, 10);
+    return Buffer.concat([h, q.subarray(12, q.length - 11), ...an, ...ns]);
+  };
+  const rr = (type: number, ttl: number, rdata: Buffer): Buffer => {
+    const b = Buffer.alloc(12);
+    b.writeUInt16BE(0xc00c, 0);
+    b.writeUInt16BE(type, 2);
+    b.writeUInt16BE(1, 4);
+    b.writeUInt32BE(ttl, 6);
+    b.writeUInt16BE(rdata.length, 10);
+    return Buffer.concat([b, rdata]);
+  };
+  const soa = Buffer.concat([Buffer.from([0, 0]), Buffer.alloc(20)]);
+  soa.writeUInt32BE(30, soa.length - 4);
+  assert.throws(() => parseReply(reply(3, [], [rr(6, 900, soa)]), 7, 'x.test', 16), (e: { code: string; ttl: number }) => e.code === 'ENOTFOUND' && e.ttl === 30);
+  assert.throws(() => parseReply(reply(0, [], [rr(6, 20, soa)]), 7, 'x.test', 16), (e: { code: string; ttl: number }) => e.code === 'ENODATA' && e.ttl === 20);
+  const good = reply(0, [rr(16, 50, Buffer.from('\x05hello\x03you', 'latin1'))], []);
+  assert.deepEqual(parseReply(good, 7, 'x.test', 16), { records: [['hello', 'you']], ttl: 50 });
+  // Every cut of a good reply, a TXT string longer than its record, a pointer loop, another id.
+  for (let n = 0; n < good.length; n++) assert.throws(() => parseReply(good.subarray(0, n), 7, 'x.test', 16), { code: 'EBADRESP' });
+  assert.throws(() => parseReply(reply(0, [rr(16, 50, Buffer.from('\x09hi', 'latin1'))], []), 7, 'x.test', 16), { code: 'EBADRESP' });
+  const loop = reply(0, [rr(16, 50, Buffer.from('\x01a'))], []);
+  loop.writeUInt16BE(0xc000 | (loop.length - 14), loop.length - 14);
+  assert.throws(() => parseReply(loop, 7, 'x.test', 16), { code: 'EBADRESP' });
+  assert.throws(() => parseReply(good, 8, 'x.test', 16), { code: 'EBADRESP' });
 });
