@@ -145,7 +145,12 @@ test('PTR mismatch: check-config --dns prints WARNING lines (exit 2), petrel sta
 
     child = await startChild(dir, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.4"\nhelo_name = "mail4.test"\n`));
     const c = child;
-    await waitFor(() => /HELO name mail4\.test sent from 127\.0\.0\.4 is not its PTR name/.test(c.stderr()), 15_000, 'the start-up warning');
+    // The stderr line is written at once, the trace line (pino, asynchronous) a moment later: wait for both.
+    await waitFor(
+      () => /^petrel: warning: sending identity: the HELO name mail4\.test sent from 127\.0\.0\.4 is not its PTR name/m.test(c.stderr()) && /"level":40.*sending identity: the HELO name mail4\.test/.test(c.stderr()),
+      15_000,
+      'the start-up warning and its trace line',
+    );
     assert.match(c.stderr(), /^petrel: warning: sending identity: the PTR name\(s\) of 127\.0\.0\.4 \(other\.test\) do not resolve back to it/m);
     assert.match(c.stderr(), /"level":40.*sending identity: the HELO name mail4\.test/); // the warn-level trace line
   } finally {
