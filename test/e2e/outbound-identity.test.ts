@@ -11,6 +11,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 import { baseConfig, cleanup, freePort, spawnPetrel, startChild, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
 import { startPeer, type TestPeer } from '../helpers/test-peer.js';
@@ -72,19 +73,29 @@ test('source binding: Petrels bound to 127.0.0.2 and 127.0.0.3 reach the peer fr
   }
 });
 
+/** absentAddress - a documentation address (RFC 5737) that no interface of this machine has. */
+function absentAddress(): string {
+  const present = new Set(Object.values(networkInterfaces()).flatMap((l) => (l ?? []).map((i) => i.address)));
+  const absent = ['203.0.113.254', '198.51.100.254', '192.0.2.254'].find((a) => !present.has(a));
+  assert.ok(absent, 'every candidate address is on this machine');
+  return absent;
+}
+
 test('a source address this machine does not have: start refuses (exit 78), check-config names the key and line (exit 1)', async () => {
   const dir = tempDir();
+  const absent = absentAddress();
+  const re = absent.replace(/\./g, '\\.');
   try {
     const file = join(dir, 'petrel.toml');
-    writeFileSync(file, baseConfig(dir, '[delivery]\nsource_ipv4 = "192.0.2.1"\n'));
+    writeFileSync(file, baseConfig(dir, `[delivery]\nsource_ipv4 = "${absent}"\n`));
     const check = await runCli(['check-config', file]);
     assert.equal(check.code, 1);
-    assert.match(check.stderr, /petrel\.toml:\d+: delivery\.source_ipv4: 192\.0\.2\.1 is not an address of this machine \(EADDRNOTAVAIL\)/);
+    assert.match(check.stderr, new RegExp(`petrel\\.toml:\\d+: delivery\\.source_ipv4: ${re} is not an address of this machine \\(EADDRNOTAVAIL\\)`));
     const start = spawnPetrel(['start', '--config', file], dir);
     const code = await start.exited;
     assert.equal(code, 78, start.stderr());
-    assert.match(start.stderr(), /cannot start: delivery\.source_ipv4: 192\.0\.2\.1 is not an address of this machine/);
-    await assert.rejects(startPetrel('[delivery]\nsource_ipv4 = "192.0.2.1"\n', {}, dir), /delivery\.source_ipv4: 192\.0\.2\.1 is not an address/);
+    assert.match(start.stderr(), new RegExp(`cannot start: delivery\\.source_ipv4: ${re} is not an address of this machine`));
+    await assert.rejects(startPetrel(`[delivery]\nsource_ipv4 = "${absent}"\n`, {}, dir), new RegExp(`delivery\\.source_ipv4: ${re} is not an address`));
   } finally {
     cleanup(dir);
   }
@@ -134,7 +145,12 @@ test('PTR mismatch: check-config --dns prints WARNING lines (exit 2), petrel sta
 
     child = await startChild(dir, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.4"\nhelo_name = "mail4.test"\n`));
     const c = child;
-    await waitFor(() => /HELO name mail4\.test sent from 127\.0\.0\.4 is not its PTR name/.test(c.stderr()), 15_000, 'the start-up warning');
+    // The stderr line is written at once, the trace line (pino, asynchronous) a moment later: wait for both.
+    await waitFor(
+      () => /^petrel: warning: sending identity: the HELO name mail4\.test sent from 127\.0\.0\.4 is not its PTR name/m.test(c.stderr()) && /"level":40.*sending identity: the HELO name mail4\.test/.test(c.stderr()),
+      15_000,
+      'the start-up warning and its trace line',
+    );
     assert.match(c.stderr(), /^petrel: warning: sending identity: the PTR name\(s\) of 127\.0\.0\.4 \(other\.test\) do not resolve back to it/m);
     assert.match(c.stderr(), /"level":40.*sending identity: the HELO name mail4\.test/); // the warn-level trace line
   } finally {

@@ -41,8 +41,11 @@ export function warnSendingIdentity(config: Config, sinks: IdentityWarningSinks,
   if (ids.length === 0) return { done: Promise.resolve([]), cancel: () => undefined };
   const r = resolver ?? makeResolver(config.delivery.dns_servers);
   const stderr = sinks.stderr ?? ((line: string) => process.stderr.write(line + '\n'));
+  let cancelled = false;
   const done = checkIdentities(ids, r)
     .then((reports) => {
+      // Stopped before DNS answered: the look-ups failed because we cancelled them, which is nothing to warn about.
+      if (cancelled) return [];
       for (const rep of reports) {
         const fields = { source: rep.identity.address, helo: rep.identity.heloName, ptr: rep.ptr };
         if (rep.warnings.length === 0) sinks.trace.info(fields, `sending identity ${rep.identity.address} checks out: PTR ${rep.ptr.join(', ')}, forward-confirmed, matches the HELO name`);
@@ -57,5 +60,11 @@ export function warnSendingIdentity(config: Config, sinks: IdentityWarningSinks,
       sinks.trace.warn({ err: String(e) }, 'sending identity: the DNS check could not run');
       return [];
     });
-  return { done, cancel: () => r.cancel?.() };
+  return {
+    done,
+    cancel: () => {
+      cancelled = true;
+      r.cancel?.();
+    },
+  };
 }
