@@ -45,7 +45,7 @@ import { trace } from './log/trace.js';
 import { PickupDirectory } from './pickup/pickup.js';
 import { describeOpenFailure, makeQueue } from './queue/open.js';
 import { warnImpossibleMinFreeSpace } from './core/space-check.js';
-import type { QueueStore } from './queue/store.js';
+import type { Claim, QueueStore } from './queue/store.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
 import { SharedLimits } from './scheduler/shared-limits.js';
@@ -55,6 +55,15 @@ export interface PetrelOptions {
   store?: QueueStore;
   /** Replace or add delivery agents by hop kind. */
   agents?: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  /**
+   * Which part of a server this process is (`[server] workers`, workers/):
+   * "whole" (the default) is all of it; "queue" is the primary of several
+   * processes, everything but the SMTP listeners; "inbound" is a worker, only
+   * the SMTP listeners, handing each message to the primary through `store`.
+   */
+  role?: 'whole' | 'queue' | 'inbound';
+  /** Role "queue": the SMTP connections open in the workers (for /metrics). */
+  connections?: () => number;
 }
 
 /** A configuration reload that was refused: the running configuration stays, whole. */
@@ -88,6 +97,7 @@ export function atRestart(running: Config, next: Config): string[] {
     ['[checks]', (c) => (c as Partial<Config>).checks],
     ['[log] level', (c) => c.log.level],
     ['[[dkim]]', (c) => c.dkim],
+    ['[server] workers', (c) => (c as Partial<Config>).server?.workers],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
 }
@@ -124,11 +134,13 @@ export class Petrel {
   private accepting = true;
   /** The last statfs of data_dir (free octets, when), and the octets accepted since (see lowOnSpace). */
   private spaceCheck = { at: 0, free: Infinity, since: 0 };
+  private readonly role: NonNullable<PetrelOptions['role']>;
 
   constructor(
     readonly config: Config,
     options: PetrelOptions = {},
   ) {
+    this.role = options.role ?? 'whole';
     this.store = options.store ?? makeQueue(config, { recover: true, trace: trace('queue') });
     this.router = new Router(config);
     const localTrace = trace('local');
@@ -146,8 +158,8 @@ export class Petrel {
       store: this.store,
       router: this.router,
       expand: (rs) => this.local.expand(rs),
-      // The scheduler is made below; the fast path reaches it when a message arrives.
-      fresh: { room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
+      // The scheduler is made below; the fast path reaches it when a message arrives (a worker's primary takes that decision).
+      ...(this.role === 'inbound' ? {} : { fresh: { room: (n: number) => this.scheduler.fresh.room(n), take: (c: Claim) => this.scheduler.fresh.take(c) } }),
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.agents = {
@@ -157,7 +169,7 @@ export class Petrel {
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };
-    this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
+    this.metrics = new AdminMetrics(this.store, options.connections ?? (() => this.inbound?.connectionCount ?? 0), { defaults: true });
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
       config,
@@ -184,29 +196,10 @@ export class Petrel {
     this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup'), record: (events) => this.store.appendEvents(events) });
   }
 
-  /** start - open everything and begin accepting mail. */
+  /** start - open everything and begin accepting mail (a worker: only the SMTP listeners). */
   async start(): Promise<void> {
     mkdirSync(this.config.data_dir, { recursive: true });
-    warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
-    try {
-      await this.store.open();
-    } catch (e) {
-      throw describeOpenFailure(this.config, e);
-    }
-    await this.eventLog.open();
-    if (this.config.queue.backend === 'postgres') {
-      this.shared = new SharedLimits({ store: this.store, pool: this.pool, node: this.config.queue.node_name, trace: trace('cluster') });
-      this.shared.start();
-    }
-    for (const o of await this.store.overrides()) {
-      const to = o.kind === 'redirect' ? parseEndpoint(o.to) : null;
-      if (to) this.router.setRedirect(o.destination, to);
-    }
-    this.scheduler.start();
-    if (this.config.admin.listen) {
-      this.admin = new AdminServer({ listen: this.config.admin.listen, token: this.config.admin.token, actions: this.actions, metrics: this.metrics, trace: trace('admin') });
-      await this.admin.listen();
-    }
+    if (this.role !== 'inbound') await this.startQueue();
     const tls = await loadTls(this.config);
     this.local.watch();
     this.inboundCtx = {
@@ -230,9 +223,35 @@ export class Petrel {
         return this.authThrottle.failed(ip, user);
       },
     };
-    this.inbound = new InboundServer(this.inboundCtx);
-    await this.inbound.listen();
-    await this.pickup.start();
+    if (this.role !== 'queue') {
+      this.inbound = new InboundServer(this.inboundCtx);
+      await this.inbound.listen();
+    }
+    if (this.role !== 'inbound') await this.pickup.start();
+  }
+
+  /** startQueue - the store (recovery), event log, redirects, scheduler and admin listener. */
+  private async startQueue(): Promise<void> {
+    warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
+    try {
+      await this.store.open();
+    } catch (e) {
+      throw describeOpenFailure(this.config, e);
+    }
+    await this.eventLog.open();
+    if (this.config.queue.backend === 'postgres') {
+      this.shared = new SharedLimits({ store: this.store, pool: this.pool, node: this.config.queue.node_name, trace: trace('cluster') });
+      this.shared.start();
+    }
+    for (const o of await this.store.overrides()) {
+      const to = o.kind === 'redirect' ? parseEndpoint(o.to) : null;
+      if (to) this.router.setRedirect(o.destination, to);
+    }
+    this.scheduler.start();
+    if (this.config.admin.listen) {
+      this.admin = new AdminServer({ listen: this.config.admin.listen, token: this.config.admin.token, actions: this.actions, metrics: this.metrics, trace: trace('admin') });
+      await this.admin.listen();
+    }
   }
 
   /** reload - re-read the local users, aliases and submission users files now (SIGHUP). */
@@ -315,6 +334,11 @@ export class Petrel {
     this.accepting = false;
     const t0 = Date.now();
     this.local.unwatch();
+    if (this.role === 'inbound') {
+      await this.inbound?.close(Math.min(5000, deadlineMs));
+      await this.dkim.close();
+      return;
+    }
     await this.pickup.stop();
     await this.inbound?.close(Math.min(5000, deadlineMs));
     await this.admin?.close();
