@@ -1,7 +1,7 @@
 /*
  * workers/primary - the primary's side of `[server] workers` > 1: starts the
- * inbound worker processes (node:cluster; the primary holds the listening
- * sockets and deals connections out round-robin), commits the messages they
+ * inbound worker processes (node:cluster; the primary opens the listening
+ * sockets and shares them, each worker accepts for itself: see start()), commits the messages they
  * hand over into the one store, sums their counters for /metrics, forwards
  * reloads, restarts a worker that dies, and stops them first on SIGTERM
  * (docs/architecture.md, "Processes").
@@ -90,6 +90,11 @@ export class WorkerPool {
 
   /** start - fork the workers; resolves once each listens (with what they listen on), or rejects when one cannot. */
   async start(): Promise<BoundListener[]> {
+    // Round-robin (cluster's default on Linux) has this process accept every connection and pass it
+    // on: measured, that costs the primary, the one commit path, more per message than the whole SMTP
+    // session saves it (docs/architecture.md, "Processes"). Shared listening sockets cost it nothing:
+    // the kernel wakes the workers, and the one that accepts first (the least busy) takes it.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ serialization: 'advanced' });
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
     idRange(0);

@@ -7,8 +7,8 @@
  *
  * Life: says "hello", waits for the primary's "start" (the configuration in force, so a
  * worker started again after a reload runs what the others run), listens
- * (cluster: the primary holds the sockets and deals connections out
- * round-robin), says "ready"; takes "reconfigure" and "stop". When the
+ * (cluster: the primary opens the sockets and shares them, this process
+ * accepts for itself), says "ready"; takes "reconfigure" and "stop". When the
  * primary is gone (the IPC channel closes) Node's cluster ends this process
  * at once: nothing it had not been told was committed was answered 250.
  *
