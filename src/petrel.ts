@@ -15,6 +15,11 @@
  * agents close -> event log flushes -> store closes. Whatever was in flight
  * and not finished is "delivering" in the store and due again at next start:
  * deferred, never lost.
+ *
+ * Roles (`[server] workers` > 1, workers/): "queue" is all of the above but
+ * the SMTP listeners (the primary process); "inbound" only the SMTP
+ * listeners, local users and TLS, over a store that hands each message to
+ * the primary (a worker process). The default, "whole", is one process.
  */
 import { statfsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
