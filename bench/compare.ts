@@ -10,16 +10,20 @@
  * (medians over the rounds). CPU counts every process of each MTA (Postfix:
  * all its daemons, living and exited); not the load generator or the sink.
  *
- * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k]
+ * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N]
+ * (--workers: Petrel's `[server] workers`; default: the configuration default.)
  * (rcpt100k, dsn100k: one message to 100,000 recipients; figures are per recipient.)
  * Needs root (for the private Postfix) and the Debian package postfix.
  */
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { arg, cpuMs, freePort, removeDir, rssMb, run, sleep, startPetrel, tempDir } from './lib.js';
+import { arg, freePort, removeDir, run, sleep, startPetrel, tempDir, treeCpuMs, treeRssMb } from './lib.js';
 import { startPostfixRelay } from './postfix.js';
 import { SmtpTalk } from '../test/helpers/smtp-talk.js';
 import { startPeer } from '../test/helpers/test-peer.js';
+
+/** Petrel's `[server] workers` for the runs ("" leaves the configuration default). */
+const WORKERS = arg('workers', '');
 
 interface Workload {
   name: string;
@@ -100,10 +104,11 @@ async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: n
   const port = await freePort();
   const petrel = await startPetrel(
     dir,
-    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n`,
+    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n${WORKERS ? `[server]\nworkers = ${Number(WORKERS)}\n` : ''}`,
   );
   const pid = petrel.child.pid!;
-  return { port, cpu: () => cpuMs(pid), rss: () => rssMb(pid).rss, stop: () => petrel.stop() };
+  // Every process of Petrel: the primary and its inbound workers (`[server] workers`).
+  return { port, cpu: () => treeCpuMs(pid), rss: () => treeRssMb(pid), stop: () => petrel.stop() };
 }
 
 /**

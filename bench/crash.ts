@@ -7,7 +7,8 @@
  * flight at the kills (recipients in state "delivering" in the store right
  * after each kill), and `petrel audit` must find no exception.
  *
- * Usage: node dist/bench/crash.js [--messages 20000] [--recipients 3] [--kills 5] [--clients 12]
+ * Usage: node dist/bench/crash.js [--messages 20000] [--recipients 3] [--kills 5] [--clients 12] [--workers N]
+ * (--workers: `[server] workers`; the kill -9 goes to the primary, which takes its workers with it.)
  * Prints one line of key=value figures; exits 1 when a property fails.
  */
 import { join } from 'node:path';
@@ -21,10 +22,11 @@ async function main(): Promise<void> {
   const recipients = Number(arg('recipients', '3'));
   const kills = Number(arg('kills', '5'));
   const clients = Number(arg('clients', '12'));
+  const workers = arg('workers', '');
   const peer = await startPeer({ rcptReply: () => (Math.random() < 0.1 ? '451 4.3.2 Try again later' : undefined) });
   const dir = tempDir('petrel-bench-crash-');
   const port = await freePort();
-  const config = `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_connections_per_client = 200\n[delivery]\nsmarthost = "127.0.0.1:${peer.port}"\ndead_destination_backoff = "0ms"\n[local]\ndomains = []\n[queue]\nretry_intervals = ["500ms"]\n[admin]\nlisten = ""\n[log]\nlevel = "error"\n`;
+  const config = `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_connections_per_client = 200\n[delivery]\nsmarthost = "127.0.0.1:${peer.port}"\ndead_destination_backoff = "0ms"\n[local]\ndomains = []\n[queue]\nretry_intervals = ["500ms"]\n[admin]\nlisten = ""\n[log]\nlevel = "error"\n${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`;
   const t0 = Date.now();
   let petrel: Proc = await startPetrel(dir, config);
   const acked = new Set<string>();

@@ -7,8 +7,9 @@
  * `key=value` figures; BENCHMARKS.md records them with command and date.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync, rmSync, existsSync, openSync, readSync, closeSync, statSync } from 'node:fs';
+import { readFileSync, writeFileSync, rmSync, existsSync, openSync, readSync, closeSync, statSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { childPids } from '../test/helpers/processes.js';
 
 export const ROOT = new URL('../../', import.meta.url).pathname;
 
@@ -36,6 +37,66 @@ export function cpuMs(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+}
+
+/** treeCpuMs - CPU time used so far by a process and its live children (`[server] workers`: the primary and its workers). */
+export function treeCpuMs(pid: number): number {
+  let ms = 0;
+  for (const p of [pid, ...childPids(pid)]) {
+    try {
+      ms += cpuMs(p);
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return ms;
+}
+
+/** treeRssMb - resident memory of a process and its live children, summed. */
+export function treeRssMb(pid: number): number {
+  let mb = 0;
+  for (const p of [pid, ...childPids(pid)]) {
+    try {
+      mb += rssMb(p).rss;
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return mb;
+}
+
+/**
+ * cpuByThread - CPU time so far of every thread of a process and of its live
+ * children, keyed "process thread": process "primary" (or "worker1".. in pid
+ * order), thread "main" (the event loop) or its name in /proc (libuv's pool
+ * is "libuv-worker", V8's helpers "V8 DefaultWorke", worker_threads "node"),
+ * threads of one name summed.
+ */
+export function cpuByThread(pid: number): Map<string, number> {
+  const out = new Map<string, number>();
+  const procs = [pid, ...childPids(pid)];
+  procs.forEach((p, i) => {
+    const proc = i === 0 ? 'primary' : `worker${i}`;
+    let tids: string[] = [];
+    try {
+      tids = readdirSync(`/proc/${p}/task`);
+    } catch {
+      return;
+    }
+    for (const tid of tids) {
+      try {
+        const stat = readFileSync(`/proc/${p}/task/${tid}/stat`, 'utf8');
+        const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+        const ms = (Number(fields[11]) + Number(fields[12])) * TICK_MS;
+        const thread = Number(tid) === p ? 'main' : readFileSync(`/proc/${p}/task/${tid}/comm`, 'utf8').trim().replace(/\s+/g, '_');
+        const key = `${proc} ${thread}`;
+        out.set(key, (out.get(key) ?? 0) + ms);
+      } catch {
+        // Gone meanwhile.
+      }
+    }
+  });
+  return out;
 }
 
 /** rssMb - current and peak resident memory of a process. */

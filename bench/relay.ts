@@ -5,10 +5,19 @@
  *
  *   accept_msgs_per_s   messages acknowledged (250) per second, load start to smtp-source exit
  *   e2e_msgs_per_s      messages delivered to the sink per second, load start to last delivery
- *   cpu_ms_per_msg      Petrel's CPU time (user+system) per message
- *   peak_rss_mb         Petrel's peak resident memory
+ *   cpu_ms_per_msg      Petrel's CPU time (user+system) per message, every process
+ *   peak_rss_mb         Petrel's peak resident memory (the primary's; with workers, plus their RSS at the end)
  *
- * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--profile DIR]
+ * and one line per process and thread that used CPU, busiest first, so the
+ * next bottleneck is visible:
+ *   cpu_share process=primary thread=main ms_per_msg=0.512 pct_of_petrel=41.3
+ * (from /proc/<pid>/task/<tid>/stat before and after; process "workerN" are
+ * the inbound workers of `[server] workers`).
+ *
+ * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--workers N] [--cpus LIST] [--profile DIR]
+ * --workers sets `[server] workers` (default: the configuration default);
+ * --cpus pins every Petrel process and thread to these CPUs (`taskset -a -p
+ * -c LIST`, after it started; smtp-source and smtp-sink are not pinned).
  *
  * With --profile DIR, Petrel runs under `node --cpu-prof` (which costs it some
  * speed: compare figures of runs alike) and, once stopped, each thread's
@@ -18,13 +27,16 @@
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { analyse } from './profile.js';
-import { arg, cpuMs, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, tempDir } from './lib.js';
+import { childPids } from '../test/helpers/processes.js';
+import { arg, cpuByThread, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, tempDir, treeCpuMs, treeRssMb } from './lib.js';
 
 async function main(): Promise<void> {
   const messages = Number(arg('messages', '20000'));
   const sessions = Number(arg('sessions', '20'));
   const size = Number(arg('size', '4096'));
   const recipients = Number(arg('recipients', '1'));
+  const workers = arg('workers', '');
+  const cpus = arg('cpus', '');
   const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : null;
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const dir = tempDir('petrel-bench-relay-');
@@ -46,13 +58,15 @@ domains = []
 listen = ""
 [log]
 level = "warn"
-`,
+${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
     profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
   );
   try {
     const pid = petrel.child.pid!;
+    if (cpus) for (const p of [pid, ...childPids(pid)]) await run('taskset', ['-a', '-p', '-c', cpus, String(p)]);
     const counter = new EventCounter(join(dir, 'var', 'log', 'events.jsonl'));
-    const cpu0 = cpuMs(pid);
+    const threads0 = cpuByThread(pid);
+    const cpu0 = treeCpuMs(pid);
     const t0 = Date.now();
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid).peak)), 200);
@@ -65,9 +79,10 @@ level = "warn"
       await sleep(20);
     }
     const tDone = Date.now();
-    const cpu = cpuMs(pid) - cpu0;
+    const cpu = treeCpuMs(pid) - cpu0;
+    const threads1 = cpuByThread(pid);
     clearInterval(sampler);
-    peak = Math.max(peak, rssMb(pid).peak);
+    peak = Math.max(peak, rssMb(pid).peak) + (treeRssMb(pid) - rssMb(pid).rss);
     const accepted = counter.get('received') / recipients;
     console.log(
       [
@@ -81,8 +96,16 @@ level = "warn"
         `cpu_ms_per_msg=${(cpu / messages).toFixed(3)}`,
         `peak_rss_mb=${peak.toFixed(0)}`,
         `deferred=${counter.get('deferred')}`,
+        `processes=${1 + childPids(pid).length}`,
+        `cpus=${cpus || 'all'}`,
       ].join(' '),
     );
+    const shares = [...threads1].map(([key, ms]) => [key, ms - (threads0.get(key) ?? 0)] as const).filter(([, ms]) => ms > 0);
+    const total = shares.reduce((a, [, ms]) => a + ms, 0) || 1;
+    for (const [key, ms] of shares.sort((a, b) => b[1] - a[1])) {
+      const [proc, thread] = key.split(' ');
+      console.log(`cpu_share process=${proc} thread=${thread} ms_per_msg=${(ms / messages).toFixed(3)} pct_of_petrel=${((100 * ms) / total).toFixed(1)}`);
+    }
     if (profileDir) {
       // The profiles are written when Petrel exits: CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile, thread 0 the main one.
       await petrel.stop();

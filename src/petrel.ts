@@ -15,6 +15,11 @@
  * agents close -> event log flushes -> store closes. Whatever was in flight
  * and not finished is "delivering" in the store and due again at next start:
  * deferred, never lost.
+ *
+ * Roles (`[server] workers` > 1, workers/): "queue" is all of the above but
+ * the SMTP listeners (the primary process); "inbound" only the SMTP
+ * listeners, local users and TLS, over a store that hands each message to
+ * the primary (a worker process). The default, "whole", is one process.
  */
 import { statfsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -47,7 +52,7 @@ import { PickupDirectory } from './pickup/pickup.js';
 import { describeOpenFailure, makeQueue } from './queue/open.js';
 import { warnImpossibleMinFreeSpace } from './core/space-check.js';
 import { assertSourcesBindable, warnSendingIdentity } from './delivery/smtp/identity-warnings.js';
-import type { QueueStore } from './queue/store.js';
+import type { Claim, QueueStore } from './queue/store.js';
 import { inboundChecksFor } from './checks/inbound-checks.js';
 import { Router } from './routing/router.js';
 import { Scheduler } from './scheduler/scheduler.js';
@@ -60,6 +65,15 @@ export interface PetrelOptions {
   store?: QueueStore;
   /** Replace or add delivery agents by hop kind. */
   agents?: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  /**
+   * Which part of a server this process is (`[server] workers`, workers/):
+   * "whole" (the default) is all of it; "queue" is the primary of several
+   * processes, everything but the SMTP listeners; "inbound" is a worker, only
+   * the SMTP listeners, handing each message to the primary through `store`.
+   */
+  role?: 'whole' | 'queue' | 'inbound';
+  /** Role "queue": the SMTP connections open in the workers (for /metrics). */
+  connections?: () => number;
 }
 
 /** A configuration reload that was refused: the running configuration stays, whole. */
@@ -92,6 +106,7 @@ export function atRestart(running: Config, next: Config): string[] {
     ['[admin]', (c) => c.admin],
     ['[delivery] connection settings', d],
     ['[log] level', (c) => c.log.level],
+    ['[server] workers', (c) => (c as Partial<Config>).server?.workers],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
 }
@@ -134,11 +149,13 @@ export class Petrel {
   private spaceCheck = { at: 0, free: Infinity, since: 0 };
   /** The start-up DNS check of the sending identity (delivery/smtp/identity-warnings); tests await `done`. */
   identityCheck: ReturnType<typeof warnSendingIdentity> | null = null;
+  private readonly role: NonNullable<PetrelOptions['role']>;
 
   constructor(
     readonly config: Config,
     options: PetrelOptions = {},
   ) {
+    this.role = options.role ?? 'whole';
     this.store = options.store ?? makeQueue(config, { recover: true, trace: trace('queue') });
     this.router = new Router(config);
     const localTrace = trace('local');
@@ -156,8 +173,8 @@ export class Petrel {
       store: this.store,
       router: this.router,
       expand: (rs) => this.local.expand(rs),
-      // The scheduler is made below; the fast path reaches it when a message arrives.
-      fresh: { room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
+      // The scheduler is made below; the fast path reaches it when a message arrives (a worker's primary takes that decision).
+      ...(this.role === 'inbound' ? {} : { fresh: { room: (n: number) => this.scheduler.fresh.room(n), take: (c: Claim) => this.scheduler.fresh.take(c) } }),
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.tlsRecorder = new TlsRecorder({ dir: join(config.data_dir, 'tlsrpt'), onProblem: (text) => trace('tlsrpt').warn({ problem: text }, 'TLS report counts') });
@@ -171,6 +188,7 @@ export class Petrel {
     };
     this.tlsReports = new TlsReportSender({ config, enqueuer: this.enqueuer, recorder: this.tlsRecorder, trace: trace('tlsrpt') });
     this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
+    this.metrics = new AdminMetrics(this.store, options.connections ?? (() => this.inbound?.connectionCount ?? 0), { defaults: true });
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
       config,
@@ -198,31 +216,12 @@ export class Petrel {
     this.pickup = new PickupDirectory({ config, enqueuer: this.enqueuer, trace: trace('pickup'), record: (events) => this.store.appendEvents(events) });
   }
 
-  /** start - open everything and begin accepting mail. */
+  /** start - open everything and begin accepting mail (a worker: only the SMTP listeners). */
   async start(): Promise<void> {
     // A source address this machine does not have: refuse to start before anything is opened (nothing could be delivered).
     await assertSourcesBindable(this.config);
     mkdirSync(this.config.data_dir, { recursive: true });
-    warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
-    try {
-      await this.store.open();
-    } catch (e) {
-      throw describeOpenFailure(this.config, e);
-    }
-    await this.eventLog.open();
-    if (this.config.queue.backend === 'postgres') {
-      this.shared = new SharedLimits({ store: this.store, pool: this.pool, node: this.config.queue.node_name, trace: trace('cluster') });
-      this.shared.start();
-    }
-    for (const o of await this.store.overrides()) {
-      const to = o.kind === 'redirect' ? parseEndpoint(o.to) : null;
-      if (to) this.router.setRedirect(o.destination, to);
-    }
-    this.scheduler.start();
-    if (this.config.admin.listen) {
-      this.admin = new AdminServer({ listen: this.config.admin.listen, token: this.config.admin.token, actions: this.actions, metrics: this.metrics, trace: trace('admin') });
-      await this.admin.listen();
-    }
+    if (this.role !== 'inbound') await this.startQueue();
     const tls = await loadTls(this.config);
     this.local.watch();
     this.inboundCtx = {
@@ -252,6 +251,35 @@ export class Petrel {
     // PTR / forward-confirmed / HELO checks of the source addresses: warnings only, in the background.
     this.identityCheck = warnSendingIdentity(this.config, { trace: trace('smtp') });
     this.tlsReports.start();
+    if (this.role !== 'queue') {
+      this.inbound = new InboundServer(this.inboundCtx);
+      await this.inbound.listen();
+    }
+    if (this.role !== 'inbound') await this.pickup.start();
+  }
+
+  /** startQueue - the store (recovery), event log, redirects, scheduler and admin listener. */
+  private async startQueue(): Promise<void> {
+    warnImpossibleMinFreeSpace(this.config.data_dir, this.config.queue.min_free_space, { trace: trace('queue') });
+    try {
+      await this.store.open();
+    } catch (e) {
+      throw describeOpenFailure(this.config, e);
+    }
+    await this.eventLog.open();
+    if (this.config.queue.backend === 'postgres') {
+      this.shared = new SharedLimits({ store: this.store, pool: this.pool, node: this.config.queue.node_name, trace: trace('cluster') });
+      this.shared.start();
+    }
+    for (const o of await this.store.overrides()) {
+      const to = o.kind === 'redirect' ? parseEndpoint(o.to) : null;
+      if (to) this.router.setRedirect(o.destination, to);
+    }
+    this.scheduler.start();
+    if (this.config.admin.listen) {
+      this.admin = new AdminServer({ listen: this.config.admin.listen, token: this.config.admin.token, actions: this.actions, metrics: this.metrics, trace: trace('admin') });
+      await this.admin.listen();
+    }
   }
 
   /** reload - re-read the local users, aliases and submission users files now (SIGHUP). */
@@ -346,6 +374,11 @@ export class Petrel {
     this.identityCheck?.cancel();
     const t0 = Date.now();
     this.local.unwatch();
+    if (this.role === 'inbound') {
+      await this.inbound?.close(Math.min(5000, deadlineMs));
+      await this.dkim.close();
+      return;
+    }
     await this.pickup.stop();
     await this.tlsReports.stop();
     await this.inbound?.close(Math.min(5000, deadlineMs));

@@ -8,9 +8,13 @@
  * SIGHUP: take the configuration file again (cli/reload: what `petrel reload`
  * sends; data_dir/petrel.pid names this process while it runs).
  */
-import { initTrace } from '../log/trace.js';
+import cluster from 'node:cluster';
+import { availableParallelism } from 'node:os';
+import { initTrace, trace } from '../log/trace.js';
 import { resolve } from 'node:path';
 import { Petrel } from '../petrel.js';
+import { WorkerPool } from '../workers/primary.js';
+import { runWorker } from '../workers/worker.js';
 import { ReloadServer } from './reload.js';
 import { configFrom, version, type CliCommand } from './command.js';
 import { SourceAddressError } from '../delivery/smtp/identity-warnings.js';
@@ -30,25 +34,39 @@ start: each problem is a "petrel: warning: sending identity:" line on
 standard error (see petrel check-config --dns).
 `,
   async run(args, out, err) {
+    // An inbound worker of `[server] workers` (workers/worker): the primary gives it its configuration.
+    if (cluster.isWorker && process.env.PETREL_WORKER) return runWorker(err);
     const config = configFrom(args, err);
     if (!config) return 78;
     const log = initTrace(config.log.level);
     process.on('unhandledRejection', (e) => log.error({ err: (e as Error)?.stack ?? String(e) }, 'unhandled rejection (bug): continuing'));
     process.on('uncaughtException', (e) => log.error({ err: e.stack }, 'uncaught exception (bug): continuing'));
-    const petrel = new Petrel(config);
+    const count = config.server.workers === 0 ? Math.min(255, availableParallelism()) : config.server.workers;
+    // One process (workers = 1), or this one keeps the queue and `count` workers take the SMTP sessions.
+    let pool: WorkerPool | null = null;
+    const petrel = new Petrel(config, count > 1 ? { role: 'queue', connections: () => pool?.connections ?? 0 } : {});
     try {
       await petrel.start();
+      if (count > 1) {
+        pool = new WorkerPool({ count, petrel, trace: trace('workers') });
+        await pool.start();
+      }
     } catch (e) {
       err(`petrel: cannot start: ${(e as Error).message}`);
+      await pool?.stop(1000).catch(() => undefined);
       await petrel.stop(1000).catch(() => undefined);
       // A source address this machine lacks is a configuration error (EX_CONFIG), like a bad key.
       return e instanceof SourceAddressError ? 78 : 69;
     }
     const flag = args.flags.get('config');
-    const reloads = new ReloadServer(config.data_dir, typeof flag === 'string' ? resolve(flag) : undefined, (next) => petrel.reconfigure(next));
+    const reloads = new ReloadServer(config.data_dir, typeof flag === 'string' ? resolve(flag) : undefined, async (next) => {
+      const later = await petrel.reconfigure(next);
+      await pool?.reconfigure(next);
+      return later;
+    });
     reloads.writePid();
-    out(`petrel ${version()} started, pid ${process.pid}, hostname ${config.hostname}`);
-    for (const b of petrel.inbound?.bound ?? []) out(`listening ${b.kind} ${b.host}:${b.port}`);
+    out(`petrel ${version()} started, pid ${process.pid}, hostname ${config.hostname}${pool ? `, ${count} inbound workers (pids ${pool.pids.join(' ')})` : ''}`);
+    for (const b of pool?.bound ?? petrel.inbound?.bound ?? []) out(`listening ${b.kind} ${b.host}:${b.port}`);
     if (petrel.admin?.bound) out(`listening admin http://${petrel.admin.bound.host}:${petrel.admin.bound.port}/`);
     out(`data_dir ${config.data_dir} (event log: ${petrel.eventLog.path})`);
     out(`local domains ${config.local.domains.join(', ') || '(none)'} -> maildir ${config.local.maildir}`);
@@ -66,8 +84,8 @@ standard error (see petrel check-config --dns).
           process.exit(1);
         }, 29_000);
         hard.unref();
-        petrel
-          .stop(25_000)
+        (pool ? pool.stop(5000) : Promise.resolve())
+          .then(() => petrel.stop(20_000))
           .then(() => {
             reloads.removePid();
             out('petrel: stopped');

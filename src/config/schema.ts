@@ -112,6 +112,8 @@ export interface Config {
   tlsrpt: { organization: string };
   checks: { authenticate: boolean; spf_fail: 'tag' | 'reject'; dmarc_reject: boolean; arc_trusted: string[]; dns_timeout: number; dnsbl: string[]; verify_timeout: number; junk_folder: string };
   filter: { rspamd_url: string; filter_timeout: number; filter_failure: 'tempfail' | 'accept'; result_headers: boolean };
+  /** `petrel start` only (an in-process Petrel is one process): see workers/primary. */
+  server: { workers: number };
 }
 
 /** A check turns a raw TOML value into its typed form, or returns an error text. */
@@ -378,6 +380,8 @@ export const FIELDS: Record<string, Field<unknown>> = {
 
   'admin.listen': { check: optionalEndpoint(), def: () => ({ host: '127.0.0.1', port: 8025 }), doc: 'admin HTTP; "" disables' },
   'admin.token': { check: str, def: () => '', doc: 'bearer token' },
+
+  'server.workers': { check: int(0, 255), def: () => 1, doc: 'inbound SMTP processes for `petrel start`; 1: one process; 0: one per core' },
 
   'log.level': { check: oneOf('error', 'warn', 'info', 'debug', 'trace'), def: () => 'info', doc: 'debug trace level (stderr)' },
   'log.retention': { check: positiveDuration, def: () => 30 * 86_400_000, doc: 'events kept for tracking' },

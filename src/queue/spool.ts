@@ -142,6 +142,19 @@ export class SpoolWriter implements BodyWriter {
   }
 
   /**
+   * adopt - take over a complete body file another process of this server
+   * wrote and fsync'd under tmp/ (an inbound worker: workers/worker-body):
+   * finish() then fsyncs it again (cheap), renames it into place and returns
+   * its directory, and abort() removes it, as for a body written here.
+   */
+  async adopt(path: string, size: number): Promise<void> {
+    if (this.written || this.file) throw new Error('adopt into a body already written');
+    this.file = await open(path, 'r');
+    this.tmpPath = path;
+    this.written = size;
+  }
+
+  /**
    * finish - for an inline body, return it; for a file body, fsync, close and
    * rename it into place (the caller fsyncs the directory before committing).
    */

@@ -98,6 +98,11 @@ export class SmtpTalk {
     this.socket.destroy();
   }
 
+  /** The client's own port (which server process holds the connection: helpers/processes). */
+  get localPort(): number {
+    return this.socket.localPort ?? 0;
+  }
+
   /** send - a whole transaction; returns the reply to the final dot (or the first refusal). */
   async send(from: string, to: string[], message: string): Promise<SmtpReply> {
     let r = await this.cmd(`MAIL FROM:<${from}>`);

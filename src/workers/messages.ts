@@ -1,0 +1,68 @@
+/*
+ * workers/messages - what the primary and its inbound workers say to each
+ * other over the cluster IPC channel (`[server] workers` > 1; see
+ * docs/architecture.md, "Processes"). Serialization is Node's "advanced"
+ * (structured clone): Buffers and plain objects pass as they are.
+ *
+ * Invariants: no message is ever unbounded by a client: a body travels over
+ * IPC only up to INLINE_BODY_MAX octets (the size the embedded store keeps
+ * inside its database anyway); larger bodies stay in a spool file the worker
+ * wrote and fsync'd, and only its path travels. Inserts and their answers are
+ * batched (one IPC message per event-loop turn, not one per message).
+ *
+ * Untrusted input: none directly; the envelope fields came through the
+ * worker's SMTP session, which checked them as it does in one process.
+ */
+import type { Config } from '../config/schema.js';
+import type { BoundListener } from '../inbound/server.js';
+import type { MailEvent } from '../log/events.js';
+import type { NewMessage } from '../queue/store.js';
+
+/** Bodies up to this size travel inline (the embedded store's own inline limit, queue/backends/sqlite). */
+export const INLINE_BODY_MAX = 128 * 1024;
+
+/** One message for the primary to commit. */
+export interface InsertRequest {
+  /** The worker's number for it (the answer carries it). */
+  n: number;
+  message: NewMessage;
+  /** The whole body (small messages), or null when it is in `file`. */
+  body: Uint8Array | null;
+  /** A complete, fsync'd body file under spool/tmp/ (large messages). */
+  file: string | null;
+  events?: MailEvent[];
+}
+
+/** The primary's answer: committed, or why not ("full": 452 4.3.1; else 451 4.3.0). */
+export type InsertAnswer = { n: number; ok: true } | { n: number; ok: false; full: boolean; message: string };
+
+/** Counters a worker's sessions added since its last report, and its open connections now. */
+export interface WorkerStats {
+  connections: number;
+  connects: number;
+  authFailures: number;
+  accepted: number;
+  acceptedOctets: number;
+  /** Reply code -> how many. */
+  replies: Record<string, number>;
+}
+
+export type ToPrimary =
+  | { t: 'hello' }
+  | { t: 'ready'; bound: BoundListener[] }
+  | { t: 'failed'; message: string }
+  | { t: 'insert'; items: InsertRequest[] }
+  | { t: 'stats'; stats: WorkerStats }
+  | { t: 'reconfigured'; id: number; error: string | null };
+
+export type ToWorker =
+  /** `slot`: this worker's share of the queue id counter (core/ids idRange), 1..255. */
+  | { t: 'start'; config: Config; slot: number }
+  | { t: 'done'; answers: InsertAnswer[] }
+  | { t: 'reconfigure'; id: number; config: Config }
+  | { t: 'stop'; graceMs: number };
+
+/** isMessage - a cluster message of ours (cluster also sends its own internal ones). */
+export function isMessage<T extends { t: string }>(m: unknown): m is T {
+  return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}

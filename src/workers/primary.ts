@@ -1,0 +1,284 @@
+/*
+ * workers/primary - the primary's side of `[server] workers` > 1: starts the
+ * inbound worker processes (node:cluster; the primary opens the listening
+ * sockets and shares them, each worker accepts for itself: see start()), commits the messages they
+ * hand over into the one store, sums their counters for /metrics, forwards
+ * reloads, restarts a worker that dies, and stops them first on SIGTERM
+ * (docs/architecture.md, "Processes").
+ *
+ * Invariants:
+ * - one durable commit path: every message goes through this process's
+ *   QueueStore.insert (group commit; the embedded store keeps one writer);
+ *   the worker's session answers 250 only after the answer sent from here
+ *   once insert resolved;
+ * - no accepted message depends on a worker: the queue, its claims and every
+ *   delivery live here; a worker holds only messages not yet answered 250;
+ * - a worker that dies is started again (after STEADY_MS of backoff when it
+ *   keeps dying); once the inserts it had asked for have ended, its tmp
+ *   folder (bodies it was still receiving) is removed;
+ * - memory is bounded: a body over IPC is at most INLINE_BODY_MAX octets, and
+ *   each worker's sessions are bounded by its own connection limits.
+ *
+ * Untrusted input: the workers' messages are this server's own processes; a
+ * body file path is accepted only inside that worker's tmp folder.
+ */
+import cluster, { type Worker } from 'node:cluster';
+import { createReadStream } from 'node:fs';
+import { rm, unlink } from 'node:fs/promises';
+import type { Config } from '../config/schema.js';
+import { idRange } from '../core/ids.js';
+import { storageStatus } from '../core/storage-status.js';
+import type { BoundListener } from '../inbound/server.js';
+import type { Trace } from '../log/trace.js';
+import type { Petrel } from '../petrel.js';
+import { StorageFull } from '../queue/backend.js';
+import { SpoolWriter } from '../queue/spool.js';
+import { isMessage, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
+import { workerTmpDir } from './remote-store.js';
+
+/** A worker that dies sooner than this after its start is started again only after this long (no fork loop). */
+const STEADY_MS = 1000;
+/** How long start() and a reload wait for the workers. */
+const ANSWER_MS = 20_000;
+
+interface Slot {
+  worker: Worker;
+  /** 1..255: its share of the queue id counter; a worker started again takes the dead one's. */
+  index: number;
+  pid: number;
+  startedAt: number;
+  connections: number;
+  /** Inserts asked for by this worker and not ended yet. */
+  inflight: Set<Promise<void>>;
+  answers: InsertAnswer[];
+  ready: boolean;
+}
+
+export interface WorkerPoolOptions {
+  count: number;
+  petrel: Petrel;
+  trace: Trace;
+}
+
+export class WorkerPool {
+  private readonly slots = new Map<number, Slot>();
+  private stopping = false;
+  private config: Config;
+  private reloadSeq = 0;
+  private readonly reloads = new Map<number, { waiting: Set<number>; errors: string[]; done: () => void }>();
+  private readyWaiters: Array<() => void> = [];
+  private failure: string | null = null;
+  bound: BoundListener[] = [];
+  /** Workers started again after dying (for tests and metrics). */
+  restarts = 0;
+
+  constructor(private readonly options: WorkerPoolOptions) {
+    this.config = options.petrel.config;
+  }
+
+  /** Open SMTP connections in all the workers (their last reports). */
+  get connections(): number {
+    let n = 0;
+    for (const s of this.slots.values()) n += s.connections;
+    return n;
+  }
+
+  /** The workers' process ids now. */
+  get pids(): number[] {
+    return [...this.slots.values()].map((s) => s.pid);
+  }
+
+  /** start - fork the workers; resolves once each listens (with what they listen on), or rejects when one cannot. */
+  async start(): Promise<BoundListener[]> {
+    // Round-robin (cluster's default on Linux) has this process accept every connection and pass it
+    // on: measured, that costs the primary, the one commit path, more per message than the whole SMTP
+    // session saves it (docs/architecture.md, "Processes"). Shared listening sockets cost it nothing:
+    // the kernel wakes the workers, and the one that accepts first (the least busy) takes it.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ serialization: 'advanced' });
+    cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
+    idRange(0);
+    for (let i = 1; i <= this.options.count; i++) this.fork(i);
+    const deadline = Date.now() + ANSWER_MS;
+    while (!this.failure && [...this.slots.values()].some((s) => !s.ready)) {
+      if (Date.now() > deadline) throw new Error('inbound workers did not start in time');
+      await new Promise<void>((r) => {
+        this.readyWaiters.push(r);
+        setTimeout(r, 200).unref();
+      });
+    }
+    if (this.failure) throw new Error(this.failure);
+    return this.bound;
+  }
+
+  private fork(index: number): void {
+    const worker = cluster.fork({ PETREL_WORKER: '1' });
+    const slot: Slot = { worker, index, pid: worker.process.pid ?? 0, startedAt: Date.now(), connections: 0, inflight: new Set(), answers: [], ready: false };
+    this.slots.set(worker.id, slot);
+    worker.on('message', (m: unknown) => this.received(slot, m));
+    // A send to a worker that is going away fails: its exit is handled by exited().
+    worker.on('error', () => undefined);
+  }
+
+  private tell(slot: Slot, m: ToWorker): void {
+    if (!slot.worker.isConnected()) return;
+    try {
+      slot.worker.send(m);
+    } catch {
+      // Gone: exited() takes over.
+    }
+  }
+
+  private received(slot: Slot, m: unknown): void {
+    if (!isMessage<ToPrimary>(m)) return;
+    switch (m.t) {
+      case 'hello':
+        // Its message listener is in place: now it can be told what to run.
+        this.tell(slot, { t: 'start', config: this.config, slot: slot.index });
+        break;
+      case 'ready':
+        slot.ready = true;
+        if (!this.bound.length) this.bound = m.bound;
+        for (const w of this.readyWaiters.splice(0)) w();
+        break;
+      case 'failed':
+        this.failure ??= m.message;
+        this.options.trace.error({ pid: slot.pid, err: m.message }, 'inbound worker cannot start');
+        for (const w of this.readyWaiters.splice(0)) w();
+        break;
+      case 'insert':
+        for (const req of m.items) this.insert(slot, req);
+        break;
+      case 'stats': {
+        const metrics = this.options.petrel.metrics;
+        slot.connections = m.stats.connections;
+        for (let i = 0; i < m.stats.connects; i++) metrics.onConnect();
+        for (let i = 0; i < m.stats.authFailures; i++) metrics.onAuthFailure();
+        if (m.stats.accepted) {
+          // The octets go with the first one: the counters are sums.
+          metrics.onAccepted(m.stats.acceptedOctets);
+          for (let i = 1; i < m.stats.accepted; i++) metrics.onAccepted(0);
+        }
+        for (const [code, n] of Object.entries(m.stats.replies)) for (let i = 0; i < n; i++) metrics.onReply(Number(code));
+        break;
+      }
+      case 'reconfigured': {
+        const r = this.reloads.get(m.id);
+        if (!r) break;
+        if (m.error) r.errors.push(`worker ${slot.pid}: ${m.error}`);
+        r.waiting.delete(slot.worker.id);
+        if (r.waiting.size === 0) r.done();
+        break;
+      }
+    }
+  }
+
+  /** insert - commit one message a worker hands over, then queue its answer. */
+  private insert(slot: Slot, req: InsertRequest): void {
+    const p = this.commit(slot, req).then(
+      (): InsertAnswer => ({ n: req.n, ok: true }),
+      (e: unknown): InsertAnswer => ({ n: req.n, ok: false, full: e instanceof StorageFull || storageStatus(e, 'spool') === '4.3.1', message: (e as Error)?.message ?? String(e) }),
+    );
+    const tracked = p.then((answer) => {
+      slot.inflight.delete(tracked);
+      if (slot.answers.length === 0) setImmediate(() => this.answer(slot));
+      slot.answers.push(answer);
+    });
+    slot.inflight.add(tracked);
+  }
+
+  private answer(slot: Slot): void {
+    const answers = slot.answers;
+    slot.answers = [];
+    if (answers.length) this.tell(slot, { t: 'done', answers });
+  }
+
+  private async commit(slot: Slot, req: InsertRequest): Promise<void> {
+    const { store, scheduler } = this.options.petrel;
+    const message = req.message;
+    const body = store.createBody(message.queueId);
+    try {
+      if (req.file !== null) {
+        if (req.file !== `${workerTmpDir(this.config.data_dir, slot.pid)}/${message.queueId}`) throw new Error(`body file outside the worker's folder: ${req.file}`);
+        if (body instanceof SpoolWriter) await body.adopt(req.file, message.size);
+        else {
+          // A store that keeps bodies elsewhere (PostgreSQL): copy the file into it.
+          for await (const chunk of createReadStream(req.file, { highWaterMark: 64 * 1024 })) await body.write(chunk as Buffer);
+          await unlink(req.file).catch(() => undefined);
+        }
+      } else if (req.body) {
+        await body.write(Buffer.from(req.body.buffer, req.body.byteOffset, req.body.byteLength));
+      }
+      // The fresh-message fast path, as enqueue takes it in one process.
+      const lease = scheduler.fresh.room(message.recipients.length) ? store.leaseMs : undefined;
+      const claim = await store.insert(message, body, {
+        ...(lease === undefined ? {} : { claimLeaseMs: lease }),
+        ...(req.events?.length ? { events: req.events } : {}),
+      });
+      if (claim) scheduler.fresh.take(claim);
+    } catch (e) {
+      await body.abort().catch(() => undefined);
+      if (req.file) await unlink(req.file).catch(() => undefined);
+      throw e;
+    }
+  }
+
+  private exited(worker: Worker, code: number | null, signal: string | null): void {
+    const slot = this.slots.get(worker.id);
+    if (!slot) return;
+    this.slots.delete(worker.id);
+    if (!this.stopping) this.options.trace.error({ pid: slot.pid, code, signal }, 'inbound worker died: starting another');
+    // Its pending reloads count as answered: it is gone.
+    for (const r of this.reloads.values()) {
+      r.waiting.delete(worker.id);
+      if (r.waiting.size === 0) r.done();
+    }
+    // The bodies it was still receiving: removed once the inserts it asked for have ended.
+    void Promise.allSettled([...slot.inflight]).then(() => rm(workerTmpDir(this.config.data_dir, slot.pid), { recursive: true, force: true }).catch(() => undefined));
+    if (this.stopping || this.failure) return;
+    this.restarts++;
+    const soon = Date.now() - slot.startedAt < STEADY_MS;
+    if (soon) setTimeout(() => !this.stopping && this.fork(slot.index), STEADY_MS).unref();
+    else this.fork(slot.index);
+  }
+
+  /** reconfigure - every worker takes `config` (after the primary has); rejects naming the workers that refused it. */
+  async reconfigure(config: Config): Promise<void> {
+    this.config = config;
+    const slots = [...this.slots.values()];
+    if (!slots.length) return;
+    const id = ++this.reloadSeq;
+    const errors: string[] = [];
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        errors.push('a worker did not answer in time');
+        resolve();
+      }, ANSWER_MS);
+      this.reloads.set(id, {
+        waiting: new Set(slots.map((s) => s.worker.id)),
+        errors,
+        done: () => {
+          clearTimeout(timer);
+          resolve();
+        },
+      });
+      for (const s of slots) this.tell(s, { t: 'reconfigure', id, config });
+    });
+    this.reloads.delete(id);
+    if (errors.length) throw new Error(errors.join('; '));
+  }
+
+  /** stop - the workers stop accepting, finish their replies (within graceMs) and exit; the commits they wait for are made meanwhile. */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    const slots = [...this.slots.values()];
+    const gone = slots.map((s) => new Promise<void>((r) => (s.worker.isDead() ? r() : s.worker.once('exit', () => r()))));
+    for (const s of slots) this.tell(s, { t: 'stop', graceMs });
+    const hard = setTimeout(() => {
+      for (const s of slots) if (!s.worker.isDead()) s.worker.process.kill('SIGKILL');
+    }, graceMs + 2000);
+    await Promise.all(gone);
+    clearTimeout(hard);
+    await Promise.allSettled(slots.flatMap((s) => [...s.inflight]));
+  }
+}

@@ -1,0 +1,128 @@
+/*
+ * workers/worker - one inbound worker process of `petrel start` with
+ * `[server] workers` > 1: runs the SMTP and submission listeners and
+ * sessions (parsing, policy, header work, line wrapping, DKIM signing) with a
+ * Petrel in the "inbound" role, whose store is a RemoteStore: each message is
+ * committed by the primary before its 250 (docs/architecture.md, "Processes").
+ *
+ * Life: says "hello", waits for the primary's "start" (the configuration in force, so a
+ * worker started again after a reload runs what the others run), listens
+ * (cluster: the primary opens the sockets and shares them, this process
+ * accepts for itself), says "ready"; takes "reconfigure" and "stop". When the
+ * primary is gone (the IPC channel closes) Node's cluster ends this process
+ * at once: nothing it had not been told was committed was answered 250.
+ *
+ * Metrics: the session counters are summed here and sent to the primary at
+ * most every STATS_MS; the primary adds them to its /metrics.
+ *
+ * Untrusted input: the SMTP clients, exactly as in one process.
+ */
+import { initTrace } from '../log/trace.js';
+import { idRange } from '../core/ids.js';
+import { Petrel } from '../petrel.js';
+import type { Config } from '../config/schema.js';
+import { RemoteStore } from './remote-store.js';
+import { isMessage, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
+
+/** How often at most a worker reports its counters. */
+const STATS_MS = 250;
+
+function send(m: ToPrimary): boolean {
+  if (!process.connected || !process.send) return false;
+  try {
+    return process.send(m) || true;
+  } catch {
+    return false;
+  }
+}
+
+/** runWorker - the worker's whole life; resolves with its exit code. */
+export function runWorker(err: (s: string) => void): Promise<number> {
+  return new Promise<number>((resolveExit) => {
+    let petrel: Petrel | null = null;
+    let store: RemoteStore | null = null;
+    let stopping = false;
+    const stats: WorkerStats = { connections: 0, connects: 0, authFailures: 0, accepted: 0, acceptedOctets: 0, replies: {} };
+    let statsTimer: NodeJS.Timeout | null = null;
+    const flushStats = (): void => {
+      statsTimer = null;
+      stats.connections = petrel?.inbound?.connectionCount ?? 0;
+      send({ t: 'stats', stats: { ...stats, replies: { ...stats.replies } } });
+      stats.connects = stats.authFailures = stats.accepted = stats.acceptedOctets = 0;
+      stats.replies = {};
+    };
+    const dirty = (): void => {
+      statsTimer ??= setTimeout(flushStats, STATS_MS);
+    };
+
+    const stop = async (graceMs: number): Promise<void> => {
+      if (stopping) return;
+      stopping = true;
+      await petrel?.stop(graceMs).catch((e: Error) => err(`petrel worker ${process.pid}: error while stopping: ${e.message}`));
+      if (statsTimer) clearTimeout(statsTimer);
+      flushStats();
+      resolveExit(0);
+    };
+
+    const start = async (config: Config): Promise<void> => {
+      initTrace(config.log.level);
+      store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }));
+      petrel = new Petrel(config, { role: 'inbound', store });
+      // The session hooks count here; the primary sums every worker's counts (see STATS_MS).
+      const m = petrel.metrics;
+      m.onReply = (code) => {
+        stats.replies[code] = (stats.replies[code] ?? 0) + 1;
+        dirty();
+      };
+      m.onAccepted = (size) => {
+        stats.accepted++;
+        stats.acceptedOctets += size;
+        dirty();
+      };
+      m.onConnect = () => {
+        stats.connects++;
+        dirty();
+      };
+      m.onAuthFailure = () => {
+        stats.authFailures++;
+        dirty();
+      };
+      try {
+        await petrel.start();
+      } catch (e) {
+        send({ t: 'failed', message: (e as Error).message });
+        await petrel.stop(1000).catch(() => undefined);
+        resolveExit(69);
+        return;
+      }
+      send({ t: 'ready', bound: petrel.inbound?.bound ?? [] });
+    };
+
+    process.on('message', (m: unknown) => {
+      if (!isMessage<ToWorker>(m)) return;
+      switch (m.t) {
+        case 'start':
+          idRange(m.slot);
+          void start(m.config);
+          break;
+        case 'done':
+          store?.answered(m.answers);
+          break;
+        case 'reconfigure':
+          void (petrel ? petrel.reconfigure(m.config) : Promise.reject(new Error('not started')))
+            .then(() => send({ t: 'reconfigured', id: m.id, error: null }))
+            .catch((e: Error) => send({ t: 'reconfigured', id: m.id, error: e.message }));
+          break;
+        case 'stop':
+          void stop(m.graceMs);
+          break;
+      }
+    });
+    // The primary drives stopping (it sends "stop"); a signal to this process alone stops it the same way.
+    process.once('SIGTERM', () => void stop(5000));
+    process.once('SIGINT', () => void stop(5000));
+    process.on('SIGHUP', () => undefined);
+    process.on('disconnect', () => store?.lost());
+    send({ t: 'hello' });
+  });
+}
