@@ -60,17 +60,18 @@ test('any chunking gives the same bytes (CR and LF split across chunks, dots at 
   }
 });
 
-test('EHLO capabilities: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, STARTTLS, LIMITS RCPTMAX', () => {
+test('EHLO capabilities: PIPELINING, SIZE, 8BITMIME, SMTPUTF8, DSN, STARTTLS, LIMITS RCPTMAX, REQUIRETLS', () => {
   const p = new ReplyParser();
-  const lines = ['250-mx.example', '250-PIPELINING', '250-SIZE 10240000', '250-8BITMIME', '250-SMTPUTF8', '250-DSN', '250-STARTTLS', '250-ENHANCEDSTATUSCODES', '250 LIMITS RCPTMAX=7 MAILMAX=10'];
+  const lines = ['250-mx.example', '250-PIPELINING', '250-SIZE 10240000', '250-8BITMIME', '250-SMTPUTF8', '250-DSN', '250-STARTTLS', '250-ENHANCEDSTATUSCODES', '250-REQUIRETLS', '250 LIMITS RCPTMAX=7 MAILMAX=10'];
   let r = null;
   for (const l of lines) r = p.push(l);
   const c = parseCapabilities(r!);
-  assert.deepEqual(c, { esmtp: true, pipelining: true, size: 10240000, eightBitMime: true, smtputf8: true, dsn: true, starttls: true, enhancedStatusCodes: true, rcptMax: 7 });
+  assert.deepEqual(c, { esmtp: true, pipelining: true, size: 10240000, eightBitMime: true, smtputf8: true, dsn: true, starttls: true, enhancedStatusCodes: true, rcptMax: 7, requireTls: true });
   const bare = parseCapabilities({ code: 250, enhanced: '', lines: ['mx', 'SIZE', 'LIMITS RCPTMAX=x'] });
   assert.equal(bare.size, 0);
   assert.equal(bare.rcptMax, null);
   assert.equal(bare.pipelining, false);
+  assert.equal(bare.requireTls, false);
 });
 
 test('wireReady: true exactly when the encoder would send the octets unchanged (the fast path sends them as they are)', () => {
