@@ -187,7 +187,6 @@ export class Petrel {
       ...options.agents,
     };
     this.tlsReports = new TlsReportSender({ config, enqueuer: this.enqueuer, recorder: this.tlsRecorder, trace: trace('tlsrpt') });
-    this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
     this.metrics = new AdminMetrics(this.store, options.connections ?? (() => this.inbound?.connectionCount ?? 0), { defaults: true });
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
@@ -206,8 +205,8 @@ export class Petrel {
       store: this.store,
       router: this.router,
       report: (qid) => this.reporter.report(qid),
-      // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
       tlsrptSend: (day, force) => this.tlsReports.sendDay(day, { force }),
+      // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
@@ -245,17 +244,16 @@ export class Petrel {
         return this.authThrottle.failed(ip, user);
       },
     };
-    this.inbound = new InboundServer(this.inboundCtx);
-    await this.inbound.listen();
-    await this.pickup.start();
-    // PTR / forward-confirmed / HELO checks of the source addresses: warnings only, in the background.
-    this.identityCheck = warnSendingIdentity(this.config, { trace: trace('smtp') });
-    this.tlsReports.start();
     if (this.role !== 'queue') {
       this.inbound = new InboundServer(this.inboundCtx);
       await this.inbound.listen();
     }
-    if (this.role !== 'inbound') await this.pickup.start();
+    if (this.role !== 'inbound') {
+      await this.pickup.start();
+      // PTR / forward-confirmed / HELO checks of the source addresses: warnings only, in the background.
+      this.identityCheck = warnSendingIdentity(this.config, { trace: trace('smtp') });
+      this.tlsReports.start();
+    }
   }
 
   /** startQueue - the store (recovery), event log, redirects, scheduler and admin listener. */
