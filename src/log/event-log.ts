@@ -117,6 +117,8 @@ export function formatEvent(e: MailEvent): string {
   if (e.status !== undefined) s += `,"status":${quoted.status.of(e.status)}`;
   if (e.detail !== undefined) s += `,"detail":${quoted.detail.of(e.detail)}`;
   if (e.report !== undefined) s += `,"report":${quoted.report.of(e.report)}`;
+  if (e.auth !== undefined) s += `,"auth":${JSON.stringify(e.auth)}`;
+  if (e.filter !== undefined) s += `,"filter":${JSON.stringify(e.filter)}`;
   return `${s}}\n`;
 }
 

@@ -5,6 +5,7 @@
  * Invariant: an id, once given, never changes or gets reused; docs/events.md
  * documents each one and a test checks that the two agree.
  */
+import type { AuthFields, FilterFields } from '../checks/verdict-fields.js';
 
 export const EVENT_IDS = {
   received: 1000,
@@ -64,6 +65,10 @@ export interface MailEvent {
    * fate audit checks every owed report was queued.
    */
   report?: string;
+  /** On `received` of checked mail: SPF, DKIM, DMARC, ARC results (checks/verdict-fields, from `remote`). */
+  auth?: AuthFields;
+  /** On `received` of mail scanned by rspamd: action, score, required score, symbols (or not scanned, why). */
+  filter?: FilterFields;
 }
 
 /** operatorDetail - the `detail` of an operator action's event: who and why (invariant 2). */

@@ -157,6 +157,13 @@ describe('a broken rspamd is a failure, never a pass', () => {
     const m = await waitFor(() => stored(p, 'Junk').find((x) => x.includes('Subject: add me\r\n')), 10_000, 'delivery');
     assert.match(m, /\r\nX-Spam: Yes\r\nX-Spam-Level: \*{7}\r\nX-Petrel-Junk: rspamd add header 7\/15\r\n/);
     assert.equal(stored(p).filter((x) => x.includes('Subject: add me\r\n')).length, 0, 'not in the inbox');
+    // The verdict as fields of the received event: in the event log, and read back from the store (track, the viewer).
+    const expected = { action: 'add header', score: 7, required: 15, symbols: ['BAD(7)'] };
+    const ev = await waitFor(() => p.events().find((e) => e.event === 'received' && e.filter?.action === 'add header'), 10_000, 'the received event');
+    assert.deepEqual(ev.filter, expected);
+    assert.equal(ev.auth?.dmarc !== undefined, true, 'auth fields too (authenticate is on by default)');
+    const back = await p.petrel.store.eventsOf(ev.queue_id, 0, 100);
+    assert.deepEqual(back.find((e) => e.event === 'received')?.filter, expected);
     assert.doesNotMatch(m, /Bad Name/);
   });
 

@@ -5,6 +5,7 @@
  * empty one (the event log writes only the fields an event has).
  */
 import type { MailEvent } from '../../log/events.js';
+import { verdictFields } from '../../checks/verdict-fields.js';
 
 /** An `events` row, as both SQL backends store it. */
 export interface EventRow {
@@ -41,5 +42,7 @@ export function toEvent(r: EventRow): MailEvent {
   if (r.status !== null) e.status = r.status;
   if (r.detail !== null) e.detail = r.detail;
   if (r.report !== null && r.report !== undefined) e.report = r.report;
+  // The checks' verdict is not a column: it is read from the client text, as when the event was made (queue/queue).
+  if (e.event === 'received' && e.remote) Object.assign(e, verdictFields(e.remote));
   return e;
 }
