@@ -58,6 +58,10 @@ export interface MailEvent {
   status?: string;
   /** Free-form detail: operator and reason, report queue id, "possible duplicate". */
   detail?: string;
+  /** On `received` of checked mail: SPF, DKIM, DMARC, ARC results (checks/verdict-fields, from `remote`). */
+  auth?: AuthFields;
+  /** On `received` of mail scanned by rspamd: action, score, required score, symbols (or not scanned, why). */
+  filter?: FilterFields;
   /**
    * On outcomes and removals: the report this change owes the sender
    * ("failed", "expired", "delayed", "delivered", "relayed") or "none" (no
@@ -65,10 +69,6 @@ export interface MailEvent {
    * fate audit checks every owed report was queued.
    */
   report?: string;
-  /** On `received` of checked mail: SPF, DKIM, DMARC, ARC results (checks/verdict-fields, from `remote`). */
-  auth?: AuthFields;
-  /** On `received` of mail scanned by rspamd: action, score, required score, symbols (or not scanned, why). */
-  filter?: FilterFields;
 }
 
 /** operatorDetail - the `detail` of an operator action's event: who and why (invariant 2). */

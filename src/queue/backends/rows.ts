@@ -5,7 +5,6 @@
  * empty one (the event log writes only the fields an event has).
  */
 import type { MailEvent } from '../../log/events.js';
-import { verdictFields } from '../../checks/verdict-fields.js';
 
 /** An `events` row, as both SQL backends store it. */
 export interface EventRow {
@@ -30,9 +29,14 @@ export interface EventRow {
 /** The columns of `messages` a MessageRecord is made from (the body and the open count are not among them). */
 export const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine';
 
+// (Imported here, not above: the line above is where the other fields' imports change.)
+import { verdictFields } from '../../checks/verdict-fields.js';
+
 /** toEvent - an event row as the MailEvent it records. */
 export function toEvent(r: EventRow): MailEvent {
   const e: MailEvent = { seq: r.seq, ts: r.ts, id: r.id, event: r.event as MailEvent['event'], queue_id: r.qid, message_id: r.message_id, sender: r.sender };
+  // The checks' verdict is not a column: it is read from the client text, as when the event was made (queue/queue).
+  if (r.event === 'received' && r.remote) Object.assign(e, verdictFields(r.remote));
   if (r.recipient !== null) e.recipient = r.recipient;
   if (r.attempt !== null) e.attempt = r.attempt;
   if (r.state !== null) e.state = r.state;
@@ -42,7 +46,5 @@ export function toEvent(r: EventRow): MailEvent {
   if (r.status !== null) e.status = r.status;
   if (r.detail !== null) e.detail = r.detail;
   if (r.report !== null && r.report !== undefined) e.report = r.report;
-  // The checks' verdict is not a column: it is read from the client text, as when the event was made (queue/queue).
-  if (e.event === 'received' && e.remote) Object.assign(e, verdictFields(e.remote));
   return e;
 }
