@@ -116,6 +116,8 @@ export function formatEvent(e: MailEvent): string {
   if (e.reply !== undefined) s += `,"reply":${quoted.reply.of(e.reply)}`;
   if (e.error !== undefined) s += `,"error":${quoted.error.of(e.error)}`;
   if (e.status !== undefined) s += `,"status":${quoted.status.of(e.status)}`;
+  if (e.auth !== undefined) s += `,"auth":${JSON.stringify(e.auth)}`;
+  if (e.filter !== undefined) s += `,"filter":${JSON.stringify(e.filter)}`;
   if (e.detail !== undefined) s += `,"detail":${quoted.detail.of(e.detail)}`;
   if (e.report !== undefined) s += `,"report":${quoted.report.of(e.report)}`;
   if (e.tls !== undefined) s += `,"tls":${JSON.stringify(e.tls)}`;

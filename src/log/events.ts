@@ -5,6 +5,7 @@
  * Invariant: an id, once given, never changes or gets reused; docs/events.md
  * documents each one and a test checks that the two agree.
  */
+import type { AuthFields, FilterFields } from '../checks/verdict-fields.js';
 
 export const EVENT_IDS = {
   received: 1000,
@@ -57,6 +58,10 @@ export interface MailEvent {
   status?: string;
   /** Free-form detail: operator and reason, report queue id, "possible duplicate". */
   detail?: string;
+  /** On `received` of checked mail: SPF, DKIM, DMARC, ARC results (checks/verdict-fields, from `remote`). */
+  auth?: AuthFields;
+  /** On `received` of mail scanned by rspamd: action, score, required score, symbols (or not scanned, why). */
+  filter?: FilterFields;
   /**
    * On outcomes and removals: the report this change owes the sender
    * ("failed", "expired", "delayed", "delivered", "relayed") or "none" (no

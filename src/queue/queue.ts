@@ -25,6 +25,7 @@ import { randomBytes } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { FINAL_STATES, isoTime, makeEvent, operatorDetail, type MailEvent, type RecipientState } from '../log/events.js';
 import type { Trace } from '../log/trace.js';
+import { verdictFields } from '../checks/verdict-fields.js';
 import type { Change, NodeInfo, QueueBackend, RecipientFields, RecipientPatch, RecipientQuery } from './backend.js';
 import type {
   ActionResult,
@@ -182,8 +183,10 @@ export class Queue implements QueueStore {
   async insert(message: NewMessage, body: BodyWriter, options: InsertOptions = {}): Promise<Claim | null> {
     const ts = isoTime(message.receivedAt);
     const events: MailEvent[] = [];
+    // The inbound checks' verdict, as fields (read from the client text, as rows.toEvent does when reading back).
+    const verdict = verdictFields(message.client);
     for (const r of message.recipients) {
-      events.push({ ts, id: 1000, event: 'received', queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: 'queued', remote: message.client });
+      events.push({ ts, id: 1000, event: 'received', queue_id: message.queueId, message_id: message.messageId, sender: message.sender, recipient: r.address, state: 'queued', remote: message.client, ...verdict });
     }
     if (options.events) for (const e of options.events) events.push(e);
     const token = options.claimLeaseMs === undefined ? null : this.newToken();

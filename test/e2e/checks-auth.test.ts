@@ -133,6 +133,7 @@ junk_folder = ""
     assert.ok(m.indexOf('Received: from') < m.indexOf('Authentication-Results:'));
     const ev = p.events().find((e) => e.event === 'received' && e.remote?.includes('spf=pass dkim=pass dmarc=pass'));
     assert.ok(ev, 'the received event carries the verdict');
+    assert.deepEqual({ ...ev.auth, dmarc_policy: undefined }, { spf: 'pass', dkim: 'pass', dmarc: 'pass', arc: 'none', dmarc_policy: undefined }, 'and as the auth field');
   });
 
   test('DMARC fail with p=reject: 550 5.7.1 at end of data, nothing kept', async () => {

@@ -12,10 +12,11 @@ import { createServer, type Server } from 'node:http';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
+import { chromium } from 'playwright-core';
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { hasRspamd, startRspamd, type Rspamd } from '../helpers/rspamd.js';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
-import { cleanup, startPetrel, waitFor, type InProcess } from '../helpers/petrel-harness.js';
+import { cleanup, tempDir, startPetrel, waitFor, type InProcess } from '../helpers/petrel-harness.js';
 
 const GTUBE = 'XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X';
 
@@ -157,6 +158,27 @@ describe('a broken rspamd is a failure, never a pass', () => {
     const m = await waitFor(() => stored(p, 'Junk').find((x) => x.includes('Subject: add me\r\n')), 10_000, 'delivery');
     assert.match(m, /\r\nX-Spam: Yes\r\nX-Spam-Level: \*{7}\r\nX-Petrel-Junk: rspamd add header 7\/15\r\n/);
     assert.equal(stored(p).filter((x) => x.includes('Subject: add me\r\n')).length, 0, 'not in the inbox');
+    // The verdict as fields of the received event: in the event log, and read back from the store (track, the viewer).
+    const expected = { action: 'add header', score: 7, required: 15, symbols: ['BAD(7)'] };
+    const ev = await waitFor(() => p.events().find((e) => e.event === 'received' && e.filter?.action === 'add header'), 10_000, 'the received event');
+    assert.deepEqual(ev.filter, expected);
+    assert.equal(ev.auth?.dmarc !== undefined, true, 'auth fields too (authenticate is on by default)');
+    const back = await p.petrel.store.eventsOf(ev.queue_id, 0, 100);
+    assert.deepEqual(back.find((e) => e.event === 'received')?.filter, expected);
+    // The viewer's message page lists them (Debian's chromium driven by playwright-core, as test/e2e/queue-viewer).
+    const profile = tempDir('petrel-chromium-');
+    const context = await chromium.launchPersistentContext(profile, { executablePath: '/usr/bin/chromium', args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'], headless: true });
+    try {
+      const page = context.pages()[0] ?? (await context.newPage());
+      page.setDefaultTimeout(15_000);
+      await page.goto(`http://127.0.0.1:${p.petrel.admin!.bound!.port}/#/message/${ev.queue_id}`);
+      const dd = await page.waitForSelector('#checks dd[data-filter-action="add header"]');
+      assert.equal(await dd.textContent(), 'add header, score 7 / 15');
+      assert.match((await page.textContent('#checks')) ?? '', /SPF.*DKIM.*DMARC.*ARC.*rspamd.*Symbols\s*BAD\(7\)/s);
+    } finally {
+      await context.close();
+      cleanup(profile);
+    }
     assert.doesNotMatch(m, /Bad Name/);
   });
 

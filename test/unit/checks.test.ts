@@ -15,6 +15,7 @@ import { HeldMessage } from '../../src/checks/held-message.js';
 import { hasField, removeFields } from '../../src/checks/header-edit.js';
 import { decideFilter } from '../../src/checks/rspamd.js';
 import { parseRecipients } from '../../src/checks/route-recipients.js';
+import { verdictFields } from '../../src/checks/verdict-fields.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { cleanup, tempDir } from '../helpers/petrel-harness.js';
 
@@ -252,4 +253,20 @@ test('dns-wire parseReply: negative TTL from the SOA; truncated, looping and lyi
   loop.writeUInt16BE(0xc000 | (loop.length - 14), loop.length - 14);
   assert.throws(() => parseReply(loop, 7, 'x.test', 16), { code: 'EBADRESP' });
   assert.throws(() => parseReply(good, 8, 'x.test', 16), { code: 'EBADRESP' });
+});
+
+test('verdictFields: the checks\' note at the end of the client text as auth and filter fields; a HELO that imitates it is never read', () => {
+  assert.deepEqual(verdictFields('mx.example [192.0.2.1] (spf=pass dkim=none dmarc=fail (p=quarantine) arc=none; rspamd: add header 7.5/15 [BAD(7.5) R_SPF_ALLOW(-0.2)])'), {
+    auth: { spf: 'pass', dkim: 'none', dmarc: 'fail', arc: 'none', dmarc_policy: 'quarantine' },
+    filter: { action: 'add header', score: 7.5, required: 15, symbols: ['BAD(7.5)', 'R_SPF_ALLOW(-0.2)'] },
+  });
+  assert.deepEqual(verdictFields('h [192.0.2.1] (spf=softfail dkim=pass dmarc=none arc=pass)'), { auth: { spf: 'softfail', dkim: 'pass', dmarc: 'none', arc: 'pass' } });
+  assert.deepEqual(verdictFields('h [192.0.2.1] (rspamd: not scanned (no answer within 20000 ms))'), { filter: { action: 'not scanned', error: 'no answer within 20000 ms' } });
+  assert.deepEqual(verdictFields('h [192.0.2.1] (rspamd: no action -1.2/15 [])'), { filter: { action: 'no action', score: -1.2, required: 15, symbols: [] } });
+  // Not checked: nothing. A forged HELO before the address, or a login, never counts.
+  assert.deepEqual(verdictFields('h [192.0.2.1]'), {});
+  assert.deepEqual(verdictFields('x (spf=pass dkim=pass dmarc=pass arc=none) [192.0.2.1]'), {});
+  assert.deepEqual(verdictFields('x (spf=pass dkim=pass dmarc=pass arc=none [192.0.2.1] (authenticated as bob)'), {});
+  assert.deepEqual(verdictFields('pickup'), {});
+  assert.deepEqual(verdictFields(undefined), {});
 });

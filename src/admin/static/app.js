@@ -271,9 +271,22 @@ async function messagePage(qid) {
       h('tbody', {}, [...last.values()].map((e) => h('tr', { 'data-recipient': e.recipient }, h('td', {}, e.recipient), h('td', { class: 'rstate' }, stateBadge(e.state ?? e.event)), h('td', {}, e.reply ?? e.error ?? e.detail ?? ''))))));
     recipients = [...last.keys()];
   }
+  const checked = data.events.find((e) => e.event === 'received' && (e.auth || e.filter));
+  if (checked) out.push(h('h2', {}, 'Checks'), checksList(checked));
   out.push(h('h2', {}, 'Timeline'), timeline(recipients, data.events));
   out.push(h('h2', {}, 'History'), eventsTable(data.events));
   return out;
+}
+
+/** checksList - the inbound checks' verdict of a received event (auth: SPF, DKIM, DMARC, ARC; filter: rspamd). */
+function checksList(e) {
+  const a = e.auth;
+  const f = e.filter;
+  return h('dl', { class: 'envelope', id: 'checks' },
+    a ? [h('dt', {}, 'SPF'), h('dd', {}, a.spf), h('dt', {}, 'DKIM'), h('dd', {}, a.dkim),
+      h('dt', {}, 'DMARC'), h('dd', {}, a.dmarc_policy ? `${a.dmarc} (p=${a.dmarc_policy})` : a.dmarc), h('dt', {}, 'ARC'), h('dd', {}, a.arc)] : null,
+    f ? [h('dt', {}, 'rspamd'), h('dd', { 'data-filter-action': f.action }, f.error ? `${f.action} (${f.error})` : `${f.action}, score ${f.score} / ${f.required}`),
+      ...(f.symbols && f.symbols.length ? [h('dt', {}, 'Symbols'), h('dd', { class: 'mono' }, f.symbols.join(' '))] : [])] : null);
 }
 
 function eventsTable(events) {

@@ -31,9 +31,14 @@ export interface EventRow {
 /** The columns of `messages` a MessageRecord is made from (the body and the open count are not among them). */
 export const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine, require_tls, tls_required_no';
 
+// (Imported here, not above: the line above is where the other fields' imports change.)
+import { verdictFields } from '../../checks/verdict-fields.js';
+
 /** toEvent - an event row as the MailEvent it records. */
 export function toEvent(r: EventRow): MailEvent {
   const e: MailEvent = { seq: r.seq, ts: r.ts, id: r.id, event: r.event as MailEvent['event'], queue_id: r.qid, message_id: r.message_id, sender: r.sender };
+  // The checks' verdict is not a column: it is read from the client text, as when the event was made (queue/queue).
+  if (r.event === 'received' && r.remote) Object.assign(e, verdictFields(r.remote));
   if (r.recipient !== null) e.recipient = r.recipient;
   if (r.attempt !== null) e.attempt = r.attempt;
   if (r.state !== null) e.state = r.state;
