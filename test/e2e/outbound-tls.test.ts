@@ -8,6 +8,9 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { MtaStsResolver, mxAllowed } from '../../src/delivery/tls/mta-sts.js';
 import { SmtpAgent, type SmtpAgentOptions, type TlsAttemptResult } from '../../src/delivery/smtp/smtp-agent.js';
 import type { TlsaRecord } from '../../src/delivery/tls/cert-check.js';
 import type { MtaStsPolicy, PolicySources } from '../../src/delivery/tls/policy.js';
@@ -292,4 +295,54 @@ test('MTA-STS testing: a certificate that does not verify is delivered anyway, a
   assert.equal(r.tls?.policy, 'sts');
   assert.equal(r.tls?.verified, false);
   assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+});
+
+/** policySite - an HTTPS MTA-STS policy server on `address` (a certificate of the test CA for mta-sts.<domain>). */
+async function policySite(t: T, address: string, domain: string, body: string): Promise<number> {
+  const site = ca.issue([`mta-sts.${domain}`]);
+  const server = createHttpsServer({ cert: site.cert, key: site.key }, (req, res) => {
+    if (req.url !== '/.well-known/mta-sts.txt') return void res.writeHead(404).end();
+    res.writeHead(200, { 'Content-Type': 'text/plain' }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, address, () => r()));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+test('MTA-STS with the real resolver: a policy served over HTTPS; enforce skips the wrong-name MX and delivers to the right one, testing delivers and records; both are told to TLS reporting', async (t) => {
+  const mx2 = await peer(t, { host: '127.0.0.3', tlsCert: good2 });
+  const mx1 = await peer(t, { host: '127.0.0.2', port: mx2.port, tlsCert: wrongName });
+  for (const mode of ['enforce', 'testing'] as const) {
+    const httpsPort = await policySite(t, '127.0.0.5', 'example.test', `version: STSv1\nmode: ${mode}\nmx: mx1.example.test\nmx: mx2.example.test\nmax_age: 86400\n`);
+    const dns = await twoMx(t);
+    dns.table['_mta-sts.example.test'] = { TXT: [`v=STSv1; id=${mode}1`] };
+    dns.table['mta-sts.example.test'] = { A: ['127.0.0.5'] };
+    const seen: TlsAttemptResult[] = [];
+    const resolver = new MtaStsResolver({ dnsServers: [dns.address], caFile: ca.caFile, timeoutMs: 3000, httpsPort });
+    const a = agent(t, dns, { tlsSources: { sts: { resolver, mxAllowed } }, onTlsResult: (r) => seen.push(r) });
+    const before = [mx1.transactions.length, mx2.transactions.length];
+    const job = makeJob(['a@example.test'], mxHop('example.test', mx2.port));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    const r = c.byAddress.get('a@example.test')!;
+    assert.equal(r.kind, 'delivered', `${mode}: ${r.reply}`);
+    assert.equal(r.tls?.policy, 'sts');
+    if (mode === 'enforce') {
+      assert.match(r.remote, /^mx2\.example\.test/);
+      assert.equal(r.tls?.verified, true);
+      assert.equal(mx1.transactions.length, before[0], 'nothing to the MX whose certificate names another host');
+      assert.deepEqual(seen.map((s) => [s.mx, s.success, s.failure?.type]), [['mx1.example.test', false, 'certificate-host-mismatch'], ['mx2.example.test', true, undefined]]);
+    } else {
+      // testing: mx1 (preference 10) is used although its certificate does not verify; the failure is recorded.
+      assert.match(r.remote, /^mx1\.example\.test/);
+      assert.equal(r.tls?.verified, false);
+      assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+      assert.equal(mx1.transactions.length, before[0] + 1);
+      assert.deepEqual(seen.map((s) => [s.mx, s.success, s.failure?.type]), [['mx1.example.test', false, 'certificate-host-mismatch']]);
+    }
+    assert.ok(seen.every((s) => s.policy === 'sts' && s.policyDomain === 'example.test' && s.policyText?.includes(`mode: ${mode}`)));
+  }
 });

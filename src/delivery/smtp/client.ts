@@ -94,7 +94,7 @@ export interface SmtpClientOptions {
    * with. Without it the certificate is not checked (LMTP, tests): the
    * outcome says policy "opportunistic", not verified.
    */
-  tlsCheck?: { policy: HostTlsPolicy; context: SecureContext; tlsa?: TlsaRecord[]; matches?: DaneMatcher };
+  tlsCheck?: { policy: HostTlsPolicy; context: () => SecureContext; tlsa?: TlsaRecord[]; matches?: DaneMatcher };
   timeouts?: Partial<SmtpTimeouts>;
 }
 
@@ -416,7 +416,10 @@ export class SmtpClient {
     const r = await this.command('STARTTLS', this.timeouts.starttls);
     if (r.code !== 220) {
       this.quitQuietly();
-      throw new ClientError('tls', '4.7.5', `host ${where} refused STARTTLS: ${replyText(r)}`, r);
+      const e = new ClientError('tls', '4.7.5', `host ${where} refused STARTTLS: ${replyText(r)}`, r);
+      const policy = this.options.tlsCheck?.policy;
+      if (policy && policy.kind !== 'opportunistic') e.tlsFailure = { policy: policy.kind, policyDomain: policy.domain, type: 'starttls-not-supported', detail: e.message };
+      throw e;
     }
     const plain = this.socket as Socket;
     this.detach(plain);
@@ -429,7 +432,7 @@ export class SmtpClient {
         // against the policy, so that it can be recorded, and enforced only where the policy says.
         rejectUnauthorized: false,
         // `authorized` then speaks for the chain only; the names are checked against the policy's (cert-check).
-        ...(check ? { secureContext: check.context, checkServerIdentity: () => undefined } : {}),
+        ...(check ? { secureContext: check.context(), checkServerIdentity: () => undefined } : {}),
         ...(name && isIP(name) === 0 ? { servername: name.replace(/\.$/, '') } : {}),
       });
       const timer = setTimeout(() => {

@@ -251,7 +251,7 @@ export class SmtpAgent implements DeliveryAgent {
         heloName,
         ...bind,
         tls: mode,
-        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
+        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: () => this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
         ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}),
       });
     const client = make(d.policy.enforce ? 'required' : 'opportunistic');
