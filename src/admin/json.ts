@@ -37,6 +37,10 @@ export interface MessageJson {
   subject: string;
   recipient_count: number;
   quarantine: string;
+  /** Sent with MAIL FROM ... REQUIRETLS (RFC 8689). */
+  require_tls: boolean;
+  /** Carries "TLS-Required: No" (RFC 8689 §5). */
+  tls_required_no: boolean;
 }
 
 export function messageJson(m: MessageRecord): MessageJson {
@@ -55,6 +59,8 @@ export function messageJson(m: MessageRecord): MessageJson {
     subject: m.subject,
     recipient_count: m.recipientCount,
     quarantine: m.quarantine,
+    require_tls: m.requireTls === true,
+    tls_required_no: m.tlsRequiredNo === true,
   };
 }
 

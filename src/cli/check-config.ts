@@ -8,14 +8,18 @@
  * `petrel start` would refuse to start). With --dns, the sending identity is
  * checked in DNS (delivery/smtp/fcrdns: PTR, forward-confirmed, HELO name)
  * through [delivery] dns_servers; each problem is a "WARNING:" line and the
- * exit code is 2 (the file is valid; its DNS is not right yet).
+ * exit code is 2 (the file is valid; its DNS is not right yet). Each
+ * [[dkim]] key's record is compared with its key file too (cli/dkim's
+ * checkDkimKeys, the logic of `petrel dkim check`).
  */
 import { readFileSync } from 'node:fs';
 import { ConfigError, formatProblem, lineIndex, loadConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { preferredFamily } from '../delivery/smtp/address-order.js';
 import { checkIdentities, makeResolver } from '../delivery/smtp/fcrdns.js';
-import { identities, sourceProblems } from '../delivery/smtp/source.js';
+import { identities, sourceProblems, type SendingIdentity } from '../delivery/smtp/source.js';
+import { isPublicAddress, systemSource } from '../delivery/smtp/system-source.js';
+import { checkDkimKeys } from './dkim.js';
 import type { CliCommand } from './command.js';
 
 export const checkConfigCommand: CliCommand = {
@@ -31,8 +35,13 @@ machine (it cannot be bound) is such a problem.
        dns_servers (the system resolver when empty): each source address
        must have a PTR record whose name resolves back to it (forward-
        confirmed reverse DNS) and is the HELO name said from it. Each
-       problem is printed as a "WARNING:" line. With no source address
-       configured, nothing is bound and nothing is checked (it says so).
+       problem is printed as a "WARNING:" line. For a family with no
+       source address configured, nothing is bound: the address the
+       system would use towards the Internet is checked instead when it
+       is public (a private address is behind NAT: it says so).
+       Each [[dkim]] key's TXT record is compared with its key file, as
+       petrel dkim check does; a missing or different record, or a look-up
+       that fails, is a "WARNING:" line too.
 
 Exit 0 when the file is valid (and, with --dns, the identity checks out),
 1 when the file is not valid, 2 when it is valid but --dns found a problem.
@@ -73,7 +82,8 @@ function summary(file: string, c: Config, out: (s: string) => void): number {
   const first = preferredFamily({ family: c.delivery.address_family, preference: c.delivery.address_preference, sourceIpv6: c.delivery.source_ipv6 });
   const source = (id: typeof ids.ipv4): string => `${id.address || '(system chooses)'} helo ${id.heloName}`;
   const families = c.delivery.address_family === 'any' ? `IPv4 and IPv6, IPv${first} first` : `IPv${c.delivery.address_family.slice(3)} only`;
-  out(`  outbound ${families}; IPv4 from ${source(ids.ipv4)}; IPv6 from ${source(ids.ipv6)}`);
+  const used = [ids.ipv4, ids.ipv6].filter((id) => c.delivery.address_family === 'any' || c.delivery.address_family === `ipv${id.family}`);
+  out(`  outbound ${families}; ${used.map((id) => `IPv${id.family} from ${source(id)}`).join('; ')}`);
   return 0;
 }
 
@@ -92,21 +102,43 @@ async function checkMachine(file: string, c: Config, dns: boolean, out: (s: stri
   summary(file, c, out);
   if (!dns) return 0;
   const servers = c.delivery.dns_servers;
+  const resolver = makeResolver(servers);
   out(`sending identity in DNS (through ${servers.length ? servers.join(', ') : 'the system resolver'}):`);
-  const ids = Object.values(identities(c)).filter((i) => i.address !== '');
-  if (ids.length === 0) {
-    out('  no source address configured: nothing is bound, the system chooses the address per destination; not checked');
-    out('  (set [delivery] source_ipv4 / source_ipv6 to the addresses receivers see, to have them checked)');
-    return 0;
-  }
-  const reports = await checkIdentities(ids, makeResolver(servers));
   let warnings = 0;
-  for (const r of reports) {
-    const name = r.identity.key.replace('delivery.', '');
-    if (r.warnings.length === 0) out(`  ${name} ${r.identity.address}: PTR ${r.ptr.join(', ')}, forward-confirmed, is the HELO name ${r.identity.heloName}: OK`);
-    for (const w of r.warnings) out(`WARNING: ${name} ${r.identity.address}: ${w}`);
-    warnings += r.warnings.length;
+  // Each family that may be used: its configured source, else the address the system would use (checked when public).
+  const toCheck: { label: string; id: SendingIdentity }[] = [];
+  for (const id of Object.values(identities(c))) {
+    const name = id.key.replace('delivery.', '');
+    if (id.address !== '') {
+      toCheck.push({ label: `${name} ${id.address}`, id });
+      continue;
+    }
+    if (c.delivery.address_family !== 'any' && c.delivery.address_family !== `ipv${id.family}`) continue;
+    const sys = await systemSource(id.family);
+    const head = `  IPv${id.family}: no ${name} configured, nothing is bound`;
+    if ('error' in sys) out(`${head}; the system has no route to the Internet (${sys.error}): not checked`);
+    else if (!isPublicAddress(sys.address)) out(`${head}; the system would send from ${sys.address}, not a public address (receivers see the address of whatever NAT is in front): not checked`);
+    else toCheck.push({ label: `IPv${id.family} ${sys.address} (chosen by the system; set ${name} to bind it)`, id: { ...id, address: sys.address } });
   }
-  if (warnings) out(`${warnings} warning(s): receivers that check reverse DNS may refuse or junk this server's mail`);
+  const reports = await checkIdentities(toCheck.map((t) => t.id), resolver);
+  reports.forEach((r, i) => {
+    const label = toCheck[i]!.label;
+    if (r.warnings.length === 0) out(`  ${label}: PTR ${r.ptr.join(', ')}, forward-confirmed, is the HELO name ${r.identity.heloName}: OK`);
+    for (const w of r.warnings) out(`WARNING: ${label}: ${w}`);
+    warnings += r.warnings.length;
+  });
+  // [[dkim]] keys: the same comparison as `petrel dkim check`.
+  if (c.dkim.length) {
+    out('dkim keys in DNS:');
+    for (const r of await checkDkimKeys(c.dkim, resolver)) {
+      const line = `${r.name} ${r.algorithm} ${r.status.toUpperCase().replace('_', ' ')}: ${r.detail}`;
+      if (r.status === 'match') out(`  ${line}`);
+      else {
+        out(`WARNING: dkim ${line}`);
+        warnings++;
+      }
+    }
+  }
+  if (warnings) out(`${warnings} warning(s): receivers that check reverse DNS or DKIM may refuse or junk this server's mail`);
   return warnings ? 2 : 0;
 }

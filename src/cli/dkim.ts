@@ -21,7 +21,7 @@ import { Resolver } from 'node:dns/promises';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { configFrom, type Args, type CliCommand } from './command.js';
-import { loadKey, publicKeyData, recordName, txtRecord } from '../dkim/keys.js';
+import { loadKey, publicKeyData, recordName, txtRecord, type DkimKeyConfig } from '../dkim/keys.js';
 
 const HELP = `Usage: petrel dkim keygen --domain DOMAIN --selector SELECTOR [--ed25519] [--out FILE] [--config FILE]
        petrel dkim check --domain DOMAIN [--config FILE] [--json]
@@ -103,7 +103,7 @@ function zoneText(value: string): string {
   return parts.length > 1 ? `( ${parts.join(' ')} )` : parts[0]!;
 }
 
-interface CheckResult {
+export interface CheckResult {
   selector: string;
   name: string;
   algorithm: string;
@@ -111,21 +111,8 @@ interface CheckResult {
   detail: string;
 }
 
-async function check(args: Args, out: (s: string) => void, err: (s: string) => void): Promise<number> {
-  const domain = flag(args, 'domain')?.toLowerCase() ?? null;
-  if (!domain) {
-    err('petrel dkim check: --domain DOMAIN is needed');
-    return 64;
-  }
-  const config = configFrom(args, err);
-  if (!config) return 64;
-  const entries = config.dkim.filter((k) => k.domain.toLowerCase() === domain);
-  if (!entries.length) {
-    err(`petrel dkim check: no [[dkim]] key for ${domain} in the configuration`);
-    return 64;
-  }
-  const resolver = new Resolver({ timeout: 5000, tries: 2 });
-  if (config.delivery.dns_servers.length) resolver.setServers(config.delivery.dns_servers);
+/** checkDkimKeys - look up each key's published record and compare it with the key file (`petrel dkim check`, `petrel check-config --dns`). */
+export async function checkDkimKeys(entries: DkimKeyConfig[], resolver: Pick<Resolver, 'resolveTxt'>): Promise<CheckResult[]> {
   const results: CheckResult[] = [];
   for (const entry of entries) {
     const key = loadKey(entry);
@@ -156,6 +143,25 @@ async function check(args: Args, out: (s: string) => void, err: (s: string) => v
     else if (p !== want) results.push({ ...base, status: 'mismatch', detail: 'the published key (p=) is not the public half of the key file' });
     else results.push({ ...base, status: 'match', detail: 'the published key is the key file\'s' });
   }
+  return results;
+}
+
+async function check(args: Args, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const domain = flag(args, 'domain')?.toLowerCase() ?? null;
+  if (!domain) {
+    err('petrel dkim check: --domain DOMAIN is needed');
+    return 64;
+  }
+  const config = configFrom(args, err);
+  if (!config) return 64;
+  const entries = config.dkim.filter((k) => k.domain.toLowerCase() === domain);
+  if (!entries.length) {
+    err(`petrel dkim check: no [[dkim]] key for ${domain} in the configuration`);
+    return 64;
+  }
+  const resolver = new Resolver({ timeout: 5000, tries: 2 });
+  if (config.delivery.dns_servers.length) resolver.setServers(config.delivery.dns_servers);
+  const results = await checkDkimKeys(entries, resolver);
   if (args.flags.get('json') === true) out(JSON.stringify({ domain, keys: results }, null, 2));
   else for (const r of results) out(`${r.name}  ${r.algorithm}  ${r.status.toUpperCase().replace('_', ' ')}: ${r.detail}`);
   if (results.some((r) => r.status === 'lookup_failed')) return 69;

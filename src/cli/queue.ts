@@ -73,7 +73,7 @@ export function printMessage(b: Answer['body'], out: Out): void {
     out(`sender:      <${m.sender}>`);
     out(`subject:     ${clip(m.subject, 100)}`);
     out(`received:    ${m.received_at} (${age(received, now)} ago) from ${m.client}`);
-    out(`size:        ${m.size} octets${m.smtputf8 ? ', SMTPUTF8' : ''}${m.is_report ? ', a delivery report' : ''}${m.envid ? `, ENVID ${m.envid}` : ''}${m.ret ? `, RET=${m.ret}` : ''}`);
+    out(`size:        ${m.size} octets${m.smtputf8 ? ', SMTPUTF8' : ''}${m.is_report ? ', a delivery report' : ''}${m.envid ? `, ENVID ${m.envid}` : ''}${m.ret ? `, RET=${m.ret}` : ''}${m.require_tls ? ', REQUIRETLS' : ''}${m.tls_required_no ? ', TLS-Required: No' : ''}`);
     if (m.quarantine) out(`quarantined: ${m.quarantine}`);
     out('');
     out(

@@ -252,6 +252,9 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
   if (config.dsn.postmaster !== '' && !/^[^@\s]+@[^@\s]+$/.test(config.dsn.postmaster)) {
     problem('dsn.postmaster', `must be an address such as "postmaster@example.com" (got "${config.dsn.postmaster}")`);
   }
+  if (config.delivery.dane && config.delivery.dns_servers.length === 0) {
+    problem('delivery.dane', 'needs delivery.dns_servers: DANE trusts the AD bit of a DNSSEC-validating resolver you run (the system resolver is not asked)');
+  }
 
   return { config, problems };
 }

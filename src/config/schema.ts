@@ -92,6 +92,8 @@ export interface Config {
     address_preference: 'auto' | 'ipv6' | 'ipv4';
     /** Honour MTA-STS policies (RFC 8461; delivery/tls/mta-sts). */
     mta_sts: boolean;
+    /** Honour DANE TLSA records (RFC 7672), trusting the AD bit of dns_servers (delivery/tls/dane). */
+    dane: boolean;
     /** Outbound TLS policy for MX and smarthost delivery (delivery/tls/policy); routes may override. */
     tls: TlsMode;
     /** Extra PEM trust anchors for certificate checks ("" = Node's default CAs only); checked at load. */
@@ -288,8 +290,10 @@ const dnsServer: Check<string> = (raw) => {
 function sourceAddress(family: 4 | 6): Check<string> {
   return (raw) => {
     if (raw === '') return ok('');
-    if (typeof raw === 'string' && isIP(raw.trim()) === family) return ok(raw.trim());
-    return { error: `must be "" or an IPv${family} address such as "${family === 4 ? '192.0.2.25' : '2001:db8::25'}" (got ${describe(raw)})` };
+    const text = typeof raw === 'string' ? raw.trim() : '';
+    // The unspecified address binds nothing in particular: "" says that.
+    if (isIP(text) === family && !/^(0\.0\.0\.0|[0:]+)$/.test(text)) return ok(text);
+    return { error: `must be "" or a specific IPv${family} address such as "${family === 4 ? '192.0.2.25' : '2001:db8::25'}" (got ${describe(raw)})` };
   };
 }
 
@@ -351,6 +355,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.address_family': { check: oneOf('any', 'ipv4', 'ipv6'), def: () => 'any', doc: 'which next-hop addresses are tried' },
   'delivery.address_preference': { check: oneOf('auto', 'ipv6', 'ipv4'), def: () => 'auto', doc: 'with address_family "any": which family is tried first; auto = IPv6 first only with a global IPv6 source' },
   'delivery.mta_sts': { check: bool, def: () => true, doc: 'honour MTA-STS (RFC 8461) policies of recipient domains' },
+  'delivery.dane': { check: bool, def: () => false, doc: 'honour DANE TLSA records (RFC 7672); needs dns_servers: a DNSSEC-validating resolver whose AD bit is trusted' },
   'delivery.tls': { check: oneOf('opportunistic', 'verify', 'required'), def: () => 'opportunistic', doc: 'outbound TLS: opportunistic, verify (chain + MX host name) or required' },
   'delivery.tls_ca_file': { check: str, def: () => '', doc: 'extra PEM trust anchors for certificate checks' },
 

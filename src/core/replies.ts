@@ -16,7 +16,8 @@
  *   caller has already checked its syntax.
  *
  * Standards: RFC 5321 §4.2, RFC 3463, RFC 2034, RFC 4954 (AUTH), RFC 3207
- * (STARTTLS), RFC 1870 (SIZE), RFC 6531 (SMTPUTF8), RFC 9422 (LIMITS).
+ * (STARTTLS), RFC 1870 (SIZE), RFC 6531 (SMTPUTF8), RFC 9422 (LIMITS),
+ * RFC 8689 (REQUIRETLS).
  */
 import { formatReply, reply, type SmtpReply } from './smtp-reply.js';
 
@@ -79,6 +80,8 @@ export const REPLIES = {
   sizeDeclared: def(552, '5.3.4', (max: number) => `Message size exceeds fixed maximum message size (${max} octets)`),
   storageFull: def(452, '4.3.1', 'Insufficient system storage; try again later'),
   senderOk: def(250, '2.1.0', 'Sender ok'),
+  // RFC 8689: REQUIRETLS is offered, and accepted, only on a TLS session.
+  requireTlsNeedsTls: def(530, '5.7.10', 'REQUIRETLS needs a TLS session: issue STARTTLS first'),
 
   // RCPT
   needMail: def(503, '5.5.1', 'Need MAIL before RCPT'),

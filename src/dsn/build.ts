@@ -166,7 +166,8 @@ export async function writeReport(input: ReportInput, write: (chunk: Buffer) => 
     // 1. The original, before anything else: its copy settles the boundary.
     const original = newSpill();
     let boundary = newBoundary();
-    const wantFull = m.ret === 'FULL';
+    // A REQUIRETLS message's report goes out without REQUIRETLS (RFC 8689; docs/dane.md): it never carries the body.
+    const wantFull = m.ret === 'FULL' && m.requireTls !== true;
     let mode: CopyMode = wantFull && m.size <= input.returnSizeLimit ? 'full' : 'headers';
     let tooBig = wantFull && mode === 'headers';
     let truncated = false;

@@ -52,6 +52,8 @@ export interface Envelope {
   eightBit: boolean;
   ret: 'FULL' | 'HDRS' | null;
   envid: string | null;
+  /** MAIL FROM ... REQUIRETLS (RFC 8689); absent: false. Petrel's own reports never set it. */
+  requireTls?: boolean;
   /** Shown in events and `queue show`: "helo [ip]", "pickup", "dsn". */
   client: string;
   /** For the Received: header; null adds none (Petrel's own reports). */
@@ -243,6 +245,9 @@ export class Incoming {
           smtputf8: report.smtputf8 ?? this.envelope.smtputf8,
           eightBit: report.eightBit ?? this.envelope.eightBit,
           isReport: this.envelope.isReport,
+          // RFC 8689 §4.1: REQUIRETLS wins; TLS-Required: No counts only without it.
+          requireTls: this.envelope.requireTls === true,
+          tlsRequiredNo: this.envelope.requireTls !== true && this.scanner.tlsRequiredNo,
           client: this.envelope.client,
           subject: this.scanner.subject,
           recipients,

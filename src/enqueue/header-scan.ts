@@ -3,6 +3,9 @@
  * past, without holding it: counts Received: headers (loop detection, RFC
  * 5321 §6.3), finds Message-ID and Subject, and adds a Message-ID when the
  * message has none (at the end of the header section, so nothing is held).
+ * It also reads the first TLS-Required: header field (RFC 8689 §5): its
+ * only defined value is "No" (case-insensitive); anything else means
+ * nothing.
  *
  * Input is already normalised to CR LF line ends (inbound/data-reader, or the
  * pickup reader). Untrusted: header names and values are only compared and
@@ -18,7 +21,9 @@ export class HeaderScanner {
   private partialLen = 0;
   /** The current line was too long to hold: its start was passed through already. */
   private longLine = false;
-  private current: 'message-id' | 'subject' | null = null;
+  private current: 'message-id' | 'subject' | 'tls-required' | null = null;
+  /** The first TLS-Required: field's value (bounded), null when there is none. */
+  private tlsRequired: string | null = null;
   received = 0;
   messageId = '';
   subject = '';
@@ -39,6 +44,11 @@ export class HeaderScanner {
     private readonly makeMessageId: () => string,
     private readonly makeDate: (() => string) | null = null,
   ) {}
+
+  /** tlsRequiredNo - the message carries "TLS-Required: No" (RFC 8689 §5). */
+  get tlsRequiredNo(): boolean {
+    return this.tlsRequired !== null && this.tlsRequired.trim().toLowerCase() === 'no';
+  }
 
   /** push - returns the octets to store for this chunk (in order). */
   push(chunk: Buffer): Buffer[] {
@@ -151,6 +161,10 @@ export class HeaderScanner {
     else if (lower === 'message-id' && !this.messageId) {
       this.current = 'message-id';
       this.append(line.subarray(colon + 1).toString('utf8').trim());
+    } else if (lower === 'tls-required' && this.tlsRequired === null) {
+      this.current = 'tls-required';
+      this.tlsRequired = '';
+      this.append(line.subarray(colon + 1).toString('latin1').trim());
     } else if (lower === 'subject' && !this.subject) {
       this.current = 'subject';
       this.append(line.subarray(colon + 1).toString('utf8').trim());
@@ -161,6 +175,7 @@ export class HeaderScanner {
   private append(text: string): void {
     if (this.current === 'message-id') this.messageId = (this.messageId ? `${this.messageId}${text}` : text).slice(0, MAX_VALUE);
     else if (this.current === 'subject') this.subject = (this.subject ? `${this.subject} ${text}` : text).slice(0, MAX_VALUE);
+    else if (this.current === 'tls-required') this.tlsRequired = `${this.tlsRequired ?? ''} ${text}`.slice(0, 100);
   }
 
   private line(line: Buffer, out: Buffer[]): void {

@@ -1,7 +1,7 @@
 /*
  * inbound/commands - parse SMTP command lines and the parameters of MAIL and
  * RCPT (RFC 5321 §4.1, SIZE RFC 1870, 8BITMIME RFC 6152, DSN RFC 3461,
- * SMTPUTF8 RFC 6531).
+ * SMTPUTF8 RFC 6531, REQUIRETLS RFC 8689).
  *
  * Untrusted input: every octet a client sends. Parsers return either a value
  * or a reply (code, enhanced status, text) saying exactly what is wrong; they
@@ -42,6 +42,8 @@ export interface MailParams {
   smtputf8: boolean;
   ret: 'FULL' | 'HDRS' | null;
   envid: string | null;
+  /** MAIL FROM:<...> REQUIRETLS (RFC 8689): relay only over verified TLS to hops that offer REQUIRETLS. */
+  requireTls: boolean;
 }
 
 export interface RcptParams {
@@ -87,10 +89,10 @@ function splitParam(p: string): [string, string | null] {
 }
 
 /** parseMail - the argument of MAIL ("FROM:<...> params"). */
-export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolean }): Parsed<MailParams> {
+export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolean; /** REQUIRETLS: only on a TLS session (RFC 8689). */ requireTls?: boolean }): Parsed<MailParams> {
   const sp = splitPath(arg, 'FROM');
   if (!sp) return bad('mailSyntax');
-  const out: MailParams = { sender: sp.path, size: null, body: null, smtputf8: false, ret: null, envid: null };
+  const out: MailParams = { sender: sp.path, size: null, body: null, smtputf8: false, ret: null, envid: null, requireTls: false };
   const seen = new Set<string>();
   for (const p of sp.params) {
     const [key, value] = splitParam(p);
@@ -128,6 +130,11 @@ export function parseMail(arg: string, offered: { dsn: boolean; smtputf8: boolea
       }
       case 'AUTH':
         // RFC 4954 §5: accepted and not trusted.
+        break;
+      case 'REQUIRETLS':
+        if (!offered.requireTls) return bad('requireTlsNeedsTls');
+        if (value !== null) return bad('parameterNoValue', 'REQUIRETLS');
+        out.requireTls = true;
         break;
       default:
         return bad('unsupportedParameter', shown(key));

@@ -2,7 +2,7 @@
  * inbound/smtp-session - one SMTP connection, one method per verb (RFC 5321, with
  * PIPELINING RFC 2920, SIZE RFC 1870, 8BITMIME RFC 6152, SMTPUTF8 RFC 6531,
  * ENHANCEDSTATUSCODES RFC 2034/3463, DSN RFC 3461, STARTTLS RFC 3207,
- * LIMITS RFC 9422).
+ * LIMITS RFC 9422, REQUIRETLS RFC 8689: offered and accepted only with TLS).
  *
  * Why not nodemailer's smtp-server: measured against CONTRACT.md's reply
  * table it answers a refused RCPT with the enhanced code of its own fixed
@@ -405,6 +405,7 @@ export class Session {
       'DSN',
     ];
     if (this.ctx.tls && !this.tlsInfo) lines.push('STARTTLS');
+    if (this.tlsInfo) lines.push('REQUIRETLS');
     if (this.authOffered()) lines.push('AUTH PLAIN LOGIN');
     lines.push(`LIMITS RCPTMAX=${c.smtp.max_recipients}`);
     lines.push('HELP');
@@ -421,10 +422,10 @@ export class Session {
       this.send(smtpReply('shuttingDownAtMail', this.ctx.config.hostname));
       return this.end();
     }
-    const parsed = parseMail(arg, { dsn: this.esmtp, smtputf8: this.esmtp });
+    const parsed = parseMail(arg, { dsn: this.esmtp, smtputf8: this.esmtp, requireTls: this.tlsInfo !== null });
     if ('error' in parsed) return this.send(parsed.error);
     const p = parsed.ok;
-    if (!this.esmtp && (p.size !== null || p.body !== null)) return this.send(smtpReply('parametersNeedEhlo'));
+    if (!this.esmtp && (p.size !== null || p.body !== null || p.requireTls)) return this.send(smtpReply('parametersNeedEhlo'));
     // reject_sender_login_mismatch: a login sends only as the addresses it owns.
     if (this.authenticated && this.ctx.senderLogins && !this.ctx.senderLogins.mayUse(this.authUser, p.sender)) {
       this.ctx.trace.info({ sid: this.id, user: this.authUser, sender: p.sender }, 'sender not owned by the login');
@@ -475,6 +476,7 @@ export class Session {
       eightBit: this.mail.body === '8BITMIME',
       ret: this.mail.ret,
       envid: this.mail.envid,
+      requireTls: this.mail.requireTls,
       client: `${this.helo} [${this.clientIp}]${this.authenticated ? ` (authenticated as ${this.authUser})` : ''}`,
       received: { helo: this.helo, ip: this.clientIp, esmtp: this.esmtp, tls: this.tlsInfo, auth: this.authenticated },
       fixups: this.kind === 'submission',

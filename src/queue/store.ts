@@ -60,6 +60,20 @@ export interface MessageMeta {
   /** Who handed it to us: "helo [ip]" or "pickup" or "dsn". */
   client: string;
   subject: string;
+  /**
+   * Received with MAIL FROM ... REQUIRETLS (RFC 8689): relayed only over
+   * verified TLS to hops that offer REQUIRETLS, and passed on with it
+   * (delivery/smtp/require-tls). Absent: false (every store returns it).
+   * Petrel's own reports are never REQUIRETLS messages.
+   */
+  requireTls?: boolean;
+  /**
+   * The message carries "TLS-Required: No" (RFC 8689 §5) and was not sent
+   * with REQUIRETLS: its sender asks that the recipient's TLS policies
+   * (MTA-STS, DANE) not be enforced; the operator's own `tls` setting still
+   * applies. Absent: false.
+   */
+  tlsRequiredNo?: boolean;
 }
 
 export interface NewMessage extends MessageMeta {

@@ -3,18 +3,20 @@
 // address this machine lacks stops start and is a check-config problem; the
 // PTR / forward-confirmed / HELO checks warn at start and in
 // `check-config --dns`; address_family filters and address_preference orders
-// the addresses tried. Peers on 127.0.0.x (and ::1 when this machine has it),
+// the addresses tried; --dns also checks the [[dkim]] records. Peers on 127.0.0.x (and ::1 when this machine has it),
 // the loopback DNS server for MX and PTR.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer } from 'node:net';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
-import { baseConfig, cleanup, spawnPetrel, startChild, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
+import { baseConfig, cleanup, freePort, spawnPetrel, startChild, startPetrel, tempDir, waitFor, type InProcess } from '../helpers/petrel-harness.js';
 import { startPeer, type TestPeer } from '../helpers/test-peer.js';
 import { reverseName, startDnsServer, type DnsEntry } from '../helpers/dns-server.js';
 import { runCli } from '../helpers/run-cli.js';
+import { txtRecord } from '../../src/dkim/keys.js';
 
 async function send(p: InProcess, rcpts: string[], from = 'alice@home.test'): Promise<void> {
   const t = await SmtpTalk.open(p.port);
@@ -103,7 +105,7 @@ test('PTR mismatch: check-config --dns prints WARNING lines (exit 2), petrel sta
       writeFileSync(file, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\n${delivery}`));
       return file;
     };
-    const good = await runCli(['check-config', write('good.toml', 'source_ipv4 = "127.0.0.3"\nhelo_name = "mail3.test"\n'), '--dns']);
+    const good = await runCli(['check-config', write('good.toml', 'source_ipv4 = "127.0.0.3"\nhelo_name = "mail3.test"\naddress_family = "ipv4"\n'), '--dns']);
     assert.equal(good.code, 0, good.stdout + good.stderr);
     assert.match(good.stdout, /source_ipv4 127\.0\.0\.3: PTR mail3\.test, forward-confirmed, is the HELO name mail3\.test: OK/);
     assert.doesNotMatch(good.stdout, /WARNING/);
@@ -120,9 +122,15 @@ test('PTR mismatch: check-config --dns prints WARNING lines (exit 2), petrel sta
     assert.equal(none.code, 2);
     assert.match(none.stdout, /^WARNING: source_ipv4 127\.0\.0\.5: 127\.0\.0\.5 has no PTR record \(ENOTFOUND\)/m);
 
+    // Nothing bound: the address the system would use is named (checked only when public: this machine decides, so the
+    // exit code follows what was found).
     const unbound = await runCli(['check-config', write('unbound.toml', ''), '--dns']);
-    assert.equal(unbound.code, 0);
-    assert.match(unbound.stdout, /no source address configured: nothing is bound/);
+    assert.equal(unbound.code, /^WARNING/m.test(unbound.stdout) ? 2 : 0, unbound.stdout);
+    assert.match(unbound.stdout, /IPv4(: no source_ipv4 configured, nothing is bound| \S+ \(chosen by the system)/);
+    assert.match(unbound.stdout, /IPv6(: no source_ipv6 configured, nothing is bound| \S+ \(chosen by the system)/);
+    const only4 = await runCli(['check-config', write('only4.toml', 'address_family = "ipv4"\n'), '--dns']);
+    assert.match(only4.stdout, /outbound IPv4 only; IPv4 from \(system chooses\) helo petrel\.test\n/);
+    assert.doesNotMatch(only4.stdout, /IPv6/);
 
     child = await startChild(dir, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.4"\nhelo_name = "mail4.test"\n`));
     const c = child;
@@ -169,6 +177,9 @@ test('address_family and address_preference over 127.0.0.1 and ::1: filtered, or
     'mx.dual.example': { A: ['127.0.0.1'], AAAA: ['::1'] },
     'v4only.example': { MX: [[10, 'mx.v4only.example']] },
     'mx.v4only.example': { A: ['127.0.0.1'] },
+    // ::1's PTR under ip6.arpa, forward-confirmed by AAAA: the IPv6 identity checks out.
+    [reverseName('::1')]: { PTR: ['mail6.test'] },
+    'mail6.test': { AAAA: ['::1'] },
   });
   const conf = (extra: string): string =>
     `[delivery]\nsmtp_port = ${v4.port}\ndns_servers = ["${dns.address}"]\nhelo_name = "mail4.test"\nhelo_name_ipv6 = "mail6.test"\n${extra}[queue]\nretry_intervals = ["1h"]\n[local]\ndomains = ["home.test"]\n`;
@@ -182,6 +193,8 @@ test('address_family and address_preference over 127.0.0.1 and ::1: filtered, or
     await waitFor(() => v4.delivered().length + v6.delivered().length === 3, 10_000, 'three delivered');
     assert.deepEqual(seenBy(v6), { 'a@dual.example': ['::1', 'mail6.test'], 'd@dual.example': ['::1', 'mail6.test'] });
     assert.deepEqual(seenBy(v4), { 'c@dual.example': ['127.0.0.1', 'mail4.test'] });
+    const reports = await only6.petrel.identityCheck!.done;
+    assert.deepEqual(reports.map((r) => [r.identity.address, r.identity.heloName, r.confirmed, r.warnings]), [['::1', 'mail6.test', ['mail6.test'], []]]);
     const deferred = await waitFor(() => only6.events().find((e) => e.recipient === 'b@v4only.example' && e.event !== 'received'), 10_000, 'the v4-only outcome');
     assert.equal(deferred.event, 'deferred');
     assert.equal(deferred.attempt, 1);
@@ -195,5 +208,44 @@ test('address_family and address_preference over 127.0.0.1 and ::1: filtered, or
     await v4.close();
     await v6.close();
     await dns.close();
+  }
+});
+
+test('check-config --dns also compares each [[dkim]] key with its published record (as petrel dkim check): a mismatch is a WARNING, exit 2', async () => {
+  const dns = await startDnsServer({ ...GOOD_PTR });
+  const dir = tempDir();
+  try {
+    const key = generateKeyPairSync('ed25519').privateKey;
+    const keyFile = join(dir, 'example.com.e1.pem');
+    writeFileSync(keyFile, key.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+    const file = join(dir, 'petrel.toml');
+    writeFileSync(file, baseConfig(dir, `[delivery]\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.2"\nhelo_name = "mail2.test"\naddress_family = "ipv4"\n[[dkim]]\ndomain = "example.com"\nselector = "e1"\nkey_file = "${keyFile}"\n`));
+    dns.table['e1._domainkey.example.com'] = { TXT: [txtRecord(key)] };
+    const ok = await runCli(['check-config', file, '--dns']);
+    assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+    assert.match(ok.stdout, /^ {2}e1\._domainkey\.example\.com ed25519-sha256 MATCH/m);
+    dns.table['e1._domainkey.example.com'] = { TXT: [txtRecord(generateKeyPairSync('ed25519').privateKey)] };
+    const bad = await runCli(['check-config', file, '--dns']);
+    assert.equal(bad.code, 2, bad.stdout + bad.stderr);
+    assert.match(bad.stdout, /^WARNING: dkim e1\._domainkey\.example\.com ed25519-sha256 MISMATCH: the published key \(p=\) is not the public half of the key file/m);
+    assert.match(bad.stdout, /source_ipv4 127\.0\.0\.2: .*: OK/);
+  } finally {
+    await dns.close();
+    cleanup(dir);
+  }
+});
+
+test('a connection that fails from a bound source says which source: the deferred event names it', async () => {
+  const port = await freePort();
+  const dns = await startDnsServer({ ...GOOD_PTR });
+  const p = await startPetrel(`[delivery]\nsmarthost = "127.0.0.1:${port}"\ndns_servers = ["${dns.address}"]\nsource_ipv4 = "127.0.0.2"\nhelo_name = "mail2.test"\n[queue]\nretry_intervals = ["1h"]\n[local]\ndomains = ["home.test"]\n`);
+  try {
+    await send(p, ['z@far.example']);
+    const ev = await waitFor(() => p.events().find((e) => e.event === 'deferred'), 10_000, 'the deferred attempt');
+    assert.match(JSON.stringify(ev), /connect to 127\.0\.0\.1\[127\.0\.0\.1\]:\d+ from 127\.0\.0\.2: Connection refused/);
+  } finally {
+    await p.stop();
+    await dns.close();
+    cleanup(p.dir);
   }
 });

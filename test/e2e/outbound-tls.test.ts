@@ -4,13 +4,15 @@
 // whose chain and name check, defers 4.7.5 (never fails) a wrong name or an
 // untrusted chain and tries the next MX; `required` without STARTTLS defers
 // 4.7.4; every result says what its TLS was. MTA-STS and DANE go through the
-// policy decision point with stub resolvers (their modules are other branches).
+// policy decision point: DANE with stub TLSA answers and dane.ts's matcher,
+// MTA-STS with stub policies and with the real resolver and an HTTPS server.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { MtaStsResolver, mxAllowed } from '../../src/delivery/tls/mta-sts.js';
+import { daneMatches } from '../../src/delivery/tls/dane.js';
 import { SmtpAgent, type SmtpAgentOptions, type TlsAttemptResult } from '../../src/delivery/smtp/smtp-agent.js';
 import type { TlsaRecord } from '../../src/delivery/tls/cert-check.js';
 import type { MtaStsPolicy, PolicySources } from '../../src/delivery/tls/policy.js';
@@ -203,16 +205,8 @@ function spkiRecord(usage: number, pem: string): TlsaRecord {
   return { usage, selector: 1, matchingType: 1, data: createHash('sha256').update(spki).digest() };
 }
 
-/** A stand-in for dane.ts's daneMatches (selector 1, matching type 1 only). */
-function matches(records: TlsaRecord[], chain: Buffer[]): boolean {
-  return chain.some((der) => {
-    const d = createHash('sha256').update(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' })).digest();
-    return records.some((r) => r.selector === 1 && r.matchingType === 1 && r.data.equals(d));
-  });
-}
-
 function daneSources(answer: (host: string) => { secure: boolean; records: TlsaRecord[] } | { failure: { policy: 'tlsa'; policyDomain: string; type: 'dnssec-invalid'; detail: string } }): PolicySources {
-  return { dane: { resolver: { tlsaFor: async (host) => answer(host) }, matches } };
+  return { dane: { resolver: { tlsaFor: async (host) => answer(host) }, matches: daneMatches } };
 }
 
 test('DANE: a secure 3 1 1 record matching the leaf verifies a certificate no CA trusts for another name; a mismatch defers 4.7.5', async (t) => {
@@ -237,7 +231,7 @@ test('DANE: a secure 3 1 1 record matching the leaf verifies a certificate no CA
   assert.deepEqual(seen.map((s) => [s.policy, s.mx, s.receivingIp, s.success]), [['tlsa', 'mx9.example.test', '127.0.0.2', true], ['tlsa', 'mx9.example.test', '127.0.0.2', false]]);
 });
 
-test('DANE: 2 1 1 (the CA) needs the name too; insecure records are ignored; a failed TLSA look-up defers without connecting', async (t) => {
+test('DANE: 2 1 1 (the CA) verifies a leaf naming the MX host, refuses one naming another; insecure records are ignored; a failed TLSA look-up defers without connecting', async (t) => {
   const p = await peer(t, { host: '127.0.0.2', tlsCert: { key: wrongName.key, cert: wrongName.cert + ca.caPem } });
   const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
   t.after(() => dns.close());
@@ -248,6 +242,16 @@ test('DANE: 2 1 1 (the CA) needs the name too; insecure records are ignored; a f
     await a.deliver(job, c.report);
     return c;
   };
+  // DANE-TA matching the CA in the chain, with a leaf naming the MX host: verified.
+  const p2 = await peer(t, { host: '127.0.0.3', tlsCert: { key: good2.key, cert: good2.cert + ca.caPem } });
+  const dns2 = await startDnsServer({ 'example.test': { MX: [[10, 'mx2.example.test']] }, 'mx2.example.test': { A: ['127.0.0.3'] } });
+  t.after(() => dns2.close());
+  const okTa = agent(t, dns2, { tlsSources: daneSources(() => ({ secure: true, records: [spkiRecord(2, ca.caPem)] })) });
+  const jobTa = makeJob(['a@example.test'], mxHop('example.test', p2.port));
+  const cTa = collect(jobTa);
+  await okTa.deliver(jobTa, cTa.report);
+  assert.equal(cTa.byAddress.get('a@example.test')!.kind, 'delivered', cTa.byAddress.get('a@example.test')!.reply);
+  assert.equal(cTa.byAddress.get('a@example.test')!.tls?.verified, true);
   // DANE-TA matches the CA in the chain, but the leaf names mail.elsewhere.test, not mx1.example.test.
   const ta = (await run(daneSources(() => ({ secure: true, records: [spkiRecord(2, ca.caPem)] })))).byAddress.get('a@example.test')!;
   assert.equal(ta.kind, 'deferred');

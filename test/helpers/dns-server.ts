@@ -10,21 +10,41 @@
  * not in the table is NXDOMAIN. A null MX (RFC 7505) is written
  * `MX: [[0, '.']]`. Encoding is done by hand (RFC 1035 §4): no compression
  * except the one pointer from each answer back to the question's name.
+ *
+ * DANE (issue 14): an entry may hold TLSA records, and the AD bit of an
+ * answer is the entry's `AD`, else the server's `ad` (default false), as a
+ * validating resolver would set it. "MALFORMED" answers with the right id
+ * and garbage after the header (a broken or hostile resolver).
  */
 import { createSocket, type Socket } from 'node:dgram';
 import { isIP } from 'node:net';
 
-export type DnsEntry = { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[]; PTR?: string[] } | 'NXDOMAIN' | 'SERVFAIL' | 'SILENT';
+/** A TLSA record (RFC 6698 §2.1): certificate usage, selector, matching type, association data. */
+export interface TlsaData {
+  usage: number;
+  selector: number;
+  matchingType: number;
+  data: Buffer;
+}
+
+export type DnsEntry =
+  | { MX?: [number, string][]; A?: string[]; AAAA?: string[]; TXT?: string[]; PTR?: string[]; TLSA?: TlsaData[]; /** AD bit for this name (else the server's `ad`). */ AD?: boolean }
+  | 'NXDOMAIN'
+  | 'SERVFAIL'
+  | 'SILENT'
+  | 'MALFORMED';
 
 export interface DnsServer {
   /** "127.0.0.1:PORT", for [delivery] dns_servers. */
   address: string;
   table: Record<string, DnsEntry>;
   queries: { name: string; type: string }[];
+  /** AD bit of every answer whose entry does not say (NXDOMAIN included): a validating resolver's "secure". */
+  ad: boolean;
   close(): Promise<void>;
 }
 
-const TYPES: Record<number, string> = { 1: 'A', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA' };
+const TYPES: Record<number, string> = { 1: 'A', 12: 'PTR', 15: 'MX', 16: 'TXT', 28: 'AAAA', 52: 'TLSA' };
 
 /** reverseName - the PTR name of an address ("127.0.0.2" -> "2.0.0.127.in-addr.arpa", IPv6 -> nibbles under ip6.arpa), a key for the table. */
 export function reverseName(address: string): string {
@@ -85,6 +105,7 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     address: '',
     table,
     queries: [],
+    ad: false,
     close: () => new Promise<void>((resolve) => socket.close(() => resolve())),
   };
   socket.on('message', (msg, rinfo) => {
@@ -106,6 +127,11 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     server.queries.push({ name, type });
     const entry = server.table[name];
     if (entry === 'SILENT') return;
+    if (entry === 'MALFORMED') {
+      // The id and QR are right; the counts promise records that are not there.
+      socket.send(Buffer.concat([msg.subarray(0, 2), Buffer.from([0x81, 0x80, 0, 1, 0, 5, 0, 0, 0, 0, 0xc0])]), rinfo.port, rinfo.address);
+      return;
+    }
 
     let rcode = 0;
     const answers: Buffer[] = [];
@@ -115,13 +141,15 @@ export async function startDnsServer(table: Record<string, DnsEntry>): Promise<D
     else if (type === 'A') for (const a of entry.A ?? []) answers.push(record(1, Buffer.from(a.split('.').map(Number))));
     else if (type === 'PTR') for (const host of entry.PTR ?? []) answers.push(record(12, encodeName(host)));
     else if (type === 'TXT') for (const t of entry.TXT ?? []) answers.push(record(16, txtData(t)));
+    else if (type === 'TLSA') for (const t of entry.TLSA ?? []) answers.push(record(52, Buffer.concat([Buffer.from([t.usage, t.selector, t.matchingType]), t.data])));
     else if (type === 'AAAA') for (const a of entry.AAAA ?? []) if (isIP(a) === 6) answers.push(record(28, ipv6Bytes(a)));
+    const ad = typeof entry === 'object' && entry.AD !== undefined ? entry.AD : server.ad;
 
     const header = Buffer.alloc(12);
     msg.copy(header, 0, 0, 2);
     const rd = msg[2]! & 0x01;
     header[2] = 0x80 | 0x04 | rd; // QR, AA, RD copied
-    header[3] = 0x80 | rcode; // RA, RCODE
+    header[3] = 0x80 | (ad && rcode !== 2 ? 0x20 : 0) | rcode; // RA, AD (never with SERVFAIL), RCODE
     header.writeUInt16BE(1, 4);
     header.writeUInt16BE(answers.length, 6);
     socket.send(Buffer.concat([header, msg.subarray(12, qEnd), ...answers]), rinfo.port, rinfo.address);

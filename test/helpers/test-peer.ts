@@ -36,6 +36,8 @@ export interface PeerOptions {
   /** SIZE to advertise (0: without a limit); null/undefined: not advertised. */
   size?: number | null;
   starttls?: boolean;
+  /** Advertise REQUIRETLS (RFC 8689), after STARTTLS only, as the RFC says. */
+  requireTls?: boolean;
   /** Advertise LIMITS RCPTMAX=n. */
   rcptMax?: number;
   enhancedStatusCodes?: boolean;
@@ -241,6 +243,7 @@ export class TestPeer {
       if (o.smtputf8) l.push('SMTPUTF8');
       if (o.dsn) l.push('DSN');
       if (o.starttls && !conn.tls) l.push('STARTTLS');
+      if (o.requireTls && conn.tls) l.push('REQUIRETLS');
       if (o.enhancedStatusCodes !== false) l.push('ENHANCEDSTATUSCODES');
       if (o.rcptMax) l.push(`LIMITS RCPTMAX=${o.rcptMax}`);
       return l;

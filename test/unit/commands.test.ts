@@ -14,7 +14,7 @@ test('commands are case-insensitive and keep their argument', () => {
 test('MAIL parameters', () => {
   const r = parseMail('FROM:<a@example.com> SIZE=1000 BODY=8BITMIME RET=HDRS ENVID=abc+2Bdef SMTPUTF8', on);
   assert.ok('ok' in r);
-  assert.deepEqual(r.ok, { sender: 'a@example.com', size: 1000, body: '8BITMIME', smtputf8: true, ret: 'HDRS', envid: 'abc+def' });
+  assert.deepEqual(r.ok, { sender: 'a@example.com', size: 1000, body: '8BITMIME', smtputf8: true, ret: 'HDRS', envid: 'abc+def', requireTls: false });
   const nul = parseMail('FROM:<>', on);
   assert.ok('ok' in nul && nul.ok.sender === '');
   const bad = (arg: string, code: number): void => {
@@ -28,6 +28,20 @@ test('MAIL parameters', () => {
   bad('FROM:<a@b> RET=ALL', 501);
   bad('FROM:<not an address>', 553);
   bad('FROM:<a@b> SIZE=1 SIZE=2', 501);
+});
+
+test('MAIL REQUIRETLS (RFC 8689): accepted only where offered (a TLS session), takes no value', () => {
+  const r = parseMail('FROM:<a@example.com> requiretls', { ...on, requireTls: true });
+  assert.ok('ok' in r && r.ok.requireTls === true);
+  for (const offered of [{ ...on, requireTls: false }, on]) {
+    const x = parseMail('FROM:<a@example.com> REQUIRETLS', offered);
+    assert.ok('error' in x);
+    assert.equal(`${x.error.code} ${x.error.enhanced}`, '530 5.7.10');
+  }
+  const v = parseMail('FROM:<a@example.com> REQUIRETLS=yes', { ...on, requireTls: true });
+  assert.ok('error' in v && v.error.code === 501);
+  const twice = parseMail('FROM:<a@example.com> REQUIRETLS REQUIRETLS', { ...on, requireTls: true });
+  assert.ok('error' in twice && twice.error.code === 501);
 });
 
 test('RCPT parameters: NOTIFY and ORCPT', () => {

@@ -116,6 +116,15 @@ test('a non-loopback admin listener needs a token', () => {
   assert.doesNotThrow(() => parseConfigText('[admin]\nlisten = "0.0.0.0:8025"\ntoken = "s3cret"\n', 'x', '/'));
 });
 
+test('[delivery] dane = true needs dns_servers (a validating resolver whose AD bit is trusted); off by default', () => {
+  assert.equal(parseConfigText('', 'x', '/').delivery.dane, false);
+  const p = problems('[delivery]\ndane = true\n');
+  assert.equal(p.length, 1, p.join('\n'));
+  assert.match(p[0]!, /delivery\.dane: needs delivery\.dns_servers/);
+  assert.equal(parseConfigText('[delivery]\ndane = true\ndns_servers = ["127.0.0.1:53"]\n', 'x', '/').delivery.dane, true);
+  assert.match(problems('[delivery]\ndane = "yes"\n')[0]!, /delivery\.dane/);
+});
+
 test('duplicate routes and missing route keys are errors', () => {
   const p = problems('[[routes]]\ndomain = "a.example"\nvia = "maildir:/m"\n[[routes]]\ndomain = "A.example"\nvia = "directory:/d"\n[[routes]]\nvia = "smtp:h:25"\n');
   assert.ok(p.some((l) => /routes\[1\]\.domain: "a\.example" already has a route/.test(l)), p.join('\n'));

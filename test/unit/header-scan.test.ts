@@ -52,3 +52,16 @@ test('headerBytes counts the header section whatever the chunking, the chunk tha
   const { s } = scan(header + 'not a header line\r\n' + 'c'.repeat(9000), 100_000);
   assert.equal(s.headerBytes, header.length + 'not a header line\r\n'.length);
 });
+
+test('TLS-Required: No (RFC 8689 §5) is noticed in the header section only, folded or not, in any case', () => {
+  for (const chunk of [1, 5, 1000]) {
+    assert.equal(scan('Subject: x\r\nTLS-Required: No\r\n\r\nbody\r\n', chunk).s.tlsRequiredNo, true, `chunk ${chunk}`);
+    assert.equal(scan('tls-required:\r\n  no\r\nSubject: x\r\n\r\n', chunk).s.tlsRequiredNo, true, `folded, chunk ${chunk}`);
+  }
+  assert.equal(scan('Subject: x\r\n\r\nTLS-Required: No\r\n').s.tlsRequiredNo, false, 'in the body');
+  assert.equal(scan('TLS-Required: Yes\r\n\r\n').s.tlsRequiredNo, false, 'no other value is defined');
+  assert.equal(scan('TLS-Required: No thanks\r\n\r\n').s.tlsRequiredNo, false);
+  assert.equal(scan('Subject: x\r\n\r\n').s.tlsRequiredNo, false);
+  // The first field counts.
+  assert.equal(scan('TLS-Required: Maybe\r\nTLS-Required: No\r\n\r\n').s.tlsRequiredNo, false);
+});

@@ -353,6 +353,8 @@ describe('SqliteBackend', () => {
       const [c] = await b.claimDue(Date.now(), 10, { token: 'local:1', leaseMs: 60_000 });
       assert.equal(c!.recipients.length, 2);
       assert.equal(c!.message.messageId, '<old@test>');
+      // RFC 8689 flags (issue 14): columns added to the old messages table, false for its messages.
+      assert.deepEqual([c!.message.requireTls, c!.message.tlsRequiredNo], [false, false]);
       assert.equal((await b.readBodyBuffer(qid))?.toString(), 'hello');
       await b.apply({ patches: c!.recipients.map((r) => delivered(r, 'local:1')) });
       assert.equal(await b.getMessage(qid), null);

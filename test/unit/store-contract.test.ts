@@ -173,6 +173,41 @@ for (const backend of backends) {
       }
     });
 
+    test('RFC 8689 flags (REQUIRETLS, TLS-Required: No) are kept, read back everywhere, and false when absent (issue 14)', async () => {
+      const b = await backend.make();
+      let store = b.store;
+      try {
+        await store.open();
+        const plain = await insert(store, 1);
+        const made = [message(1), message(1)];
+        made[0]!.m.requireTls = true;
+        made[1]!.m.tlsRequiredNo = true;
+        for (const { m, body } of made) {
+          const w = store.createBody(m.queueId);
+          await w.write(Buffer.from(body));
+          await store.insert(m, w);
+        }
+        const flags = (r: { requireTls?: boolean; tlsRequiredNo?: boolean } | null | undefined) => [r?.requireTls, r?.tlsRequiredNo];
+        const expect = new Map([
+          [plain.queueId, [false, false]],
+          [made[0]!.m.queueId, [true, false]],
+          [made[1]!.m.queueId, [false, true]],
+        ]);
+        for (const [qid, f] of expect) assert.deepEqual(flags(await store.getMessage(qid)), f, `getMessage ${qid}`);
+        for (const m of await store.list({ limit: 10 })) assert.deepEqual(flags(m), expect.get(m.queueId), `list ${m.queueId}`);
+        const claims = await store.claimDue(Date.now() + 1, { maxRecipients: 10, leaseMs: 60_000 });
+        assert.equal(claims.length, 3);
+        for (const c of claims) assert.deepEqual(flags(c.message), expect.get(c.message.queueId), `claim ${c.message.queueId}`);
+        await store.close();
+        store = b.reopen();
+        await store.open();
+        for (const [qid, f] of expect) assert.deepEqual(flags(await store.getMessage(qid)), f, `after reopen ${qid}`);
+      } finally {
+        await store.close();
+        await b.dispose();
+      }
+    });
+
     test('events of one operation and of operations committed together keep their order, seqs and fields', async () => {
       const b = await backend.make();
       try {

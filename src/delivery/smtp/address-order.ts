@@ -15,8 +15,8 @@
  *   first, since an IPv6 destination reached from a ULA or link-local source
  *   does not work on the Internet.
  *
- * Pure functions: the caller passes the machine's interfaces (tests pass
- * their own). Untrusted input: DNS answers, already checked with isIP.
+ * Pure functions, but for the machine's interfaces, read at most once a
+ * minute (tests pass their own answer). Untrusted input: DNS answers, already checked with isIP.
  */
 import { isIP } from 'node:net';
 import { networkInterfaces, type NetworkInterfaceInfo } from 'node:os';
@@ -45,8 +45,18 @@ export function hasGlobalIpv6(interfaces: NodeJS.Dict<NetworkInterfaceInfo[]> = 
   return Object.values(interfaces).some((list) => (list ?? []).some((i) => i.family === 'IPv6' && !i.internal && isGlobalIpv6(i.address)));
 }
 
+/** How long the answer of hasGlobalIpv6 is reused: interfaces change rarely, connections are opened often. */
+const INTERFACES_TTL_MS = 60_000;
+let cachedGlobalIpv6: { value: boolean; until: number } | null = null;
+
+/** hasGlobalIpv6Cached - hasGlobalIpv6, asked at most once a minute (the default for "auto"). */
+export function hasGlobalIpv6Cached(now = Date.now()): boolean {
+  if (!cachedGlobalIpv6 || now >= cachedGlobalIpv6.until) cachedGlobalIpv6 = { value: hasGlobalIpv6(), until: now + INTERFACES_TTL_MS };
+  return cachedGlobalIpv6.value;
+}
+
 /** preferredFamily - the family tried first under `policy` (6 or 4). */
-export function preferredFamily(policy: AddressPolicy, globalIpv6: () => boolean = hasGlobalIpv6): 4 | 6 {
+export function preferredFamily(policy: AddressPolicy, globalIpv6: () => boolean = hasGlobalIpv6Cached): 4 | 6 {
   if (policy.family === 'ipv4') return 4;
   if (policy.family === 'ipv6') return 6;
   if (policy.preference === 'ipv4') return 4;
@@ -55,7 +65,7 @@ export function preferredFamily(policy: AddressPolicy, globalIpv6: () => boolean
 }
 
 /** orderAddresses - the addresses to try, filtered by family and ordered by preference (see the rules above). */
-export function orderAddresses(addresses: readonly string[], policy: AddressPolicy, globalIpv6: () => boolean = hasGlobalIpv6): string[] {
+export function orderAddresses(addresses: readonly string[], policy: AddressPolicy, globalIpv6: () => boolean = hasGlobalIpv6Cached): string[] {
   const allowed = addresses.filter((a) => {
     const f = isIP(a);
     if (f === 0) return false;

@@ -382,7 +382,9 @@ export class SmtpClient {
       socket.once('error', (err: NodeJS.ErrnoException) => {
         clearTimeout(timer);
         socket.destroy();
-        reject(new ClientError('connect', '4.4.1', `connect to ${where}: ${socketFailure(err)}`, null, err));
+        // Name the bound source (source.ts): an address gone from the machine fails here, and must say so.
+        const from = o.localAddress ? ` from ${o.localAddress}` : '';
+        reject(new ClientError('connect', '4.4.1', `connect to ${where}${from}: ${socketFailure(err)}`, null, err));
       });
     });
   }

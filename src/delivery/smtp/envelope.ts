@@ -9,7 +9,8 @@
  *
  * Untrusted input: envelope values that came from a client (already checked
  * at reception; xtext encoding keeps them from breaking the command line).
- * RFCs: 1870 (SIZE), 6152 (8BITMIME), 6531 (SMTPUTF8), 3461 (DSN).
+ * RFCs: 1870 (SIZE), 6152 (8BITMIME), 6531 (SMTPUTF8), 3461 (DSN), 8689
+ * (REQUIRETLS: whether the message may go at all is require-tls.ts's call).
  */
 import { hasNonAscii, xtextEncode } from '../../core/address.js';
 import type { MessageMeta, RecipientRecord } from '../../queue/store.js';
@@ -20,13 +21,14 @@ export function needsSmtpUtf8(message: MessageMeta): boolean {
   return message.smtputf8 || hasNonAscii(message.sender);
 }
 
-/** mailParams - " SIZE=n BODY=8BITMIME SMTPUTF8 RET=.. ENVID=.." as far as offered. */
+/** mailParams - " SIZE=n BODY=8BITMIME SMTPUTF8 REQUIRETLS RET=.. ENVID=.." as far as offered. */
 export function mailParams(message: MessageMeta, caps: Capabilities, smtputf8: boolean): string {
   let p = '';
   if (caps.size !== null) p += ` SIZE=${message.size}`;
   // An 8-bit message to a peer without 8BITMIME is sent anyway, unconverted (as Postfix does by default).
   if (message.eightBit && caps.eightBitMime) p += ' BODY=8BITMIME';
   if (smtputf8) p += ' SMTPUTF8';
+  if (message.requireTls && caps.requireTls) p += ' REQUIRETLS';
   if (caps.dsn) {
     if (message.ret) p += ` RET=${message.ret}`;
     if (message.envid) p += ` ENVID=${xtextEncode(message.envid)}`;

@@ -27,6 +27,7 @@ import type { DeliveryJob, RecipientResult, ResultKind } from '../agent.js';
 import type { RecipientRecord } from '../../queue/store.js';
 import { ClientError, type SmtpClient } from './client.js';
 import { mailParams, needsSmtpUtf8, rcptParams } from './envelope.js';
+import { requireTlsFailure, requireTlsMet } from './require-tls.js';
 
 export interface SessionOptions {
   /** Configured most recipients per transaction ([delivery] max_recipients_per_transaction). */
@@ -122,9 +123,17 @@ export async function runTransactions(
     remoteReply: false,
   });
 
-  // Decisions that need no transaction: SMTPUTF8 and SIZE (RFC 6531 §3.2, RFC 1870 §6).
+  // Decisions that need no transaction: REQUIRETLS, SMTPUTF8 and SIZE (RFC 8689 §4.2.1, RFC 6531 §3.2, RFC 1870 §6).
   const messageUtf8 = needsSmtpUtf8(message);
   let todo = recipients;
+  if (message.requireTls && !lmtp) {
+    const met = requireTlsMet(client);
+    if (met !== 'ok') {
+      const f = requireTlsFailure(met, remote);
+      report(todo.map((r) => local(r, 'failed', f.status, f.text)));
+      todo = [];
+    }
+  }
   if (!caps.smtputf8) {
     const refused = messageUtf8 ? todo : todo.filter((r) => hasNonAscii(r.address));
     if (refused.length) {

@@ -99,7 +99,7 @@ export class MemoryBackend implements QueueBackend {
     this.fault();
     if (spec.clearReports && spec.clearReports.ids.some((id) => this.rows.get(id)?.report !== spec.clearReports!.kind)) throw new ReportAlreadyMade(message.queueId);
     const { recipients, ...meta } = message;
-    const entry: Entry = { message: { ...meta, recipientCount: recipients.length, quarantine: '' }, body: Buffer.concat(body.chunks), recipients: [] };
+    const entry: Entry = { message: { ...meta, requireTls: meta.requireTls === true, tlsRequiredNo: meta.tlsRequiredNo === true, recipientCount: recipients.length, quarantine: '' }, body: Buffer.concat(body.chunks), recipients: [] };
     const claimed: RecipientRecord[] = [];
     for (const r of recipients) {
       const c = spec.claim !== undefined && !this.held(r.destination);

@@ -261,7 +261,12 @@ CREATE TABLE nodes (
   stopped boolean NOT NULL DEFAULT false
 );
 `,
-  // 2: the TLS of a recipient's last attempt and of each attempt's event (JSON of AttemptTls; '' / NULL: none).
+  // 1 -> 2 (issue 14, RFC 8689): a message's REQUIRETLS and "TLS-Required: No" flags.
+  `
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS require_tls boolean NOT NULL DEFAULT false;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS tls_required_no boolean NOT NULL DEFAULT false;
+`,
+  // 2 -> 3 (issue 14): the TLS of a recipient's last attempt and of each attempt's event (JSON of AttemptTls; '' / NULL: none).
   `
 ALTER TABLE recipients ADD COLUMN IF NOT EXISTS last_tls text NOT NULL DEFAULT '';
 ALTER TABLE events ADD COLUMN IF NOT EXISTS tls text;
@@ -290,6 +295,8 @@ interface MessageRow {
   subject: string;
   rcpt_count: number;
   quarantine: string;
+  require_tls: boolean;
+  tls_required_no: boolean;
 }
 
 interface RecipientRow {
@@ -334,6 +341,8 @@ function toMessage(r: MessageRow): MessageRecord {
     subject: r.subject,
     recipientCount: r.rcpt_count,
     quarantine: r.quarantine,
+    requireTls: r.require_tls === true,
+    tlsRequiredNo: r.tls_required_no === true,
   };
 }
 
@@ -922,9 +931,10 @@ export class PostgresBackend implements QueueBackend {
         const rs = message.recipients;
         const events = spec.events;
         const text = `WITH msg AS (
-             INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body_chunks, rcpt_count, open_count)
+             INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body_chunks, rcpt_count, open_count, require_tls, tls_required_no)
              VALUES (${qid}, ${at(message.messageId)}, ${at(message.sender)}, ${at(message.envid)}, ${at(message.ret)}, ${at(int(message.size))}, ${at(int(message.receivedAt))},
-                     ${at(message.smtputf8)}, ${at(message.eightBit)}, ${at(message.isReport)}, ${at(message.client)}, ${at(message.subject)}, ${at(chunks)}, ${at(rs.length)}, ${at(rs.length)})
+                     ${at(message.smtputf8)}, ${at(message.eightBit)}, ${at(message.isReport)}, ${at(message.client)}, ${at(message.subject)}, ${at(chunks)}, ${at(rs.length)}, ${at(rs.length)},
+                     ${at(message.requireTls === true)}, ${at(message.tlsRequiredNo === true)})
            ), body AS (
              INSERT INTO bodies (qid, n, data) VALUES (${qid}, ${at(tail.n)}, ${at(tail.data)})
            ), upload AS (
@@ -1102,6 +1112,8 @@ export class PostgresBackend implements QueueBackend {
             subject: row.m_subject,
             rcpt_count: row.m_rcpt_count,
             quarantine: row.m_quarantine,
+            require_tls: row.m_require_tls,
+            tls_required_no: row.m_tls_required_no,
           }),
           recipients: [],
         };

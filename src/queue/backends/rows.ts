@@ -29,7 +29,7 @@ export interface EventRow {
 }
 
 /** The columns of `messages` a MessageRecord is made from (the body and the open count are not among them). */
-export const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine';
+export const MESSAGE_COLUMNS = 'qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, rcpt_count, quarantine, require_tls, tls_required_no';
 
 /** toEvent - an event row as the MailEvent it records. */
 export function toEvent(r: EventRow): MailEvent {

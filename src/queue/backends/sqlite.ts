@@ -102,7 +102,9 @@ CREATE TABLE IF NOT EXISTS messages (
   body BLOB,
   rcpt_count INTEGER NOT NULL,
   open_count INTEGER NOT NULL,
-  quarantine TEXT NOT NULL DEFAULT ''
+  quarantine TEXT NOT NULL DEFAULT '',
+  require_tls INTEGER NOT NULL DEFAULT 0,
+  tls_required_no INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS recipients (
   id INTEGER PRIMARY KEY,
@@ -162,6 +164,12 @@ const ADDED_COLUMNS: Record<string, Array<[string, string]>> = {
     ['claim', 'TEXT'],
     ['last_tls', "TEXT NOT NULL DEFAULT ''"],
   ],
+  // RFC 8689 flags of a message (issue 14); a queue.db from before them holds none.
+  messages: [
+    ['require_tls', 'INTEGER NOT NULL DEFAULT 0'],
+    ['tls_required_no', 'INTEGER NOT NULL DEFAULT 0'],
+  ],
+  // The TLS of each attempt's event (issue 14).
   events: [['tls', 'TEXT']],
 };
 
@@ -224,6 +232,8 @@ interface MessageRow {
   subject: string;
   rcpt_count: number;
   quarantine: string;
+  require_tls: number;
+  tls_required_no: number;
 }
 
 interface RecipientRow {
@@ -267,6 +277,8 @@ function toMessage(r: MessageRow): MessageRecord {
     subject: r.subject,
     recipientCount: r.rcpt_count,
     quarantine: r.quarantine,
+    requireTls: r.require_tls === 1,
+    tlsRequiredNo: r.tls_required_no === 1,
   };
 }
 
@@ -518,8 +530,8 @@ export class SqliteBackend implements QueueBackend {
     const db = this.db;
     return {
       insertMessage: db.prepare(
-        `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body, rcpt_count, open_count)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO messages (qid, message_id, sender, envid, ret, size, received_at, smtputf8, eight_bit, is_report, client, subject, body, rcpt_count, open_count, require_tls, tls_required_no)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       insertRecipient: db.prepare(
         `INSERT INTO recipients (qid, address, orcpt, notify, destination, state, next_at, lease_until, claim) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -670,6 +682,8 @@ export class SqliteBackend implements QueueBackend {
           finished.inline,
           message.recipients.length,
           message.recipients.length,
+          message.requireTls ? 1 : 0,
+          message.tlsRequiredNo ? 1 : 0,
         );
         const claim = spec.claim;
         const held = claim ? this.heldDestinations() : null;
