@@ -475,10 +475,12 @@ export class SmtpClient {
       policyDomain: check?.policy.domain ?? '',
     };
     this.tlsOutcome = outcome;
-    if (!check) return;
+    // Only a policy that authenticates checks the certificate: `verified` then means what REQUIRETLS
+    // (require-tls.ts) and TLS reports read it as; opportunistic and required stay unverified.
+    if (!check || check.policy.kind === 'opportunistic' || check.policy.kind === 'required') return;
     const verdict = checkPeer(secure, check.policy, check.tlsa, check.matches);
     outcome.verified = verdict.verified;
-    if (!verdict.failure || check.policy.kind === 'opportunistic' || check.policy.kind === 'required') return;
+    if (!verdict.failure) return;
     if (!verifies(check.policy)) {
       this.tlsNote = verdict.failure;
       return;

@@ -14,8 +14,9 @@
  *   record must match a certificate the leaf chains up to (dane.ts checks
  *   each link), and the leaf must carry one of the policy's names (§3.2).
  *   Matching records to certificates is dane.ts's `daneMatches`, passed in;
- * - opportunistic / required: checked the same way as verify, for the record
- *   only (`verified` in the outcome); a failure is never enforced.
+ * - opportunistic / required: not checked (the client does not call this):
+ *   `verified` stays false, so it always means an authenticating policy
+ *   passed (REQUIRETLS relies on it).
  *
  * Untrusted input: the peer's certificate chain (parsed by OpenSSL through
  * Node) and the operator's CA file (a bad file is a check-config error).
