@@ -25,26 +25,40 @@ async function cli(args: string[], cwd: string): Promise<{ code: number | string
   return { code, out: c.stdout(), err: c.stderr() };
 }
 
-test('verify end to end: the good MX gets its mail, the wrong-name one is deferred 4.7.5 with the failure in its event and in queue show', async () => {
+test('verify end to end: the good MX gets its mail, the wrong-name one is deferred 4.7.5 with the failure in its event and in queue show', async (t) => {
+  // Every process and socket is stopped by t.after, whatever fails (a failed start must not keep the file running).
   const good = await startPeer({ host: '127.0.0.3', starttls: true, tlsCert: ca.issue(['mx.good.test']) });
+  t.after(() => good.close());
   const bad = await startPeer({ host: '127.0.0.2', port: good.port, starttls: true, tlsCert: ca.issue(['mail.elsewhere.test']) });
+  t.after(() => bad.close());
   const dns = await startDnsServer({
     'good.test': { MX: [[10, 'mx.good.test']] },
     'mx.good.test': { A: ['127.0.0.3'] },
     'bad.test': { MX: [[10, 'mx.bad.test']] },
     'mx.bad.test': { A: ['127.0.0.2'] },
   });
+  t.after(() => dns.close());
   const dir = tempDir();
   const adminPort = await freePort();
-  const smtpPort = await freePort();
+  let smtpPort = await freePort();
+  while (smtpPort === adminPort) smtpPort = await freePort();
   const cfg = join(dir, 'petrel.toml');
   const text = baseConfig(
     dir,
     `[queue]\nretry_intervals = ["1h"]\n[delivery]\ntls = "verify"\ntls_ca_file = "${ca.caFile}"\ndns_servers = ["${dns.address}"]\nsmtp_port = ${good.port}\n[admin]\nlisten = "127.0.0.1:${adminPort}"\n`,
     smtpPort,
   );
-  const child = await startChild(dir, text);
-  try {
+  const child = await startChild(dir, text).catch((e: unknown) => {
+    cleanup(dir);
+    throw e;
+  });
+  // After hooks run in order: the server stops before its directory goes.
+  t.after(async () => {
+    child.kill('SIGTERM');
+    await child.exited;
+  });
+  t.after(() => cleanup(dir));
+  {
     const t = await SmtpTalk.open(smtpPort);
     await t.read();
     await t.cmd('EHLO c.test');
@@ -76,13 +90,6 @@ test('verify end to end: the good MX gets its mail, the wrong-name one is deferr
     const b = json.recipients.find((r: { address: string }) => r.address === 'b@bad.test');
     assert.equal(b.last_tls.tls_failure.type, 'certificate-host-mismatch');
     assert.equal(b.state, 'deferred');
-  } finally {
-    child.kill('SIGTERM');
-    await child.exited;
-    await good.close();
-    await bad.close();
-    await dns.close();
-    cleanup(dir);
   }
 });
 

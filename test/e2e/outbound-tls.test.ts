@@ -4,10 +4,15 @@
 // whose chain and name check, defers 4.7.5 (never fails) a wrong name or an
 // untrusted chain and tries the next MX; `required` without STARTTLS defers
 // 4.7.4; every result says what its TLS was. MTA-STS and DANE go through the
-// policy decision point with stub resolvers (their modules are other branches).
+// policy decision point: DANE with stub TLSA answers and dane.ts's matcher,
+// MTA-STS with stub policies and with the real resolver and an HTTPS server.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, X509Certificate } from 'node:crypto';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { MtaStsResolver, mxAllowed } from '../../src/delivery/tls/mta-sts.js';
+import { daneMatches } from '../../src/delivery/tls/dane.js';
 import { SmtpAgent, type SmtpAgentOptions, type TlsAttemptResult } from '../../src/delivery/smtp/smtp-agent.js';
 import type { TlsaRecord } from '../../src/delivery/tls/cert-check.js';
 import type { MtaStsPolicy, PolicySources } from '../../src/delivery/tls/policy.js';
@@ -200,16 +205,8 @@ function spkiRecord(usage: number, pem: string): TlsaRecord {
   return { usage, selector: 1, matchingType: 1, data: createHash('sha256').update(spki).digest() };
 }
 
-/** A stand-in for dane.ts's daneMatches (selector 1, matching type 1 only). */
-function matches(records: TlsaRecord[], chain: Buffer[]): boolean {
-  return chain.some((der) => {
-    const d = createHash('sha256').update(new X509Certificate(der).publicKey.export({ type: 'spki', format: 'der' })).digest();
-    return records.some((r) => r.selector === 1 && r.matchingType === 1 && r.data.equals(d));
-  });
-}
-
 function daneSources(answer: (host: string) => { secure: boolean; records: TlsaRecord[] } | { failure: { policy: 'tlsa'; policyDomain: string; type: 'dnssec-invalid'; detail: string } }): PolicySources {
-  return { dane: { resolver: { tlsaFor: async (host) => answer(host) }, matches } };
+  return { dane: { resolver: { tlsaFor: async (host) => answer(host) }, matches: daneMatches } };
 }
 
 test('DANE: a secure 3 1 1 record matching the leaf verifies a certificate no CA trusts for another name; a mismatch defers 4.7.5', async (t) => {
@@ -234,7 +231,7 @@ test('DANE: a secure 3 1 1 record matching the leaf verifies a certificate no CA
   assert.deepEqual(seen.map((s) => [s.policy, s.mx, s.receivingIp, s.success]), [['tlsa', 'mx9.example.test', '127.0.0.2', true], ['tlsa', 'mx9.example.test', '127.0.0.2', false]]);
 });
 
-test('DANE: 2 1 1 (the CA) needs the name too; insecure records are ignored; a failed TLSA look-up defers without connecting', async (t) => {
+test('DANE: 2 1 1 (the CA) verifies a leaf naming the MX host, refuses one naming another; insecure records are ignored; a failed TLSA look-up defers without connecting', async (t) => {
   const p = await peer(t, { host: '127.0.0.2', tlsCert: { key: wrongName.key, cert: wrongName.cert + ca.caPem } });
   const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
   t.after(() => dns.close());
@@ -245,6 +242,16 @@ test('DANE: 2 1 1 (the CA) needs the name too; insecure records are ignored; a f
     await a.deliver(job, c.report);
     return c;
   };
+  // DANE-TA matching the CA in the chain, with a leaf naming the MX host: verified.
+  const p2 = await peer(t, { host: '127.0.0.3', tlsCert: { key: good2.key, cert: good2.cert + ca.caPem } });
+  const dns2 = await startDnsServer({ 'example.test': { MX: [[10, 'mx2.example.test']] }, 'mx2.example.test': { A: ['127.0.0.3'] } });
+  t.after(() => dns2.close());
+  const okTa = agent(t, dns2, { tlsSources: daneSources(() => ({ secure: true, records: [spkiRecord(2, ca.caPem)] })) });
+  const jobTa = makeJob(['a@example.test'], mxHop('example.test', p2.port));
+  const cTa = collect(jobTa);
+  await okTa.deliver(jobTa, cTa.report);
+  assert.equal(cTa.byAddress.get('a@example.test')!.kind, 'delivered', cTa.byAddress.get('a@example.test')!.reply);
+  assert.equal(cTa.byAddress.get('a@example.test')!.tls?.verified, true);
   // DANE-TA matches the CA in the chain, but the leaf names mail.elsewhere.test, not mx1.example.test.
   const ta = (await run(daneSources(() => ({ secure: true, records: [spkiRecord(2, ca.caPem)] })))).byAddress.get('a@example.test')!;
   assert.equal(ta.kind, 'deferred');
@@ -292,4 +299,54 @@ test('MTA-STS testing: a certificate that does not verify is delivered anyway, a
   assert.equal(r.tls?.policy, 'sts');
   assert.equal(r.tls?.verified, false);
   assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+});
+
+/** policySite - an HTTPS MTA-STS policy server on `address` (a certificate of the test CA for mta-sts.<domain>). */
+async function policySite(t: T, address: string, domain: string, body: string): Promise<number> {
+  const site = ca.issue([`mta-sts.${domain}`]);
+  const server = createHttpsServer({ cert: site.cert, key: site.key }, (req, res) => {
+    if (req.url !== '/.well-known/mta-sts.txt') return void res.writeHead(404).end();
+    res.writeHead(200, { 'Content-Type': 'text/plain' }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, address, () => r()));
+  t.after(async () => {
+    server.closeAllConnections();
+    await new Promise<void>((r) => server.close(() => r()));
+  });
+  return (server.address() as AddressInfo).port;
+}
+
+test('MTA-STS with the real resolver: a policy served over HTTPS; enforce skips the wrong-name MX and delivers to the right one, testing delivers and records; both are told to TLS reporting', async (t) => {
+  const mx2 = await peer(t, { host: '127.0.0.3', tlsCert: good2 });
+  const mx1 = await peer(t, { host: '127.0.0.2', port: mx2.port, tlsCert: wrongName });
+  for (const mode of ['enforce', 'testing'] as const) {
+    const httpsPort = await policySite(t, '127.0.0.5', 'example.test', `version: STSv1\nmode: ${mode}\nmx: mx1.example.test\nmx: mx2.example.test\nmax_age: 86400\n`);
+    const dns = await twoMx(t);
+    dns.table['_mta-sts.example.test'] = { TXT: [`v=STSv1; id=${mode}1`] };
+    dns.table['mta-sts.example.test'] = { A: ['127.0.0.5'] };
+    const seen: TlsAttemptResult[] = [];
+    const resolver = new MtaStsResolver({ dnsServers: [dns.address], caFile: ca.caFile, timeoutMs: 3000, httpsPort });
+    const a = agent(t, dns, { tlsSources: { sts: { resolver, mxAllowed } }, onTlsResult: (r) => seen.push(r) });
+    const before = [mx1.transactions.length, mx2.transactions.length];
+    const job = makeJob(['a@example.test'], mxHop('example.test', mx2.port));
+    const c = collect(job);
+    await a.deliver(job, c.report);
+    const r = c.byAddress.get('a@example.test')!;
+    assert.equal(r.kind, 'delivered', `${mode}: ${r.reply}`);
+    assert.equal(r.tls?.policy, 'sts');
+    if (mode === 'enforce') {
+      assert.match(r.remote, /^mx2\.example\.test/);
+      assert.equal(r.tls?.verified, true);
+      assert.equal(mx1.transactions.length, before[0], 'nothing to the MX whose certificate names another host');
+      assert.deepEqual(seen.map((s) => [s.mx, s.success, s.failure?.type]), [['mx1.example.test', false, 'certificate-host-mismatch'], ['mx2.example.test', true, undefined]]);
+    } else {
+      // testing: mx1 (preference 10) is used although its certificate does not verify; the failure is recorded.
+      assert.match(r.remote, /^mx1\.example\.test/);
+      assert.equal(r.tls?.verified, false);
+      assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+      assert.equal(mx1.transactions.length, before[0] + 1);
+      assert.deepEqual(seen.map((s) => [s.mx, s.success, s.failure?.type]), [['mx1.example.test', false, 'certificate-host-mismatch']]);
+    }
+    assert.ok(seen.every((s) => s.policy === 'sts' && s.policyDomain === 'example.test' && s.policyText?.includes(`mode: ${mode}`)));
+  }
 });

@@ -4,26 +4,34 @@
 // without REQUIRETLS (the scriptable peer, and a real Postfix, which has no
 // REQUIRETLS), fails the recipient 5.7.10 with a report, and the report
 // itself is sent without REQUIRETLS; "TLS-Required: No" is kept with the
-// message. (Issue 14. Until outbound certificate verification lands, the
-// interim rule of delivery/smtp/require-tls counts STARTTLS as verified.)
+// message. (Issue 14. "Verified" is the outbound TLS outcome: a route with
+// tls = "verify" whose certificate checks, or MTA-STS/DANE; opportunistic
+// TLS, unverified, fails a REQUIRETLS message 5.7.10.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
-import { startPetrel, waitFor, cleanup, type InProcess } from '../helpers/petrel-harness.js';
+import { startPetrel, waitFor, cleanup, tempDir, type InProcess } from '../helpers/petrel-harness.js';
 import { startPeer, testCertificate, type TestPeer } from '../helpers/test-peer.js';
 import { launchPostfix } from '../helpers/postfix.js';
 
 const MESSAGE = 'From: alice@sender.test\r\nTo: bob@dest.test\r\nSubject: secret\r\nMessage-ID: <rt-1@sender.test>\r\n\r\nthe secret\r\n';
 
-/** petrelWithRoutes - Petrel relaying each domain to its peer; sender.test (where reports go) to `mailbox`. */
-function petrelWithRoutes(routes: Record<string, number>): Promise<InProcess> {
+/**
+ * petrelWithRoutes - Petrel relaying each domain to its peer; sender.test (where reports go) to `mailbox`.
+ * `verify`: the routes go to "localhost" with tls = "verify", trusting the peers' certificate
+ * (testCertificate, CN=localhost): verified TLS, which a REQUIRETLS message needs.
+ */
+function petrelWithRoutes(routes: Record<string, number>, verify = false): Promise<InProcess> {
   const r = Object.entries(routes)
-    .map(([domain, port]) => `[[routes]]\ndomain = "${domain}"\nvia = "smtp:127.0.0.1:${port}"\n`)
+    .map(([domain, port]) => `[[routes]]\ndomain = "${domain}"\nvia = "smtp:${verify ? 'localhost' : '127.0.0.1'}:${port}"\n${verify ? 'tls = "verify"\n' : ''}`)
     .join('');
-  return startPetrel(`[local]\ndomains = []\n${r}`);
+  if (!verify) return startPetrel(`[local]\ndomains = []\n${r}`);
+  const dir = tempDir(); // Petrel's own directory: cleanup(p.dir) removes the trust anchor with it
+  writeFileSync(join(dir, 'ca.pem'), testCertificate().cert);
+  return startPetrel(`[local]\ndomains = []\n[delivery]\ntls_ca_file = "${join(dir, 'ca.pem')}"\n${r}`, {}, dir);
 }
 
 /** sendSecure - EHLO, STARTTLS, EHLO, then one transaction; MAIL FROM gets `params`. */
@@ -74,7 +82,7 @@ test('REQUIRETLS is advertised only after STARTTLS; MAIL FROM REQUIRETLS without
 
 test('a REQUIRETLS message is relayed with REQUIRETLS, over TLS, to a hop that offers it; other mail without', async () => {
   const hop = await startPeer({ starttls: true, requireTls: true });
-  const p = await petrelWithRoutes({ 'dest.test': hop.port });
+  const p = await petrelWithRoutes({ 'dest.test': hop.port }, true);
   try {
     await sendSecure(p.port, ['bob@dest.test'], ' REQUIRETLS');
     await sendSecure(p.port, ['carol@dest.test'], '');
@@ -183,7 +191,7 @@ test('a real Postfix (STARTTLS, no REQUIRETLS): the REQUIRETLS message fails 5.7
 
 test('"TLS-Required: No" is kept with the message, unless it came with REQUIRETLS (RFC 8689 §4.1)', async () => {
   const later = await startPeer({ starttls: true, requireTls: true, rcptReply: () => '450 4.2.0 try later' });
-  const p = await petrelWithRoutes({ 'dest.test': later.port });
+  const p = await petrelWithRoutes({ 'dest.test': later.port }, true);
   try {
     const withHeader = MESSAGE.replace('Subject: secret', 'Subject: secret\r\nTLS-Required: No');
     const a = await sendSecure(p.port, ['bob@dest.test'], '', withHeader);

@@ -94,7 +94,7 @@ export interface SmtpClientOptions {
    * with. Without it the certificate is not checked (LMTP, tests): the
    * outcome says policy "opportunistic", not verified.
    */
-  tlsCheck?: { policy: HostTlsPolicy; context: SecureContext; tlsa?: TlsaRecord[]; matches?: DaneMatcher };
+  tlsCheck?: { policy: HostTlsPolicy; context: () => SecureContext; tlsa?: TlsaRecord[]; matches?: DaneMatcher };
   timeouts?: Partial<SmtpTimeouts>;
 }
 
@@ -418,7 +418,10 @@ export class SmtpClient {
     const r = await this.command('STARTTLS', this.timeouts.starttls);
     if (r.code !== 220) {
       this.quitQuietly();
-      throw new ClientError('tls', '4.7.5', `host ${where} refused STARTTLS: ${replyText(r)}`, r);
+      const e = new ClientError('tls', '4.7.5', `host ${where} refused STARTTLS: ${replyText(r)}`, r);
+      const policy = this.options.tlsCheck?.policy;
+      if (policy && policy.kind !== 'opportunistic') e.tlsFailure = { policy: policy.kind, policyDomain: policy.domain, type: 'starttls-not-supported', detail: e.message };
+      throw e;
     }
     const plain = this.socket as Socket;
     this.detach(plain);
@@ -431,7 +434,7 @@ export class SmtpClient {
         // against the policy, so that it can be recorded, and enforced only where the policy says.
         rejectUnauthorized: false,
         // `authorized` then speaks for the chain only; the names are checked against the policy's (cert-check).
-        ...(check ? { secureContext: check.context, checkServerIdentity: () => undefined } : {}),
+        ...(check ? { secureContext: check.context(), checkServerIdentity: () => undefined } : {}),
         ...(name && isIP(name) === 0 ? { servername: name.replace(/\.$/, '') } : {}),
       });
       const timer = setTimeout(() => {
@@ -472,10 +475,12 @@ export class SmtpClient {
       policyDomain: check?.policy.domain ?? '',
     };
     this.tlsOutcome = outcome;
-    if (!check) return;
+    // Only a policy that authenticates checks the certificate: `verified` then means what REQUIRETLS
+    // (require-tls.ts) and TLS reports read it as; opportunistic and required stay unverified.
+    if (!check || check.policy.kind === 'opportunistic' || check.policy.kind === 'required') return;
     const verdict = checkPeer(secure, check.policy, check.tlsa, check.matches);
     outcome.verified = verdict.verified;
-    if (!verdict.failure || check.policy.kind === 'opportunistic' || check.policy.kind === 'required') return;
+    if (!verdict.failure) return;
     if (!verifies(check.policy)) {
       this.tlsNote = verdict.failure;
       return;

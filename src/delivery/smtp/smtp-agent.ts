@@ -44,6 +44,7 @@ import { trustContext } from '../tls/cert-check.js';
 import { domainTls, hostPolicy, type DomainTls, type HostDecision, type PolicySources } from '../tls/policy.js';
 import type { TlsPolicyFailure, TlsPolicyKind } from '../tls/outcome.js';
 import { MtaStsResolver, mxAllowed, policyStrings } from '../tls/mta-sts.js';
+import { DaneResolver, daneMatches } from '../tls/dane.js';
 
 /** One connection attempt under an MTA-STS or DANE policy, for TLS reporting (src/tlsrpt's recorder.record). */
 export interface TlsAttemptResult {
@@ -123,7 +124,10 @@ export class SmtpAgent implements DeliveryAgent {
       dns: { servers: d.dns_servers },
       poolOptions: poolOptionsFrom(config),
       tlsCaFile: d.tls_ca_file,
-      ...(d.mta_sts ? { tlsSources: { sts: { resolver: new MtaStsResolver({ dnsServers: d.dns_servers, ...(d.tls_ca_file ? { caFile: d.tls_ca_file } : {}) }), mxAllowed } } } : {}),
+      tlsSources: {
+        ...(d.mta_sts ? { sts: { resolver: new MtaStsResolver({ dnsServers: d.dns_servers, ...(d.tls_ca_file ? { caFile: d.tls_ca_file } : {}) }), mxAllowed } } : {}),
+        ...(d.dane ? { dane: { resolver: new DaneResolver({ dnsServers: d.dns_servers }), matches: daneMatches } } : {}),
+      },
       identities: identities(config),
       addressPolicy: { family: d.address_family, preference: d.address_preference, sourceIpv6: d.source_ipv6 },
       ...extra,
@@ -251,7 +255,7 @@ export class SmtpAgent implements DeliveryAgent {
         heloName,
         ...bind,
         tls: mode,
-        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
+        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: () => this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
         ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}),
       });
     const client = make(d.policy.enforce ? 'required' : 'opportunistic');

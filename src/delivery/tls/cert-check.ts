@@ -11,12 +11,12 @@
  *   a wildcard only as the whole left-most label, matching one label);
  * - tlsa (RFC 7672 §3): a DANE-EE (usage 3) record matching the leaf is
  *   enough: no name, no chain, no expiry check (§3.1); a DANE-TA (usage 2)
- *   record must match a certificate of the chain the peer sent, every link
- *   from the leaf up to it must be signed by the next, and the leaf must
- *   carry one of the policy's names (§3.2). Matching records to
- *   certificates is dane.ts's `daneMatches`, passed in;
- * - opportunistic / required: checked the same way as verify, for the record
- *   only (`verified` in the outcome); a failure is never enforced.
+ *   record must match a certificate the leaf chains up to (dane.ts checks
+ *   each link), and the leaf must carry one of the policy's names (§3.2).
+ *   Matching records to certificates is dane.ts's `daneMatches`, passed in;
+ * - opportunistic / required: not checked (the client does not call this):
+ *   `verified` stays false, so it always means an authenticating policy
+ *   passed (REQUIRETLS relies on it).
  *
  * Untrusted input: the peer's certificate chain (parsed by OpenSSL through
  * Node) and the operator's CA file (a bad file is a check-config error).
@@ -30,13 +30,9 @@ import { X509Certificate } from 'node:crypto';
 import { checkServerIdentity, createSecureContext, rootCertificates, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import type { HostTlsPolicy, TlsFailureType, TlsPolicyFailure } from './outcome.js';
 
-/** A TLSA record (RFC 6698 §2.1), as dane.ts returns it. */
-export interface TlsaRecord {
-  usage: number;
-  selector: number;
-  matchingType: number;
-  data: Buffer;
-}
+import type { TlsaRecord } from './dane.js';
+
+export type { TlsaRecord };
 
 /** dane.ts's daneMatches: does any record match the chain (DER, leaf first)? */
 export type DaneMatcher = (records: TlsaRecord[], chain: Buffer[]) => boolean;
@@ -107,9 +103,7 @@ export function checkPeer(socket: TLSSocket, policy: HostTlsPolicy, tlsa: TlsaRe
     const chain = chainOf(socket);
     if (matches(tlsa.filter((r) => r.usage === 3), chain.slice(0, 1))) return { verified: true, failure: null };
     const ta = tlsa.filter((r) => r.usage === 2);
-    const at = ta.length ? chain.findIndex((der) => matches(ta, [der])) : -1;
-    if (at < 0) return fail('validation-failure', `no certificate of the chain matches a usable TLSA record of ${policy.names[0] ?? policy.domain}`);
-    if (!signedUpTo(chain, at)) return fail('validation-failure', 'the certificate chain up to the DANE-TA trust anchor does not verify');
+    if (!ta.length || !matches(ta, chain)) return fail('validation-failure', `no certificate of the chain matches a usable TLSA record of ${policy.names[0] ?? policy.domain}`);
     return nameVerdict(leaf, policy, fail);
   }
 
@@ -125,20 +119,6 @@ function nameVerdict(leaf: PeerCertificate, policy: HostTlsPolicy, fail: (t: Tls
   for (const name of policy.names) if (checkServerIdentity(name, leaf) === undefined) return { verified: true, failure: null };
   const has = leaf.subjectaltname ? leaf.subjectaltname : `CN=${leaf.subject?.CN ?? '?'}`;
   return fail('certificate-host-mismatch', `certificate (${has.slice(0, 200)}) does not match ${policy.names.join(' or ') || '(no name)'}`);
-}
-
-/** signedUpTo - chain[i] is issued and signed by chain[i+1], for every i below `top`. */
-function signedUpTo(chain: Buffer[], top: number): boolean {
-  try {
-    for (let i = 0; i < top; i++) {
-      const child = new X509Certificate(chain[i]!);
-      const parent = new X509Certificate(chain[i + 1]!);
-      if (!child.checkIssued(parent) || !child.verify(parent.publicKey)) return false;
-    }
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** chainFailure - an OpenSSL verify code as an RFC 8460 result type. */

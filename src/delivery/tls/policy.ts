@@ -3,9 +3,12 @@
  * one of its hosts, what must the TLS of the connection be (HostTlsPolicy)?
  *
  * Precedence (RFC 7672 §2.2 and RFC 8461 §2: DANE wins over MTA-STS):
- * 1. DANE, with `[delivery] dane = true`, for MX delivery: usable TLSA
- *    records (usage 2 or 3) of the MX host, DNSSEC-validated (secure) ->
- *    kind "tlsa", enforced. Insecure (no AD bit) or no usable record -> as if
+ * 1. DANE, with `[delivery] dane = true`, for MX delivery whose MX answer
+ *    is DNSSEC-validated (RFC 7672 §2.2.1; a failed MX check refuses every
+ *    host): usable TLSA records (usage 2 or 3) of the MX host, validated
+ *    (secure) -> kind "tlsa", enforced. Secure records none of which is
+ *    usable -> TLS mandatory, not authenticated (§2.2; "required" unless the
+ *    operator asks for verify). Insecure (no AD bit) or no record -> as if
  *    there were no DANE. A failed TLSA look-up (SERVFAIL) -> the host is
  *    refused before connecting (RFC 7672 §2.2: defer, never downgrade);
  * 2. MTA-STS, for MX delivery: "enforce" -> kind "sts", enforced, and a host
@@ -38,7 +41,9 @@ export interface StsLookup {
 
 /** dane.ts's DaneResolver, as far as the agent uses it. */
 export interface DaneLookup {
-  tlsaFor(host: string, port: number): Promise<{ secure: boolean; records: TlsaRecord[] } | { failure: TlsPolicyFailure }>;
+  tlsaFor(host: string, port: number): Promise<{ secure: boolean; records: TlsaRecord[]; unusable?: number } | { failure: TlsPolicyFailure }>;
+  /** Whether the MX answer of a domain is DNSSEC-validated; absent: taken as secure. */
+  mxSecure?(domain: string): Promise<{ secure: boolean } | { failure: TlsPolicyFailure }>;
 }
 
 /** The policy sources the operator turned on ([delivery] mta_sts, dane), with their modules' helpers. */
@@ -54,6 +59,8 @@ export interface DomainTls {
   sts: MtaStsPolicy | null;
   /** A failure fetching the policy: recorded, not enforced (RFC 8461 §5.1). */
   stsFailure?: TlsPolicyFailure;
+  /** DANE for the MX hosts: allowed (the MX answer is secure), not, or the MX check failed. */
+  daneMx?: boolean | TlsPolicyFailure;
 }
 
 /** The decision for one host. */
@@ -69,12 +76,28 @@ export interface HostDecision {
 
 /** domainTls - the MTA-STS policy of an MX hop's domain (none for routes, smarthost and literals). */
 export async function domainTls(hop: SmtpHop, sources: PolicySources): Promise<DomainTls> {
-  if (hop.hosts !== 'mx' || !sources.sts || hop.domain.startsWith('[')) return { sts: null };
+  if (hop.hosts !== 'mx' || hop.domain.startsWith('[')) return { sts: null };
+  const out: DomainTls = { sts: null };
+  if (sources.dane) out.daneMx = await daneMx(hop.domain, sources.dane.resolver);
+  if (!sources.sts) return out;
   try {
     const r = await sources.sts.resolver.policyFor(hop.domain);
-    return r.failure ? { sts: r.policy, stsFailure: r.failure } : { sts: r.policy };
+    out.sts = r.policy;
+    if (r.failure) out.stsFailure = r.failure;
   } catch (e) {
-    return { sts: null, stsFailure: { policy: 'sts', policyDomain: hop.domain, type: 'sts-policy-fetch-error', detail: `MTA-STS policy of ${hop.domain}: ${(e as Error)?.message ?? e}` } };
+    out.stsFailure = { policy: 'sts', policyDomain: hop.domain, type: 'sts-policy-fetch-error', detail: `MTA-STS policy of ${hop.domain}: ${(e as Error)?.message ?? e}` };
+  }
+  return out;
+}
+
+/** daneMx - may DANE apply to the MX hosts of `domain` (its MX answer is validated), or why that is unknown. */
+async function daneMx(domain: string, resolver: DaneLookup): Promise<boolean | TlsPolicyFailure> {
+  if (!resolver.mxSecure) return true;
+  try {
+    const r = await resolver.mxSecure(domain);
+    return 'failure' in r ? r.failure : r.secure;
+  } catch (e) {
+    return { policy: 'tlsa', policyDomain: domain, type: 'dnssec-invalid', detail: `MX look-up of ${domain} failed: ${(e as Error)?.message ?? e}` };
   }
 }
 
@@ -83,8 +106,9 @@ export async function hostPolicy(hop: SmtpHop, host: string, domain: DomainTls, 
   const mx = hop.hosts === 'mx' && !host.startsWith('[');
   const policyDomain = hop.hosts === 'mx' ? hop.domain : hop.host;
 
-  if (mx && sources.dane) {
+  if (mx && sources.dane && domain.daneMx !== false) {
     const tlsa: HostTlsPolicy = { kind: 'tlsa', domain: policyDomain, enforce: true, names: [host] };
+    if (typeof domain.daneMx === 'object') return { policy: tlsa, tlsa: [], refuse: domain.daneMx };
     let r: Awaited<ReturnType<DaneLookup['tlsaFor']>>;
     try {
       r = await sources.dane.resolver.tlsaFor(host, hop.port);
@@ -94,6 +118,7 @@ export async function hostPolicy(hop: SmtpHop, host: string, domain: DomainTls, 
     if ('failure' in r) return { policy: tlsa, tlsa: [], refuse: r.failure };
     const usable = r.records.filter((x) => x.usage === 2 || x.usage === 3);
     if (r.secure && usable.length) return { policy: tlsa, tlsa: usable };
+    if (r.secure && (r.records.length || r.unusable)) return { policy: operatorPolicy(hop.tls === 'verify' ? 'verify' : 'required', policyDomain, host), tlsa: [] };
   }
 
   if (mx && domain.sts && domain.sts.mode !== 'none' && sources.sts) {

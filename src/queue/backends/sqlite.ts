@@ -169,6 +169,7 @@ const ADDED_COLUMNS: Record<string, Array<[string, string]>> = {
     ['require_tls', 'INTEGER NOT NULL DEFAULT 0'],
     ['tls_required_no', 'INTEGER NOT NULL DEFAULT 0'],
   ],
+  // The TLS of each attempt's event (issue 14).
   events: [['tls', 'TEXT']],
 };
 
