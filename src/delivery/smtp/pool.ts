@@ -19,6 +19,11 @@
  *   attempt), and a dead destination gets one connection attempt at a time,
  *   not one per job;
  * - an operator's retry ends the back-off at once (clearBackOff);
+ * - a slot freed under `maxTotal` (a connection closed, or parked idle while
+ *   another destination waits at the cap) goes at once to the destination
+ *   that has waited longest at the cap, which evicts the oldest idle
+ *   connection (issue 17: they used to wait for an idle timer); no scan of
+ *   every destination on this path;
  * - no unbounded maps: a destination's entry is deleted as soon as it has no
  *   connection, no waiter and no back-off in force (a timer clears back-offs);
  * - in a cluster (several nodes on one queue) the limits are the cluster's:
@@ -72,6 +77,7 @@ export class DestinationDown extends Error {
 }
 
 interface Idle {
+  dest: Destination;
   client: SmtpClient;
   messages: number;
   timer: NodeJS.Timeout;
@@ -99,6 +105,15 @@ interface Destination {
 export class ConnectionPool {
   readonly options: PoolOptions;
   private readonly dests = new Map<string, Destination>();
+  /**
+   * Destinations with waiters held back only by `maxTotal`, oldest first: any
+   * slot freed anywhere (a close, or a connection parked idle) goes to them at
+   * once (issue 17: they waited for an idle timer). Holds only destinations
+   * with waiters, so it is bounded by the dests map.
+   */
+  private readonly atCap = new Set<Destination>();
+  /** Every idle connection, oldest parked first (eviction without scanning destinations). */
+  private readonly idleAll = new Set<Idle>();
   /** Messages carried so far by each connection in use. */
   private readonly carried = new WeakMap<SmtpClient, number>();
   private total = 0;
@@ -202,11 +217,14 @@ export class ConnectionPool {
         next.resolve({ key: d.key, client, reused: true });
       } else {
         this.park(d, client, messages);
+        // A waiter elsewhere held back by maxTotal takes the slot now (it evicts an idle connection).
+        this.pumpAtCap();
       }
     } else {
       this.total--;
       void client.quit();
-      this.pumpAll();
+      this.pump(d);
+      this.pumpAtCap();
     }
     this.tidy(d);
   }
@@ -222,6 +240,7 @@ export class ConnectionPool {
     for (const d of this.dests.values()) {
       for (const w of d.waiters.splice(0)) w.reject(new Error('delivery is stopping'));
       for (const i of d.idle.splice(0)) {
+        this.idleAll.delete(i);
         clearTimeout(i.timer);
         this.total--;
         quits.push(i.client.quit());
@@ -231,6 +250,7 @@ export class ConnectionPool {
       d.deadUntil = 0;
       this.tidy(d);
     }
+    this.atCap.clear();
     await Promise.all(quits);
     if (this.lent.size) {
       let timer: NodeJS.Timeout | undefined;
@@ -255,6 +275,7 @@ export class ConnectionPool {
   /** park - keep an idle connection until reused, closed by the peer, or timed out. */
   private park(d: Destination, client: SmtpClient, messages: number): void {
     const entry: Idle = {
+      dest: d,
       client,
       messages,
       timer: setTimeout(() => this.dropIdle(d, entry, true), this.options.idleTimeoutMs),
@@ -262,18 +283,20 @@ export class ConnectionPool {
     entry.timer.unref();
     client.onClose = () => this.dropIdle(d, entry, false);
     d.idle.push(entry);
+    this.idleAll.add(entry);
   }
 
   private dropIdle(d: Destination, entry: Idle, quit: boolean): void {
     const i = d.idle.indexOf(entry);
     if (i < 0) return;
     d.idle.splice(i, 1);
+    this.idleAll.delete(entry);
     clearTimeout(entry.timer);
     entry.client.onClose = null;
     this.total--;
     if (quit) void entry.client.quit();
     this.tidy(d);
-    this.pumpAll();
+    this.pumpAtCap();
   }
 
   /** pump - serve a destination's waiters: idle connections first, then new ones within the limits. */
@@ -281,6 +304,7 @@ export class ConnectionPool {
     while (d.waiters.length) {
       const idle = d.idle.pop();
       if (idle) {
+        this.idleAll.delete(idle);
         clearTimeout(idle.timer);
         idle.client.onClose = null;
         const w = d.waiters.shift()!;
@@ -293,21 +317,38 @@ export class ConnectionPool {
       // Backed off: one probe at a time; the others wait for its result.
       const dead = d.deadUntil > Date.now();
       if (dead && d.probing) return;
-      if (this.total >= this.options.maxTotal && !this.evictIdle(d)) return;
+      if (this.total >= this.options.maxTotal && !this.evictIdle(d)) {
+        this.atCap.add(d);
+        return;
+      }
       const w = d.waiters.shift()!;
       this.openFor(d, w, dead);
     }
+    this.atCap.delete(d);
   }
 
   private pumpAll(): void {
     for (const d of this.dests.values()) if (d.waiters.length) this.pump(d);
   }
 
+  /** pumpAtCap - a slot may be free: serve the destinations waiting at maxTotal, oldest first, while slots last. */
+  private pumpAtCap(): void {
+    for (const d of this.atCap) {
+      if (this.total >= this.options.maxTotal && this.idleAll.size === 0) return;
+      this.atCap.delete(d);
+      if (d.waiters.length) this.pump(d);
+      if (this.atCap.has(d)) return; // still at the cap: no slot left for the ones behind it
+    }
+  }
+
   /** evictIdle - close the oldest idle connection of another destination to make room. */
   private evictIdle(except: Destination): boolean {
-    for (const d of this.dests.values()) {
-      if (d === except || d.idle.length === 0) continue;
-      const entry = d.idle.shift()!;
+    for (const entry of this.idleAll) {
+      const d = entry.dest;
+      if (d === except) continue;
+      const i = d.idle.indexOf(entry);
+      if (i >= 0) d.idle.splice(i, 1);
+      this.idleAll.delete(entry);
       clearTimeout(entry.timer);
       entry.client.onClose = null;
       this.total--;
@@ -356,7 +397,7 @@ export class ConnectionPool {
         }
         w.reject(err);
         this.tidy(d);
-        this.pumpAll();
+        this.pumpAtCap();
       },
     );
   }
@@ -380,6 +421,7 @@ export class ConnectionPool {
   private tidy(d: Destination): void {
     if (d.idle.length === 0 && d.busy === 0 && d.waiters.length === 0 && d.deadUntil <= Date.now() && !d.deadTimer) {
       if (this.dests.get(d.key) === d) this.dests.delete(d.key);
+      this.atCap.delete(d);
     }
   }
 }
