@@ -56,6 +56,9 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   shutdownGraceMs: 10_000,
 };
 
+/** Most next-hop names remembered for clearBackOff (an operator's retry of an older one finds no back-off to end: its attempt still goes, after it). */
+const MAX_ALIASES = 10_000;
+
 /** A connection lent to one job. */
 export interface Lease {
   readonly key: string;
@@ -122,6 +125,12 @@ export class ConnectionPool {
   private nodes = 1;
   /** Told when this node backs off a destination (a cluster passes it to the other nodes). */
   onDead: ((key: string, until: number, error: string) => void) | null = null;
+  /**
+   * The pool key each next hop used last (an MX hop's key is its MX host set,
+   * not its name): clearBackOff finds a hop's connections through it.
+   * Bounded: the oldest entry goes first.
+   */
+  private readonly aliases = new Map<string, string>();
   /** Connections lent out now (cut by close() after the grace period). */
   private readonly lent = new Set<SmtpClient>();
   private allReturned: (() => void) | null = null;
@@ -170,9 +179,10 @@ export class ConnectionPool {
    */
   clearBackOff(hopKey: string): string[] {
     const ended: string[] = [];
+    const alias = this.aliases.get(hopKey);
     for (const d of [...this.dests.values()]) {
       const rest = d.key.slice(d.key.indexOf(':') + 1);
-      if (d.key !== hopKey && !rest.startsWith(`${hopKey}:`)) continue;
+      if (d.key !== hopKey && d.key !== alias && !rest.startsWith(`${hopKey}:`)) continue;
       if (d.deadUntil === 0 && !d.deadTimer) continue;
       if (d.deadTimer) clearTimeout(d.deadTimer);
       d.deadTimer = null;
@@ -183,6 +193,14 @@ export class ConnectionPool {
       this.tidy(d);
     }
     return ended;
+  }
+
+  /** alias - the next hop `hopKey` uses the pool key `key` now (see clearBackOff). */
+  alias(hopKey: string, key: string): void {
+    if (this.aliases.get(hopKey) === key) return;
+    this.aliases.delete(hopKey);
+    if (this.aliases.size >= MAX_ALIASES) this.aliases.delete(this.aliases.keys().next().value as string);
+    this.aliases.set(hopKey, key);
   }
 
   /** acquire - a connection to `key`: an idle one, a new one from `open` (a probe while backed off), or the next one freed. */

@@ -10,8 +10,14 @@
  * - opportunistic TLS whose handshake fails is retried once in plain text on
  *   the same address (mail is not held back by a broken TLS stack, as Postfix
  *   does); `tls = "required"` never falls back: it defers with 4.7.x;
- * - connections are shared through the pool (one per destination and TLS
- *   policy); per-recipient outcomes come from session.ts.
+ * - connections are shared through the pool, keyed by next-hop host and TLS
+ *   policy: for an MX hop the key is the domain's MX host set (mx.ts
+ *   hostSetKey, "MX rollup"), so thousands of domains behind one provider's
+ *   MX hosts share connections and limits. The MX look-up (cached) is made
+ *   before a connection is borrowed; its failure is a result for every
+ *   recipient, as it always was. The TLS requirement is part of the key: a
+ *   connection good for one domain's policy is not taken for a stricter one;
+ * - per-recipient outcomes come from session.ts.
  *
  * Untrusted input: DNS answers (mx.ts) and peer replies (client.ts).
  */
@@ -21,9 +27,9 @@ import type { Config } from '../../config/schema.js';
 import type { DeliveryAgent, DeliveryJob, NextHop, RecipientResult } from '../agent.js';
 import { resultsFor } from '../agent.js';
 import { ClientError, SmtpClient, type SmtpTimeouts } from './client.js';
-import { deliverPooled } from './deliver.js';
+import { deliverPooled, errorResults } from './deliver.js';
 import { lookupFailure } from './failure-text.js';
-import { LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
+import { hostSetKey, LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 
 type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
@@ -90,11 +96,26 @@ export class SmtpAgent implements DeliveryAgent {
       return;
     }
     const label = hop.hosts === 'mx' ? hop.domain : hop.host;
+    let key: string;
+    let hosts: TargetHost[] | null = null;
+    if (hop.hosts === 'mx') {
+      try {
+        hosts = (await this.resolver.cachedHosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
+      } catch (e) {
+        report(errorResults(job.recipients, e, label));
+        return;
+      }
+      key = `smtp:mx:${hostSetKey(hop.domain, hosts)}:${hop.port}:${hop.tls}`;
+      // An operator's retry names the hop (mx:<domain>): the pool finds this key from it.
+      this.pool.alias(hop.key, key);
+    } else {
+      key = `smtp:${hop.key}:${hop.host}:${hop.port}:${hop.tls}`;
+    }
     await deliverPooled(job, report, {
       pool: this.pool,
-      key: `smtp:${hop.key}:${hop.hosts === 'mx' ? hop.domain : `${hop.host}:${hop.port}`}:${hop.tls}`,
+      key,
       label,
-      open: () => this.open(hop),
+      open: () => this.open(hop, hosts),
       maxRecipients: this.options.maxRecipientsPerTransaction,
     });
   }
@@ -104,10 +125,14 @@ export class SmtpAgent implements DeliveryAgent {
     if (this.ownPool) await this.pool.close();
   }
 
-  /** open - a connected client to the first host of the hop that works; throws LookupError or ClientError. */
-  async open(hop: SmtpHop): Promise<SmtpClient> {
+  /**
+   * open - a connected client to the first host of the hop that works;
+   * throws LookupError or ClientError. `resolved`: the MX hosts already
+   * looked up for this hop (else they are looked up here).
+   */
+  async open(hop: SmtpHop, resolved: TargetHost[] | null = null): Promise<SmtpClient> {
     let hosts: TargetHost[];
-    if (hop.hosts === 'mx') hosts = (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
+    if (hop.hosts === 'mx') hosts = resolved ? resolved.map((h) => ({ ...h, addresses: [...h.addresses] })) : (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
     else hosts = [{ name: hop.host, preference: 0, addresses: isIP(hop.host) ? [hop.host] : await lookupFixed(hop.host) }];
     const implicit = hop.hosts === 'mx' && hosts.length === 1 && hosts[0]!.name === hop.domain;
 
