@@ -30,6 +30,7 @@ import { MaildirAgent } from './delivery/maildir.js';
 import { LmtpAgent } from './delivery/lmtp/lmtp-agent.js';
 import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/smtp-agent.js';
 import { ConnectionPool } from './delivery/smtp/pool.js';
+import { shaperFrom, type Shaper } from './delivery/smtp/shaping.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { DkimSigner } from './dkim/signer.js';
@@ -118,6 +119,8 @@ export class Petrel {
   inbound: InboundServer | null = null;
   /** Outbound connections, shared by the SMTP and LMTP agents ([delivery] max_connections in all). */
   readonly pool: ConnectionPool;
+  /** Traffic shaping per provider (null with [delivery] shaping = false). */
+  readonly shaper: Shaper | null;
   admin: AdminServer | null = null;
   /** In a cluster: per-destination limits shared with the other nodes. */
   private shared: SharedLimits | null = null;
@@ -150,10 +153,14 @@ export class Petrel {
       fresh: { room: (n) => this.scheduler.fresh.room(n), take: (c) => this.scheduler.fresh.take(c) },
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
+    this.shaper = shaperFrom(config, {
+      onEvent: (e) => void this.store.appendEvents([e]).catch((err) => trace('shaping').warn({ err: (err as Error).message, event: e.event }, 'cannot record a shaping event')),
+      onResume: (p) => this.pool.resumeProvider(p),
+    });
     this.agents = {
       maildir: new MaildirAgent(),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
-      smtp: SmtpAgent.fromConfig(config, { pool: this.pool }),
+      smtp: SmtpAgent.fromConfig(config, { pool: this.pool, ...(this.shaper ? { shaper: this.shaper } : {}) }),
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };
@@ -320,6 +327,7 @@ export class Petrel {
     await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     this.shared?.stop();
+    this.shaper?.close();
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
     await this.dkim.close();
     await this.eventLog.close();

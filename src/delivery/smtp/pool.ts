@@ -33,9 +33,17 @@
  *   node probes a dead destination instead of opening its share of
  *   connections to it.
  *
+ * - traffic shaping (delivery/smtp/shaping): a destination may belong to a
+ *   provider, whose limits hold across all its destinations: connections
+ *   open at once (idle ones included), new connections and messages per
+ *   time (token buckets), messages per connection, and suspension. A job
+ *   held back by them waits in its destination's line (one timer per
+ *   provider wakes it, never a spin); waiting is not an attempt.
+ *
  * Untrusted input: none (destinations are keys made by the router).
  */
 import type { SmtpClient } from './client.js';
+import type { Provider } from './shaping.js';
 
 export interface PoolOptions {
   maxPerDestination: number;
@@ -103,6 +111,8 @@ interface Destination {
   deadTimer: NodeJS.Timeout | null;
   /** A probe connection to the backed-off destination is being opened (the other waiters wait on it). */
   probing: boolean;
+  /** The shaping provider this destination belongs to, if any. */
+  provider: Provider | null;
 }
 
 export class ConnectionPool {
@@ -117,6 +127,10 @@ export class ConnectionPool {
   private readonly atCap = new Set<Destination>();
   /** Every idle connection, oldest parked first (eviction without scanning destinations). */
   private readonly idleAll = new Set<Idle>();
+  /** Destinations held back by their provider's limits (one entry per provider with waiters). */
+  private readonly heldBack = new Map<Provider, Set<Destination>>();
+  /** The timer that wakes a provider's held-back destinations when a token is due. */
+  private readonly providerTimers = new Map<Provider, NodeJS.Timeout>();
   /** Messages carried so far by each connection in use. */
   private readonly carried = new WeakMap<SmtpClient, number>();
   private total = 0;
@@ -204,9 +218,10 @@ export class ConnectionPool {
   }
 
   /** acquire - a connection to `key`: an idle one, a new one from `open` (a probe while backed off), or the next one freed. */
-  acquire(key: string, open: () => Promise<SmtpClient>): Promise<Lease> {
+  acquire(key: string, open: () => Promise<SmtpClient>, provider: Provider | null = null): Promise<Lease> {
     if (this.closing) return Promise.reject(new Error('delivery is stopping'));
     const d = this.dest(key);
+    if (provider) d.provider = provider;
     return new Promise<Lease>((resolve, reject) => {
       d.waiters.push({ open, resolve, reject });
       this.pump(d);
@@ -227,9 +242,18 @@ export class ConnectionPool {
       return;
     }
     d.busy--;
-    if (reusable && client.usable && messages < this.options.maxMessagesPerConnection && !this.closing) {
-      const next = d.waiters.shift();
-      if (next) {
+    const p = d.provider;
+    const perConnection = p?.rule.messages_per_connection ?? Infinity;
+    const overProvider = p !== null && p.open > p.maxConnections; // a throttle cut: shed connections
+    if (reusable && client.usable && messages < this.options.maxMessagesPerConnection && messages < perConnection && !overProvider && !this.closing) {
+      if (p) {
+        // Shaped: the next message of the line passes the provider's rate first.
+        this.park(d, client, messages);
+        this.pump(d);
+        this.pumpAtCap();
+        this.wakeProvider(p);
+      } else if (d.waiters.length) {
+        const next = d.waiters.shift()!;
         d.busy++;
         this.lent.add(client);
         next.resolve({ key: d.key, client, reused: true });
@@ -239,12 +263,48 @@ export class ConnectionPool {
         this.pumpAtCap();
       }
     } else {
-      this.total--;
+      this.closedOne(d);
       void client.quit();
       this.pump(d);
       this.pumpAtCap();
+      this.wakeProvider(p);
     }
     this.tidy(d);
+  }
+
+  /** resumeProvider - a provider's suspension ended (shaping calls it): its held-back jobs go now. */
+  resumeProvider(p: Provider): void {
+    this.wakeProvider(p);
+  }
+
+  /** closedOne - bookkeeping of one connection of `d` closed (or never opened). */
+  private closedOne(d: Destination): void {
+    this.total--;
+    if (d.provider) d.provider.open--;
+  }
+
+  /** holdBack - `d` waits for its provider (a slot, a token, or the end of a suspension); `inMs`: when a token is due. */
+  private holdBack(d: Destination, p: Provider, inMs: number | null): void {
+    let set = this.heldBack.get(p);
+    if (!set) this.heldBack.set(p, (set = new Set()));
+    set.add(d);
+    if (inMs !== null && !this.providerTimers.has(p)) {
+      const t = setTimeout(() => {
+        this.providerTimers.delete(p);
+        this.wakeProvider(p);
+      }, inMs);
+      t.unref();
+      this.providerTimers.set(p, t);
+    }
+  }
+
+  /** wakeProvider - serve the destinations held back by `p`, oldest first. */
+  private wakeProvider(p: Provider | null): void {
+    if (!p || this.closing) return;
+    const set = this.heldBack.get(p);
+    if (!set) return;
+    this.heldBack.delete(p);
+    for (const d of set) if (d.waiters.length) this.pump(d);
   }
 
   /**
@@ -260,7 +320,7 @@ export class ConnectionPool {
       for (const i of d.idle.splice(0)) {
         this.idleAll.delete(i);
         clearTimeout(i.timer);
-        this.total--;
+        this.closedOne(d);
         quits.push(i.client.quit());
       }
       if (d.deadTimer) clearTimeout(d.deadTimer);
@@ -269,6 +329,9 @@ export class ConnectionPool {
       this.tidy(d);
     }
     this.atCap.clear();
+    for (const t of this.providerTimers.values()) clearTimeout(t);
+    this.providerTimers.clear();
+    this.heldBack.clear();
     await Promise.all(quits);
     if (this.lent.size) {
       let timer: NodeJS.Timeout | undefined;
@@ -284,7 +347,7 @@ export class ConnectionPool {
   private dest(key: string): Destination {
     let d = this.dests.get(key);
     if (!d) {
-      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null, probing: false };
+      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null, probing: false, provider: null };
       this.dests.set(key, d);
     }
     return d;
@@ -311,15 +374,25 @@ export class ConnectionPool {
     this.idleAll.delete(entry);
     clearTimeout(entry.timer);
     entry.client.onClose = null;
-    this.total--;
+    this.closedOne(d);
     if (quit) void entry.client.quit();
     this.tidy(d);
     this.pumpAtCap();
+    this.wakeProvider(d.provider);
   }
 
   /** pump - serve a destination's waiters: idle connections first, then new ones within the limits. */
   private pump(d: Destination): void {
+    const p = d.provider;
     while (d.waiters.length) {
+      let now = 0;
+      if (p) {
+        // Shaped: suspended, or no message token yet -> wait for the provider.
+        if (p.suspended) return this.holdBack(d, p, null);
+        now = Date.now();
+        const wait = p.messages ? p.messages.peek(now, p.factor) : 0;
+        if (wait > 0) return this.holdBack(d, p, wait);
+      }
       const idle = d.idle.pop();
       if (idle) {
         this.idleAll.delete(idle);
@@ -328,6 +401,7 @@ export class ConnectionPool {
         const w = d.waiters.shift()!;
         d.busy++;
         this.lent.add(idle.client);
+        if (p) this.sent(p, now);
         w.resolve({ key: d.key, client: idle.client, reused: true });
         continue;
       }
@@ -335,14 +409,29 @@ export class ConnectionPool {
       // Backed off: one probe at a time; the others wait for its result.
       const dead = d.deadUntil > Date.now();
       if (dead && d.probing) return;
+      if (p) {
+        if (p.open >= p.maxConnections && !this.evictIdle(d, p)) return this.holdBack(d, p, null);
+        const wait = p.connections ? p.connections.peek(now, p.factor) : 0;
+        if (wait > 0) return this.holdBack(d, p, wait);
+      }
       if (this.total >= this.options.maxTotal && !this.evictIdle(d)) {
         this.atCap.add(d);
         return;
       }
       const w = d.waiters.shift()!;
+      if (p) {
+        p.connections?.take(now, p.factor);
+        this.sent(p, now);
+      }
       this.openFor(d, w, dead);
     }
     this.atCap.delete(d);
+  }
+
+  /** sent - one message goes to the provider now: a message token is used. */
+  private sent(p: Provider, now: number): void {
+    p.messages?.take(now, p.factor);
+    p.countSent(now);
   }
 
   private pumpAll(): void {
@@ -359,17 +448,17 @@ export class ConnectionPool {
     }
   }
 
-  /** evictIdle - close the oldest idle connection of another destination to make room. */
-  private evictIdle(except: Destination): boolean {
+  /** evictIdle - close the oldest idle connection of another destination (of provider `of`, when given) to make room. */
+  private evictIdle(except: Destination, of: Provider | null = null): boolean {
     for (const entry of this.idleAll) {
       const d = entry.dest;
-      if (d === except) continue;
+      if (d === except || (of && d.provider !== of)) continue;
       const i = d.idle.indexOf(entry);
       if (i >= 0) d.idle.splice(i, 1);
       this.idleAll.delete(entry);
       clearTimeout(entry.timer);
       entry.client.onClose = null;
-      this.total--;
+      this.closedOne(d);
       void entry.client.quit();
       this.tidy(d);
       return true;
@@ -380,6 +469,7 @@ export class ConnectionPool {
   private openFor(d: Destination, w: Waiter, probe = false): void {
     d.busy++;
     this.total++;
+    if (d.provider) d.provider.open++;
     if (probe) d.probing = true;
     w.open().then(
       (client) => {
@@ -395,7 +485,7 @@ export class ConnectionPool {
           // Opened while stopping: not used; the job defers its recipients.
           client.destroy();
           d.busy--;
-          this.total--;
+          this.closedOne(d);
           w.reject(new Error('delivery is stopping'));
           this.tidy(d);
           return;
@@ -408,7 +498,7 @@ export class ConnectionPool {
       (err: unknown) => {
         if (probe) d.probing = false;
         d.busy--;
-        this.total--;
+        this.closedOne(d);
         if (!this.closing) {
           this.backOff(d, err, Date.now() + this.options.deadBackoffMs);
           this.onDead?.(d.key, d.deadUntil, (err as Error)?.message ?? String(err));
@@ -416,6 +506,7 @@ export class ConnectionPool {
         w.reject(err);
         this.tidy(d);
         this.pumpAtCap();
+        this.wakeProvider(d.provider);
       },
     );
   }

@@ -31,6 +31,7 @@ import { deliverPooled, errorResults } from './deliver.js';
 import { lookupFailure } from './failure-text.js';
 import { hostSetKey, LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
+import type { Provider, Shaper } from './shaping.js';
 
 type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
 
@@ -47,6 +48,8 @@ export interface SmtpAgentOptions {
   /** A pool to share (with the LMTP agent), or options for a pool of its own. */
   pool?: ConnectionPool;
   poolOptions?: Partial<PoolOptions>;
+  /** Traffic shaping (delivery/smtp/shaping); none: only the pool's limits. */
+  shaper?: Shaper;
   /** Most MX hosts, and addresses per host, tried in one attempt. */
   maxHosts?: number;
   maxAddressesPerHost?: number;
@@ -111,12 +114,15 @@ export class SmtpAgent implements DeliveryAgent {
     } else {
       key = `smtp:${hop.key}:${hop.host}:${hop.port}:${hop.tls}`;
     }
-    await deliverPooled(job, report, {
+    const shaper = this.options.shaper;
+    const provider = shaper ? shaper.providerFor(hop.hosts === 'mx' ? hop.domain : hop.host, hosts ? hosts.map((h) => h.name) : [label]) : null;
+    await deliverPooled(job, provider && shaper ? feedbackReport(shaper, provider, report) : report, {
       pool: this.pool,
       key,
       label,
       open: () => this.open(hop, hosts),
       maxRecipients: this.options.maxRecipientsPerTransaction,
+      provider,
     });
   }
 
@@ -184,6 +190,32 @@ export class SmtpAgent implements DeliveryAgent {
     await plain.connect();
     return plain;
   }
+}
+
+/**
+ * feedbackReport - the provider reads every result of its jobs: a "too fast"
+ * reply slows it, a "blocked" one suspends it (and the recipient that got it
+ * is deferred, not failed: a block is about the sender, never bounced before
+ * expiry), an accepted message helps it recover.
+ */
+function feedbackReport(shaper: Shaper, provider: Provider, report: (results: RecipientResult[]) => void): (results: RecipientResult[]) => void {
+  return (results) => {
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (r.kind === 'delivered') {
+        shaper.accepted(provider);
+        continue;
+      }
+      if (!r.remoteReply) continue;
+      const said = shaper.classify(r.reply);
+      if (said === 'throttle') shaper.throttled(provider, r.reply, r.remote);
+      else if (said === 'block') {
+        shaper.blocked(provider, r.reply, r.remote);
+        if (r.kind === 'failed') results[i] = { ...r, kind: 'deferred', status: `4${r.status.slice(1)}` };
+      }
+    }
+    report(results);
+  };
 }
 
 /** lookupFixed - addresses of a route's or smarthost's host name through the system resolver (hosts file included). */
