@@ -183,6 +183,10 @@ export class Petrel {
       router: this.router,
       report: (qid) => this.reporter.report(qid),
       // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
+      onResumeProvider: (name) => {
+        const p = this.shaper?.get(name);
+        return p ? this.shaper!.resume(p, 'resumed by an operator (petrel queue resume)') : false;
+      },
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);

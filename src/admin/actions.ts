@@ -54,6 +54,8 @@ export interface ActionsDeps {
    * once). Absent offline.
    */
   onRetry?: (destinations: string[]) => void | Promise<void>;
+  /** resume of a destination that names a suspended shaping provider: ends its suspension (true) instead of a hold. */
+  onResumeProvider?: (name: string) => boolean;
   now?: () => number;
 }
 
@@ -306,6 +308,11 @@ export class AdminActions {
 
   async resume(t: Target, op: Operator): Promise<ActionJson> {
     this.summaryCache = null;
+    // A provider suspended by a "blocked" reply (delivery/smtp/shaping): its jobs wait in flight, none is held in the store.
+    if ('destination' in t && this.deps.onResumeProvider?.(t.destination)) {
+      const j: ActionJson & { provider: string } = { ...actionJson({ changed: 0, inFlight: 0, queueIds: [] }), provider: t.destination };
+      return j;
+    }
     await this.needTarget(t);
     return actionJson(await this.deps.store.resume(t, op));
   }

@@ -334,8 +334,8 @@ export const queueCommand: CliCommand = {
           const path = targetPath(args, sub, err);
           if (!path) return 64;
           const a = await c.call('POST', path, {}, actionBody(args));
-          const code = answer(a, args, out, err, (b) => printResult(sub, b, out));
-          return code === 0 && a.body.changed === 0 ? 1 : code;
+          const code = answer(a, args, out, err, (b) => (b.provider ? out(`${sub}: provider ${String(b.provider)} resumed; its waiting mail goes now`) : printResult(sub, b, out)));
+          return code === 0 && a.body.changed === 0 && !a.body.provider ? 1 : code;
         }
         case 'delete': {
           const id = args.positional[1];

@@ -263,8 +263,7 @@ export class ConnectionPool {
         this.pumpAtCap();
       }
     } else {
-      this.closedOne(d);
-      void client.quit();
+      this.closedOne(d, client.quit());
       this.pump(d);
       this.pumpAtCap();
       this.wakeProvider(p);
@@ -277,10 +276,23 @@ export class ConnectionPool {
     this.wakeProvider(p);
   }
 
-  /** closedOne - bookkeeping of one connection of `d` closed (or never opened). */
-  private closedOne(d: Destination): void {
+  /**
+   * closedOne - bookkeeping of one connection of `d` closed (or never opened).
+   * `quitting`: the QUIT under way; a provider counts the connection until it
+   * is over, so the peer never sees more than the provider's limit at once.
+   */
+  private closedOne(d: Destination, quitting: Promise<void> | null = null): void {
     this.total--;
-    if (d.provider) d.provider.open--;
+    const p = d.provider;
+    if (!p) return;
+    if (!quitting) {
+      p.open--;
+      return;
+    }
+    void quitting.finally(() => {
+      p.open--;
+      this.wakeProvider(p);
+    });
   }
 
   /** holdBack - `d` waits for its provider (a slot, a token, or the end of a suspension); `inMs`: when a token is due. */
@@ -374,8 +386,8 @@ export class ConnectionPool {
     this.idleAll.delete(entry);
     clearTimeout(entry.timer);
     entry.client.onClose = null;
-    this.closedOne(d);
-    if (quit) void entry.client.quit();
+    if (quit) this.closedOne(d, entry.client.quit());
+    else this.closedOne(d);
     this.tidy(d);
     this.pumpAtCap();
     this.wakeProvider(d.provider);
@@ -458,8 +470,7 @@ export class ConnectionPool {
       this.idleAll.delete(entry);
       clearTimeout(entry.timer);
       entry.client.onClose = null;
-      this.closedOne(d);
-      void entry.client.quit();
+      this.closedOne(d, entry.client.quit());
       this.tidy(d);
       return true;
     }

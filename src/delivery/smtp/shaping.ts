@@ -13,8 +13,8 @@
  *
  * Each provider has (enforced by delivery/smtp/pool):
  * - max_connections at once (across all its domains and host sets),
- * - connection_rate and message_rate: token buckets (burst = one minute's
- *   worth at most the rate's count, refilled continuously); a job that finds
+ * - connection_rate and message_rate: token buckets (burst = one second's
+ *   worth, at least 1, refilled continuously); a job that finds
  *   no token waits in the pool's queue, woken by one timer, never spinning;
  *   waiting is not an attempt;
  * - messages_per_connection.
@@ -138,12 +138,13 @@ export class TokenBucket {
     private readonly rate: Rate,
     now = Date.now(),
   ) {
-    this.tokens = rate.count;
+    this.tokens = Math.max(1, (rate.count * Math.min(rate.perMs, 1000)) / rate.perMs);
     this.at = now;
   }
 
+  /** refill - tokens for the time since the last call; at most one second's worth (so "3000/m" is 50 at once, not 3000). */
   private refill(now: number, factor: number): void {
-    const cap = Math.max(1, this.rate.count * factor);
+    const cap = Math.max(1, ((this.rate.count * Math.min(this.rate.perMs, 1000)) / this.rate.perMs) * factor);
     this.tokens = Math.min(cap, this.tokens + ((now - this.at) * this.rate.count * factor) / this.rate.perMs);
     this.at = now;
   }
