@@ -165,6 +165,10 @@ export class Petrel {
       ...options.agents,
     };
     this.metrics = new AdminMetrics(this.store, () => this.inbound?.connectionCount ?? 0, { defaults: true });
+    if (this.shaper) {
+      const shaper = this.shaper;
+      this.metrics.watchShaping(() => shaper.snapshot());
+    }
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
       config,
@@ -183,6 +187,7 @@ export class Petrel {
       router: this.router,
       report: (qid) => this.reporter.report(qid),
       // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
+      ...(this.shaper ? { shaping: () => this.shaper!.snapshot() } : {}),
       onResumeProvider: (name) => {
         const p = this.shaper?.get(name);
         return p ? this.shaper!.resume(p, 'resumed by an operator (petrel queue resume)') : false;

@@ -17,6 +17,7 @@
  * Untrusted input: every argument (from URLs, JSON bodies, the command line)
  * is checked here; a bad one is an AdminError with status 400.
  */
+import type { ProviderSnapshot } from '../delivery/smtp/shaping.js';
 import { parseEndpoint } from '../config/schema.js';
 import { formatAge, parseDuration } from '../core/units.js';
 import { isQueueId, normalizeMessageId } from '../core/ids.js';
@@ -56,6 +57,8 @@ export interface ActionsDeps {
   onRetry?: (destinations: string[]) => void | Promise<void>;
   /** resume of a destination that names a suspended shaping provider: ends its suspension (true) instead of a hold. */
   onResumeProvider?: (name: string) => boolean;
+  /** The shaping providers as shown by `petrel queue` (live, not cached). */
+  shaping?: () => ProviderSnapshot[];
   now?: () => number;
 }
 
@@ -65,6 +68,8 @@ export type ActionJson = ReturnType<typeof actionJson>;
 export interface SummaryView {
   destinations: DestinationJson[];
   total: { recipients: number; messages: number };
+  /** Traffic-shaping providers met so far, live (delivery/smtp/shaping); absent when shaping is off. */
+  providers?: ProviderSnapshot[];
 }
 
 /** A listing row: the envelope, counts by state, and the first recipients (folded: `recipients_more`). */
@@ -181,6 +186,12 @@ export class AdminActions {
 
   /** summary - the queue by destination, like qshape (cached briefly; see summaryCache). */
   summary(): Promise<SummaryView> {
+    const shaping = this.deps.shaping;
+    if (!shaping) return this.queueSummary();
+    return this.queueSummary().then((v) => ({ ...v, providers: shaping() }));
+  }
+
+  private queueSummary(): Promise<SummaryView> {
     const now = this.now();
     const c = this.summaryCache;
     if (c && now - c.at < Math.max(1000, c.took * 5)) return c.value;

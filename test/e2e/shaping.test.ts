@@ -142,8 +142,14 @@ test('554 5.7.1 ... blocked: the provider is suspended (one event), recipients w
     assert.equal(deferred.length, refused, 'only the recipients that met the block were attempted (one attempt each)');
     assert.ok(deferred.length < N, `the others waited without an attempt (${deferred.length} of ${N} attempted)`);
 
-    blocked = false;
     const cfg = join(dir, 'petrel.toml');
+    // The operator sees it: `petrel queue` and /metrics.
+    const q = await runCli(['queue', '--config', cfg], '', { cwd: dir });
+    assert.match(q.stdout, /PROVIDER/);
+    assert.match(q.stdout, /block\.test .*until .*554 5\.7\.1/);
+    const metrics = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+    assert.match(metrics, /petrel_shaping_suspended\{provider="block\.test"\} 1/);
+    blocked = false;
     const r = await runCli(['queue', 'resume', '--destination', 'block.test', '--reason', 'delisted', '--config', cfg], '', { cwd: dir });
     assert.equal(r.code, 0, r.stderr + r.stdout);
     await waitFor(() => count(p, 'delivered') === N, 20_000, 'all delivered after the resume');

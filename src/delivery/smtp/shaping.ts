@@ -247,6 +247,24 @@ export class Provider {
 /** The lowest factor: a provider is slowed, never stopped, by throttle replies. */
 const MIN_FACTOR = 1 / 64;
 
+/** One provider as shown to operators (snake_case: it is written as JSON). */
+export interface ProviderSnapshot {
+  provider: string;
+  match: string;
+  /** AIMD factor: 1 = the configured limits. */
+  factor: number;
+  /** Current limits (configured x factor); null: not limited. */
+  max_connections: number | null;
+  connections: number;
+  connection_rate: string | null;
+  message_rate: string | null;
+  messages_per_connection: number | null;
+  /** Messages handed to its connections in the last 60 s. */
+  messages_last_minute: number;
+  suspended_until: string | null;
+  suspend_reply: string;
+}
+
 /** Decision - what a reply means for its provider. */
 export type Feedback = 'throttle' | 'block' | null;
 
@@ -312,6 +330,23 @@ export class Shaper {
   /** list - the providers met so far (for `petrel queue`, metrics). */
   list(): Provider[] {
     return [...this.providers.values()];
+  }
+
+  /** snapshot - each provider met so far, as `petrel queue`, the API and /metrics show it. */
+  snapshot(now = Date.now()): ProviderSnapshot[] {
+    return this.list().map((p) => ({
+      provider: p.name,
+      match: p.rule.match,
+      factor: p.factor,
+      max_connections: p.rule.max_connections === undefined ? null : p.maxConnections,
+      connections: p.open,
+      connection_rate: p.rule.connection_rate ? `${Math.max(1, Math.floor(p.rule.connection_rate.count * p.factor))}/${formatRate(p.rule.connection_rate).split('/')[1]}` : null,
+      message_rate: p.rule.message_rate ? `${Math.max(1, Math.floor(p.rule.message_rate.count * p.factor))}/${formatRate(p.rule.message_rate).split('/')[1]}` : null,
+      messages_per_connection: p.rule.messages_per_connection ?? null,
+      messages_last_minute: p.sentLastMinute(now),
+      suspended_until: p.suspendedUntil > now ? isoTime(p.suspendedUntil) : null,
+      suspend_reply: p.suspendedUntil > now ? p.suspendReply : '',
+    }));
   }
 
   get(name: string): Provider | undefined {
