@@ -38,7 +38,9 @@
  *   open at once (idle ones included), new connections and messages per
  *   time (token buckets), messages per connection, and suspension. A job
  *   held back by them waits in its destination's line (one timer per
- *   provider wakes it, never a spin); waiting is not an attempt.
+ *   provider wakes it, never a spin); waiting is not an attempt. In a
+ *   cluster a provider's connections and rates are shared like
+ *   `maxPerDestination` (divided by the nodes alive).
  *
  * Untrusted input: none (destinations are keys made by the router).
  */
@@ -244,7 +246,7 @@ export class ConnectionPool {
     d.busy--;
     const p = d.provider;
     const perConnection = p?.rule.messages_per_connection ?? Infinity;
-    const overProvider = p !== null && p.open > p.maxConnections; // a throttle cut: shed connections
+    const overProvider = p !== null && p.open > this.maxOf(p); // a throttle cut: shed connections
     if (reusable && client.usable && messages < this.options.maxMessagesPerConnection && messages < perConnection && !overProvider && !this.closing) {
       if (p) {
         // Shaped: the next message of the line passes the provider's rate first.
@@ -274,6 +276,16 @@ export class ConnectionPool {
   /** resumeProvider - a provider's suspension ended (shaping calls it): its held-back jobs go now. */
   resumeProvider(p: Provider): void {
     this.wakeProvider(p);
+  }
+
+  /** maxOf - this node's share of a provider's connection limit (in a cluster, divided by the nodes alive, at least 1). */
+  private maxOf(p: Provider): number {
+    return Math.max(1, Math.floor(p.maxConnections / this.nodes));
+  }
+
+  /** shareOf - the factor this node applies to a provider's rates: its AIMD factor, divided among the nodes alive. */
+  private shareOf(p: Provider): number {
+    return p.factor / this.nodes;
   }
 
   /**
@@ -402,7 +414,7 @@ export class ConnectionPool {
         // Shaped: suspended, or no message token yet -> wait for the provider.
         if (p.suspended) return this.holdBack(d, p, null);
         now = Date.now();
-        const wait = p.messages ? p.messages.peek(now, p.factor) : 0;
+        const wait = p.messages ? p.messages.peek(now, this.shareOf(p)) : 0;
         if (wait > 0) return this.holdBack(d, p, wait);
       }
       const idle = d.idle.pop();
@@ -422,8 +434,8 @@ export class ConnectionPool {
       const dead = d.deadUntil > Date.now();
       if (dead && d.probing) return;
       if (p) {
-        if (p.open >= p.maxConnections && !this.evictIdle(d, p)) return this.holdBack(d, p, null);
-        const wait = p.connections ? p.connections.peek(now, p.factor) : 0;
+        if (p.open >= this.maxOf(p) && !this.evictIdle(d, p)) return this.holdBack(d, p, null);
+        const wait = p.connections ? p.connections.peek(now, this.shareOf(p)) : 0;
         if (wait > 0) return this.holdBack(d, p, wait);
       }
       if (this.total >= this.options.maxTotal && !this.evictIdle(d)) {
@@ -432,7 +444,7 @@ export class ConnectionPool {
       }
       const w = d.waiters.shift()!;
       if (p) {
-        p.connections?.take(now, p.factor);
+        p.connections?.take(now, this.shareOf(p));
         this.sent(p, now);
       }
       this.openFor(d, w, dead);
@@ -442,7 +454,7 @@ export class ConnectionPool {
 
   /** sent - one message goes to the provider now: a message token is used. */
   private sent(p: Provider, now: number): void {
-    p.messages?.take(now, p.factor);
+    p.messages?.take(now, this.shareOf(p));
     p.countSent(now);
   }
 
