@@ -190,7 +190,7 @@ export class Petrel {
       ...(this.shaper ? { shaping: () => this.shaper!.snapshot() } : {}),
       onResumeProvider: (name) => {
         const p = this.shaper?.get(name);
-        return p ? this.shaper!.resume(p, 'resumed by an operator (petrel queue resume)') : false;
+        return p ? this.shaper!.resume(p, 'resumed by an operator (petrel queue resume)') : null;
       },
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });

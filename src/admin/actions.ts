@@ -22,7 +22,7 @@ import { parseEndpoint } from '../config/schema.js';
 import { formatAge, parseDuration } from '../core/units.js';
 import { isQueueId, normalizeMessageId } from '../core/ids.js';
 import { RECIPIENT_STATES, type MailEvent, type RecipientState } from '../log/events.js';
-import type { ListFilter, MessageRecord, Operator, QueueStore, Target } from '../queue/store.js';
+import type { ActionResult, ListFilter, MessageRecord, Operator, QueueStore, Target } from '../queue/store.js';
 import type { Router } from '../routing/router.js';
 import { reportWanted } from '../dsn/policy.js';
 import { actionJson, destinationJson, messageJson, overrideJson, recipientJson, statesJson, trackJson, type DestinationJson, type MessageJson, type RecipientJson } from './json.js';
@@ -55,8 +55,12 @@ export interface ActionsDeps {
    * once). Absent offline.
    */
   onRetry?: (destinations: string[]) => void | Promise<void>;
-  /** resume of a destination that names a suspended shaping provider: ends its suspension (true) instead of a hold. */
-  onResumeProvider?: (name: string) => boolean;
+  /**
+   * resume of a destination that names a suspended shaping provider: ends its
+   * suspension and returns the destinations whose recipients were put back
+   * meanwhile (made due now); null: no such suspension.
+   */
+  onResumeProvider?: (name: string) => string[] | null;
   /** The shaping providers as shown by `petrel queue` (live, not cached). */
   shaping?: () => ProviderSnapshot[];
   now?: () => number;
@@ -320,8 +324,17 @@ export class AdminActions {
   async resume(t: Target, op: Operator): Promise<ActionJson> {
     this.summaryCache = null;
     // A provider suspended by a "blocked" reply (delivery/smtp/shaping): its jobs wait in flight, none is held in the store.
-    if ('destination' in t && this.deps.onResumeProvider?.(t.destination)) {
-      const j: ActionJson & { provider: string } = { ...actionJson({ changed: 0, inFlight: 0, queueIds: [] }), provider: t.destination };
+    const held = 'destination' in t ? (this.deps.onResumeProvider?.(t.destination) ?? null) : null;
+    if ('destination' in t && held) {
+      // Its recipients were put back until the suspension's end: they go now.
+      const sum: ActionResult = { changed: 0, inFlight: 0, queueIds: [] };
+      for (const destination of held) {
+        const r = await this.deps.store.retryNow({ destination }, op);
+        sum.changed += r.changed;
+        sum.inFlight += r.inFlight;
+        if (sum.queueIds.length < 1000) sum.queueIds.push(...r.queueIds.slice(0, 1000 - sum.queueIds.length));
+      }
+      const j: ActionJson & { provider: string } = { ...actionJson(sum), provider: t.destination };
       return j;
     }
     await this.needTarget(t);

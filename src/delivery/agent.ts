@@ -52,6 +52,12 @@ export interface RecipientResult {
   relayed?: boolean;
   /** The connection was lost after the final dot: the message may have arrived. */
   possibleDuplicate?: boolean;
+  /**
+   * Not attempted: traffic shaping held it back (its provider is suspended)
+   * until this time (epoch ms). With kind "deferred" only; the scheduler puts
+   * it back without counting an attempt (delivery/smtp/shaping).
+   */
+  heldUntil?: number;
 }
 
 export interface DeliveryJob {

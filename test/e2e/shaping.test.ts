@@ -137,10 +137,14 @@ test('554 5.7.1 ... blocked: the provider is suspended (one event), recipients w
     assert.match(suspended[0]!.reply ?? '', /^554 5\.7\.1 .*blocked/);
     assert.match(suspended[0]!.detail ?? '', /provider block\.test suspended/);
     assert.equal(count(p, 'failed') + count(p, 'expired'), 0, 'nothing bounced');
-    const refused = peer.transactions.flatMap((t) => t.rcpts).length;
-    const deferred = p.events().filter((e) => e.event === 'deferred');
-    assert.equal(deferred.length, refused, 'only the recipients that met the block were attempted (one attempt each)');
-    assert.ok(deferred.length < N, `the others waited without an attempt (${deferred.length} of ${N} attempted)`);
+    const refused = peer.transactions.flatMap((t) => t.rcpts).map((r) => r.address);
+    const attempted = p.events().filter((e) => e.event === 'deferred' && e.attempt !== undefined);
+    assert.deepEqual(attempted.map((e) => e.recipient).sort(), [...refused].sort(), 'only the recipients that met the block were attempted (one attempt each)');
+    assert.ok(attempted.length < N, `the others waited without an attempt (${attempted.length} of ${N} attempted)`);
+    // The others were put back in the queue, not attempted: an event each, no attempt number, attempts still 0.
+    const putBack = p.events().filter((e) => e.event === 'deferred' && e.attempt === undefined);
+    assert.ok(putBack.length >= N - attempted.length);
+    for (const e of putBack) assert.match(e.detail ?? '', /not attempted: held back by traffic shaping/);
 
     const cfg = join(dir, 'petrel.toml');
     // The operator sees it: `petrel queue` and /metrics.
@@ -153,6 +157,9 @@ test('554 5.7.1 ... blocked: the provider is suspended (one event), recipients w
     const r = await runCli(['queue', 'resume', '--destination', 'block.test', '--reason', 'delisted', '--config', cfg], '', { cwd: dir });
     assert.equal(r.code, 0, r.stderr + r.stdout);
     await waitFor(() => count(p, 'delivered') === N, 20_000, 'all delivered after the resume');
+    for (const d of p.events().filter((e) => e.event === 'delivered')) {
+      assert.equal(d.attempt, refused.includes(d.recipient!) ? 2 : 1, `${d.recipient}: only real attempts counted`);
+    }
     assert.equal(p.events().filter((e) => e.event === 'resumed' && e.state === 'provider').length, 1);
     assert.equal(count(p, 'failed') + count(p, 'expired'), 0);
     assert.equal(new Set(peer.delivered()).size, N);

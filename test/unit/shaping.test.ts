@@ -88,8 +88,10 @@ test('block: one suspended event, a second block reply adds none; resume ends it
   assert.ok(p.suspended);
   assert.deepEqual(events.map((e) => e.event), ['suspended']);
   assert.equal(s.snapshot()[0]!.suspend_reply, '554 5.7.1 blocked');
-  assert.equal(s.resume(p, 'operator'), true);
-  assert.equal(s.resume(p, 'operator'), false, 'nothing to resume twice');
+  p.noteHeld('a.example');
+  p.noteHeld('a.example');
+  assert.deepEqual(s.resume(p, 'operator'), ['a.example'], 'the destinations put back meanwhile, for the operator to make due');
+  assert.equal(s.resume(p, 'operator'), null, 'nothing to resume twice');
   assert.deepEqual(events.map((e) => e.event), ['suspended', 'resumed']);
   assert.deepEqual(resumed, [p]);
   s.close();

@@ -38,14 +38,16 @@
  *   open at once (idle ones included), new connections and messages per
  *   time (token buckets), messages per connection, and suspension. A job
  *   held back by them waits in its destination's line (one timer per
- *   provider wakes it, never a spin); waiting is not an attempt. In a
+ *   provider wakes it, never a spin); waiting is not an attempt. A job for
+ *   a suspended provider is not started: acquire rejects it with
+ *   ProviderSuspended, and its recipients are put back, uncounted. In a
  *   cluster a provider's connections and rates are shared like
  *   `maxPerDestination` (divided by the nodes alive).
  *
  * Untrusted input: none (destinations are keys made by the router).
  */
 import type { SmtpClient } from './client.js';
-import type { Provider } from './shaping.js';
+import { ProviderSuspended, type Provider } from './shaping.js';
 
 export interface PoolOptions {
   maxPerDestination: number;
@@ -412,7 +414,14 @@ export class ConnectionPool {
       let now = 0;
       if (p) {
         // Shaped: suspended, or no message token yet -> wait for the provider.
-        if (p.suspended) return this.holdBack(d, p, null);
+        if (p.suspended) {
+          // Not attempted: the jobs are put back (their recipients wait in the queue, not in memory).
+          const err = new ProviderSuspended(p.name, p.suspendedUntil, p.suspendReply);
+          for (const w of d.waiters.splice(0)) w.reject(err);
+          this.atCap.delete(d);
+          this.tidy(d);
+          return;
+        }
         now = Date.now();
         const wait = p.messages ? p.messages.peek(now, this.shareOf(p)) : 0;
         if (wait > 0) return this.holdBack(d, p, wait);

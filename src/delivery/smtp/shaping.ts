@@ -24,7 +24,8 @@
  * `throttle_hold` without a new throttle reply, every
  * `throttle_recovery_messages` accepted messages add 0.1 back, up to 1.
  * A reply in the "blocked" table suspends the provider for `block_suspend`
- * (one `suspended` event; jobs for it wait in the pool, their recipients are
+ * (one `suspended` event; jobs for it are not attempted: ProviderSuspended
+ * from the pool, their recipients put back by the scheduler until the end,
  * neither bounced nor charged attempts); the time ending or an operator's
  * resume (`petrel queue resume --destination <provider>`) ends it with a
  * `resumed` event. Every decision is an event carrying the reply.
@@ -35,6 +36,18 @@
  */
 import type { Config } from '../../config/schema.js';
 import { EVENT_IDS, isoTime, type MailEvent } from '../../log/events.js';
+
+/** ProviderSuspended - a job for a suspended provider is not attempted: its recipients are put back until `until`. */
+export class ProviderSuspended extends Error {
+  constructor(
+    readonly provider: string,
+    readonly until: number,
+    readonly reply: string,
+  ) {
+    super(`not attempted: provider ${provider} is suspended until ${isoTime(until)} after the reply "${reply}"`);
+    this.name = 'ProviderSuspended';
+  }
+}
 
 /** A rate: `count` per `perMs`. */
 export interface Rate {
@@ -186,6 +199,8 @@ export class Provider {
   readonly messages: TokenBucket | null;
   /** Connections open (idle included) or opening for this provider (the pool keeps it). */
   open = 0;
+  /** Destinations whose recipients were put back during the suspension (an operator's resume makes them due). Bounded. */
+  readonly held = new Set<string>();
   /** Messages handed out in the last minute (for `petrel queue`): counts per second slot. */
   private readonly sent = new Array<number>(60).fill(0);
   private sentAt = 0;
@@ -202,6 +217,11 @@ export class Provider {
 
   get suspended(): boolean {
     return this.suspendedUntil > Date.now();
+  }
+
+  /** noteHeld - a destination's recipients were put back while suspended (at most MAX_HELD remembered). */
+  noteHeld(destination: string): void {
+    if (this.held.size < MAX_HELD) this.held.add(destination);
   }
 
   /** countSent - one message handed to a connection (the current rate shown by `petrel queue`). */
@@ -243,6 +263,9 @@ export class Provider {
     return true;
   }
 }
+
+/** Most destinations remembered per suspension for the operator's resume (the others go when the suspension's time is over). */
+const MAX_HELD = 10_000;
 
 /** The lowest factor: a provider is slowed, never stopped, by throttle replies. */
 const MIN_FACTOR = 1 / 64;
@@ -376,16 +399,22 @@ export class Shaper {
     this.event('suspended', p, `provider ${p.name} suspended until ${isoTime(p.suspendedUntil)} after a "blocked" reply`, reply, remote);
   }
 
-  /** resume - end a suspension (time over, or an operator); false when the provider was not suspended. */
-  resume(p: Provider, why: string): boolean {
-    if (p.suspendedUntil === 0) return false;
+  /**
+   * resume - end a suspension (time over, or an operator); null when the
+   * provider was not suspended, else the destinations whose recipients were
+   * put back meanwhile (the operator's resume makes them due now).
+   */
+  resume(p: Provider, why: string): string[] | null {
+    if (p.suspendedUntil === 0) return null;
+    const held = [...p.held];
+    p.held.clear();
     if (p.suspendTimer) clearTimeout(p.suspendTimer);
     p.suspendTimer = null;
     p.suspendedUntil = 0;
     p.suspendReply = '';
     this.event('resumed', p, `provider ${p.name} resumed: ${why}`, '', '');
     this.onResume?.(p);
-    return true;
+    return held;
   }
 
   /** close - stop the suspension timers. */

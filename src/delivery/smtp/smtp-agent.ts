@@ -116,7 +116,7 @@ export class SmtpAgent implements DeliveryAgent {
     }
     const shaper = this.options.shaper;
     const provider = shaper ? shaper.providerFor(hop.hosts === 'mx' ? hop.domain : hop.host, hosts ? hosts.map((h) => h.name) : [label]) : null;
-    await deliverPooled(job, provider && shaper ? feedbackReport(shaper, provider, report) : report, {
+    await deliverPooled(job, provider && shaper ? feedbackReport(shaper, provider, label, report) : report, {
       pool: this.pool,
       key,
       label,
@@ -198,10 +198,14 @@ export class SmtpAgent implements DeliveryAgent {
  * is deferred, not failed: a block is about the sender, never bounced before
  * expiry), an accepted message helps it recover.
  */
-function feedbackReport(shaper: Shaper, provider: Provider, report: (results: RecipientResult[]) => void): (results: RecipientResult[]) => void {
+function feedbackReport(shaper: Shaper, provider: Provider, destination: string, report: (results: RecipientResult[]) => void): (results: RecipientResult[]) => void {
   return (results) => {
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
+      if (r.heldUntil !== undefined) {
+        provider.noteHeld(destination);
+        continue;
+      }
       if (r.kind === 'delivered') {
         shaper.accepted(provider);
         continue;
