@@ -443,7 +443,12 @@ export class ConnectionPool {
       const dead = d.deadUntil > Date.now();
       if (dead && d.probing) return;
       if (p) {
-        if (p.open >= this.maxOf(p) && !this.evictIdle(d, p)) return this.holdBack(d, p, null);
+        if (p.open >= this.maxOf(p)) {
+          // At the provider's limit: an idle connection of another of its destinations makes room
+          // once its QUIT is over (closedOne wakes the provider then); until then, wait.
+          this.evictIdle(d, p);
+          return this.holdBack(d, p, null);
+        }
         const wait = p.connections ? p.connections.peek(now, this.shareOf(p)) : 0;
         if (wait > 0) return this.holdBack(d, p, wait);
       }
