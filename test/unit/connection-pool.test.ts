@@ -116,3 +116,45 @@ test('a released connection still goes first to a waiter of its own destination'
   pool.release(lb, false);
   await pool.close();
 });
+
+test('shaping: a provider limit holds across destinations; a suspended provider rejects at once with ProviderSuspended', async () => {
+  const { Provider, ProviderSuspended } = await import('../../src/delivery/smtp/shaping.js');
+  const pool = new ConnectionPool({ maxTotal: 10, maxPerDestination: 5, idleTimeoutMs: 60_000 });
+  const p = new Provider({ match: '*.p.test', max_connections: 2 });
+  const o = opener();
+  const a = await pool.acquire('a', o.open, p);
+  const b = await pool.acquire('b', o.open, p);
+  const order: string[] = [];
+  const c = pool.acquire('c', o.open, p).then((l) => (order.push('c'), l));
+  await settled();
+  assert.deepEqual(order, [], 'a third destination of the provider waits: 2 connections at once');
+  assert.equal(p.open, 2);
+  pool.release(a, false); // closed: once its QUIT is over, "c" may open
+  const lc = await c;
+  assert.equal(lc.key, 'c');
+  assert.ok(p.open <= 2);
+  // Suspended: a new job is not started, it learns when to come back.
+  p.suspendedUntil = Date.now() + 60_000;
+  p.suspendReply = '554 5.7.1 blocked';
+  await assert.rejects(pool.acquire('d', o.open, p), (e: unknown) => e instanceof ProviderSuspended && e.until === p.suspendedUntil);
+  pool.release(b, false);
+  pool.release(lc, false);
+  await pool.close();
+});
+
+test('shaping: a job without a message token waits for one timer, then goes (nothing spins)', async () => {
+  const { Provider } = await import('../../src/delivery/smtp/shaping.js');
+  const pool = new ConnectionPool({ maxTotal: 50, maxPerDestination: 50, idleTimeoutMs: 60_000 });
+  const p = new Provider({ match: '*.p.test', message_rate: { count: 20, perMs: 1000 } }); // 20/s: a burst of 20, then one each 50 ms
+  const o = opener();
+  const leases: Lease[] = [];
+  for (let i = 0; i < 20; i++) leases.push(await pool.acquire('a', o.open, p));
+  let got = false;
+  const next = pool.acquire('a', o.open, p).then((l) => ((got = true), l));
+  await settled();
+  assert.equal(got, false, 'the 21st waits for a token');
+  leases.push(await next);
+  assert.equal(p.sentLastMinute(), 21);
+  for (const l of leases) pool.release(l, false);
+  await pool.close();
+});

@@ -318,8 +318,7 @@ export class ConnectionPool {
       const t = setTimeout(() => {
         this.providerTimers.delete(p);
         this.wakeProvider(p);
-      }, inMs);
-      t.unref();
+      }, inMs); // not unref'd: jobs are waiting on it (close() clears it)
       this.providerTimers.set(p, t);
     }
   }
