@@ -309,9 +309,15 @@ export class Shaper {
   private readonly block: RegExp[];
   onEvent: ((e: MailEvent) => void) | null;
   onResume: ((p: Provider) => void) | null;
+  /** The rules in matching form, made once (providerFor runs for every job). */
+  private readonly compiled: { rule: ShapingRule; exact: string; suffix: string | null }[];
 
   constructor(o: ShaperOptions) {
     this.rules = [...o.rules];
+    this.compiled = this.rules.map((rule) => {
+      const m = rule.match.toLowerCase();
+      return { rule, exact: m, suffix: m.startsWith('*.') ? m.slice(1) : null };
+    });
     this.feedback = { ...DEFAULT_FEEDBACK, ...(o.feedback ?? {}) };
     this.throttle = [...THROTTLE_REPLIES, ...this.feedback.throttleReplies].map((p) => new RegExp(p, 'i'));
     this.block = [...BLOCK_REPLIES, ...this.feedback.blockReplies].map((p) => new RegExp(p, 'i'));
@@ -325,14 +331,16 @@ export class Shaper {
    * domain, or a suffix ("*.x") of every host... of any host. Null: no rule.
    */
   providerFor(domain: string, hosts: readonly string[]): Provider | null {
+    if (this.compiled.length === 0) return null;
     const d = domain.toLowerCase();
-    for (const rule of this.rules) {
-      const m = rule.match.toLowerCase();
-      let hit: boolean;
-      if (m.startsWith('*.')) {
-        const suffix = m.slice(1);
-        hit = hosts.some((h) => h.toLowerCase().replace(/\.$/, '').endsWith(suffix));
-      } else hit = d === m;
+    for (const { rule, exact, suffix } of this.compiled) {
+      let hit = false;
+      if (suffix !== null) {
+        for (const h of hosts) {
+          const name = h.endsWith('.') ? h.slice(0, -1) : h;
+          if (name.length > suffix.length && name.toLowerCase().endsWith(suffix)) hit = true;
+        }
+      } else hit = d === exact;
       if (!hit) continue;
       const name = providerName(rule);
       let p = this.providers.get(name);
