@@ -10,8 +10,9 @@
  * (medians over the rounds). CPU counts every process of each MTA (Postfix:
  * all its daemons, living and exited); not the load generator or the sink.
  *
- * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N]
+ * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N] [--shaping on|off]
  * (--workers: Petrel's `[server] workers`; default: the configuration default.)
+ * (--shaping off: Petrel runs with [delivery] shaping = false, to measure what traffic shaping costs)
  * (rcpt100k, dsn100k: one message to 100,000 recipients; figures are per recipient.)
  * Needs root (for the private Postfix) and the Debian package postfix.
  */
@@ -104,7 +105,7 @@ async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: n
   const port = await freePort();
   const petrel = await startPetrel(
     dir,
-    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n${WORKERS ? `[server]\nworkers = ${Number(WORKERS)}\n` : ''}`,
+    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n${arg('shaping', 'on') === 'off' ? 'shaping = false\n' : ''}[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n${WORKERS ? `[server]\nworkers = ${Number(WORKERS)}\n` : ''}`,
   );
   const pid = petrel.child.pid!;
   // Every process of Petrel: the primary and its inbound workers (`[server] workers`).

@@ -35,6 +35,7 @@ import { MaildirAgent } from './delivery/maildir.js';
 import { LmtpAgent } from './delivery/lmtp/lmtp-agent.js';
 import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/smtp-agent.js';
 import { ConnectionPool } from './delivery/smtp/pool.js';
+import { shaperFrom, type Shaper } from './delivery/smtp/shaping.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { DkimSigner } from './dkim/signer.js';
@@ -141,6 +142,8 @@ export class Petrel {
   readonly tlsRecorder: TlsRecorder;
   /** Sends the daily TLS reports (and `petrel tlsrpt send`). */
   readonly tlsReports: TlsReportSender;
+  /** Traffic shaping per provider (null with [delivery] shaping = false). */
+  readonly shaper: Shaper | null;
   admin: AdminServer | null = null;
   /** In a cluster: per-destination limits shared with the other nodes. */
   private shared: SharedLimits | null = null;
@@ -178,16 +181,24 @@ export class Petrel {
     });
     this.pool = new ConnectionPool(poolOptionsFrom(config));
     this.tlsRecorder = new TlsRecorder({ dir: join(config.data_dir, 'tlsrpt'), onProblem: (text) => trace('tlsrpt').warn({ problem: text }, 'TLS report counts') });
+    this.shaper = shaperFrom(config, {
+      onEvent: (e) => void this.store.appendEvents([e]).catch((err) => trace('shaping').warn({ err: (err as Error).message, event: e.event }, 'cannot record a shaping event')),
+      onResume: (p) => this.pool.resumeProvider(p),
+    });
     this.agents = {
       maildir: new MaildirAgent({ junkFolder: () => config.checks.junk_folder }),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
       // Every connection under an MTA-STS or DANE policy is counted for TLS reports.
-      smtp: SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r) }),
+      smtp: SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r), ...(this.shaper ? { shaper: this.shaper } : {}) }),
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };
     this.tlsReports = new TlsReportSender({ config, enqueuer: this.enqueuer, recorder: this.tlsRecorder, trace: trace('tlsrpt') });
     this.metrics = new AdminMetrics(this.store, options.connections ?? (() => this.inbound?.connectionCount ?? 0), { defaults: true });
+    if (this.shaper) {
+      const shaper = this.shaper;
+      this.metrics.watchShaping(() => shaper.snapshot());
+    }
     this.reporter = new Reporter({ config, store: this.store, enqueuer: this.enqueuer, trace: trace('dsn'), onQueued: (kind) => this.metrics.onReport(kind) });
     this.scheduler = new Scheduler({
       config,
@@ -207,6 +218,11 @@ export class Petrel {
       report: (qid) => this.reporter.report(qid),
       tlsrptSend: (day, force) => this.tlsReports.sendDay(day, { force }),
       // An operator's retry ends the delivery back-off of its next hops first (admin/retry-now).
+      ...(this.shaper ? { shaping: () => this.shaper!.snapshot() } : {}),
+      onResumeProvider: (name) => {
+        const p = this.shaper?.get(name);
+        return p ? this.shaper!.resume(p, 'resumed by an operator (petrel queue resume)') : null;
+      },
       onRetry: (ds) => endBackOffs(ds, { router: this.router, pool: this.pool, ...(config.queue.backend === 'postgres' ? { cluster: { store: this.store, node: config.queue.node_name } } : {}) }),
     });
     this.submissionUsers = new SubmissionUsers(config.smtp.users_file);
@@ -383,6 +399,7 @@ export class Petrel {
     await this.admin?.close();
     await this.scheduler.stop(Math.max(1000, deadlineMs - (Date.now() - t0) - 2000));
     this.shared?.stop();
+    this.shaper?.close();
     await Promise.allSettled([...Object.values(this.agents).map((a) => a?.close()), this.pool.close()]);
     await this.tlsRecorder.close();
     await this.dkim.close();

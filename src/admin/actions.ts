@@ -17,11 +17,12 @@
  * Untrusted input: every argument (from URLs, JSON bodies, the command line)
  * is checked here; a bad one is an AdminError with status 400.
  */
+import type { ProviderSnapshot } from '../delivery/smtp/shaping.js';
 import { parseEndpoint } from '../config/schema.js';
 import { formatAge, parseDuration } from '../core/units.js';
 import { isQueueId, normalizeMessageId } from '../core/ids.js';
 import { RECIPIENT_STATES, type MailEvent, type RecipientState } from '../log/events.js';
-import type { ListFilter, MessageRecord, Operator, QueueStore, Target } from '../queue/store.js';
+import type { ActionResult, ListFilter, MessageRecord, Operator, QueueStore, Target } from '../queue/store.js';
 import type { Router } from '../routing/router.js';
 import { reportWanted } from '../dsn/policy.js';
 import { actionJson, destinationJson, messageJson, overrideJson, recipientJson, statesJson, trackJson, type DestinationJson, type MessageJson, type RecipientJson } from './json.js';
@@ -56,6 +57,14 @@ export interface ActionsDeps {
   onRetry?: (destinations: string[]) => void | Promise<void>;
   /** Sends one UTC day's TLS reports now (tlsrpt/sender); absent offline: only the running server sends them. */
   tlsrptSend?: (day: string, force: boolean) => Promise<unknown[]>;
+  /**
+   * resume of a destination that names a suspended shaping provider: ends its
+   * suspension and returns the destinations whose recipients were put back
+   * meanwhile (made due now); null: no such suspension.
+   */
+  onResumeProvider?: (name: string) => string[] | null;
+  /** The shaping providers as shown by `petrel queue` (live, not cached). */
+  shaping?: () => ProviderSnapshot[];
   now?: () => number;
 }
 
@@ -65,6 +74,8 @@ export type ActionJson = ReturnType<typeof actionJson>;
 export interface SummaryView {
   destinations: DestinationJson[];
   total: { recipients: number; messages: number };
+  /** Traffic-shaping providers met so far, live (delivery/smtp/shaping); absent when shaping is off. */
+  providers?: ProviderSnapshot[];
 }
 
 /** A listing row: the envelope, counts by state, and the first recipients (folded: `recipients_more`). */
@@ -181,6 +192,12 @@ export class AdminActions {
 
   /** summary - the queue by destination, like qshape (cached briefly; see summaryCache). */
   summary(): Promise<SummaryView> {
+    const shaping = this.deps.shaping;
+    if (!shaping) return this.queueSummary();
+    return this.queueSummary().then((v) => ({ ...v, providers: shaping() }));
+  }
+
+  private queueSummary(): Promise<SummaryView> {
     const now = this.now();
     const c = this.summaryCache;
     if (c && now - c.at < Math.max(1000, c.took * 5)) return c.value;
@@ -317,6 +334,20 @@ export class AdminActions {
 
   async resume(t: Target, op: Operator): Promise<ActionJson> {
     this.summaryCache = null;
+    // A provider suspended by a "blocked" reply (delivery/smtp/shaping): its jobs wait in flight, none is held in the store.
+    const held = 'destination' in t ? (this.deps.onResumeProvider?.(t.destination) ?? null) : null;
+    if ('destination' in t && held) {
+      // Its recipients were put back until the suspension's end: they go now.
+      const sum: ActionResult = { changed: 0, inFlight: 0, queueIds: [] };
+      for (const destination of held) {
+        const r = await this.deps.store.retryNow({ destination }, op);
+        sum.changed += r.changed;
+        sum.inFlight += r.inFlight;
+        if (sum.queueIds.length < 1000) sum.queueIds.push(...r.queueIds.slice(0, 1000 - sum.queueIds.length));
+      }
+      const j: ActionJson & { provider: string } = { ...actionJson(sum), provider: t.destination };
+      return j;
+    }
     await this.needTarget(t);
     return actionJson(await this.deps.store.resume(t, op));
   }

@@ -21,6 +21,7 @@ import { RECIPIENT_STATES } from '../log/events.js';
 import type { QueueStore, ReportKind } from '../queue/store.js';
 import type { MessageRecord } from '../queue/store.js';
 import type { NextHop, RecipientResult } from '../delivery/agent.js';
+import type { ProviderSnapshot } from '../delivery/smtp/shaping.js';
 
 /**
  * Tally - counts taken on the hot path (a reply, an event, an attempt: many
@@ -216,6 +217,31 @@ export class AdminMetrics {
       this.events.add(e.event);
       if (e.recipient !== undefined) this.byOutcome[e.event]?.add('');
     }
+  }
+
+  /**
+   * watchShaping - gauges of the traffic-shaping providers (delivery/smtp/shaping),
+   * read at scrape time; labels bounded by the [[shaping]] rules.
+   */
+  watchShaping(snapshot: () => ProviderSnapshot[]): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, value: (p: ProviderSnapshot) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['provider'],
+        registers,
+        collect() {
+          this.reset();
+          for (const p of snapshot()) this.set({ provider: p.provider }, value(p));
+        },
+      });
+    };
+    gauge('petrel_shaping_factor', 'Throttle factor of each shaping provider (1 = its configured limits)', (p) => p.factor);
+    gauge('petrel_shaping_max_connections', 'Current connection limit of each shaping provider (-1: none)', (p) => p.max_connections ?? -1);
+    gauge('petrel_shaping_connections', 'Connections open to each shaping provider', (p) => p.connections);
+    gauge('petrel_shaping_messages_last_minute', 'Messages sent to each shaping provider in the last minute', (p) => p.messages_last_minute);
+    gauge('petrel_shaping_suspended', '1 while a shaping provider is suspended after a "blocked" reply', (p) => (p.suspended_until ? 1 : 0));
   }
 
   async text(): Promise<string> {

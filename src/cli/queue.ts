@@ -160,6 +160,7 @@ async function summary(c: AdminClient, args: Args, out: Out, err: Out): Promise<
   const a = await c.call('GET', '/api/queue');
   return answer(a, args, out, err, (b) => {
     const now = Date.now();
+    printProviders(b.providers, out);
     if (b.destinations.length === 0) {
       out('The queue is empty.');
       return;
@@ -181,6 +182,28 @@ async function summary(c: AdminClient, args: Args, out: Out, err: Out): Promise<
     );
     out(`total: ${b.total.recipients} recipient(s) in ${b.total.messages} message(s) (a message with several destinations counts under each)`);
   });
+}
+
+/** printProviders - the traffic-shaping providers met so far: current limits, last minute's messages, suspension (docs/shaping.md). */
+function printProviders(providers: unknown, out: Out): void {
+  if (!Array.isArray(providers) || providers.length === 0) return;
+  out(
+    table(
+      ['PROVIDER', 'CONNS', 'MAX CONNS', 'CONN RATE', 'MSG RATE', 'MSGS/CONN', 'LAST MIN', 'FACTOR', 'SUSPENDED'],
+      (providers as Array<Record<string, any>>).map((p) => [ // eslint-disable-line @typescript-eslint/no-explicit-any -- API JSON
+        String(p.provider),
+        String(p.connections),
+        p.max_connections === null ? '-' : String(p.max_connections),
+        p.connection_rate ?? '-',
+        p.message_rate ?? '-',
+        p.messages_per_connection === null ? '-' : String(p.messages_per_connection),
+        String(p.messages_last_minute),
+        String(p.factor),
+        p.suspended_until ? `until ${p.suspended_until}: ${clip(String(p.suspend_reply), 60)}` : '-',
+      ]),
+    ),
+  );
+  out('');
 }
 
 /** ages - `queue --ages`: recipients per destination by age bucket, like qshape. */
@@ -282,8 +305,9 @@ async function listJsonLines(c: AdminClient, args: Args, out: Out, err: Out): Pr
 }
 
 const HELP = `Usage:
-  petrel queue [--json]                           the queue by destination: recipients, messages,
-                                                  deferred, held, oldest, last error
+  petrel queue [--json]                           the shaping providers (limits, rate, suspension),
+                                                  then the queue by destination: recipients,
+                                                  messages, deferred, held, oldest, last error
   petrel queue --ages [--json]                    recipients per destination by age (like qshape):
                                                   5m 10m 20m 40m 80m 160m 320m 640m 1280m 1280m+
   petrel queue list [--destination D] [--state S] [--sender A] [--recipient A]
@@ -311,6 +335,12 @@ not retry at once: "retry" does. "redirect" sends a destination's mail to
 HOST:PORT over SMTP from now on (and retries it now); "--clear" ends that.
 "retry" makes a real attempt at once, even for a destination that failed to
 connect a moment ago (its back-off ends).
+
+Traffic shaping (docs/shaping.md): "petrel queue" first lists each provider
+met so far (e.g. google.com for every domain whose MX is Google's) with its
+connections, current limits, messages in the last minute and any suspension
+after a "blocked" reply. "resume --destination PROVIDER" ends that suspension
+at once and its waiting mail goes.
 
 "queue list" prints each message with its recipients under it, the first 10
 (--recipients=N) then "… and K more". "queue list --json" writes one JSON
@@ -356,8 +386,8 @@ export const queueCommand: CliCommand = {
           const path = targetPath(args, sub, err);
           if (!path) return 64;
           const a = await c.call('POST', path, {}, actionBody(args));
-          const code = answer(a, args, out, err, (b) => printResult(sub, b, out));
-          return code === 0 && a.body.changed === 0 ? 1 : code;
+          const code = answer(a, args, out, err, (b) => (b.provider ? out(`${sub}: provider ${String(b.provider)} resumed; its waiting mail goes now`) : printResult(sub, b, out)));
+          return code === 0 && a.body.changed === 0 && !a.body.provider ? 1 : code;
         }
         case 'delete': {
           const id = args.positional[1];

@@ -18,6 +18,7 @@ import { parse, TomlError } from 'smol-toml';
 import { DKIM_FIELDS, FIELDS, ROUTE_FIELDS, checks, parseTransport, type Config, type Route } from './schema.js';
 import { keyProblems } from '../dkim/keys.js';
 import { caFileProblem } from '../delivery/tls/cert-check.js';
+import { parseShaping } from './shaping.js';
 
 export interface ConfigProblem {
   key: string;
@@ -144,7 +145,7 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
   // Flatten the document into "section.key" and report unknown names.
   const given = new Map<string, unknown>();
   for (const [name, value] of Object.entries(doc)) {
-    if (name === 'routes' || name === 'dkim') continue;
+    if (name === 'routes' || name === 'dkim' || name === 'shaping') continue;
     if (SECTIONS.has(name)) {
       if (!isTable(value)) {
         problem(name, `must be a table ([${name}])`);
@@ -159,14 +160,14 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
       given.set(name, value);
     } else {
       if (isTable(value) || (Array.isArray(value) && value.length > 0 && value.every(isTable))) {
-        const near = closestName(name, [...SECTIONS, 'routes', 'dkim']);
-        problem(tomlKey(name), near ? `unknown section; did you mean [${near === 'routes' || near === 'dkim' ? `[${near}]` : near}]?` : 'unknown section');
+        const near = closestName(name, [...SECTIONS, 'routes', 'dkim', 'shaping']);
+        problem(tomlKey(name), near ? `unknown section; did you mean [${near === 'routes' || near === 'dkim' || near === 'shaping' ? `[${near}]` : near}]?` : 'unknown section');
       } else problem(tomlKey(name), unknownKey(null, name));
     }
   }
 
   // Two passes: explicit values first, then defaults (some depend on others).
-  const config = { smtp: {}, tls: {}, queue: {}, delivery: {}, local: {}, dsn: {}, admin: {}, log: {}, routes: [], dkim: [] } as unknown as Config;
+  const config = { smtp: {}, tls: {}, queue: {}, delivery: {}, local: {}, dsn: {}, admin: {}, log: {}, routes: [], dkim: [], shaping: [] } as unknown as Config;
   const assign = (key: string, value: unknown): void => {
     const [a, b] = key.split('.');
     if (b === undefined) (config as unknown as Record<string, unknown>)[a!] = value;
@@ -224,6 +225,9 @@ export function checkConfig(doc: Record<string, unknown>, text: string): { confi
       });
     }
   }
+
+  // [[shaping]] (config/shaping)
+  config.shaping = parseShaping(doc.shaping, problem, closestName);
 
   // [[dkim]]: the key files themselves are checked once paths are resolved (dkimKeyProblems).
   const dkim = doc.dkim;

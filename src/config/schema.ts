@@ -14,6 +14,7 @@ import { isIP } from 'node:net';
 import { parseDuration, parseSize } from '../core/units.js';
 import type { DkimKeyConfig } from '../dkim/keys.js';
 import type { TlsMode } from '../delivery/tls/outcome.js';
+import type { ShapingRule } from '../delivery/smtp/shaping.js';
 
 /** A host and port to listen on or connect to. */
 export interface Endpoint {
@@ -100,10 +101,19 @@ export interface Config {
     tls: TlsMode;
     /** Extra PEM trust anchors for certificate checks ("" = Node's default CAs only); checked at load. */
     tls_ca_file: string;
+    /** Traffic shaping (docs/shaping.md): on by default with the built-in provider rules. */
+    shaping: boolean;
+    throttle_replies: string[];
+    block_replies: string[];
+    throttle_hold: number;
+    throttle_recovery_messages: number;
+    block_suspend: number;
   };
   routes: Route[];
   /** [[dkim]] signing keys (dkim/keys); checked, key files included, at load. */
   dkim: DkimKeyConfig[];
+  /** [[shaping]] rules of the operator (config/shaping); the built-in ones are added by delivery/smtp/shaping. */
+  shaping: ShapingRule[];
   local: { domains: string[]; maildir: string; users_file: string; aliases_file: string };
   dsn: { postmaster: string; max_received_headers: number; return_size_limit: number };
   admin: { listen: Endpoint | null; token: string };
@@ -272,6 +282,17 @@ export function parseTransport(text: string, smtpPort: number): Transport | stri
 
 const positiveInt = int(1);
 
+/** A regular expression (matched case-insensitively against "<code> <enhanced> <text>"). */
+const regex: Check<string> = (raw) => {
+  if (typeof raw !== 'string' || raw === '') return { error: `must be a non-empty regular expression (got ${describe(raw)})` };
+  try {
+    new RegExp(raw, 'i');
+    return ok(raw);
+  } catch (e) {
+    return { error: `is not a valid regular expression: ${(e as Error).message}` };
+  }
+};
+
 /** An http:// URL, or "" for none. */
 const httpUrl: Check<string> = (raw) => {
   if (raw === '') return ok('');
@@ -358,6 +379,12 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'delivery.max_messages_per_connection': { check: int(1, 1_000_000), def: () => 100, doc: 'messages one outbound connection carries before it closes' },
   'delivery.connection_idle_timeout': { check: positiveDuration, def: () => 5000, doc: 'an unused outbound connection closes after this' },
   'delivery.dead_destination_backoff': { check: duration, def: () => 30_000, doc: 'after a next hop fails to connect, its due jobs share one probe connection for this long' },
+  'delivery.shaping': { check: bool, def: () => true, doc: 'traffic shaping per provider ([[shaping]] and the built-in rules, docs/shaping.md); false: only the limits above' },
+  'delivery.throttle_replies': { check: arrayOf(regex), def: () => [], doc: '"too fast" replies (regular expressions) added to the built-in table: the provider is slowed' },
+  'delivery.block_replies': { check: arrayOf(regex), def: () => [], doc: '"blocked" replies (regular expressions) added to the built-in table: the provider is suspended' },
+  'delivery.throttle_hold': { check: duration, def: () => 60_000, doc: 'after a "too fast" reply, how long the halved limits hold before accepted mail raises them' },
+  'delivery.throttle_recovery_messages': { check: int(1, 1_000_000), def: () => 50, doc: 'accepted messages per step (a tenth of the configured limits) back up' },
+  'delivery.block_suspend': { check: positiveDuration, def: () => 3_600_000, doc: 'how long a "blocked" reply suspends the provider (petrel queue resume ends it earlier)' },
   'delivery.directory_require_mount': { check: bool, def: () => false, doc: 'directory: PATH must be a mount point' },
   'delivery.source_ipv4': { check: sourceAddress(4), def: () => '', doc: 'outbound IPv4 connections bind this address; "" lets the system choose' },
   'delivery.source_ipv6': { check: sourceAddress(6), def: () => '', doc: 'outbound IPv6 connections bind this address; "" lets the system choose' },

@@ -57,6 +57,12 @@ export interface RecipientResult {
   tls?: TlsOutcome | null;
   /** SMTP: the TLS policy failure behind a deferral (4.7.5), or one recorded without being enforced (MTA-STS testing). */
   tlsFailure?: TlsPolicyFailure;
+  /**
+   * Not attempted: traffic shaping held it back (its provider is suspended)
+   * until this time (epoch ms). With kind "deferred" only; the scheduler puts
+   * it back without counting an attempt (delivery/smtp/shaping).
+   */
+  heldUntil?: number;
 }
 
 export interface DeliveryJob {

@@ -25,6 +25,8 @@ export const EVENT_IDS = {
   resumed: 7200,
   retry_requested: 7300,
   redirected: 7400,
+  throttled: 7500,
+  unthrottled: 7600,
 } as const;
 
 export type EventName = keyof typeof EVENT_IDS;

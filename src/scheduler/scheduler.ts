@@ -9,6 +9,11 @@
  * - every attempt counts: each result increments the recipient's attempts and
  *   writes exactly one outcome event (delivered, deferred, failed, expired)
  *   carrying that attempt number (invariant 4, seed 003);
+ * - a recipient an agent did not attempt because traffic shaping held it
+ *   back (a suspended provider: `heldUntil`) is put back, deferred until
+ *   then, without counting an attempt (its event carries no attempt number
+ *   and says so); past the queue lifetime it is handled as an attempt
+ *   would be (expired), so nothing waits forever;
  * - every claimed recipient gets an outcome: an agent that throws, or forgets
  *   one, has it recorded as deferred (never lost); a message whose body cannot
  *   be read is quarantined, never deleted (invariant 7);
@@ -321,6 +326,7 @@ export class Scheduler {
    * field, in one shape, without spreading objects.
    */
   private outcome(m: MessageRecord, r: RecipientRecord, hop: NextHop, res: RecipientResult, random: () => number = this.random, now = Date.now()): Outcome {
+    if (res.heldUntil !== undefined && res.kind === 'deferred' && now < m.receivedAt + this.deps.config.queue.max_lifetime) return this.putBack(m, r, res, now);
     const attempts = r.attempts + 1;
     const tls = attemptTls(hop, res);
     const wants = (kind: 'SUCCESS' | 'FAILURE' | 'DELAY'): boolean => reportWanted(m, r, kind);
@@ -386,6 +392,40 @@ export class Scheduler {
     o.nextAttemptAt = d.nextAttemptAt;
     if (d.delayNotice) o.delayNotified = true;
     return o;
+  }
+
+  /**
+   * putBack - not attempted (held back by traffic shaping): deferred until
+   * `heldUntil` (at most the expiry time), the attempt count unchanged, one
+   * `deferred` event without an attempt number.
+   */
+  private putBack(m: MessageRecord, r: RecipientRecord, res: RecipientResult, now: number): Outcome {
+    const e: MailEvent = {
+      ts: isoTime(now),
+      id: EVENT_IDS.deferred,
+      event: 'deferred',
+      queue_id: m.queueId,
+      message_id: m.messageId,
+      sender: m.sender,
+      recipient: r.address,
+      state: 'deferred',
+      remote: res.remote,
+      status: res.status,
+      error: res.reply,
+      detail: 'not attempted: held back by traffic shaping; the attempt count is unchanged',
+    };
+    return {
+      recipientId: r.id,
+      queueId: m.queueId,
+      prev: { state: r.state, report: r.report },
+      attempts: r.attempts,
+      lastReply: res.reply,
+      lastStatus: res.status,
+      remote: res.remote,
+      state: 'deferred',
+      nextAttemptAt: Math.min(res.heldUntil!, m.receivedAt + this.deps.config.queue.max_lifetime),
+      event: e,
+    };
   }
 
   /** finish - a job ended: free its capacity; at the end of a message's pass, make its reports. */

@@ -10,6 +10,11 @@
  *   leak when a node dies (a shared counter in the database would need both
  *   a write per connection open and close and a sweep of a dead node's
  *   counts); its cost is that an idle node's share goes unused.
+ *   The traffic-shaping limits of a provider (delivery/smtp/shaping:
+ *   max_connections, connection_rate, message_rate) are shared the same way:
+ *   the pool divides them by the same count of nodes. A throttle or block
+ *   reply is seen by the node that got it only (each node slows or suspends
+ *   on its own replies).
  * - dead-destination back-off: the node whose connection attempt fails
  *   writes a "down" mark (next hop, until, the failure) into the queue's
  *   overrides; every node reads the marks every second and backs off too, so

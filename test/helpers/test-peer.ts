@@ -135,7 +135,10 @@ export class TestPeer {
   readonly transactions: PeerTransaction[] = [];
   /** Most connections open at once. */
   maxConcurrent = 0;
+  /** Most sessions in use at once: open and not yet past QUIT (a closing connection the client has let go of is not counted). */
+  maxActive = 0;
   private open = 0;
+  private active = 0;
   private server: Server;
   private sockets = new Set<Socket>();
   private drops = 0;
@@ -199,10 +202,19 @@ export class TestPeer {
     this.sockets.add(raw);
     this.open++;
     this.maxConcurrent = Math.max(this.maxConcurrent, this.open);
+    this.active++;
+    this.maxActive = Math.max(this.maxActive, this.active);
+    let quitSeen = false;
+    const inactive = (): void => {
+      if (quitSeen) return;
+      quitSeen = true;
+      this.active--;
+    };
     let sock: Socket = raw;
     raw.setNoDelay(true);
     raw.on('error', () => {});
     raw.on('close', () => {
+      inactive();
       this.sockets.delete(raw);
       this.open--;
       conn.closed = true;
@@ -357,6 +369,7 @@ export class TestPeer {
         case 'NOOP':
           return send('250 2.0.0 Ok');
         case 'QUIT':
+          inactive();
           send('221 2.0.0 Bye');
           return after(() => sock.end());
         default:

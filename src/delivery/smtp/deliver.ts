@@ -21,6 +21,7 @@ import { ClientError, type SmtpClient } from './client.js';
 import { LookupError } from './mx.js';
 import { DestinationDown, type ConnectionPool } from './pool.js';
 import { runTransactions } from './transaction.js';
+import { ProviderSuspended, type Provider } from './shaping.js';
 
 /** How many times a job may move to a new connection (dead reused one, 421 between transactions) in one attempt. */
 const MAX_STALE_RETRIES = 3;
@@ -33,13 +34,17 @@ export interface PooledDelivery {
   label: string;
   open: () => Promise<SmtpClient>;
   maxRecipients: number;
+  /** The shaping provider of this next hop (delivery/smtp/shaping), if any: the pool applies its limits. */
+  provider?: Provider | null;
 }
 
 /** errorResults - one deferred (or, for a certain DNS answer, failed) result per recipient for a failure to reach the next hop. */
 export function errorResults(recipients: readonly RecipientRecord[], err: unknown, label: string): RecipientResult[] {
   const e = err instanceof DestinationDown ? err.cause : err;
   let base: Omit<RecipientResult, 'recipientId'>;
-  if (e instanceof LookupError) {
+  if (e instanceof ProviderSuspended) {
+    base = { kind: 'deferred', status: '4.7.1', reply: e.message, remote: label, remoteReply: false, heldUntil: e.until };
+  } else if (e instanceof LookupError) {
     base = { kind: e.permanent ? 'failed' : 'deferred', status: e.status, reply: e.message, remote: label, remoteReply: false };
   } else if (e instanceof ClientError) {
     base = {
@@ -70,7 +75,7 @@ export async function deliverPooled(job: DeliveryJob, report: (results: Recipien
     for (let round = 0; todo.length > 0; round++) {
       let lease;
       try {
-        lease = await d.pool.acquire(d.key, d.open);
+        lease = await d.pool.acquire(d.key, d.open, d.provider ?? null);
       } catch (e) {
         once(errorResults(todo, e, d.label));
         break;

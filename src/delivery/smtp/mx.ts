@@ -14,8 +14,13 @@
  * - each host's addresses come from A then AAAA; an address literal
  *   ("[192.0.2.1]") is used as it is.
  *
- * No cache here: the pool reuses open connections by destination, so a
- * look-up happens only when a new connection is needed.
+ * Cache: the SMTP agent resolves a domain's MX hosts before it borrows a
+ * connection (the pool key is the host set: "MX rollup", domains behind the
+ * same hosts share connections), so hosts() answers are kept for
+ * `cacheTtlMs` in a table of at most `cacheMax` domains (oldest dropped
+ * first). Only answers are kept; a failure (any LookupError) is never cached,
+ * so the next attempt asks again, exactly as without a cache. Addresses are
+ * not cached (they are looked up only when a connection is opened).
  *
  * Untrusted input: DNS answers (names are only used to look up addresses and
  * to label results; addresses are checked with isIP before use).
@@ -30,6 +35,10 @@ export interface ResolverOptions {
   /** Per-query timeout in ms (c-ares, doubled per try). */
   timeoutMs?: number;
   tries?: number;
+  /** How long a domain's MX hosts are kept (ms); 0 turns the cache off. */
+  cacheTtlMs?: number;
+  /** Most domains kept. */
+  cacheMax?: number;
 }
 
 /** One host to try, with its addresses in the order to try them. */
@@ -54,12 +63,46 @@ export class LookupError extends Error {
 
 const PERMANENT_CODES = new Set(['ENOTFOUND', 'ENODATA']);
 
+interface CachedHosts {
+  hosts: TargetHost[];
+  until: number;
+}
+
 export class MxResolver {
   private readonly resolver: dnsPromises.Resolver;
+  private readonly cache = new Map<string, CachedHosts>();
+  private readonly cacheTtlMs: number;
+  private readonly cacheMax: number;
 
   constructor(options: ResolverOptions = {}) {
     this.resolver = new dnsPromises.Resolver({ timeout: options.timeoutMs ?? 5000, tries: options.tries ?? 2 });
     if (options.servers && options.servers.length) this.resolver.setServers(options.servers);
+    this.cacheTtlMs = options.cacheTtlMs ?? 60_000;
+    this.cacheMax = options.cacheMax ?? 10_000;
+  }
+
+  /**
+   * cachedHosts - hosts(), answered from the cache while fresh. The order of
+   * hosts of equal preference is shuffled again on each use (load spreading);
+   * each call gets its own copies.
+   */
+  async cachedHosts(domain: string): Promise<TargetHost[]> {
+    const key = domain.toLowerCase();
+    const hit = this.cache.get(key);
+    const now = Date.now();
+    if (hit && hit.until > now) return orderByPreference(hit.hosts.map((h) => ({ ...h, addresses: [...h.addresses] })));
+    if (hit) this.cache.delete(key);
+    const hosts = await this.hosts(domain);
+    if (this.cacheTtlMs > 0) {
+      if (this.cache.size >= this.cacheMax) this.cache.delete(this.cache.keys().next().value as string);
+      this.cache.set(key, { hosts: hosts.map((h) => ({ ...h, addresses: [...h.addresses] })), until: now + this.cacheTtlMs });
+    }
+    return hosts;
+  }
+
+  /** cacheSize - domains held (tests: the table is bounded). */
+  get cacheSize(): number {
+    return this.cache.size;
   }
 
   /** hosts - the ordered MX hosts of a domain (addresses not yet resolved); throws LookupError. */
@@ -104,6 +147,19 @@ export class MxResolver {
     if (out.length === 0 && temporary) throw new LookupError(false, '4.4.3', lookupFailure(`address look-up for ${host}`, errors));
     return out;
   }
+}
+
+/**
+ * hostSetKey - the identity of a next hop reached by MX: its host names,
+ * sorted, so domains whose MX records name the same hosts (in any order or
+ * preference) share one key ("MX rollup"). An implicit MX (the domain itself,
+ * no MX record) is marked so, so it never shares with a domain whose MX names
+ * that host: its "no address" is a permanent answer for that domain only.
+ */
+export function hostSetKey(domain: string, hosts: readonly TargetHost[]): string {
+  const names = hosts.map((h) => h.name).sort();
+  const implicit = hosts.length === 1 && hosts[0]!.name.toLowerCase() === domain.toLowerCase() ? 'implicit=' : '';
+  return `${implicit}${names.join(',')}`;
 }
 
 /** orderByPreference - sort by preference, shuffling hosts of equal preference. */

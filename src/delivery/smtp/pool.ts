@@ -19,6 +19,11 @@
  *   attempt), and a dead destination gets one connection attempt at a time,
  *   not one per job;
  * - an operator's retry ends the back-off at once (clearBackOff);
+ * - a slot freed under `maxTotal` (a connection closed, or parked idle while
+ *   another destination waits at the cap) goes at once to the destination
+ *   that has waited longest at the cap, which evicts the oldest idle
+ *   connection (issue 17: they used to wait for an idle timer); no scan of
+ *   every destination on this path;
  * - no unbounded maps: a destination's entry is deleted as soon as it has no
  *   connection, no waiter and no back-off in force (a timer clears back-offs);
  * - in a cluster (several nodes on one queue) the limits are the cluster's:
@@ -28,9 +33,21 @@
  *   node probes a dead destination instead of opening its share of
  *   connections to it.
  *
+ * - traffic shaping (delivery/smtp/shaping): a destination may belong to a
+ *   provider, whose limits hold across all its destinations: connections
+ *   open at once (idle ones included), new connections and messages per
+ *   time (token buckets), messages per connection, and suspension. A job
+ *   held back by them waits in its destination's line (one timer per
+ *   provider wakes it, never a spin); waiting is not an attempt. A job for
+ *   a suspended provider is not started: acquire rejects it with
+ *   ProviderSuspended, and its recipients are put back, uncounted. In a
+ *   cluster a provider's connections and rates are shared like
+ *   `maxPerDestination` (divided by the nodes alive).
+ *
  * Untrusted input: none (destinations are keys made by the router).
  */
 import type { SmtpClient } from './client.js';
+import { ProviderSuspended, type Provider } from './shaping.js';
 
 export interface PoolOptions {
   maxPerDestination: number;
@@ -50,6 +67,9 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   deadBackoffMs: 30_000,
   shutdownGraceMs: 10_000,
 };
+
+/** Most next-hop names remembered for clearBackOff (an operator's retry of an older one finds no back-off to end: its attempt still goes, after it). */
+const MAX_ALIASES = 10_000;
 
 /** A connection lent to one job. */
 export interface Lease {
@@ -72,6 +92,7 @@ export class DestinationDown extends Error {
 }
 
 interface Idle {
+  dest: Destination;
   client: SmtpClient;
   messages: number;
   timer: NodeJS.Timeout;
@@ -94,11 +115,26 @@ interface Destination {
   deadTimer: NodeJS.Timeout | null;
   /** A probe connection to the backed-off destination is being opened (the other waiters wait on it). */
   probing: boolean;
+  /** The shaping provider this destination belongs to, if any. */
+  provider: Provider | null;
 }
 
 export class ConnectionPool {
   readonly options: PoolOptions;
   private readonly dests = new Map<string, Destination>();
+  /**
+   * Destinations with waiters held back only by `maxTotal`, oldest first: any
+   * slot freed anywhere (a close, or a connection parked idle) goes to them at
+   * once (issue 17: they waited for an idle timer). Holds only destinations
+   * with waiters, so it is bounded by the dests map.
+   */
+  private readonly atCap = new Set<Destination>();
+  /** Every idle connection, oldest parked first (eviction without scanning destinations). */
+  private readonly idleAll = new Set<Idle>();
+  /** Destinations held back by their provider's limits (one entry per provider with waiters). */
+  private readonly heldBack = new Map<Provider, Set<Destination>>();
+  /** The timer that wakes a provider's held-back destinations when a token is due. */
+  private readonly providerTimers = new Map<Provider, NodeJS.Timeout>();
   /** Messages carried so far by each connection in use. */
   private readonly carried = new WeakMap<SmtpClient, number>();
   private total = 0;
@@ -107,6 +143,12 @@ export class ConnectionPool {
   private nodes = 1;
   /** Told when this node backs off a destination (a cluster passes it to the other nodes). */
   onDead: ((key: string, until: number, error: string) => void) | null = null;
+  /**
+   * The pool key each next hop used last (an MX hop's key is its MX host set,
+   * not its name): clearBackOff finds a hop's connections through it.
+   * Bounded: the oldest entry goes first.
+   */
+  private readonly aliases = new Map<string, string>();
   /** Connections lent out now (cut by close() after the grace period). */
   private readonly lent = new Set<SmtpClient>();
   private allReturned: (() => void) | null = null;
@@ -155,9 +197,10 @@ export class ConnectionPool {
    */
   clearBackOff(hopKey: string): string[] {
     const ended: string[] = [];
+    const alias = this.aliases.get(hopKey);
     for (const d of [...this.dests.values()]) {
       const rest = d.key.slice(d.key.indexOf(':') + 1);
-      if (d.key !== hopKey && !rest.startsWith(`${hopKey}:`)) continue;
+      if (d.key !== hopKey && d.key !== alias && !rest.startsWith(`${hopKey}:`)) continue;
       if (d.deadUntil === 0 && !d.deadTimer) continue;
       if (d.deadTimer) clearTimeout(d.deadTimer);
       d.deadTimer = null;
@@ -170,10 +213,19 @@ export class ConnectionPool {
     return ended;
   }
 
+  /** alias - the next hop `hopKey` uses the pool key `key` now (see clearBackOff). */
+  alias(hopKey: string, key: string): void {
+    if (this.aliases.get(hopKey) === key) return;
+    this.aliases.delete(hopKey);
+    if (this.aliases.size >= MAX_ALIASES) this.aliases.delete(this.aliases.keys().next().value as string);
+    this.aliases.set(hopKey, key);
+  }
+
   /** acquire - a connection to `key`: an idle one, a new one from `open` (a probe while backed off), or the next one freed. */
-  acquire(key: string, open: () => Promise<SmtpClient>): Promise<Lease> {
+  acquire(key: string, open: () => Promise<SmtpClient>, provider: Provider | null = null): Promise<Lease> {
     if (this.closing) return Promise.reject(new Error('delivery is stopping'));
     const d = this.dest(key);
+    if (provider) d.provider = provider;
     return new Promise<Lease>((resolve, reject) => {
       d.waiters.push({ open, resolve, reject });
       this.pump(d);
@@ -194,21 +246,90 @@ export class ConnectionPool {
       return;
     }
     d.busy--;
-    if (reusable && client.usable && messages < this.options.maxMessagesPerConnection && !this.closing) {
-      const next = d.waiters.shift();
-      if (next) {
+    const p = d.provider;
+    const perConnection = p?.rule.messages_per_connection ?? Infinity;
+    const overProvider = p !== null && p.open > this.maxOf(p); // a throttle cut: shed connections
+    if (reusable && client.usable && messages < this.options.maxMessagesPerConnection && messages < perConnection && !overProvider && !this.closing) {
+      if (p) {
+        // Shaped: the next message of the line passes the provider's rate first.
+        this.park(d, client, messages);
+        this.pump(d);
+        this.pumpAtCap();
+        this.wakeProvider(p);
+      } else if (d.waiters.length) {
+        const next = d.waiters.shift()!;
         d.busy++;
         this.lent.add(client);
         next.resolve({ key: d.key, client, reused: true });
       } else {
         this.park(d, client, messages);
+        // A waiter elsewhere held back by maxTotal takes the slot now (it evicts an idle connection).
+        this.pumpAtCap();
       }
     } else {
-      this.total--;
-      void client.quit();
-      this.pumpAll();
+      this.closedOne(d, client.quit());
+      this.pump(d);
+      this.pumpAtCap();
+      this.wakeProvider(p);
     }
     this.tidy(d);
+  }
+
+  /** resumeProvider - a provider's suspension ended (shaping calls it): its held-back jobs go now. */
+  resumeProvider(p: Provider): void {
+    this.wakeProvider(p);
+  }
+
+  /** maxOf - this node's share of a provider's connection limit (in a cluster, divided by the nodes alive, at least 1). */
+  private maxOf(p: Provider): number {
+    return Math.max(1, Math.floor(p.maxConnections / this.nodes));
+  }
+
+  /** shareOf - the factor this node applies to a provider's rates: its AIMD factor, divided among the nodes alive. */
+  private shareOf(p: Provider): number {
+    return p.factor / this.nodes;
+  }
+
+  /**
+   * closedOne - bookkeeping of one connection of `d` closed (or never opened).
+   * `quitting`: the QUIT under way; a provider counts the connection until it
+   * is over, so the peer never sees more than the provider's limit at once.
+   */
+  private closedOne(d: Destination, quitting: Promise<void> | null = null): void {
+    this.total--;
+    const p = d.provider;
+    if (!p) return;
+    if (!quitting) {
+      p.open--;
+      return;
+    }
+    void quitting.finally(() => {
+      p.open--;
+      this.wakeProvider(p);
+    });
+  }
+
+  /** holdBack - `d` waits for its provider (a slot, a token, or the end of a suspension); `inMs`: when a token is due. */
+  private holdBack(d: Destination, p: Provider, inMs: number | null): void {
+    let set = this.heldBack.get(p);
+    if (!set) this.heldBack.set(p, (set = new Set()));
+    set.add(d);
+    if (inMs !== null && !this.providerTimers.has(p)) {
+      const t = setTimeout(() => {
+        this.providerTimers.delete(p);
+        this.wakeProvider(p);
+      }, inMs); // not unref'd: jobs are waiting on it (close() clears it)
+      this.providerTimers.set(p, t);
+    }
+  }
+
+  /** wakeProvider - serve the destinations held back by `p`, oldest first. */
+  private wakeProvider(p: Provider | null): void {
+    if (!p || this.closing) return;
+    const set = this.heldBack.get(p);
+    if (!set) return;
+    this.heldBack.delete(p);
+    for (const d of set) if (d.waiters.length) this.pump(d);
   }
 
   /**
@@ -222,8 +343,9 @@ export class ConnectionPool {
     for (const d of this.dests.values()) {
       for (const w of d.waiters.splice(0)) w.reject(new Error('delivery is stopping'));
       for (const i of d.idle.splice(0)) {
+        this.idleAll.delete(i);
         clearTimeout(i.timer);
-        this.total--;
+        this.closedOne(d);
         quits.push(i.client.quit());
       }
       if (d.deadTimer) clearTimeout(d.deadTimer);
@@ -231,6 +353,10 @@ export class ConnectionPool {
       d.deadUntil = 0;
       this.tidy(d);
     }
+    this.atCap.clear();
+    for (const t of this.providerTimers.values()) clearTimeout(t);
+    this.providerTimers.clear();
+    this.heldBack.clear();
     await Promise.all(quits);
     if (this.lent.size) {
       let timer: NodeJS.Timeout | undefined;
@@ -246,7 +372,7 @@ export class ConnectionPool {
   private dest(key: string): Destination {
     let d = this.dests.get(key);
     if (!d) {
-      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null, probing: false };
+      d = { key, idle: [], busy: 0, waiters: [], deadUntil: 0, deadError: null, deadTimer: null, probing: false, provider: null };
       this.dests.set(key, d);
     }
     return d;
@@ -255,6 +381,7 @@ export class ConnectionPool {
   /** park - keep an idle connection until reused, closed by the peer, or timed out. */
   private park(d: Destination, client: SmtpClient, messages: number): void {
     const entry: Idle = {
+      dest: d,
       client,
       messages,
       timer: setTimeout(() => this.dropIdle(d, entry, true), this.options.idleTimeoutMs),
@@ -262,30 +389,51 @@ export class ConnectionPool {
     entry.timer.unref();
     client.onClose = () => this.dropIdle(d, entry, false);
     d.idle.push(entry);
+    this.idleAll.add(entry);
   }
 
   private dropIdle(d: Destination, entry: Idle, quit: boolean): void {
     const i = d.idle.indexOf(entry);
     if (i < 0) return;
     d.idle.splice(i, 1);
+    this.idleAll.delete(entry);
     clearTimeout(entry.timer);
     entry.client.onClose = null;
-    this.total--;
-    if (quit) void entry.client.quit();
+    if (quit) this.closedOne(d, entry.client.quit());
+    else this.closedOne(d);
     this.tidy(d);
-    this.pumpAll();
+    this.pumpAtCap();
+    this.wakeProvider(d.provider);
   }
 
   /** pump - serve a destination's waiters: idle connections first, then new ones within the limits. */
   private pump(d: Destination): void {
+    const p = d.provider;
     while (d.waiters.length) {
+      let now = 0;
+      if (p) {
+        // Shaped: suspended, or no message token yet -> wait for the provider.
+        if (p.suspended) {
+          // Not attempted: the jobs are put back (their recipients wait in the queue, not in memory).
+          const err = new ProviderSuspended(p.name, p.suspendedUntil, p.suspendReply);
+          for (const w of d.waiters.splice(0)) w.reject(err);
+          this.atCap.delete(d);
+          this.tidy(d);
+          return;
+        }
+        now = Date.now();
+        const wait = p.messages ? p.messages.peek(now, this.shareOf(p)) : 0;
+        if (wait > 0) return this.holdBack(d, p, wait);
+      }
       const idle = d.idle.pop();
       if (idle) {
+        this.idleAll.delete(idle);
         clearTimeout(idle.timer);
         idle.client.onClose = null;
         const w = d.waiters.shift()!;
         d.busy++;
         this.lent.add(idle.client);
+        if (p) this.sent(p, now);
         w.resolve({ key: d.key, client: idle.client, reused: true });
         continue;
       }
@@ -293,25 +441,61 @@ export class ConnectionPool {
       // Backed off: one probe at a time; the others wait for its result.
       const dead = d.deadUntil > Date.now();
       if (dead && d.probing) return;
-      if (this.total >= this.options.maxTotal && !this.evictIdle(d)) return;
+      if (p) {
+        if (p.open >= this.maxOf(p)) {
+          // At the provider's limit: an idle connection of another of its destinations makes room
+          // once its QUIT is over (closedOne wakes the provider then); until then, wait.
+          this.evictIdle(d, p);
+          return this.holdBack(d, p, null);
+        }
+        const wait = p.connections ? p.connections.peek(now, this.shareOf(p)) : 0;
+        if (wait > 0) return this.holdBack(d, p, wait);
+      }
+      if (this.total >= this.options.maxTotal && !this.evictIdle(d)) {
+        this.atCap.add(d);
+        return;
+      }
       const w = d.waiters.shift()!;
+      if (p) {
+        p.connections?.take(now, this.shareOf(p));
+        this.sent(p, now);
+      }
       this.openFor(d, w, dead);
     }
+    this.atCap.delete(d);
+  }
+
+  /** sent - one message goes to the provider now: a message token is used. */
+  private sent(p: Provider, now: number): void {
+    p.messages?.take(now, this.shareOf(p));
+    p.countSent(now);
   }
 
   private pumpAll(): void {
     for (const d of this.dests.values()) if (d.waiters.length) this.pump(d);
   }
 
-  /** evictIdle - close the oldest idle connection of another destination to make room. */
-  private evictIdle(except: Destination): boolean {
-    for (const d of this.dests.values()) {
-      if (d === except || d.idle.length === 0) continue;
-      const entry = d.idle.shift()!;
+  /** pumpAtCap - a slot may be free: serve the destinations waiting at maxTotal, oldest first, while slots last. */
+  private pumpAtCap(): void {
+    for (const d of this.atCap) {
+      if (this.total >= this.options.maxTotal && this.idleAll.size === 0) return;
+      this.atCap.delete(d);
+      if (d.waiters.length) this.pump(d);
+      if (this.atCap.has(d)) return; // still at the cap: no slot left for the ones behind it
+    }
+  }
+
+  /** evictIdle - close the oldest idle connection of another destination (of provider `of`, when given) to make room. */
+  private evictIdle(except: Destination, of: Provider | null = null): boolean {
+    for (const entry of this.idleAll) {
+      const d = entry.dest;
+      if (d === except || (of && d.provider !== of)) continue;
+      const i = d.idle.indexOf(entry);
+      if (i >= 0) d.idle.splice(i, 1);
+      this.idleAll.delete(entry);
       clearTimeout(entry.timer);
       entry.client.onClose = null;
-      this.total--;
-      void entry.client.quit();
+      this.closedOne(d, entry.client.quit());
       this.tidy(d);
       return true;
     }
@@ -321,6 +505,7 @@ export class ConnectionPool {
   private openFor(d: Destination, w: Waiter, probe = false): void {
     d.busy++;
     this.total++;
+    if (d.provider) d.provider.open++;
     if (probe) d.probing = true;
     w.open().then(
       (client) => {
@@ -336,7 +521,7 @@ export class ConnectionPool {
           // Opened while stopping: not used; the job defers its recipients.
           client.destroy();
           d.busy--;
-          this.total--;
+          this.closedOne(d);
           w.reject(new Error('delivery is stopping'));
           this.tidy(d);
           return;
@@ -349,14 +534,15 @@ export class ConnectionPool {
       (err: unknown) => {
         if (probe) d.probing = false;
         d.busy--;
-        this.total--;
+        this.closedOne(d);
         if (!this.closing) {
           this.backOff(d, err, Date.now() + this.options.deadBackoffMs);
           this.onDead?.(d.key, d.deadUntil, (err as Error)?.message ?? String(err));
         }
         w.reject(err);
         this.tidy(d);
-        this.pumpAll();
+        this.pumpAtCap();
+        this.wakeProvider(d.provider);
       },
     );
   }
@@ -380,6 +566,7 @@ export class ConnectionPool {
   private tidy(d: Destination): void {
     if (d.idle.length === 0 && d.busy === 0 && d.waiters.length === 0 && d.deadUntil <= Date.now() && !d.deadTimer) {
       if (this.dests.get(d.key) === d) this.dests.delete(d.key);
+      this.atCap.delete(d);
     }
   }
 }

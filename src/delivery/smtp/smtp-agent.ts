@@ -24,8 +24,14 @@
  *   temporary failure, never "no such domain";
  * - each connection binds the source address of its family and says that
  *   source's EHLO name (source.ts);
- * - connections are shared through the pool (one per destination and TLS
- *   policy); per-recipient outcomes come from session.ts.
+ * - connections are shared through the pool, keyed by next-hop host and TLS
+ *   policy: for an MX hop the key is the domain's MX host set (mx.ts
+ *   hostSetKey, "MX rollup"), so thousands of domains behind one provider's
+ *   MX hosts share connections and limits. The MX look-up (cached) is made
+ *   before a connection is borrowed; its failure is a result for every
+ *   recipient, as it always was. The TLS requirement is part of the key: a
+ *   connection good for one domain's policy is not taken for a stricter one;
+ * - per-recipient outcomes come from session.ts.
  *
  * Untrusted input: DNS answers (mx.ts) and peer replies (client.ts).
  */
@@ -35,9 +41,9 @@ import type { Config } from '../../config/schema.js';
 import type { DeliveryAgent, DeliveryJob, NextHop, RecipientResult } from '../agent.js';
 import { resultsFor } from '../agent.js';
 import { ClientError, SmtpClient, type SmtpTimeouts } from './client.js';
-import { deliverPooled } from './deliver.js';
+import { deliverPooled, errorResults } from './deliver.js';
 import { lookupFailure } from './failure-text.js';
-import { LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
+import { hostSetKey, LookupError, MxResolver, type ResolverOptions, type TargetHost } from './mx.js';
 import { ConnectionPool, type PoolOptions } from './pool.js';
 import type { SecureContext } from 'node:tls';
 import { trustContext } from '../tls/cert-check.js';
@@ -59,6 +65,7 @@ export interface TlsAttemptResult {
 }
 import { orderAddresses, type AddressPolicy } from './address-order.js';
 import { identities, identityFor, type SendingIdentity } from './source.js';
+import type { Provider, Shaper } from './shaping.js';
 
 type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
 
@@ -75,6 +82,8 @@ export interface SmtpAgentOptions {
   /** A pool to share (with the LMTP agent), or options for a pool of its own. */
   pool?: ConnectionPool;
   poolOptions?: Partial<PoolOptions>;
+  /** Traffic shaping (delivery/smtp/shaping); none: only the pool's limits. */
+  shaper?: Shaper;
   /** Most MX hosts, and addresses per host, tried in one attempt. */
   maxHosts?: number;
   maxAddressesPerHost?: number;
@@ -142,12 +151,30 @@ export class SmtpAgent implements DeliveryAgent {
       return;
     }
     const label = hop.hosts === 'mx' ? hop.domain : hop.host;
-    await deliverPooled(job, report, {
+    let key: string;
+    let hosts: TargetHost[] | null = null;
+    if (hop.hosts === 'mx') {
+      try {
+        hosts = (await this.resolver.cachedHosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
+      } catch (e) {
+        report(errorResults(job.recipients, e, label));
+        return;
+      }
+      key = `smtp:mx:${hostSetKey(hop.domain, hosts)}:${hop.port}:${hop.tls}`;
+      // An operator's retry names the hop (mx:<domain>): the pool finds this key from it.
+      this.pool.alias(hop.key, key);
+    } else {
+      key = `smtp:${hop.key}:${hop.host}:${hop.port}:${hop.tls}`;
+    }
+    const shaper = this.options.shaper;
+    const provider = shaper ? shaper.providerFor(hop.hosts === 'mx' ? hop.domain : hop.host, hosts ? hosts.map((h) => h.name) : [label]) : null;
+    await deliverPooled(job, provider && shaper ? feedbackReport(shaper, provider, label, report) : report, {
       pool: this.pool,
-      key: `smtp:${hop.key}:${hop.hosts === 'mx' ? hop.domain : `${hop.host}:${hop.port}`}:${hop.tls}`,
+      key,
       label,
-      open: () => this.open(hop),
+      open: () => this.open(hop, hosts),
       maxRecipients: this.options.maxRecipientsPerTransaction,
+      provider,
     });
   }
 
@@ -156,10 +183,14 @@ export class SmtpAgent implements DeliveryAgent {
     if (this.ownPool) await this.pool.close();
   }
 
-  /** open - a connected client to the first host of the hop that works; throws LookupError or ClientError. */
-  async open(hop: SmtpHop): Promise<SmtpClient> {
+  /**
+   * open - a connected client to the first host of the hop that works;
+   * throws LookupError or ClientError. `resolved`: the MX hosts already
+   * looked up for this hop (else they are looked up here).
+   */
+  async open(hop: SmtpHop, resolved: TargetHost[] | null = null): Promise<SmtpClient> {
     let hosts: TargetHost[];
-    if (hop.hosts === 'mx') hosts = (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
+    if (hop.hosts === 'mx') hosts = resolved ? resolved.map((h) => ({ ...h, addresses: [...h.addresses] })) : (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
     else hosts = [{ name: hop.host, preference: 0, addresses: isIP(hop.host) ? [hop.host] : await lookupFixed(hop.host) }];
     const implicit = hop.hosts === 'mx' && hosts.length === 1 && hosts[0]!.name === hop.domain;
     const sources = this.options.tlsSources ?? {};
@@ -269,6 +300,36 @@ export class SmtpAgent implements DeliveryAgent {
     await plain.connect();
     return plain;
   }
+}
+
+/**
+ * feedbackReport - the provider reads every result of its jobs: a "too fast"
+ * reply slows it, a "blocked" one suspends it (and the recipient that got it
+ * is deferred, not failed: a block is about the sender, never bounced before
+ * expiry), an accepted message helps it recover.
+ */
+function feedbackReport(shaper: Shaper, provider: Provider, destination: string, report: (results: RecipientResult[]) => void): (results: RecipientResult[]) => void {
+  return (results) => {
+    for (let i = 0; i < results.length; i++) {
+      const r = results[i]!;
+      if (r.heldUntil !== undefined) {
+        provider.noteHeld(destination);
+        continue;
+      }
+      if (r.kind === 'delivered') {
+        shaper.accepted(provider);
+        continue;
+      }
+      if (!r.remoteReply) continue;
+      const said = shaper.classify(r.reply);
+      if (said === 'throttle') shaper.throttled(provider, r.reply, r.remote);
+      else if (said === 'block') {
+        shaper.blocked(provider, r.reply, r.remote);
+        if (r.kind === 'failed') results[i] = { ...r, kind: 'deferred', status: `4${r.status.slice(1)}` };
+      }
+    }
+    report(results);
+  };
 }
 
 /** lookupFixed - addresses of a route's or smarthost's host name through the system resolver (hosts file included). */
