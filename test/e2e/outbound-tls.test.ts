@@ -350,3 +350,30 @@ test('MTA-STS with the real resolver: a policy served over HTTPS; enforce skips 
     assert.ok(seen.every((s) => s.policy === 'sts' && s.policyDomain === 'example.test' && s.policyText?.includes(`mode: ${mode}`)));
   }
 });
+
+test('MX rollup keeps TLS policies apart: a connection opened for a domain without a policy is not lent to a domain whose MTA-STS policy enforces, behind the same MX host', async (t) => {
+  const mx = await peer(t, { host: '127.0.0.2', tlsCert: wrongName });
+  const dns = await startDnsServer({
+    'loose.test': { MX: [[10, 'mx1.shared.test']] },
+    'strict.test': { MX: [[10, 'mx1.shared.test']] },
+    'mx1.shared.test': { A: ['127.0.0.2'] },
+  });
+  t.after(() => dns.close());
+  const policy: MtaStsPolicy = { mode: 'enforce', mx: ['mx1.shared.test'], maxAge: 86400, id: '1' };
+  const sources: PolicySources = {
+    sts: { resolver: { policyFor: async (d: string) => ({ policy: d === 'strict.test' ? policy : null }) }, mxAllowed: (pol, host) => pol.mx.includes(host) },
+  };
+  const a = agent(t, dns, { tlsSources: sources });
+  const loose = makeJob(['a@loose.test'], mxHop('loose.test', mx.port));
+  const c1 = collect(loose);
+  await a.deliver(loose, c1.report);
+  assert.equal(c1.byAddress.get('a@loose.test')!.kind, 'delivered', 'opportunistic TLS takes the certificate that does not verify');
+  assert.equal(a.pool.size, 1, 'the connection is kept for reuse');
+  const strict = makeJob(['b@strict.test'], mxHop('strict.test', mx.port));
+  const c2 = collect(strict);
+  await a.deliver(strict, c2.report);
+  const r = c2.byAddress.get('b@strict.test')!;
+  assert.equal(r.kind, 'deferred', 'not sent over the unverified connection of the other domain');
+  assert.equal(r.status, '4.7.5');
+  assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
+});

@@ -151,8 +151,12 @@ export class SmtpAgent implements DeliveryAgent {
       return;
     }
     const label = hop.hosts === 'mx' ? hop.domain : hop.host;
+    // "TLS-Required: No" (RFC 8689 §5): the recipient domain's policies (MTA-STS, DANE) are not applied
+    // to this message, and its sessions are not counted for TLS reports; the operator's own `tls` still is.
+    const sources: PolicySources = job.message.tlsRequiredNo ? {} : (this.options.tlsSources ?? {});
     let key: string;
     let hosts: TargetHost[] | null = null;
+    let domain: DomainTls = { sts: null };
     if (hop.hosts === 'mx') {
       try {
         hosts = (await this.resolver.cachedHosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
@@ -160,7 +164,9 @@ export class SmtpAgent implements DeliveryAgent {
         report(errorResults(job.recipients, e, label));
         return;
       }
-      key = `smtp:mx:${hostSetKey(hop.domain, hosts)}:${hop.port}:${hop.tls}`;
+      // The domain's TLS policy (cached) before a connection is borrowed: it is part of the key.
+      domain = await domainTls(hop, sources);
+      key = `smtp:mx:${hostSetKey(hop.domain, hosts)}:${hop.port}:${tlsKey(hop, domain, sources)}`;
       // An operator's retry names the hop (mx:<domain>): the pool finds this key from it.
       this.pool.alias(hop.key, key);
     } else {
@@ -172,7 +178,7 @@ export class SmtpAgent implements DeliveryAgent {
       pool: this.pool,
       key,
       label,
-      open: () => this.open(hop, hosts),
+      open: () => this.open(hop, hosts, domain, sources),
       maxRecipients: this.options.maxRecipientsPerTransaction,
       provider,
     });
@@ -188,13 +194,13 @@ export class SmtpAgent implements DeliveryAgent {
    * throws LookupError or ClientError. `resolved`: the MX hosts already
    * looked up for this hop (else they are looked up here).
    */
-  async open(hop: SmtpHop, resolved: TargetHost[] | null = null): Promise<SmtpClient> {
+  async open(hop: SmtpHop, resolved: TargetHost[] | null = null, known?: DomainTls, given?: PolicySources): Promise<SmtpClient> {
     let hosts: TargetHost[];
     if (hop.hosts === 'mx') hosts = resolved ? resolved.map((h) => ({ ...h, addresses: [...h.addresses] })) : (await this.resolver.hosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
     else hosts = [{ name: hop.host, preference: 0, addresses: isIP(hop.host) ? [hop.host] : await lookupFixed(hop.host) }];
     const implicit = hop.hosts === 'mx' && hosts.length === 1 && hosts[0]!.name === hop.domain;
-    const sources = this.options.tlsSources ?? {};
-    const domain: DomainTls = await domainTls(hop, sources);
+    const sources = given ?? this.options.tlsSources ?? {};
+    const domain: DomainTls = known ?? (await domainTls(hop, sources));
 
     let last: unknown = null;
     let anyAddress = false;
@@ -237,7 +243,7 @@ export class SmtpAgent implements DeliveryAgent {
       }
       for (const address of addresses.slice(0, this.options.maxAddressesPerHost ?? 5)) {
         try {
-          const client = await this.connectTo(host.name, address, hop.port, decision);
+          const client = await this.connectTo(host.name, address, hop.port, decision, sources);
           if (!client.tlsNote && decision.note) client.tlsNote = decision.note;
           if (!client.tlsNote && domain.stsFailure) client.tlsNote = domain.stsFailure;
           this.reportTls(decision, host.name, address, null, client.tlsNote, domain);
@@ -274,7 +280,7 @@ export class SmtpAgent implements DeliveryAgent {
   }
 
   /** connectTo - one address; opportunistic TLS falls back to plain text once after a failed handshake. */
-  private async connectTo(name: string, address: string, port: number, d: HostDecision): Promise<SmtpClient> {
+  private async connectTo(name: string, address: string, port: number, d: HostDecision, sources: PolicySources): Promise<SmtpClient> {
     const id = this.options.identities ? identityFor(this.options.identities, address) : null;
     const heloName = id?.heloName || this.options.heloName;
     const bind = id?.address ? { localAddress: id.address } : {};
@@ -286,7 +292,7 @@ export class SmtpAgent implements DeliveryAgent {
         heloName,
         ...bind,
         tls: mode,
-        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: () => this.context(), tlsa: d.tlsa, ...(this.options.tlsSources?.dane ? { matches: this.options.tlsSources.dane.matches } : {}) } }),
+        ...(mode === 'none' ? {} : { tlsCheck: { policy: d.policy, context: () => this.context(), tlsa: d.tlsa, ...(sources.dane ? { matches: sources.dane.matches } : {}) } }),
         ...(this.options.timeouts ? { timeouts: this.options.timeouts } : {}),
       });
     const client = make(d.policy.enforce ? 'required' : 'opportunistic');
@@ -330,6 +336,22 @@ function feedbackReport(shaper: Shaper, provider: Provider, destination: string,
     }
     report(results);
   };
+}
+
+/**
+ * tlsKey - the TLS part of an MX hop's pool key. Connections are shared by
+ * every domain behind the same MX hosts (MX rollup), so the key carries what
+ * the domain's policy demands of a connection: an enforced MTA-STS policy is
+ * the domain's own (its connections are not lent to other domains, nor theirs
+ * to it); DANE, which a validated MX answer turns on, is judged per MX host
+ * (a DANE-checked connection serves every such domain); otherwise the
+ * operator's `tls` setting, which is always part of it.
+ */
+function tlsKey(hop: SmtpHop, domain: DomainTls, sources: PolicySources): string {
+  const parts: string[] = [hop.tls];
+  if (sources.dane && domain.daneMx !== false) parts.push('dane');
+  if (domain.sts?.mode === 'enforce') parts.push(`sts=${hop.hosts === 'mx' ? hop.domain : hop.host}`);
+  return parts.join('+');
 }
 
 /** lookupFixed - addresses of a route's or smarthost's host name through the system resolver (hosts file included). */
