@@ -377,3 +377,22 @@ test('MX rollup keeps TLS policies apart: a connection opened for a domain witho
   assert.equal(r.status, '4.7.5');
   assert.equal(r.tlsFailure?.type, 'certificate-host-mismatch');
 });
+
+test('"TLS-Required: No" (RFC 8689 §5): the domain\'s MTA-STS policy is not applied to that message, nor is its session counted for TLS reports', async (t) => {
+  const mx = await peer(t, { host: '127.0.0.2', tlsCert: wrongName });
+  const dns = await startDnsServer({ 'example.test': { MX: [[10, 'mx1.example.test']] }, 'mx1.example.test': { A: ['127.0.0.2'] } });
+  t.after(() => dns.close());
+  const told: TlsAttemptResult[] = [];
+  const a = agent(t, dns, { tlsSources: stsSources({ mode: 'enforce', mx: ['mx1.example.test'], maxAge: 86400, id: '1' }), onTlsResult: (r) => told.push(r) });
+  const relaxed = makeJob(['a@example.test'], mxHop('example.test', mx.port));
+  relaxed.message.tlsRequiredNo = true;
+  const c1 = collect(relaxed);
+  await a.deliver(relaxed, c1.report);
+  assert.equal(c1.byAddress.get('a@example.test')!.kind, 'delivered', c1.byAddress.get('a@example.test')!.reply);
+  assert.equal(told.length, 0);
+  const strict = makeJob(['b@example.test'], mxHop('example.test', mx.port));
+  const c2 = collect(strict);
+  await a.deliver(strict, c2.report);
+  assert.equal(c2.byAddress.get('b@example.test')!.status, '4.7.5', 'the same domain without the header: the policy holds');
+  assert.equal(told.length, 1);
+});
