@@ -33,7 +33,7 @@ import type { Trace } from '../log/trace.js';
 import type { Petrel } from '../petrel.js';
 import { StorageFull } from '../queue/backend.js';
 import { SpoolWriter } from '../queue/spool.js';
-import { isMessage, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
+import { isMessage, type AdmitAnswer, type ConnOp, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
 import { workerTmpDir } from './remote-store.js';
 
 /** A worker that dies sooner than this after its start is started again only after this long (no fork loop). */
@@ -54,6 +54,8 @@ interface Slot {
   ready: boolean;
   /** It said hello: it waits for "start". */
   hello: boolean;
+  /** Its admitted connections by client address (given back when it dies). */
+  clients: Map<string, number>;
 }
 
 export interface WorkerPoolOptions {
@@ -74,6 +76,8 @@ export class WorkerPool {
   private failure: string | null = null;
   private started = false;
   bound: BoundListener[] = [];
+  /** Connections admitted in all the workers: [smtp] max_connections and max_connections_per_client are the server's. */
+  private readonly open = { total: 0, perClient: new Map<string, number>() };
   /** Workers started again after dying (for tests and metrics). */
   restarts = 0;
 
@@ -128,7 +132,7 @@ export class WorkerPool {
 
   private fork(index: number): void {
     const worker = cluster.fork({ PETREL_WORKER: '1' });
-    const slot: Slot = { worker, index, pid: worker.process.pid ?? 0, startedAt: Date.now(), connections: 0, inflight: new Set(), answers: [], ready: false, hello: false };
+    const slot: Slot = { worker, index, pid: worker.process.pid ?? 0, startedAt: Date.now(), connections: 0, inflight: new Set(), answers: [], ready: false, hello: false, clients: new Map() };
     this.slots.set(worker.id, slot);
     worker.on('message', (m: unknown) => this.received(slot, m));
     // A send to a worker that is going away fails: its exit is handled by exited().
@@ -165,6 +169,9 @@ export class WorkerPool {
       case 'insert':
         for (const req of m.items) this.insert(slot, req);
         break;
+      case 'conns':
+        this.conns(slot, m.ops);
+        break;
       case 'stats': {
         if (!this.petrel) break;
         const metrics = this.petrel.metrics;
@@ -188,6 +195,39 @@ export class WorkerPool {
         break;
       }
     }
+  }
+
+  /**
+   * conns - count a worker's connections against the server's limits, in
+   * the order it sent them; answers the admits at once (one message).
+   */
+  private conns(slot: Slot, ops: readonly ConnOp[]): void {
+    const limits = this.config.smtp;
+    const answers: AdmitAnswer[] = [];
+    for (const op of ops) {
+      if ('release' in op) {
+        this.count(slot, op.release, -1);
+        continue;
+      }
+      let refusal: AdmitAnswer['refusal'] = null;
+      if (this.open.total >= limits.max_connections) refusal = 'tooManyConnections';
+      else if ((this.open.perClient.get(op.ip) ?? 0) >= limits.max_connections_per_client) refusal = 'tooManyFromClient';
+      else this.count(slot, op.ip, 1);
+      answers.push({ n: op.n, refusal });
+    }
+    if (answers.length) this.tell(slot, { t: 'admitted', answers });
+  }
+
+  /** count - one more (or fewer) admitted connection from `ip` in `slot`; entries at 0 are dropped (the tables stay bounded). */
+  private count(slot: Slot, ip: string, delta: 1 | -1): void {
+    const mine = (slot.clients.get(ip) ?? 0) + delta;
+    if (mine < 0) return;
+    if (mine === 0) slot.clients.delete(ip);
+    else slot.clients.set(ip, mine);
+    this.open.total += delta;
+    const all = (this.open.perClient.get(ip) ?? 0) + delta;
+    if (all <= 0) this.open.perClient.delete(ip);
+    else this.open.perClient.set(ip, all);
   }
 
   /** insert - commit one message a worker hands over, then queue its answer. */
@@ -245,6 +285,8 @@ export class WorkerPool {
     if (!slot) return;
     this.slots.delete(worker.id);
     if (!this.stopping) this.options.trace.error({ pid: slot.pid, code, signal }, 'inbound worker died: starting another');
+    // Its connections are gone with it.
+    for (const [ip, n] of slot.clients) for (let i = 0; i < n; i++) this.count(slot, ip, -1);
     // Its pending reloads count as answered: it is gone.
     for (const r of this.reloads.values()) {
       r.waiting.delete(worker.id);
