@@ -41,7 +41,7 @@ import { Enqueuer } from './enqueue/enqueue.js';
 import { DkimSigner } from './dkim/signer.js';
 import { DkimKeys } from './dkim/keys.js';
 import { RecipientPolicy } from './inbound/policy.js';
-import { InboundServer } from './inbound/server.js';
+import { InboundServer, type ConnectionGate } from './inbound/server.js';
 import { loadTls } from './inbound/tls.js';
 import { SubmissionUsers } from './inbound/submission-users.js';
 import { SenderLogins } from './inbound/sender-logins.js';
@@ -75,6 +75,8 @@ export interface PetrelOptions {
   role?: 'whole' | 'queue' | 'inbound';
   /** Role "queue": the SMTP connections open in the workers (for /metrics). */
   connections?: () => number;
+  /** Role "inbound": the connection limits counted by the primary for every worker. */
+  gate?: ConnectionGate;
 }
 
 /** A configuration reload that was refused: the running configuration stays, whole. */
@@ -153,12 +155,14 @@ export class Petrel {
   /** The start-up DNS check of the sending identity (delivery/smtp/identity-warnings); tests await `done`. */
   identityCheck: ReturnType<typeof warnSendingIdentity> | null = null;
   private readonly role: NonNullable<PetrelOptions['role']>;
+  private readonly gate: ConnectionGate | null;
 
   constructor(
     readonly config: Config,
     options: PetrelOptions = {},
   ) {
     this.role = options.role ?? 'whole';
+    this.gate = options.gate ?? null;
     this.store = options.store ?? makeQueue(config, { recover: true, trace: trace('queue') });
     this.router = new Router(config);
     const localTrace = trace('local');
@@ -261,7 +265,7 @@ export class Petrel {
       },
     };
     if (this.role !== 'queue') {
-      this.inbound = new InboundServer(this.inboundCtx);
+      this.inbound = new InboundServer(this.inboundCtx, this.gate);
       await this.inbound.listen();
     }
     if (this.role !== 'inbound') {

@@ -43,14 +43,12 @@ standard error (see petrel check-config --dns).
     process.on('uncaughtException', (e) => log.error({ err: e.stack }, 'uncaught exception (bug): continuing'));
     const count = config.server.workers === 0 ? Math.min(255, availableParallelism()) : config.server.workers;
     // One process (workers = 1), or this one keeps the queue and `count` workers take the SMTP sessions.
-    let pool: WorkerPool | null = null;
-    const petrel = new Petrel(config, count > 1 ? { role: 'queue', connections: () => pool?.connections ?? 0 } : {});
+    const pool = count > 1 ? new WorkerPool({ count, trace: trace('workers') }) : null;
+    pool?.launch(config);
+    const petrel = new Petrel(config, pool ? { role: 'queue', connections: () => pool.connections } : {});
     try {
       await petrel.start();
-      if (count > 1) {
-        pool = new WorkerPool({ count, petrel, trace: trace('workers') });
-        await pool.start();
-      }
+      await pool?.start(petrel);
     } catch (e) {
       err(`petrel: cannot start: ${(e as Error).message}`);
       await pool?.stop(1000).catch(() => undefined);

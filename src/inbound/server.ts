@@ -7,12 +7,23 @@
  * Invariants: the per-client table holds only addresses with open
  * connections (bounded by max_connections); close() stops accepting at once
  * and lets sessions finish the reply they are writing.
+ *
+ * In an inbound worker (`[server] workers`) the limits are the whole
+ * server's: a ConnectionGate asks the primary, which counts the connections
+ * of every worker, before the greeting.
  */
 import { createServer, type Server, type Socket } from 'node:net';
 import { smtpReply } from '../core/replies.js';
 import type { Endpoint } from '../config/schema.js';
 import { normalizeIp } from './policy.js';
 import { Session, type SessionContext } from './smtp-session.js';
+
+/** Counts connections across processes: admit before the greeting, release at the end of an admitted one. */
+export interface ConnectionGate {
+  /** null: serve it; else the name of the 421 reply to give. */
+  admit(ip: string): Promise<'tooManyConnections' | 'tooManyFromClient' | null>;
+  release(ip: string): void;
+}
 
 export interface BoundListener {
   kind: 'smtp' | 'submission';
@@ -32,7 +43,10 @@ export class InboundServer {
   private readonly perClient = new Map<string, number>();
   readonly bound: BoundListener[] = [];
 
-  constructor(private readonly ctx: SessionContext) {}
+  constructor(
+    private readonly ctx: SessionContext,
+    private readonly gate: ConnectionGate | null = null,
+  ) {}
 
   get connectionCount(): number {
     return this.sessions.size;
@@ -105,6 +119,7 @@ export class InboundServer {
     const ip = normalizeIp(socket.remoteAddress ?? '');
     const limits = this.ctx.config.smtp;
     this.ctx.onConnect?.();
+    if (this.gate) return this.acceptGated(socket, kind, ip, this.gate);
     let refusal = null;
     if (this.sessions.size >= limits.max_connections) {
       refusal = smtpReply('tooManyConnections', this.ctx.config.hostname);
@@ -130,6 +145,32 @@ export class InboundServer {
     }, kind);
     this.sessions.add(session);
     session.start(null);
+  }
+
+  /** acceptGated - the session starts once the gate (the primary) has counted it: greeted, or refused with 421. */
+  private acceptGated(socket: Socket, kind: BoundListener['kind'], ip: string, gate: ConnectionGate): void {
+    let state: 'asking' | 'admitted' | 'refused' | 'closed' = 'asking';
+    this.sockets.add(socket);
+    const session = new Session(socket, this.ctx, () => {
+      this.sessions.delete(session);
+      this.sockets.delete(socket);
+      if (state === 'admitted') gate.release(ip);
+      state = 'closed';
+    }, kind);
+    this.sessions.add(session);
+    const hostname = this.ctx.config.hostname;
+    gate.admit(ip).then(
+      (refusal) => {
+        if (state === 'closed') {
+          if (!refusal) gate.release(ip);
+          return;
+        }
+        state = refusal ? 'refused' : 'admitted';
+        session.start(refusal ? smtpReply(refusal, hostname) : null);
+      },
+      // The primary is gone: this process ends in a moment; serve no one meanwhile.
+      () => state !== 'closed' && session.start(smtpReply('tooManyConnections', hostname)),
+    );
   }
 
   /** close - stop listening at once; give sessions `graceMs` to finish their replies, then drop them. */

@@ -36,6 +36,15 @@ export interface InsertRequest {
 /** The primary's answer: committed, or why not ("full": 452 4.3.1; else 451 4.3.0). */
 export type InsertAnswer = { n: number; ok: true } | { n: number; ok: false; full: boolean; message: string };
 
+/** A connection to count (inbound/server ConnectionGate): admit `ip` (answer n), or release `ip`. */
+export type ConnOp = { n: number; ip: string } | { release: string };
+
+/** null: serve it; else the 421 reply to give. */
+export interface AdmitAnswer {
+  n: number;
+  refusal: 'tooManyConnections' | 'tooManyFromClient' | null;
+}
+
 /** Counters a worker's sessions added since its last report, and its open connections now. */
 export interface WorkerStats {
   connections: number;
@@ -53,12 +62,15 @@ export type ToPrimary =
   | { t: 'failed'; message: string }
   | { t: 'insert'; items: InsertRequest[] }
   | { t: 'stats'; stats: WorkerStats }
+  /** Connections in order: ask to admit one (n), or release an admitted one. */
+  | { t: 'conns'; ops: ConnOp[] }
   | { t: 'reconfigured'; id: number; error: string | null };
 
 export type ToWorker =
   /** `slot`: this worker's share of the queue id counter (core/ids idRange), 1..255. */
   | { t: 'start'; config: Config; slot: number }
   | { t: 'done'; answers: InsertAnswer[] }
+  | { t: 'admitted'; answers: AdmitAnswer[] }
   | { t: 'reconfigure'; id: number; config: Config }
   | { t: 'stop'; graceMs: number };
 

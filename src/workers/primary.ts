@@ -33,7 +33,7 @@ import type { Trace } from '../log/trace.js';
 import type { Petrel } from '../petrel.js';
 import { StorageFull } from '../queue/backend.js';
 import { SpoolWriter } from '../queue/spool.js';
-import { isMessage, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
+import { isMessage, type AdmitAnswer, type ConnOp, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
 import { workerTmpDir } from './remote-store.js';
 
 /** A worker that dies sooner than this after its start is started again only after this long (no fork loop). */
@@ -52,29 +52,36 @@ interface Slot {
   inflight: Set<Promise<void>>;
   answers: InsertAnswer[];
   ready: boolean;
+  /** It said hello: it waits for "start". */
+  hello: boolean;
+  /** Its admitted connections by client address (given back when it dies). */
+  clients: Map<string, number>;
 }
 
 export interface WorkerPoolOptions {
   count: number;
-  petrel: Petrel;
   trace: Trace;
 }
 
 export class WorkerPool {
   private readonly slots = new Map<number, Slot>();
   private stopping = false;
-  private config: Config;
+  private config!: Config;
+  /** The queue side (set by start(); before it, workers only load). */
+  private petrel: Petrel | null = null;
   private reloadSeq = 0;
   private readonly reloads = new Map<number, { waiting: Set<number>; errors: string[]; done: () => void }>();
   private readyWaiters: Array<() => void> = [];
+  /** Why a worker could not start while start() waits (the server does not start); later ones are restarted. */
   private failure: string | null = null;
+  private started = false;
   bound: BoundListener[] = [];
+  /** Connections admitted in all the workers: [smtp] max_connections and max_connections_per_client are the server's. */
+  private readonly open = { total: 0, perClient: new Map<string, number>() };
   /** Workers started again after dying (for tests and metrics). */
   restarts = 0;
 
-  constructor(private readonly options: WorkerPoolOptions) {
-    this.config = options.petrel.config;
-  }
+  constructor(private readonly options: WorkerPoolOptions) {}
 
   /** Open SMTP connections in all the workers (their last reports). */
   get connections(): number {
@@ -88,8 +95,13 @@ export class WorkerPool {
     return [...this.slots.values()].map((s) => s.pid);
   }
 
-  /** start - fork the workers; resolves once each listens (with what they listen on), or rejects when one cannot. */
-  async start(): Promise<BoundListener[]> {
+  /**
+   * launch - fork the workers now, before the queue side starts: they load
+   * their code while this process opens the queue (both cores busy at start
+   * instead of one after the other), and wait for start().
+   */
+  launch(config: Config): void {
+    this.config = config;
     // Round-robin (cluster's default on Linux) has this process accept every connection and pass it
     // on: measured, that costs the primary, the one commit path, more per message than the whole SMTP
     // session saves it (docs/architecture.md, "Processes"). Shared listening sockets cost it nothing:
@@ -99,6 +111,12 @@ export class WorkerPool {
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
     idRange(0);
     for (let i = 1; i <= this.options.count; i++) this.fork(i);
+  }
+
+  /** start - the queue side is up: the workers listen; resolves once each does (with what they listen on), or rejects when one cannot. */
+  async start(petrel: Petrel): Promise<BoundListener[]> {
+    this.petrel = petrel;
+    for (const s of this.slots.values()) if (s.hello) this.tell(s, { t: 'start', config: this.config, slot: s.index });
     const deadline = Date.now() + ANSWER_MS;
     while (!this.failure && [...this.slots.values()].some((s) => !s.ready)) {
       if (Date.now() > deadline) throw new Error('inbound workers did not start in time');
@@ -108,12 +126,13 @@ export class WorkerPool {
       });
     }
     if (this.failure) throw new Error(this.failure);
+    this.started = true;
     return this.bound;
   }
 
   private fork(index: number): void {
     const worker = cluster.fork({ PETREL_WORKER: '1' });
-    const slot: Slot = { worker, index, pid: worker.process.pid ?? 0, startedAt: Date.now(), connections: 0, inflight: new Set(), answers: [], ready: false };
+    const slot: Slot = { worker, index, pid: worker.process.pid ?? 0, startedAt: Date.now(), connections: 0, inflight: new Set(), answers: [], ready: false, hello: false, clients: new Map() };
     this.slots.set(worker.id, slot);
     worker.on('message', (m: unknown) => this.received(slot, m));
     // A send to a worker that is going away fails: its exit is handled by exited().
@@ -133,8 +152,9 @@ export class WorkerPool {
     if (!isMessage<ToPrimary>(m)) return;
     switch (m.t) {
       case 'hello':
-        // Its message listener is in place: now it can be told what to run.
-        this.tell(slot, { t: 'start', config: this.config, slot: slot.index });
+        // Its message listener is in place: once the queue side is up, it can be told what to run.
+        slot.hello = true;
+        if (this.petrel) this.tell(slot, { t: 'start', config: this.config, slot: slot.index });
         break;
       case 'ready':
         slot.ready = true;
@@ -142,15 +162,19 @@ export class WorkerPool {
         for (const w of this.readyWaiters.splice(0)) w();
         break;
       case 'failed':
-        this.failure ??= m.message;
+        if (!this.started) this.failure ??= m.message;
         this.options.trace.error({ pid: slot.pid, err: m.message }, 'inbound worker cannot start');
         for (const w of this.readyWaiters.splice(0)) w();
         break;
       case 'insert':
         for (const req of m.items) this.insert(slot, req);
         break;
+      case 'conns':
+        this.conns(slot, m.ops);
+        break;
       case 'stats': {
-        const metrics = this.options.petrel.metrics;
+        if (!this.petrel) break;
+        const metrics = this.petrel.metrics;
         slot.connections = m.stats.connections;
         for (let i = 0; i < m.stats.connects; i++) metrics.onConnect();
         for (let i = 0; i < m.stats.authFailures; i++) metrics.onAuthFailure();
@@ -171,6 +195,39 @@ export class WorkerPool {
         break;
       }
     }
+  }
+
+  /**
+   * conns - count a worker's connections against the server's limits, in
+   * the order it sent them; answers the admits at once (one message).
+   */
+  private conns(slot: Slot, ops: readonly ConnOp[]): void {
+    const limits = this.config.smtp;
+    const answers: AdmitAnswer[] = [];
+    for (const op of ops) {
+      if ('release' in op) {
+        this.count(slot, op.release, -1);
+        continue;
+      }
+      let refusal: AdmitAnswer['refusal'] = null;
+      if (this.open.total >= limits.max_connections) refusal = 'tooManyConnections';
+      else if ((this.open.perClient.get(op.ip) ?? 0) >= limits.max_connections_per_client) refusal = 'tooManyFromClient';
+      else this.count(slot, op.ip, 1);
+      answers.push({ n: op.n, refusal });
+    }
+    if (answers.length) this.tell(slot, { t: 'admitted', answers });
+  }
+
+  /** count - one more (or fewer) admitted connection from `ip` in `slot`; entries at 0 are dropped (the tables stay bounded). */
+  private count(slot: Slot, ip: string, delta: 1 | -1): void {
+    const mine = (slot.clients.get(ip) ?? 0) + delta;
+    if (mine < 0) return;
+    if (mine === 0) slot.clients.delete(ip);
+    else slot.clients.set(ip, mine);
+    this.open.total += delta;
+    const all = (this.open.perClient.get(ip) ?? 0) + delta;
+    if (all <= 0) this.open.perClient.delete(ip);
+    else this.open.perClient.set(ip, all);
   }
 
   /** insert - commit one message a worker hands over, then queue its answer. */
@@ -194,7 +251,7 @@ export class WorkerPool {
   }
 
   private async commit(slot: Slot, req: InsertRequest): Promise<void> {
-    const { store, scheduler } = this.options.petrel;
+    const { store, scheduler } = this.petrel!;
     const message = req.message;
     const body = store.createBody(message.queueId);
     try {
@@ -228,6 +285,8 @@ export class WorkerPool {
     if (!slot) return;
     this.slots.delete(worker.id);
     if (!this.stopping) this.options.trace.error({ pid: slot.pid, code, signal }, 'inbound worker died: starting another');
+    // Its connections are gone with it.
+    for (const [ip, n] of slot.clients) for (let i = 0; i < n; i++) this.count(slot, ip, -1);
     // Its pending reloads count as answered: it is gone.
     for (const r of this.reloads.values()) {
       r.waiting.delete(worker.id);

@@ -22,7 +22,8 @@ import { idRange } from '../core/ids.js';
 import { Petrel } from '../petrel.js';
 import type { Config } from '../config/schema.js';
 import { RemoteStore } from './remote-store.js';
-import { isMessage, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
+import type { ConnectionGate } from '../inbound/server.js';
+import { isMessage, type AdmitAnswer, type ConnOp, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
 
 /** How often at most a worker reports its counters. */
 const STATS_MS = 250;
@@ -36,11 +37,58 @@ function send(m: ToPrimary): boolean {
   }
 }
 
+/**
+ * PrimaryGate - the connection limits counted by the primary for all the
+ * workers: each admit and release goes to it, in order, batched per
+ * event-loop turn; a lost primary refuses what is still asked.
+ */
+class PrimaryGate implements ConnectionGate {
+  private next = 0;
+  private ops: ConnOp[] = [];
+  private readonly asking = new Map<number, { resolve: (r: AdmitAnswer['refusal']) => void; reject: (e: Error) => void }>();
+
+  admit(ip: string): Promise<AdmitAnswer['refusal']> {
+    const n = ++this.next;
+    return new Promise((resolve, reject) => {
+      this.asking.set(n, { resolve, reject });
+      this.push({ n, ip });
+    });
+  }
+
+  release(ip: string): void {
+    this.push({ release: ip });
+  }
+
+  private push(op: ConnOp): void {
+    if (this.ops.length === 0) setImmediate(() => this.flush());
+    this.ops.push(op);
+  }
+
+  private flush(): void {
+    const ops = this.ops;
+    this.ops = [];
+    if (ops.length && !send({ t: 'conns', ops })) this.lost();
+  }
+
+  answered(answers: readonly AdmitAnswer[]): void {
+    for (const a of answers) {
+      this.asking.get(a.n)?.resolve(a.refusal);
+      this.asking.delete(a.n);
+    }
+  }
+
+  lost(): void {
+    for (const w of this.asking.values()) w.reject(new Error('the primary is gone'));
+    this.asking.clear();
+  }
+}
+
 /** runWorker - the worker's whole life; resolves with its exit code. */
 export function runWorker(err: (s: string) => void): Promise<number> {
   return new Promise<number>((resolveExit) => {
     let petrel: Petrel | null = null;
     let store: RemoteStore | null = null;
+    const gate = new PrimaryGate();
     let stopping = false;
     const stats: WorkerStats = { connections: 0, connects: 0, authFailures: 0, accepted: 0, acceptedOctets: 0, replies: {} };
     let statsTimer: NodeJS.Timeout | null = null;
@@ -67,7 +115,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     const start = async (config: Config): Promise<void> => {
       initTrace(config.log.level);
       store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }));
-      petrel = new Petrel(config, { role: 'inbound', store });
+      petrel = new Petrel(config, { role: 'inbound', store, gate });
       // The session hooks count here; the primary sums every worker's counts (see STATS_MS).
       const m = petrel.metrics;
       m.onReply = (code) => {
@@ -108,6 +156,9 @@ export function runWorker(err: (s: string) => void): Promise<number> {
         case 'done':
           store?.answered(m.answers);
           break;
+        case 'admitted':
+          gate.answered(m.answers);
+          break;
         case 'reconfigure':
           void (petrel ? petrel.reconfigure(m.config) : Promise.reject(new Error('not started')))
             .then(() => send({ t: 'reconfigured', id: m.id, error: null }))
@@ -122,7 +173,10 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     process.once('SIGTERM', () => void stop(5000));
     process.once('SIGINT', () => void stop(5000));
     process.on('SIGHUP', () => undefined);
-    process.on('disconnect', () => store?.lost());
+    process.on('disconnect', () => {
+      store?.lost();
+      gate.lost();
+    });
     send({ t: 'hello' });
   });
 }

@@ -12,7 +12,7 @@ import { existsSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendLoad } from '../helpers/load.js';
 import { baseConfig, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
-import { alive, childPids, holderOf } from '../helpers/processes.js';
+import { alive, childPids, holderOf, listensOn } from '../helpers/processes.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 import { startPeer } from '../helpers/test-peer.js';
 
@@ -26,7 +26,7 @@ function shareOf(queueId: string): number {
 }
 
 function config(dir: string, port: number, smtp = ''): string {
-  return baseConfig(dir, `[smtp]\nlisten = ["127.0.0.1:${port}"]\n${smtp}[server]\nworkers = 2\n[local]\ndomains = ["local.test"]\n[log]\nlevel = "error"\n`);
+  return baseConfig(dir, `[smtp]\nlisten = ["127.0.0.1:${port}"]\nmax_connections_per_client = 3\n${smtp}[server]\nworkers = 2\n[local]\ndomains = ["local.test"]\n[log]\nlevel = "error"\n`);
 }
 
 /** mailbox - the messages delivered to user@local.test so far. */
@@ -42,6 +42,14 @@ async function greeted(port: number, workers: readonly number[]): Promise<{ t: S
   assert.equal((await t.cmd('EHLO client.test')).code, 250);
   const holder = await waitFor(() => holderOf(port, t.localPort, workers), 5000, 'the worker holding the connection');
   return { t, holder };
+}
+
+/** replaced - the workers once one in place of `dead` is listening (until then, a server whose every worker died refuses connections). */
+async function replaced(primary: number, dead: number, port: number): Promise<number[]> {
+  return waitFor(() => {
+    const now = childPids(primary);
+    return now.length === 2 && !now.includes(dead) && now.every((pid) => listensOn(pid, port)) ? now : null;
+  }, 20_000, 'a new worker, listening, in place of the dead one');
 }
 
 /** through - a greeted connection held by `worker`: the others are stopped (SIGSTOP) until it has accepted. */
@@ -106,10 +114,7 @@ describe('[server] workers = 2', () => {
     process.kill(holder, 'SIGKILL');
     assert.equal(await t.read(10_000), null, 'the connection closed without a reply');
     await waitFor(() => !existsSync(tmp), 10_000, 'the dead worker tmp folder removed');
-    workers = await waitFor(() => {
-      const now = childPids(primary);
-      return now.length === 2 && !now.includes(holder) ? now : null;
-    }, 20_000, 'a new worker in place of the dead one');
+    workers = await replaced(primary, holder, port);
     const again = await greeted(port, workers);
     assert.equal((await again.t.send('sender@example.com', ['later@local.test'], 'Subject: later\r\n\r\nafter the crash\r\n')).code, 250);
     again.t.close();
@@ -126,10 +131,34 @@ describe('[server] workers = 2', () => {
     process.kill(holder, 'SIGKILL');
     t.close();
     await waitFor(() => mailbox(dir, 'acked').length === 1, 20_000, 'the acknowledged message delivered');
-    workers = await waitFor(() => {
-      const now = childPids(primary);
-      return now.length === 2 && !now.includes(holder) ? now : null;
-    }, 20_000, 'a new worker in place of the dead one');
+    workers = await replaced(primary, holder, port);
+  });
+
+  test('max_connections_per_client counts the connections of every worker', async () => {
+    const open = [await through(port, workers[0]!, workers), await through(port, workers[1]!, workers), await through(port, workers[0]!, workers)];
+    for (const w of workers) {
+      // The fourth from this client, whichever worker takes it: 421 4.7.0 from the server's count.
+      const others = workers.filter((x) => x !== w);
+      for (const o of others) process.kill(o, 'SIGSTOP');
+      try {
+        const t = await SmtpTalk.open(port);
+        const r = await t.read();
+        assert.equal(`${r?.code} ${r?.enhanced}`, '421 4.7.0', `worker ${w} refuses the fourth connection`);
+        t.close();
+      } finally {
+        for (const o of others) process.kill(o, 'SIGCONT');
+      }
+    }
+    for (const t of open) t.close();
+    // Given back when they end: a new connection is served again.
+    const again = await waitFor(async () => {
+      const t = await SmtpTalk.open(port);
+      const r = await t.read();
+      if (r?.code === 220) return t;
+      t.close();
+      return null;
+    }, 10_000, 'a connection served once the others ended');
+    again.close();
   });
 
   test('petrel reload reaches every worker', async () => {
