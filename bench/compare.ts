@@ -10,12 +10,15 @@
  * (medians over the rounds). CPU counts every process of each MTA (Postfix:
  * all its daemons, living and exited); not the load generator or the sink.
  *
- * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N] [--shaping on|off]
+ * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N] [--shaping on|off] [--dkim rsa|ed25519]
  * (--workers: Petrel's `[server] workers`; default: the configuration default.)
+ * (--dkim rsa|ed25519: Petrel DKIM-signs every message, RSA-2048 or Ed25519; Postfix does not sign.)
  * (--shaping off: Petrel runs with [delivery] shaping = false, to measure what traffic shaping costs)
  * (rcpt100k, dsn100k: one message to 100,000 recipients; figures are per recipient.)
  * Needs root (for the private Postfix) and the Debian package postfix.
  */
+import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { arg, freePort, removeDir, run, sleep, startPetrel, tempDir, treeCpuMs, treeRssMb } from './lib.js';
@@ -25,6 +28,18 @@ import { startPeer } from '../test/helpers/test-peer.js';
 
 /** Petrel's `[server] workers` for the runs ("" leaves the configuration default). */
 const WORKERS = arg('workers', '');
+/** --dkim rsa|ed25519: Petrel signs every message (From: bench@example.com) with a key made for the run. */
+const DKIM = arg('dkim', '');
+
+/** dkimConfig - a [[dkim]] table with a fresh key in `dir` ('' without --dkim). */
+function dkimConfig(dir: string): string {
+  if (!DKIM) return '';
+  if (DKIM !== 'rsa' && DKIM !== 'ed25519') throw new Error('--dkim takes rsa or ed25519');
+  const pair = DKIM === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
+  const keyFile = join(dir, 'dkim.pem');
+  writeFileSync(keyFile, pair.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string, { mode: 0o600 });
+  return `[[dkim]]\ndomain = "example.com"\nselector = "bench"\nkey_file = "${keyFile}"\n`;
+}
 
 interface Workload {
   name: string;
@@ -105,7 +120,7 @@ async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: n
   const port = await freePort();
   const petrel = await startPetrel(
     dir,
-    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n${arg('shaping', 'on') === 'off' ? 'shaping = false\n' : ''}[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n${WORKERS ? `[server]\nworkers = ${Number(WORKERS)}\n` : ''}`,
+    `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n${arg('shaping', 'on') === 'off' ? 'shaping = false\n' : ''}[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n${WORKERS ? `[server]\nworkers = ${Number(WORKERS)}\n` : ''}${dkimConfig(dir)}`,
   );
   const pid = petrel.child.pid!;
   // Every process of Petrel: the primary and its inbound workers (`[server] workers`).
