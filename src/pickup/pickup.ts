@@ -36,7 +36,7 @@
  * directory cannot be used to mail out files its writer could not read.
  */
 import { constants, watch, type FSWatcher } from 'node:fs';
-import { lstat, mkdir, open, readdir, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { lstat, mkdir, open, readdir, rename, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import { errno, fsyncDir, publishNoReplace } from '../core/durable-fs.js';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
@@ -296,7 +296,10 @@ export class PickupDirectory {
         }
         if (placed === 'exists') continue;
         if (placed === 'linked') await unlink(from);
-        await writeFile(join(this.badDir, `${target}.reason`), `${new Date().toISOString()} ${name}: ${reason}\n`);
+        // Written aside and renamed: a reader (the operator, a script) never sees a reason file half written.
+        const reasonTmp = join(this.badDir, `.${target}.reason.tmp`);
+        await writeFile(reasonTmp, `${new Date().toISOString()} ${name}: ${reason}\n`);
+        await rename(reasonTmp, join(this.badDir, `${target}.reason`));
         await fsyncDir(this.badDir);
         await fsyncDir(this.dir);
         this.notBefore.delete(name);
