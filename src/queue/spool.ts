@@ -97,39 +97,49 @@ export class Spool {
 }
 
 /**
- * SpoolWriter - one message body being received. Memory while small, a
- * temporary file once past inlineMax; finish() makes a file body durable.
+ * SpillingBody - a message body being received: in memory while it is at
+ * most `inlineMax` octets, past that in a file of its own (at the path
+ * openFile() gives, created exclusively). Shared by the store's SpoolWriter
+ * and an inbound worker's body (workers/remote-store); they differ only in
+ * where the file goes and what finishing means.
  */
-export class SpoolWriter implements BodyWriter {
-  private chunks: Buffer[] = [];
-  private file: FileHandle | null = null;
-  private tmpPath = '';
-  private written = 0;
-  private aborted = false;
-  private failure: Error | null = null;
+export abstract class SpillingBody implements BodyWriter {
+  protected chunks: Buffer[] = [];
+  protected file: FileHandle | null = null;
+  /** The file's path once the body spilled ('' while in memory). */
+  protected filePath = '';
+  protected written = 0;
+  protected aborted = false;
+  protected failure: Error | null = null;
 
   constructor(
-    private readonly spool: Spool,
     readonly queueId: string,
+    private readonly inlineMax: number,
   ) {}
 
   get size(): number {
     return this.written;
   }
 
+  /** filePathFor - where the body goes once it spills (its directory exists when this resolves). */
+  protected abstract filePathFor(): Promise<string>;
+
+  /** beforeFileWrite - a hook run before each write to the file (fault injection in tests). */
+  protected beforeFileWrite(): void {}
+
   async write(chunk: Buffer): Promise<void> {
     if (this.aborted) throw new Error('body writer already aborted');
     if (this.failure) throw this.failure;
     this.written += chunk.length;
-    if (!this.file && this.written <= this.spool.inlineMax) {
+    if (!this.file && this.written <= this.inlineMax) {
       this.chunks.push(chunk);
       return;
     }
     try {
-      this.spool.fault?.('write');
+      this.beforeFileWrite();
       if (!this.file) {
-        this.tmpPath = join(this.spool.tmpDir, this.queueId);
-        this.file = await open(this.tmpPath, 'wx', 0o600);
+        this.filePath = await this.filePathFor();
+        this.file = await open(this.filePath, 'wx', 0o600);
         const pending = this.chunks;
         this.chunks = [];
         for (const c of pending) await writeAll(this.file, c);
@@ -141,34 +151,16 @@ export class SpoolWriter implements BodyWriter {
     }
   }
 
-  /**
-   * adopt - take over a complete body file another process of this server
-   * wrote and fsync'd under tmp/ (an inbound worker: workers/worker-body):
-   * finish() then fsyncs it again (cheap), renames it into place and returns
-   * its directory, and abort() removes it, as for a body written here.
-   */
-  async adopt(path: string, size: number): Promise<void> {
-    if (this.written || this.file) throw new Error('adopt into a body already written');
-    this.file = await open(path, 'r');
-    this.tmpPath = path;
-    this.written = size;
+  /** inline - the body when it stayed in memory, else null. */
+  protected inline(): Buffer | null {
+    return this.file ? null : Buffer.concat(this.chunks, this.written);
   }
 
-  /**
-   * finish - for an inline body, return it; for a file body, fsync, close and
-   * rename it into place (the caller fsyncs the directory before committing).
-   */
-  async finish(): Promise<{ inline: Buffer | null; dir: string | null }> {
-    if (this.failure) throw this.failure;
-    if (!this.file) return { inline: Buffer.concat(this.chunks, this.written), dir: null };
-    this.spool.fault?.('fsync');
-    await this.file.sync();
-    await this.file.close();
+  /** syncFile - fsync and close the file body. */
+  protected async syncFile(): Promise<void> {
+    await this.file!.sync();
+    await this.file!.close();
     this.file = null;
-    this.spool.fault?.('rename');
-    await rename(this.tmpPath, this.spool.pathOf(this.queueId));
-    this.tmpPath = '';
-    return { inline: null, dir: this.spool.dirOf(this.queueId) };
   }
 
   async abort(): Promise<void> {
@@ -179,6 +171,57 @@ export class SpoolWriter implements BodyWriter {
       await this.file.close().catch(() => undefined);
       this.file = null;
     }
-    if (this.tmpPath) await unlink(this.tmpPath).catch(() => undefined);
+    if (this.filePath) await unlink(this.filePath).catch(() => undefined);
+  }
+}
+
+/**
+ * SpoolWriter - one message body being received into the store. Memory while
+ * small, a temporary file under tmp/ once past inlineMax; finish() makes a
+ * file body durable and renames it into place.
+ */
+export class SpoolWriter extends SpillingBody {
+  constructor(
+    private readonly spool: Spool,
+    queueId: string,
+  ) {
+    super(queueId, spool.inlineMax);
+  }
+
+  protected async filePathFor(): Promise<string> {
+    return join(this.spool.tmpDir, this.queueId);
+  }
+
+  protected override beforeFileWrite(): void {
+    this.spool.fault?.('write');
+  }
+
+  /**
+   * adopt - take over a complete body file another process of this server
+   * wrote and fsync'd under tmp/ (an inbound worker: workers/worker-body):
+   * finish() then fsyncs it again (cheap), renames it into place and returns
+   * its directory, and abort() removes it, as for a body written here.
+   */
+  async adopt(path: string, size: number): Promise<void> {
+    if (this.written || this.file) throw new Error('adopt into a body already written');
+    this.file = await open(path, 'r');
+    this.filePath = path;
+    this.written = size;
+  }
+
+  /**
+   * finish - for an inline body, return it; for a file body, fsync, close and
+   * rename it into place (the caller fsyncs the directory before committing).
+   */
+  async finish(): Promise<{ inline: Buffer | null; dir: string | null }> {
+    if (this.failure) throw this.failure;
+    const inline = this.inline();
+    if (inline) return { inline, dir: null };
+    this.spool.fault?.('fsync');
+    await this.syncFile();
+    this.spool.fault?.('rename');
+    await rename(this.filePath, this.spool.pathOf(this.queueId));
+    this.filePath = '';
+    return { inline: null, dir: this.spool.dirOf(this.queueId) };
   }
 }

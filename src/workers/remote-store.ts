@@ -21,11 +21,11 @@
  *
  * Every other QueueStore call is the primary's business: here it throws.
  */
-import { mkdir, open, unlink, type FileHandle } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
-import { writeAll } from '../core/durable-fs.js';
 import { StorageFull } from '../queue/backend.js';
+import { SpillingBody } from '../queue/spool.js';
 import type { BodyWriter, Claim, InsertOptions, NewMessage, QueueStore } from '../queue/store.js';
 import { INLINE_BODY_MAX, type InsertAnswer, type InsertRequest } from './messages.js';
 
@@ -34,67 +34,32 @@ export function workerTmpDir(dataDir: string, pid: number): string {
   return join(dataDir, 'spool', 'tmp', `w${pid}`);
 }
 
-/** WorkerBody - one body being received in a worker: memory while small, then a file. */
-export class WorkerBody implements BodyWriter {
-  private chunks: Buffer[] = [];
-  private file: FileHandle | null = null;
-  private written = 0;
-  private aborted = false;
-  private failure: Error | null = null;
-  path = '';
-
+/** WorkerBody - one body being received in a worker: memory while small, then a file in the worker's own folder. */
+export class WorkerBody extends SpillingBody {
   constructor(
-    readonly queueId: string,
+    queueId: string,
     private readonly dir: string,
-  ) {}
-
-  get size(): number {
-    return this.written;
+  ) {
+    super(queueId, INLINE_BODY_MAX);
   }
 
-  async write(chunk: Buffer): Promise<void> {
-    if (this.aborted) throw new Error('body writer already aborted');
-    if (this.failure) throw this.failure;
-    this.written += chunk.length;
-    if (!this.file && this.written <= INLINE_BODY_MAX) {
-      this.chunks.push(chunk);
-      return;
-    }
-    try {
-      if (!this.file) {
-        await mkdir(this.dir, { recursive: true });
-        this.path = join(this.dir, this.queueId);
-        this.file = await open(this.path, 'wx', 0o600);
-        const pending = this.chunks;
-        this.chunks = [];
-        for (const c of pending) await writeAll(this.file, c);
-      }
-      await writeAll(this.file, chunk);
-    } catch (e) {
-      this.failure = e as Error;
-      throw e;
-    }
+  /** The file's path ('' while the body is in memory). */
+  get path(): string {
+    return this.filePath;
+  }
+
+  protected async filePathFor(): Promise<string> {
+    await mkdir(this.dir, { recursive: true });
+    return join(this.dir, this.queueId);
   }
 
   /** finish - the inline body, or null once a file body is fsync'd and closed (its path is `path`). */
   async finish(): Promise<Buffer | null> {
     if (this.failure) throw this.failure;
-    if (!this.file) return Buffer.concat(this.chunks, this.written);
-    await this.file.sync();
-    await this.file.close();
-    this.file = null;
+    const inline = this.inline();
+    if (inline) return inline;
+    await this.syncFile();
     return null;
-  }
-
-  async abort(): Promise<void> {
-    if (this.aborted) return;
-    this.aborted = true;
-    this.chunks = [];
-    if (this.file) {
-      await this.file.close().catch(() => undefined);
-      this.file = null;
-    }
-    if (this.path) await unlink(this.path).catch(() => undefined);
   }
 }
 
