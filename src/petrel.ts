@@ -109,6 +109,7 @@ export function atRestart(running: Config, next: Config): string[] {
     ['[admin]', (c) => c.admin],
     ['[delivery] connection settings', d],
     ['[log] level', (c) => c.log.level],
+    ['[queue] max_in_flight', (c) => c.queue.max_in_flight],
     ['[server] workers', (c) => (c as Partial<Config>).server?.workers],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
@@ -212,6 +213,7 @@ export class Petrel {
       report: (qid) => this.reporter.report(qid),
       trace: trace('scheduler'),
       onResult: (res, m, hop) => this.metrics.onResult(res, m, hop),
+      maxInflight: config.queue.max_in_flight,
     });
     this.eventLog = new EventLog(this.store, join(config.data_dir, 'log', 'events.jsonl'), trace('eventlog'));
     this.eventLog.policy = { retentionMs: config.log.retention, rotateSize: config.log.rotate_size, keep: config.log.rotate_keep };

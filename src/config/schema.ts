@@ -72,6 +72,7 @@ export interface Config {
     postgres_url: string;
     node_name: string;
     lease: number;
+    max_in_flight: number;
   };
   delivery: {
     smarthost: Endpoint | null;
@@ -367,6 +368,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'queue.postgres_url': { check: str, def: () => '', doc: 'postgres://user:password@host:port/db (backend = "postgres")' },
   'queue.node_name': { check: nonEmptyStr, def: () => systemHostname() || 'localhost', doc: 'this node in a cluster; unique per node' },
   'queue.lease': { check: positiveDuration, def: () => 120_000, doc: "how long a node's claims last unless renewed" },
+  'queue.max_in_flight': { check: int(1, 10_000_000), def: () => 20_000, doc: 'recipients being delivered at once (in memory); the rest wait in the queue' },
 
   'delivery.smarthost': { check: optionalEndpoint(25), def: () => null, doc: 'all non-local mail not matched by a route' },
   'delivery.smtp_port': { check: int(1, 65535), def: () => 25, doc: 'port for MX and A/AAAA hosts' },

@@ -8,6 +8,9 @@
 // - a peer that answers 554 5.7.1 ... blocked: the provider is suspended (one
 //   event), its recipients wait without bounce, `petrel queue resume
 //   --destination <provider>` sends them.
+// - a backlog for a slow provider does not starve other destinations: jobs
+//   its rate cannot take within ~2 s are put back (no attempt counted) and
+//   give their in-flight room back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -65,8 +68,12 @@ test('421 4.7.28 beyond 20 messages in a window: Petrel slows down, recovers, de
     const up = p.events().filter((e) => e.event === 'unthrottled');
     assert.ok(up.length >= 1, 'the recovery is an event');
     assert.ok(up[0]!.seq! > throttled[0]!.seq!, 'recovery after the slow-down');
-    // Deferred by 421: each was a real, counted attempt, and went later.
-    for (const d of p.events().filter((e) => e.event === 'deferred')) assert.match(d.reply ?? '', /^421 4\.7\.28/);
+    // Deferred by 421: each was a real, counted attempt, and went later. The others
+    // deferred were put back unattempted (held longer than the pool keeps a job waiting).
+    for (const d of p.events().filter((e) => e.event === 'deferred')) {
+      if (d.attempt !== undefined) assert.match(d.reply ?? '', /^421 4\.7\.28/);
+      else assert.match(d.error ?? '', /^not attempted: provider throttle\.test is at its limits/);
+    }
   } finally {
     await p.stop();
     await peer.close();
@@ -168,5 +175,45 @@ test('554 5.7.1 ... blocked: the provider is suspended (one event), recipients w
     await peer.close();
     await dns.close();
     cleanup(dir);
+  }
+});
+
+test('a backlog for a slow provider does not hold the in-flight room: other mail goes, the backlog waits in the queue unattempted', async () => {
+  const SLOW = 30;
+  const slowPort = await freePort('127.0.0.2');
+  const slow = await startPeer({ host: '127.0.0.2', port: slowPort });
+  const fast = await startPeer({ host: '127.0.0.3', port: slowPort }); // MX delivery uses one port: the same on both addresses
+  const dns = await startDnsServer({ '*.slow.test': { MX: [[10, 'mx.slowprov.test']] }, 'mx.slowprov.test': { A: ['127.0.0.2'] }, 'fast.test': { MX: [[10, 'mx.fast.test']] }, 'mx.fast.test': { A: ['127.0.0.3'] } });
+  // 6 messages a minute for the provider; at most 10 recipients in flight: without the put-back,
+  // ten jobs waiting for tokens (one each 10 s) would keep fast.test's mail out for minutes.
+  const p = await startPetrel(
+    `[queue]\nmax_in_flight = 10\n[delivery]\nsmtp_port = ${slowPort}\ndns_servers = ["${dns.address}"]\n` +
+      `[[shaping]]\nmatch = "*.slowprov.test"\nmessage_rate = "6/m"\n[local]\ndomains = ["home.test"]\n`,
+  );
+  try {
+    await sendAll(
+      p,
+      Array.from({ length: SLOW }, (_, i) => `user@d${i}.slow.test`),
+    );
+    await sendAll(p, ['a@fast.test', 'b@fast.test', 'c@fast.test']);
+    await waitFor(() => fast.delivered().length >= 3, 60_000, "fast.test's mail delivered while the slow provider's backlog waits");
+    assert.ok(slow.delivered().length < SLOW, 'the slow provider got mail at its pace, not all of it');
+    const putBack = p.events().filter((e) => e.event === 'deferred' && e.attempt === undefined);
+    assert.ok(putBack.length >= 1, 'jobs of the slow provider were put back');
+    for (const e of putBack) {
+      assert.match(e.recipient ?? '', /@d\d+\.slow\.test$/);
+      assert.match(e.error ?? '', /not attempted: provider slowprov\.test is at its limits \(6\/m messages\); next try at /);
+      assert.match(e.detail ?? '', /held back by traffic shaping; the attempt count is unchanged/);
+    }
+    assert.equal(p.events().filter((e) => e.event === 'deferred' && e.attempt !== undefined).length, 0, 'no attempt was charged for waiting');
+    assert.equal(count(p, 'failed') + count(p, 'expired'), 0, 'nothing bounced');
+    const delivered = p.events().filter((e) => e.event === 'delivered');
+    for (const d of delivered) assert.equal(d.attempt, 1, `${d.recipient}: delivered at its first attempt`);
+  } finally {
+    await p.stop();
+    await slow.close();
+    await fast.close();
+    await dns.close();
+    cleanup(p.dir);
   }
 });

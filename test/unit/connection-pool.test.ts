@@ -158,3 +158,27 @@ test('shaping: a job without a message token waits for one timer, then goes (not
   for (const l of leases) pool.release(l, false);
   await pool.close();
 });
+
+test('shaping (issue 18): jobs a provider cannot take within holdMaxMs are put back with ProviderBusy, spread at its pace; others go on', async () => {
+  const { Provider, ProviderBusy } = await import('../../src/delivery/smtp/shaping.js');
+  const pool = new ConnectionPool({ maxTotal: 50, maxPerDestination: 50, idleTimeoutMs: 60_000, holdMaxMs: 100 });
+  const p = new Provider({ match: '*.p.test', message_rate: { count: 12, perMs: 60_000 } }); // 12/m: one at once, then one each 5 s
+  const o = opener();
+  const leases: Lease[] = [await pool.acquire('a', o.open, p)];
+  const t0 = Date.now();
+  const waiting = Array.from({ length: 5 }, () => pool.acquire('a', o.open, p));
+  const outcomes = await Promise.allSettled(waiting);
+  const busy = outcomes.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason as InstanceType<typeof ProviderBusy>);
+  assert.equal(busy.length, 5, 'no token within 100 ms for any of them: all five put back');
+  for (const e of busy) assert.ok(e instanceof ProviderBusy, String(e));
+  const until = busy.map((e) => e.until);
+  assert.ok(until[0]! >= t0 + 4000, 'not due again before the provider has a token for it');
+  for (let i = 1; i < until.length; i++) assert.ok(until[i]! - until[i - 1]! >= 4999, `spread at the provider's pace (5 s apart): ${until.join(', ')}`);
+  assert.match(busy[0]!.message, /not attempted: provider p\.test is at its limits \(12\/m messages\)/);
+  // Another destination, unshaped, was never held up, and the pool's tables are empty again.
+  const other = await pool.acquire('plain', o.open);
+  pool.release(other, false);
+  for (const l of leases) pool.release(l, false);
+  await pool.close();
+  assert.equal(pool.destinations, 0);
+});

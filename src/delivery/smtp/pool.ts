@@ -43,11 +43,19 @@
  *   ProviderSuspended, and its recipients are put back, uncounted. In a
  *   cluster a provider's connections and rates are shared like
  *   `maxPerDestination` (divided by the nodes alive).
+ * - a job waits in memory for its provider at most about `holdMaxMs`
+ *   (checked every holdMaxMs / 2): then it is rejected with ProviderBusy
+ *   and its recipients are put back, uncounted, until the provider's pace
+ *   lets them go (Provider.reserve spreads them). So a backlog for one slow
+ *   or throttled provider holds the scheduler's in-flight room for seconds,
+ *   never for the minutes it takes to drain, and other destinations' mail
+ *   is not starved (issue 18). Only shaped destinations are swept: a plain
+ *   destination's line moves at the speed of its connections.
  *
  * Untrusted input: none (destinations are keys made by the router).
  */
 import type { SmtpClient } from './client.js';
-import { ProviderSuspended, type Provider } from './shaping.js';
+import { ProviderBusy, ProviderSuspended, describeLimits, type Provider } from './shaping.js';
 
 export interface PoolOptions {
   maxPerDestination: number;
@@ -57,6 +65,8 @@ export interface PoolOptions {
   deadBackoffMs: number;
   /** close(): how long connections in use may go on before they are cut (their recipients are then deferred). */
   shutdownGraceMs: number;
+  /** How long a job may wait in memory for its shaping provider before it is put back (ProviderBusy). */
+  holdMaxMs: number;
 }
 
 export const DEFAULT_POOL_OPTIONS: PoolOptions = {
@@ -66,6 +76,7 @@ export const DEFAULT_POOL_OPTIONS: PoolOptions = {
   idleTimeoutMs: 5000,
   deadBackoffMs: 30_000,
   shutdownGraceMs: 10_000,
+  holdMaxMs: 2000,
 };
 
 /** Most next-hop names remembered for clearBackOff (an operator's retry of an older one finds no back-off to end: its attempt still goes, after it). */
@@ -99,6 +110,8 @@ interface Idle {
 }
 
 interface Waiter {
+  /** When the job started waiting (the sweep puts back those of shaped destinations waiting too long). */
+  since: number;
   open: () => Promise<SmtpClient>;
   resolve: (l: Lease) => void;
   reject: (e: unknown) => void;
@@ -135,6 +148,9 @@ export class ConnectionPool {
   private readonly heldBack = new Map<Provider, Set<Destination>>();
   /** The timer that wakes a provider's held-back destinations when a token is due. */
   private readonly providerTimers = new Map<Provider, NodeJS.Timeout>();
+  /** Shaped destinations with waiters (swept for jobs that waited too long: ProviderBusy). */
+  private readonly shapedWaiting = new Set<Destination>();
+  private sweepTimer: NodeJS.Timeout | null = null;
   /** Messages carried so far by each connection in use. */
   private readonly carried = new WeakMap<SmtpClient, number>();
   private total = 0;
@@ -227,8 +243,12 @@ export class ConnectionPool {
     const d = this.dest(key);
     if (provider) d.provider = provider;
     return new Promise<Lease>((resolve, reject) => {
-      d.waiters.push({ open, resolve, reject });
+      d.waiters.push({ since: Date.now(), open, resolve, reject });
       this.pump(d);
+      if (d.provider && d.waiters.length) {
+        this.shapedWaiting.add(d);
+        this.armSweep();
+      }
     });
   }
 
@@ -323,6 +343,59 @@ export class ConnectionPool {
     }
   }
 
+  private armSweep(): void {
+    if (this.sweepTimer || this.closing) return;
+    this.sweepTimer = setTimeout(() => {
+      this.sweepTimer = null;
+      this.sweep();
+    }, Math.max(10, Math.floor(this.options.holdMaxMs / 2)));
+    this.sweepTimer.unref(); // the jobs waiting keep their own timers and sockets
+  }
+
+  /**
+   * sweep - put back the jobs of shaped destinations that have waited longer
+   * than holdMaxMs (the head of each line: they are the ones the provider
+   * has not taken in that time), each with the time its provider's pace
+   * gives it (Provider.reserve).
+   */
+  private sweep(): void {
+    const now = Date.now();
+    const limit = now - this.options.holdMaxMs;
+    for (const d of this.shapedWaiting) {
+      const p = d.provider;
+      if (!p || d.waiters.length === 0) {
+        this.shapedWaiting.delete(d);
+        continue;
+      }
+      let shed = 0;
+      while (shed < d.waiters.length && d.waiters[shed]!.since <= limit) shed++;
+      if (shed === 0) continue;
+      const wait = p.messages ? p.messages.peek(now, this.shareOf(p)) : 0;
+      const earliest = now + Math.max(this.options.holdMaxMs, wait);
+      const interval = this.paceOf(p, now);
+      const limits = describeLimits(p);
+      for (const w of d.waiters.splice(0, shed)) w.reject(new ProviderBusy(p.name, p.reserve(earliest, interval), limits));
+      if (d.waiters.length === 0) {
+        this.shapedWaiting.delete(d);
+        this.atCap.delete(d);
+        this.tidy(d);
+      }
+    }
+    if (this.shapedWaiting.size) this.armSweep();
+  }
+
+  /**
+   * paceOf - about how many ms apart this node can hand the provider one more
+   * job: its message rate when it has one, else what it took in the last
+   * minute (a connection-limited provider), else a second.
+   */
+  private paceOf(p: Provider, now: number): number {
+    const rate = p.rule.message_rate;
+    if (rate) return rate.perMs / (rate.count * this.shareOf(p));
+    const seen = p.sentLastMinute(now);
+    return seen >= 10 ? 60_000 / seen : 1000;
+  }
+
   /** wakeProvider - serve the destinations held back by `p`, oldest first. */
   private wakeProvider(p: Provider | null): void {
     if (!p || this.closing) return;
@@ -357,6 +430,9 @@ export class ConnectionPool {
     for (const t of this.providerTimers.values()) clearTimeout(t);
     this.providerTimers.clear();
     this.heldBack.clear();
+    this.shapedWaiting.clear();
+    if (this.sweepTimer) clearTimeout(this.sweepTimer);
+    this.sweepTimer = null;
     await Promise.all(quits);
     if (this.lent.size) {
       let timer: NodeJS.Timeout | undefined;

@@ -49,6 +49,25 @@ export class ProviderSuspended extends Error {
   }
 }
 
+/**
+ * ProviderBusy - a job held back by its provider's limits (no token, no
+ * connection slot) for longer than the pool keeps jobs waiting in memory is
+ * not attempted: its recipients are put back until `until`, when the line
+ * ahead of them should have gone (issue 18: a big backlog for one throttled
+ * provider used to wait in memory and keep every other destination's mail
+ * out of the scheduler's in-flight room).
+ */
+export class ProviderBusy extends Error {
+  constructor(
+    readonly provider: string,
+    readonly until: number,
+    limits: string,
+  ) {
+    super(`not attempted: provider ${provider} is at its limits (${limits}); next try at ${isoTime(until)}`);
+    this.name = 'ProviderBusy';
+  }
+}
+
 /** A rate: `count` per `perMs`. */
 export interface Rate {
   count: number;
@@ -201,6 +220,8 @@ export class Provider {
   open = 0;
   /** Destinations whose recipients were put back during the suspension (an operator's resume makes them due). Bounded. */
   readonly held = new Set<string>();
+  /** When the next job held back past the pool's wait may come back (ProviderBusy): jobs put back are spread at the provider's pace. */
+  private holdHorizon = 0;
   /** Messages handed out in the last minute (for `petrel queue`): counts per second slot. */
   private readonly sent = new Array<number>(60).fill(0);
   private sentAt = 0;
@@ -222,6 +243,18 @@ export class Provider {
   /** noteHeld - a destination's recipients were put back while suspended (at most MAX_HELD remembered). */
   noteHeld(destination: string): void {
     if (this.held.size < MAX_HELD) this.held.add(destination);
+  }
+
+  /**
+   * reserve - when a job put back now (ProviderBusy) should come back: not
+   * before `earliest`, and each one `intervalMs` after the one put back
+   * before it, so a backlog comes back at the pace the provider takes it,
+   * not all at once.
+   */
+  reserve(earliest: number, intervalMs: number): number {
+    const at = Math.max(this.holdHorizon, earliest);
+    this.holdHorizon = at + intervalMs;
+    return Math.round(at);
   }
 
   /** countSent - one message handed to a connection (the current rate shown by `petrel queue`). */

@@ -319,7 +319,8 @@ function feedbackReport(shaper: Shaper, provider: Provider, destination: string,
     for (let i = 0; i < results.length; i++) {
       const r = results[i]!;
       if (r.heldUntil !== undefined) {
-        provider.noteHeld(destination);
+        // Put back: by a suspension (an operator's resume makes them due), or by a busy provider (they come back at its pace).
+        if (provider.suspended) provider.noteHeld(destination);
         continue;
       }
       if (r.kind === 'delivered') {
