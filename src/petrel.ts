@@ -35,7 +35,7 @@ import { MaildirAgent } from './delivery/maildir.js';
 import { LmtpAgent } from './delivery/lmtp/lmtp-agent.js';
 import { SmtpAgent, poolOptionsFrom } from './delivery/smtp/smtp-agent.js';
 import { ConnectionPool } from './delivery/smtp/pool.js';
-import { shaperFrom, type Shaper } from './delivery/smtp/shaping.js';
+import { shaperFrom, shapingOf, type Shaper } from './delivery/smtp/shaping.js';
 import { Reporter } from './dsn/reporter.js';
 import { Enqueuer } from './enqueue/enqueue.js';
 import { DkimSigner } from './dkim/signer.js';
@@ -110,6 +110,7 @@ export function atRestart(running: Config, next: Config): string[] {
     ['[delivery] connection settings', d],
     ['[log] level', (c) => c.log.level],
     ['[queue] max_in_flight', (c) => c.queue.max_in_flight],
+    ['[delivery] shaping', (c) => c.delivery.shaping],
     ['[server] workers', (c) => (c as Partial<Config>).server?.workers],
   ];
   return keys.filter(([, get]) => JSON.stringify(get(running)) !== JSON.stringify(get(next))).map(([name]) => name);
@@ -189,6 +190,8 @@ export class Petrel {
     this.shaper = shaperFrom(config, {
       onEvent: (e) => void this.store.appendEvents([e]).catch((err) => trace('shaping').warn({ err: (err as Error).message, event: e.event }, 'cannot record a shaping event')),
       onResume: (p) => this.pool.resumeProvider(p),
+      // Throttle state kept across restarts by the process that delivers (a worker only receives).
+      ...(this.role === 'inbound' ? {} : { statePath: join(config.data_dir, 'shaping.json'), onStateProblem: (text: string) => trace('shaping').warn({ problem: text }, 'shaping state') }),
     });
     this.agents = {
       maildir: new MaildirAgent({ junkFolder: () => config.checks.junk_folder }),
@@ -315,7 +318,8 @@ export class Petrel {
    * nothing of it is applied when it needs a restart (restartNeeded) or when
    * its TLS files or new listeners cannot be opened (ReloadRefused); otherwise
    * routes, smarthost, limits, local domains, users, aliases, submission
-   * users, sender logins and TLS certificates apply to the next connection,
+   * users, sender logins, DKIM keys, traffic shaping rules (providers keep
+   * their throttle state) and TLS certificates apply to the next connection,
    * message and delivery; listeners are opened and closed to match. No
    * connection and no message is dropped: sessions keep going, and a closed
    * listener only stops accepting. Returns the keys that changed but are read
@@ -343,6 +347,10 @@ export class Petrel {
     for (const key of Object.keys(next) as Array<keyof Config>) if (key !== 'hostname') (this.config as unknown as Record<string, unknown>)[key] = next[key];
     this.router.reconfigure();
     if (dkimKeys) this.dkim.reconfigure(dkimKeys);
+    if (this.shaper && next.delivery.shaping) {
+      const { rules, feedback } = shapingOf(next);
+      this.shaper.reconfigure(rules, feedback);
+    }
     const localChanged = JSON.stringify([old.local.domains, old.local.users_file, old.local.aliases_file]) !== JSON.stringify([next.local.domains, next.local.users_file, next.local.aliases_file]);
     if (localChanged) {
       this.local.unwatch();

@@ -10,12 +10,15 @@
 //   --destination <provider>` sends them.
 // - a backlog for a slow provider does not starve other destinations: jobs
 //   its rate cannot take within ~2 s are put back (no attempt counted) and
-//   give their in-flight room back.
+//   give their in-flight room back;
+// - a suspension survives a restart (data_dir/shaping.json); a reload
+//   changes a provider's limits and keeps its state.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
-import { startPetrel, waitFor, cleanup, freePort, tempDir, type InProcess } from '../helpers/petrel-harness.js';
+import { startPetrel, waitFor, cleanup, freePort, tempDir, baseConfig, type InProcess } from '../helpers/petrel-harness.js';
+import { parseConfigText } from '../../src/config/load.js';
 import { startPeer } from '../helpers/test-peer.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { runCli } from '../helpers/run-cli.js';
@@ -215,5 +218,42 @@ test('a backlog for a slow provider does not hold the in-flight room: other mail
     await fast.close();
     await dns.close();
     cleanup(p.dir);
+  }
+});
+
+test('a suspension survives a restart; a reload changes a provider’s limits and keeps its state', async () => {
+  const port = await freePort('127.0.0.3');
+  const peer = await startPeer({ host: '127.0.0.3', port, rcptReply: () => '554 5.7.1 Service unavailable; client [127.0.0.1] blocked using zen.example' });
+  const dns = await startDnsServer({ '*.blocked.test': { MX: [[10, 'mx.block.test']] }, 'mx.block.test': { A: ['127.0.0.3'] } });
+  const dir = tempDir();
+  const adminPort = await freePort();
+  const conf = (maxConns: number): string =>
+    `[delivery]\nsmtp_port = ${port}\ndns_servers = ["${dns.address}"]\nblock_suspend = "10m"\n[[shaping]]\nmatch = "*.block.test"\nmax_connections = ${maxConns}\n[local]\ndomains = ["home.test"]\n[admin]\nlisten = "127.0.0.1:${adminPort}"\n`;
+  let p = await startPetrel(conf(3), {}, dir);
+  try {
+    await sendAll(p, ['user@d1.blocked.test']);
+    await waitFor(() => count(p, 'suspended') >= 1, 20_000, 'the suspension');
+    const until = p.petrel.shaper!.get('block.test')!.suspendedUntil;
+    await p.stop();
+    p = await startPetrel(conf(3), {}, dir);
+    const again = p.petrel.shaper!.get('block.test');
+    assert.ok(again?.suspended, 'still suspended after the restart');
+    assert.equal(again.suspendedUntil, until, 'until the same time');
+    const q = await runCli(['queue', '--config', join(dir, 'petrel.toml')], '', { cwd: dir });
+    assert.match(q.stdout, /block\.test .*until .*554 5\.7\.1/);
+    assert.equal(peer.transactions.length, 1, 'the restart did not try the blocked provider again');
+    // A reload with another limit: the same provider, still suspended, with the new limit.
+    const next = parseConfigText(baseConfig(dir, conf(7)), join(dir, 'petrel.toml'), dir);
+    await p.petrel.reconfigure(next);
+    const reloaded = p.petrel.shaper!.get('block.test')!;
+    assert.equal(reloaded, again);
+    assert.equal(reloaded.maxConnections, 7);
+    assert.ok(reloaded.suspended);
+    assert.equal(count(p, 'failed') + count(p, 'expired'), 0, 'nothing bounced');
+  } finally {
+    await p.stop();
+    await peer.close();
+    await dns.close();
+    cleanup(dir);
   }
 });

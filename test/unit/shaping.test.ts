@@ -8,6 +8,9 @@ import { mergeRules, parseRate, Provider, Shaper, TokenBucket, DEFAULT_RULES, ty
 import { parseConfigText } from '../../src/config/load.js';
 import { ConfigError } from '../../src/config/load.js';
 import type { MailEvent } from '../../src/log/events.js';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 test('parseRate: "60/m", "10/s", "3000/h"; anything else is null', () => {
   assert.deepEqual(parseRate('60/m'), { count: 60, perMs: 60_000 });
@@ -113,4 +116,71 @@ test('[[shaping]] config: parsed, and every bad entry named with its key', () =>
   assert.match(text, /shaping\[1\]\.match: is required/);
   assert.match(text, /shaping\[1\]\.max_connections: must be an integer/);
   assert.match(text, /delivery\.throttle_replies: .*regular expression/);
+});
+
+test('reload: a provider keeps its object and throttle state and takes the new limits; a removed rule takes its limits and suspension away', () => {
+  const events: MailEvent[] = [];
+  const s = new Shaper({ rules: [{ match: '*.p.test', max_connections: 10, message_rate: { count: 600, perMs: 60_000 } }, { match: '*.q.test' }], onEvent: (e) => events.push(e) });
+  const p = s.providerFor('d.test', ['mx.p.test'])!;
+  const q = s.providerFor('e.test', ['mx.q.test'])!;
+  s.throttled(p, '421 4.7.28 slow down', 'mx');
+  s.blocked(q, '554 5.7.1 blocked', 'mx');
+  const bucket = p.messages;
+  s.reconfigure([{ match: '*.p.test', max_connections: 4, message_rate: { count: 120, perMs: 60_000 } }], { throttleReplies: ['^452 4\\.3\\.1 go slower'] });
+  assert.equal(s.providerFor('d.test', ['mx.p.test']), p, 'the same provider object (the pool counts its connections on it)');
+  assert.equal(p.factor, 0.5, 'the throttle state stays');
+  assert.equal(p.maxConnections, 2, 'the new limit, at the current factor');
+  assert.notEqual(p.messages, bucket, 'a changed rate starts a new bucket');
+  assert.equal(s.classify('452 4.3.1 go slower please'), 'throttle', 'the new reply table');
+  assert.equal(s.providerFor('e.test', ['mx.q.test']), null, 'the removed rule matches nothing');
+  assert.equal(q.suspended, false, 'its suspension ended');
+  assert.equal(q.maxConnections, Infinity, 'and it has no limits left');
+  assert.deepEqual(s.list(), [p], 'petrel queue shows the providers of the current rules');
+  assert.equal(s.get('q.test'), undefined);
+  assert.ok(events.some((e) => e.event === 'resumed' && /rule was removed by a reload/.test(e.detail ?? '')));
+  s.close();
+});
+
+test('state file: a restart keeps a suspension and a throttled factor; a bad file is named and ignored', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-shaping-'));
+  const statePath = join(dir, 'shaping.json');
+  const rules: ShapingRule[] = [{ match: '*.p.test', max_connections: 8 }, { match: '*.q.test' }, { match: '*.r.test' }];
+  try {
+    const a = new Shaper({ rules, statePath, feedback: { blockSuspendMs: 3_600_000 } });
+    const p = a.providerFor('d.test', ['mx.p.test'])!;
+    const q = a.providerFor('e.test', ['mx.q.test'])!;
+    a.providerFor('f.test', ['mx.r.test']);
+    a.throttled(p, '421 4.7.28 slow down', 'mx');
+    a.blocked(q, '554 5.7.1 blocked', 'mx');
+    a.close(); // writes the state now
+    const saved = JSON.parse(readFileSync(statePath, 'utf8')) as { providers: Record<string, unknown> };
+    assert.deepEqual(Object.keys(saved.providers).sort(), ['p.test', 'q.test'], 'only providers away from their configured limits');
+
+    const b = new Shaper({ rules, statePath });
+    const p2 = b.get('p.test')!;
+    const q2 = b.get('q.test')!;
+    assert.equal(p2.factor, 0.5);
+    assert.equal(p2.maxConnections, 4);
+    assert.ok(q2.suspended, 'the block survives the restart');
+    assert.equal(q2.suspendedUntil, q.suspendedUntil);
+    assert.equal(b.snapshot().find((x) => x.provider === 'q.test')!.suspend_reply, '554 5.7.1 blocked');
+    b.resume(q2, 'operator');
+    b.close();
+    assert.deepEqual(Object.keys((JSON.parse(readFileSync(statePath, 'utf8')) as { providers: object }).providers), ['p.test'], 'the resume is written too');
+
+    // Without the rule any more, the saved state of that provider is not taken.
+    const c = new Shaper({ rules: [{ match: '*.q.test' }], statePath });
+    assert.equal(c.get('p.test'), undefined);
+    c.close();
+
+    writeFileSync(statePath, '{ not json');
+    const problems: string[] = [];
+    const d = new Shaper({ rules, statePath, onStateProblem: (t) => problems.push(t) });
+    assert.equal(problems.length, 1);
+    assert.match(problems[0]!, /shaping\.json is not a shaping state file .*ignored/);
+    assert.equal(d.providerFor('d.test', ['mx.p.test'])!.factor, 1, 'starts at the configured limits');
+    d.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

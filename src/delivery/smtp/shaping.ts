@@ -30,10 +30,23 @@
  * resume (`petrel queue resume --destination <provider>`) ends it with a
  * `resumed` event. Every decision is an event carrying the reply.
  *
- * Bounded: one Provider per rule, made when first used.
+ * Reload (`petrel reload`, SIGHUP with a changed file): the rules and the
+ * reply tables are replaced; a provider keeps its object (the pool counts its
+ * connections on it) and its throttle state, and takes its rule's new
+ * limits; a provider whose rule is gone has no limits any more (and its
+ * suspension ends).
+ *
+ * Kept across restarts (`statePath`, data_dir/shaping.json): each throttled
+ * or suspended provider's factor and suspension, written (temporary file and
+ * rename) a second after a change and at close, read at start; a restart
+ * neither forgets a block nor goes back to full speed at a provider that
+ * just said "too fast". Per node (a cluster's nodes each keep their own).
+ *
+ * Bounded: one Provider per rule name met, made when first used.
  * Untrusted input: peer replies (matched against the tables, copied into
  * events cut to 500 characters) and DNS names (matched by suffix).
  */
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Config } from '../../config/schema.js';
 import { EVENT_IDS, isoTime, type MailEvent } from '../../log/events.js';
 
@@ -214,8 +227,8 @@ export class Provider {
   suspendedUntil = 0;
   suspendReply = '';
   suspendTimer: NodeJS.Timeout | null = null;
-  readonly connections: TokenBucket | null;
-  readonly messages: TokenBucket | null;
+  connections: TokenBucket | null;
+  messages: TokenBucket | null;
   /** Connections open (idle included) or opening for this provider (the pool keeps it). */
   open = 0;
   /** Destinations whose recipients were put back during the suspension (an operator's resume makes them due). Bounded. */
@@ -226,10 +239,18 @@ export class Provider {
   private readonly sent = new Array<number>(60).fill(0);
   private sentAt = 0;
 
-  constructor(readonly rule: ShapingRule) {
+  constructor(public rule: ShapingRule) {
     this.name = providerName(rule);
     this.connections = rule.connection_rate ? new TokenBucket(rule.connection_rate) : null;
     this.messages = rule.message_rate ? new TokenBucket(rule.message_rate) : null;
+  }
+
+  /** retune - take a reloaded rule's limits (buckets whose rate changed start anew); the throttle state stays. */
+  retune(rule: ShapingRule): void {
+    const same = (a?: Rate, b?: Rate): boolean => a?.count === b?.count && a?.perMs === b?.perMs;
+    if (!same(this.rule.connection_rate, rule.connection_rate)) this.connections = rule.connection_rate ? new TokenBucket(rule.connection_rate) : null;
+    if (!same(this.rule.message_rate, rule.message_rate)) this.messages = rule.message_rate ? new TokenBucket(rule.message_rate) : null;
+    this.rule = rule;
   }
 
   get maxConnections(): number {
@@ -327,6 +348,10 @@ export type Feedback = 'throttle' | 'block' | null;
 export interface ShaperOptions {
   rules: readonly ShapingRule[];
   feedback?: Partial<FeedbackOptions>;
+  /** Where the throttle state is kept across restarts (none: not kept). */
+  statePath?: string;
+  /** Told when the state file cannot be read or written (it is only an aid: shaping goes on without it). */
+  onStateProblem?: (text: string) => void;
   /** Where shaping events go (the event log through the store); errors are the caller's to log. */
   onEvent?: (e: MailEvent) => void;
   /** A suspension ended (by time or operator): the pool wakes the provider's waiters. */
@@ -335,27 +360,60 @@ export interface ShaperOptions {
 
 /** Shaper - the rules, the providers met so far, and the reply tables. */
 export class Shaper {
-  readonly rules: ShapingRule[];
-  readonly feedback: FeedbackOptions;
+  rules: ShapingRule[] = [];
+  feedback: FeedbackOptions = DEFAULT_FEEDBACK;
+  /** Every provider met, by name (kept across reloads: the pool counts connections on these objects). */
   private readonly providers = new Map<string, Provider>();
-  private readonly throttle: RegExp[];
-  private readonly block: RegExp[];
+  /** Names of the providers the current rules make (list() shows only these). */
+  private active = new Set<string>();
+  private throttle: RegExp[] = [];
+  private block: RegExp[] = [];
   onEvent: ((e: MailEvent) => void) | null;
   onResume: ((p: Provider) => void) | null;
-  /** The rules in matching form, made once (providerFor runs for every job). */
-  private readonly compiled: { rule: ShapingRule; exact: string; suffix: string | null }[];
+  /** The rules in matching form, made once per configuration (providerFor runs for every job). */
+  private compiled: { rule: ShapingRule; exact: string; suffix: string | null }[] = [];
+  private readonly statePath: string | null;
+  private readonly onStateProblem: (text: string) => void;
+  private saveTimer: NodeJS.Timeout | null = null;
 
   constructor(o: ShaperOptions) {
-    this.rules = [...o.rules];
+    this.onEvent = o.onEvent ?? null;
+    this.onResume = o.onResume ?? null;
+    this.statePath = o.statePath ?? null;
+    this.onStateProblem = o.onStateProblem ?? (() => undefined);
+    this.reconfigure(o.rules, o.feedback ?? {});
+    this.restore();
+  }
+
+  /**
+   * reconfigure - new rules and reply tables (a reload): a provider met
+   * before keeps its object and throttle state and takes its rule's new
+   * limits; one whose rule is gone loses its limits and its suspension.
+   */
+  reconfigure(rules: readonly ShapingRule[], feedback: Partial<FeedbackOptions>): void {
+    const nextFeedback = { ...DEFAULT_FEEDBACK, ...feedback };
+    const throttle = [...THROTTLE_REPLIES, ...nextFeedback.throttleReplies].map((p) => new RegExp(p, 'i'));
+    const block = [...BLOCK_REPLIES, ...nextFeedback.blockReplies].map((p) => new RegExp(p, 'i'));
+    this.rules = [...rules];
+    this.feedback = nextFeedback;
+    this.throttle = throttle;
+    this.block = block;
     this.compiled = this.rules.map((rule) => {
       const m = rule.match.toLowerCase();
       return { rule, exact: m, suffix: m.startsWith('*.') ? m.slice(1) : null };
     });
-    this.feedback = { ...DEFAULT_FEEDBACK, ...(o.feedback ?? {}) };
-    this.throttle = [...THROTTLE_REPLIES, ...this.feedback.throttleReplies].map((p) => new RegExp(p, 'i'));
-    this.block = [...BLOCK_REPLIES, ...this.feedback.blockReplies].map((p) => new RegExp(p, 'i'));
-    this.onEvent = o.onEvent ?? null;
-    this.onResume = o.onResume ?? null;
+    const byName = new Map(this.rules.map((r) => [providerName(r), r] as const));
+    this.active = new Set(byName.keys());
+    for (const p of this.providers.values()) {
+      const rule = byName.get(p.name);
+      if (rule) {
+        p.retune(rule);
+        continue;
+      }
+      // Its rule is gone: destinations still pointing at it have no provider limits any more.
+      p.retune({ match: p.rule.match });
+      if (p.suspendedUntil !== 0) this.resume(p, 'its [[shaping]] rule was removed by a reload');
+    }
   }
 
   /**
@@ -375,12 +433,17 @@ export class Shaper {
         }
       } else hit = d === exact;
       if (!hit) continue;
-      const name = providerName(rule);
-      let p = this.providers.get(name);
-      if (!p) this.providers.set(name, (p = new Provider(rule)));
-      return p;
+      return this.provider(rule);
     }
     return null;
+  }
+
+  /** provider - the live state of `rule`'s provider (made when first met). */
+  private provider(rule: ShapingRule): Provider {
+    const name = providerName(rule);
+    let p = this.providers.get(name);
+    if (!p) this.providers.set(name, (p = new Provider(rule)));
+    return p;
   }
 
   /** classify - what a reply line ("421 4.7.28 ...") says about sending speed. */
@@ -393,7 +456,7 @@ export class Shaper {
 
   /** list - the providers met so far (for `petrel queue`, metrics). */
   list(): Provider[] {
-    return [...this.providers.values()];
+    return [...this.providers.values()].filter((p) => this.active.has(p.name));
   }
 
   /** snapshot - each provider met so far, as `petrel queue`, the API and /metrics show it. */
@@ -414,7 +477,8 @@ export class Shaper {
   }
 
   get(name: string): Provider | undefined {
-    return this.providers.get(name.toLowerCase());
+    const p = this.providers.get(name.toLowerCase());
+    return p && this.active.has(p.name) ? p : undefined;
   }
 
   /** throttled - a "too fast" reply from the provider: halve (an event when a cut is made). */
@@ -458,18 +522,97 @@ export class Shaper {
     return held;
   }
 
-  /** close - stop the suspension timers. */
+  /** close - stop the suspension timers; the throttle state is written now. */
   close(): void {
     for (const p of this.providers.values()) if (p.suspendTimer) clearTimeout(p.suspendTimer);
+    if (this.saveTimer) {
+      clearTimeout(this.saveTimer);
+      this.saveTimer = null;
+      this.save();
+    }
+  }
+
+  /** save - write the throttled and suspended providers' state (temporary file, rename: never half written). */
+  private save(): void {
+    if (!this.statePath) return;
+    const now = Date.now();
+    const providers: Record<string, SavedProvider> = {};
+    for (const p of this.providers.values()) {
+      if (p.factor >= 1 && p.suspendedUntil <= now) continue;
+      providers[p.name] = { factor: p.factor, last_cut: p.lastCut, suspended_until: p.suspendedUntil > now ? p.suspendedUntil : 0, suspend_reply: p.suspendReply };
+    }
+    const tmp = `${this.statePath}.tmp`;
+    try {
+      writeFileSync(tmp, `${JSON.stringify({ version: 1, saved: isoTime(now), providers }, null, 1)}\n`);
+      renameSync(tmp, this.statePath);
+    } catch (e) {
+      this.onStateProblem(`cannot write ${this.statePath}: ${(e as Error).message}`);
+    }
+  }
+
+  /** saveSoon - the state changed: written within a second (many changes of one burst are one write). */
+  private saveSoon(): void {
+    if (!this.statePath || this.saveTimer) return;
+    this.saveTimer = setTimeout(() => {
+      this.saveTimer = null;
+      this.save();
+    }, 1000);
+    this.saveTimer.unref();
+  }
+
+  /** restore - take the state a previous run left, for providers that still have a rule; a bad file is named and ignored. */
+  private restore(): void {
+    if (!this.statePath) return;
+    let text: string;
+    try {
+      text = readFileSync(this.statePath, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.onStateProblem(`cannot read ${this.statePath}: ${(e as Error).message}`);
+      return;
+    }
+    let saved: Record<string, SavedProvider>;
+    try {
+      const doc = JSON.parse(text) as { providers?: Record<string, SavedProvider> };
+      saved = doc.providers ?? {};
+      if (typeof saved !== 'object' || saved === null) throw new Error('"providers" is not an object');
+    } catch (e) {
+      this.onStateProblem(`${this.statePath} is not a shaping state file (${(e as Error).message}): ignored; every provider starts at its configured limits`);
+      return;
+    }
+    const now = Date.now();
+    for (const rule of this.rules) {
+      const s = saved[providerName(rule)];
+      if (!s || typeof s !== 'object') continue;
+      const p = this.provider(rule);
+      if (typeof s.factor === 'number' && s.factor > 0 && s.factor < 1) {
+        p.factor = Math.max(MIN_FACTOR, s.factor);
+        p.lastCut = typeof s.last_cut === 'number' ? Math.min(s.last_cut, now) : now;
+      }
+      if (typeof s.suspended_until === 'number' && s.suspended_until > now) {
+        p.suspendedUntil = s.suspended_until;
+        p.suspendReply = typeof s.suspend_reply === 'string' ? s.suspend_reply.slice(0, 500) : '';
+        p.suspendTimer = setTimeout(() => this.resume(p, 'suspension time over'), s.suspended_until - now);
+        p.suspendTimer.unref();
+      }
+    }
   }
 
   private event(name: 'throttled' | 'unthrottled' | 'suspended' | 'resumed', p: Provider, detail: string, reply: string, remote: string): void {
+    this.saveSoon();
     if (!this.onEvent) return;
     const e: MailEvent = { ts: isoTime(), id: EVENT_IDS[name], event: name, queue_id: '', message_id: '', sender: '', state: 'provider', detail: detail.slice(0, 2000) };
     if (reply) e.reply = reply.slice(0, 500);
     if (remote) e.remote = remote;
     this.onEvent(e);
   }
+}
+
+/** One provider in the state file (data_dir/shaping.json). */
+interface SavedProvider {
+  factor: number;
+  last_cut: number;
+  suspended_until: number;
+  suspend_reply: string;
 }
 
 /** describeLimits - "10 connections, 30/m connections, 1500/m messages" at the current factor. */
@@ -483,10 +626,15 @@ export function describeLimits(p: Provider): string {
 }
 
 /** shaperFrom - the Shaper of a Config ([[shaping]] over the built-in rules, [delivery] feedback keys), or null when shaping is off. */
-export function shaperFrom(config: Config, hooks: Pick<ShaperOptions, 'onEvent' | 'onResume'> = {}): Shaper | null {
+export function shaperFrom(config: Config, hooks: Pick<ShaperOptions, 'onEvent' | 'onResume' | 'statePath' | 'onStateProblem'> = {}): Shaper | null {
+  if (!config.delivery.shaping) return null;
+  return new Shaper({ ...shapingOf(config), ...hooks });
+}
+
+/** shapingOf - the rules ([[shaping]] over the built-in ones) and feedback settings of a Config (Shaper.reconfigure takes them on reload). */
+export function shapingOf(config: Config): { rules: ShapingRule[]; feedback: FeedbackOptions } {
   const d = config.delivery;
-  if (!d.shaping) return null;
-  return new Shaper({
+  return {
     rules: mergeRules(config.shaping ?? []),
     feedback: {
       throttleReplies: d.throttle_replies,
@@ -495,6 +643,5 @@ export function shaperFrom(config: Config, hooks: Pick<ShaperOptions, 'onEvent' 
       recoveryMessages: d.throttle_recovery_messages,
       blockSuspendMs: d.block_suspend,
     },
-    ...hooks,
-  });
+  };
 }
