@@ -291,7 +291,17 @@ export class Petrel {
     }
     await this.eventLog.open();
     if (this.config.queue.backend === 'postgres') {
-      this.shared = new SharedLimits({ store: this.store, pool: this.pool, node: this.config.queue.node_name, trace: trace('cluster') });
+      const node = this.config.queue.node_name;
+      this.shared = new SharedLimits({
+        store: this.store,
+        pool: this.pool,
+        node,
+        trace: trace('cluster'),
+        shaper: this.shaper,
+        retryHeld: async (destinations, provider) => {
+          for (const destination of destinations) await this.store.retryNow({ destination }, { who: `node ${node}`, reason: `provider ${provider} resumed on another node` });
+        },
+      });
       this.shared.start();
     }
     for (const o of await this.store.overrides()) {

@@ -42,6 +42,11 @@
  * neither forgets a block nor goes back to full speed at a provider that
  * just said "too fast". Per node (a cluster's nodes each keep their own).
  *
+ * In a cluster a suspension is shared (scheduler/shared-limits, onShare /
+ * adoptSuspension / endShared): the node that met the "blocked" reply
+ * marks it in the queue, the others suspend too, and an operator's resume
+ * on any node resumes them all. Throttle factors stay per node.
+ *
  * Bounded: one Provider per rule name met, made when first used.
  * Untrusted input: peer replies (matched against the tables, copied into
  * events cut to 500 characters) and DNS names (matched by suffix).
@@ -227,6 +232,10 @@ export class Provider {
   suspendedUntil = 0;
   suspendReply = '';
   suspendTimer: NodeJS.Timeout | null = null;
+  /** In a cluster: this suspension is in the shared marks (adopted from one, or ours written), so a mark gone means resumed elsewhere. */
+  sharedMark = false;
+  /** The suspension came from another node's mark (its end is that node's event). */
+  adopted = false;
   connections: TokenBucket | null;
   messages: TokenBucket | null;
   /** Connections open (idle included) or opening for this provider (the pool keeps it). */
@@ -370,6 +379,12 @@ export class Shaper {
   private block: RegExp[] = [];
   onEvent: ((e: MailEvent) => void) | null;
   onResume: ((p: Provider) => void) | null;
+  /**
+   * In a cluster (scheduler/shared-limits): told when this node suspends a
+   * provider (`until`) or ends a suspension (null) by itself, so the other
+   * nodes follow. Not told of what they told us.
+   */
+  onShare: ((p: Provider, until: number | null, reply: string) => void) | null = null;
   /** The rules in matching form, made once per configuration (providerFor runs for every job). */
   private compiled: { rule: ShapingRule; exact: string; suffix: string | null }[] = [];
   private readonly statePath: string | null;
@@ -496,12 +511,58 @@ export class Shaper {
   /** blocked - a "blocked" reply: suspend for blockSuspendMs (one event; a suspension in force is not extended). */
   blocked(p: Provider, reply: string, remote: string): void {
     if (p.suspended) return;
-    p.suspendedUntil = Date.now() + this.feedback.blockSuspendMs;
-    p.suspendReply = reply.slice(0, 500);
-    if (p.suspendTimer) clearTimeout(p.suspendTimer);
-    p.suspendTimer = setTimeout(() => this.resume(p, 'suspension time over'), this.feedback.blockSuspendMs);
-    p.suspendTimer.unref();
+    this.suspend(p, Date.now() + this.feedback.blockSuspendMs, reply);
     this.event('suspended', p, `provider ${p.name} suspended until ${isoTime(p.suspendedUntil)} after a "blocked" reply`, reply, remote);
+    this.onShare?.(p, p.suspendedUntil, p.suspendReply);
+  }
+
+  /** suspend - suspended until `until` (a timer ends it). */
+  private suspend(p: Provider, until: number, reply: string): void {
+    p.suspendedUntil = until;
+    p.suspendReply = reply.slice(0, 500);
+    p.sharedMark = false;
+    p.adopted = false;
+    if (p.suspendTimer) clearTimeout(p.suspendTimer);
+    // An adopted suspension's end is the other node's event to write.
+    p.suspendTimer = setTimeout(() => this.resume(p, 'suspension time over', { quiet: p.adopted }), Math.max(0, until - Date.now()));
+    p.suspendTimer.unref();
+  }
+
+  /**
+   * adoptSuspension - another node of the cluster suspended the provider
+   * `name` until `until` (scheduler/shared-limits read its mark): suspend it
+   * here too (no event: that node wrote it). False: no such rule here, or a
+   * suspension at least as long is in force.
+   */
+  adoptSuspension(name: string, until: number, reply: string): boolean {
+    const rule = this.rules.find((r) => providerName(r) === name);
+    if (!rule || until <= Date.now()) return false;
+    const p = this.provider(rule);
+    if (p.suspendedUntil >= until) {
+      p.sharedMark = true;
+      return false;
+    }
+    this.suspend(p, until, reply);
+    p.sharedMark = true;
+    p.adopted = true;
+    this.saveSoon();
+    return true;
+  }
+
+  /**
+   * endShared - the providers suspended here through a shared mark whose
+   * mark is gone (another node resumed them, or the time is over): resumed
+   * here too, without an event of their own; returns, per provider, the
+   * destinations put back here meanwhile (to be made due now).
+   */
+  endShared(marked: ReadonlySet<string>): Map<Provider, string[]> {
+    const out = new Map<Provider, string[]>();
+    for (const p of this.providers.values()) {
+      if (!p.suspended || !p.sharedMark || marked.has(p.name)) continue;
+      const held = this.resume(p, 'resumed on another node', { quiet: true });
+      if (held) out.set(p, held);
+    }
+    return out;
   }
 
   /**
@@ -509,7 +570,7 @@ export class Shaper {
    * provider was not suspended, else the destinations whose recipients were
    * put back meanwhile (the operator's resume makes them due now).
    */
-  resume(p: Provider, why: string): string[] | null {
+  resume(p: Provider, why: string, o: { quiet?: boolean } = {}): string[] | null {
     if (p.suspendedUntil === 0) return null;
     const held = [...p.held];
     p.held.clear();
@@ -517,7 +578,13 @@ export class Shaper {
     p.suspendTimer = null;
     p.suspendedUntil = 0;
     p.suspendReply = '';
-    this.event('resumed', p, `provider ${p.name} resumed: ${why}`, '', '');
+    p.sharedMark = false;
+    p.adopted = false;
+    if (o.quiet) this.saveSoon();
+    else {
+      this.event('resumed', p, `provider ${p.name} resumed: ${why}`, '', '');
+      this.onShare?.(p, null, '');
+    }
     this.onResume?.(p);
     return held;
   }
@@ -588,12 +655,7 @@ export class Shaper {
         p.factor = Math.max(MIN_FACTOR, s.factor);
         p.lastCut = typeof s.last_cut === 'number' ? Math.min(s.last_cut, now) : now;
       }
-      if (typeof s.suspended_until === 'number' && s.suspended_until > now) {
-        p.suspendedUntil = s.suspended_until;
-        p.suspendReply = typeof s.suspend_reply === 'string' ? s.suspend_reply.slice(0, 500) : '';
-        p.suspendTimer = setTimeout(() => this.resume(p, 'suspension time over'), s.suspended_until - now);
-        p.suspendTimer.unref();
-      }
+      if (typeof s.suspended_until === 'number' && s.suspended_until > now) this.suspend(p, s.suspended_until, typeof s.suspend_reply === 'string' ? s.suspend_reply : '');
     }
   }
 
