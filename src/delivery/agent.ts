@@ -63,6 +63,14 @@ export interface RecipientResult {
    * it back without counting an attempt (delivery/smtp/shaping).
    */
   heldUntil?: number;
+  /**
+   * Attempted and deferred, but not to be tried again before this time
+   * (epoch ms): the reply suspended its provider (a "blocked" reply), so
+   * the regular retry would only meet the suspension (or, on another node
+   * of a cluster not told yet, the block again). The scheduler takes the
+   * later of this and the retry schedule, within the queue lifetime.
+   */
+  notBefore?: number;
 }
 
 export interface DeliveryJob {

@@ -389,7 +389,7 @@ export class Scheduler {
     }
     const delay = d.delayNotice && wants('DELAY');
     const o = done('deferred', delay ? 'delayed' : undefined, event('deferred', delay ? 'delayed' : undefined));
-    o.nextAttemptAt = d.nextAttemptAt;
+    o.nextAttemptAt = res.notBefore === undefined ? d.nextAttemptAt : Math.max(d.nextAttemptAt, Math.min(res.notBefore, m.receivedAt + this.deps.config.queue.max_lifetime));
     if (d.delayNotice) o.delayNotified = true;
     return o;
   }

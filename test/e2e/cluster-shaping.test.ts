@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import pg from 'pg';
-import { baseConfig, cleanup, freePort, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
+import { baseConfig, cleanup, exitedWithin, freePort, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { startPeer } from '../helpers/test-peer.js';
 import { startDnsServer } from '../helpers/dns-server.js';
 import { startPostgres, type Postgres } from '../helpers/postgres.js';
@@ -105,7 +105,7 @@ test('a "blocked" reply met by one node suspends the provider on every node; a r
     await waitFor(async () => !(await providers(s1)).some((p) => p.suspended_until), 10_000, 'node s1 resumed too');
   } finally {
     for (const n of nodes) n.child.kill('SIGTERM');
-    await Promise.all(nodes.map((n) => Promise.race([n.child.exited, new Promise((r) => setTimeout(r, 30_000))])));
+    await Promise.all(nodes.map((n) => exitedWithin(n.child, 30_000)));
     for (const n of nodes) n.child.kill('SIGKILL');
     await peer.close();
     await dns.close();

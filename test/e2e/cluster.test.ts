@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { mkdirSync } from 'node:fs';
 import pg from 'pg';
 import { sendLoad, type LoadCounter } from '../helpers/load.js';
-import { baseConfig, cleanup, freePort, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
+import { baseConfig, cleanup, exitedWithin, freePort, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { startPeer, type TestPeer as Peer } from '../helpers/test-peer.js';
 import { startPostgres, type Postgres } from '../helpers/postgres.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
@@ -63,7 +63,7 @@ async function startNode(root: string, name: string, url: string, sink: Peer, le
 
 async function stopAll(nodes: Node[]): Promise<void> {
   for (const n of nodes) n.child.kill('SIGTERM');
-  await Promise.all(nodes.map((n) => Promise.race([n.child.exited, new Promise((r) => setTimeout(r, 30_000))])));
+  await Promise.all(nodes.map((n) => exitedWithin(n.child, 30_000)));
   for (const n of nodes) n.child.kill('SIGKILL');
 }
 

@@ -138,6 +138,13 @@ export function spawnPetrel(args: string[], cwd = ROOT, env: NodeJS.ProcessEnv =
 }
 
 /** startChild - spawn `petrel start` on a config and wait until it listens. */
+/** exitedWithin - the child's exit, or after `ms` whatever it does (the timer is cleared: it does not keep the test process alive). */
+export async function exitedWithin(child: Child, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([child.exited, new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
 export async function startChild(dir: string, configText: string): Promise<Child> {
   const file = join(dir, 'petrel.toml');
   writeFileSync(file, configText);

@@ -332,7 +332,14 @@ function feedbackReport(shaper: Shaper, provider: Provider, destination: string,
       if (said === 'throttle') shaper.throttled(provider, r.reply, r.remote);
       else if (said === 'block') {
         shaper.blocked(provider, r.reply, r.remote);
-        if (r.kind === 'failed') results[i] = { ...r, kind: 'deferred', status: `4${r.status.slice(1)}` };
+        // Deferred (never failed: a block is about the sender), and not tried again until the suspension
+        // ends: a resume (an operator's, or another node's) makes it due with the others put back.
+        const next = r.kind === 'failed' ? { ...r, kind: 'deferred' as const, status: `4${r.status.slice(1)}` } : { ...r };
+        if (provider.suspended) {
+          next.notBefore = provider.suspendedUntil;
+          provider.noteHeld(destination);
+        }
+        results[i] = next;
       }
     }
     report(results);
