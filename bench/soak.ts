@@ -16,7 +16,7 @@
  *
  * Bounded: --messages and --max-seconds. Usage:
  *   node dist/bench/soak.js [--messages 200000] [--sessions 16] [--rate 0]
- *     [--sample-seconds 10] [--max-seconds 3600] [--defer-every 100]
+ *     [--sample-seconds 10] [--max-seconds 3600] [--defer-every 100] [--workers N]
  */
 import { arg } from './lib.js';
 import { runSoak, summaryLine } from '../test/helpers/soak.js';
@@ -34,6 +34,7 @@ async function main(): Promise<void> {
     warmupFraction: Number(arg('warmup', '0.1')),
     firstAttemptSlackMs: 60_000,
     bodySize: Number(arg('size', '2000')),
+    ...(arg('workers', '') ? { workers: Number(arg('workers', '')) } : {}),
     log: (l) => console.log(l),
   });
   const pass = r.finished && r.refused === 0 && r.connectionErrors === 0 && r.lost === 0 && r.duplicates === 0 && r.scheduleViolations === 0 && r.endRssMb <= r.warmupRssMb * 1.2;

@@ -36,6 +36,19 @@ import { SmtpTalk } from './smtp-talk.js';
 import { startChild, freePort, tempDir, cleanup, type Child } from './petrel-harness.js';
 import { startPeer, type TestPeer } from './test-peer.js';
 
+/** childPids - the processes `pid` started (its workers), from /proc/PID/task/TID/children. */
+function childPids(pid: number): number[] {
+  const out: number[] = [];
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      for (const c of readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim().split(/\s+/)) if (c) out.push(Number(c));
+    }
+  } catch {
+    // No such process any more: none.
+  }
+  return out;
+}
+
 export interface SoakOptions {
   messages: number;
   sessions: number;
@@ -53,6 +66,8 @@ export interface SoakOptions {
   firstAttemptSlackMs: number;
   /** Body size of each message, octets (approximately). */
   bodySize: number;
+  /** `[server] workers` (absent: the configuration default); RSS is then the primary's plus its workers'. */
+  workers?: number;
   log: (line: string) => void;
 }
 
@@ -228,7 +243,7 @@ listen = "127.0.0.1:${adminPort}"
 [log]
 level = "warn"
 rotate_size = 0
-`,
+${o.workers === undefined ? '' : `[server]\nworkers = ${o.workers}\n`}`,
     );
     const pid = child.proc.pid!;
     const tail = new EventTail(join(dir, 'var', 'log', 'events.jsonl'));
@@ -274,7 +289,16 @@ rotate_size = 0
       if (proc.proc.exitCode !== null || proc.proc.signalCode !== null) {
         throw new Error(`petrel exited during the soak (code ${proc.proc.exitCode}, signal ${proc.proc.signalCode}); data in ${dir}\nstdout: ${proc.stdout().slice(-3000)}\nstderr: ${proc.stderr().slice(-3000)}`);
       }
-      return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) / 1024;
+      // The primary and its worker processes (with [server] workers), each read from /proc.
+      let kb = 0;
+      for (const p of [pid, ...childPids(pid)]) {
+        try {
+          kb += Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? NaN);
+        } catch {
+          // A worker that just ended: not counted in this sample.
+        }
+      }
+      return kb / 1024;
     };
     const fds = (): number => readdirSync(`/proc/${pid}/fd`).length;
     const sample = async (): Promise<SoakSample> => {
