@@ -77,6 +77,8 @@ export interface PetrelOptions {
   connections?: () => number;
   /** Role "inbound": the connection limits counted by the primary for every worker. */
   gate?: ConnectionGate;
+  /** Role "inbound": failed logins counted by the primary for every worker (returns the wait before answering). */
+  authFailed?: (ip: string, user: string) => Promise<number>;
 }
 
 /** A configuration reload that was refused: the running configuration stays, whole. */
@@ -158,6 +160,8 @@ export class Petrel {
   identityCheck: ReturnType<typeof warnSendingIdentity> | null = null;
   private readonly role: NonNullable<PetrelOptions['role']>;
   private readonly gate: ConnectionGate | null;
+  /** Role "inbound": the primary's failed-login count (PetrelOptions.authFailed). */
+  private readonly sharedAuthFailed: ((ip: string, user: string) => Promise<number>) | null;
 
   constructor(
     readonly config: Config,
@@ -165,6 +169,7 @@ export class Petrel {
   ) {
     this.role = options.role ?? 'whole';
     this.gate = options.gate ?? null;
+    this.sharedAuthFailed = options.authFailed ?? null;
     this.store = options.store ?? makeQueue(config, { recover: true, trace: trace('queue') });
     this.router = new Router(config);
     const localTrace = trace('local');
@@ -266,7 +271,7 @@ export class Petrel {
       senderLogins: this.senderLogins,
       authFailed: (ip, user) => {
         this.metrics.onAuthFailure();
-        return this.authThrottle.failed(ip, user);
+        return this.sharedAuthFailed ? this.sharedAuthFailed(ip, user) : this.authThrottle.failed(ip, user);
       },
     };
     if (this.role !== 'queue') {

@@ -66,7 +66,7 @@ export interface SessionContext {
    * record one and get how long to wait before answering it (see
    * inbound/auth-throttle).
    */
-  authFailed(ip: string, user: string): number;
+  authFailed(ip: string, user: string): number | Promise<number>;
   /** Who may send as whom once authenticated ([smtp] sender_logins); absent: anyone as anything. */
   senderLogins?: SenderLogins;
 }
@@ -613,7 +613,7 @@ export class Session {
     this.authFailures++;
     // Slow down guessing: each failure from the same address, or for the same
     // user name (in this session or any other lately), waits longer before its answer.
-    const wait = this.ctx.authFailed(this.clientIp, user);
+    const wait = await this.ctx.authFailed(this.clientIp, user);
     this.ctx.trace.warn({ sid: this.id, user: user.slice(0, 64), ip: this.clientIp, failures: this.authFailures, wait_ms: wait }, 'authentication failed');
     await new Promise((r) => setTimeout(r, wait));
     if (this.phase === 'closed') return;

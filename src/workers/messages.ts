@@ -21,6 +21,9 @@ import type { NewMessage } from '../queue/store.js';
 /** Bodies up to this size travel inline (the embedded store's own inline limit, queue/backends/sqlite). */
 export const INLINE_BODY_MAX = 128 * 1024;
 
+/** The wait after a failed login when the shared count cannot be had (the primary not ready, or gone): the throttle's longest. */
+export const AUTH_WAIT_UNKNOWN_MS = 10_000;
+
 /** One message for the primary to commit. */
 export interface InsertRequest {
   /** The worker's number for it (the answer carries it). */
@@ -64,7 +67,9 @@ export type ToPrimary =
   | { t: 'stats'; stats: WorkerStats }
   /** Connections in order: ask to admit one (n), or release an admitted one. */
   | { t: 'conns'; ops: ConnOp[] }
-  | { t: 'reconfigured'; id: number; error: string | null };
+  | { t: 'reconfigured'; id: number; error: string | null }
+  /** A failed login in a worker's session: the primary counts it for every worker and says how long to wait (answer n). */
+  | { t: 'authFailed'; n: number; ip: string; user: string };
 
 export type ToWorker =
   /** `slot`: this worker's share of the queue id counter (core/ids idRange), 1..255. */
@@ -72,6 +77,7 @@ export type ToWorker =
   | { t: 'done'; answers: InsertAnswer[] }
   | { t: 'admitted'; answers: AdmitAnswer[] }
   | { t: 'reconfigure'; id: number; config: Config }
+  | { t: 'authWait'; n: number; waitMs: number }
   | { t: 'stop'; graceMs: number };
 
 /** isMessage - a cluster message of ours (cluster also sends its own internal ones). */

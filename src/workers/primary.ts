@@ -33,7 +33,7 @@ import type { Trace } from '../log/trace.js';
 import type { Petrel } from '../petrel.js';
 import { StorageFull } from '../queue/backend.js';
 import { SpoolWriter } from '../queue/spool.js';
-import { isMessage, type AdmitAnswer, type ConnOp, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
+import { AUTH_WAIT_UNKNOWN_MS, isMessage, type AdmitAnswer, type ConnOp, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
 import { workerTmpDir } from './remote-store.js';
 
 /** A worker that dies sooner than this after its start is started again only after this long (no fork loop). */
@@ -171,6 +171,10 @@ export class WorkerPool {
         break;
       case 'conns':
         this.conns(slot, m.ops);
+        break;
+      case 'authFailed':
+        // One throttle for every worker: a guesser gains nothing by landing on another process.
+        this.tell(slot, { t: 'authWait', n: m.n, waitMs: this.petrel ? this.petrel.authThrottle.failed(m.ip, m.user) : AUTH_WAIT_UNKNOWN_MS });
         break;
       case 'stats': {
         if (!this.petrel) break;

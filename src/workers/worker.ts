@@ -23,7 +23,7 @@ import { Petrel } from '../petrel.js';
 import type { Config } from '../config/schema.js';
 import { RemoteStore } from './remote-store.js';
 import type { ConnectionGate } from '../inbound/server.js';
-import { isMessage, type AdmitAnswer, type ConnOp, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
+import { AUTH_WAIT_UNKNOWN_MS, isMessage, type AdmitAnswer, type ConnOp, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
 
 /** How often at most a worker reports its counters. */
 const STATS_MS = 250;
@@ -38,14 +38,18 @@ function send(m: ToPrimary): boolean {
 }
 
 /**
- * PrimaryGate - the connection limits counted by the primary for all the
- * workers: each admit and release goes to it, in order, batched per
- * event-loop turn; a lost primary refuses what is still asked.
+ * PrimaryGate - the connection limits and the failed-login throttle
+ * counted by the primary for all the workers: each admit and release goes
+ * to it, in order, batched per event-loop turn, and each failed login asks
+ * it how long to wait; a lost primary refuses what is still asked (and a
+ * failed login then waits the longest).
  */
 class PrimaryGate implements ConnectionGate {
   private next = 0;
   private ops: ConnOp[] = [];
   private readonly asking = new Map<number, { resolve: (r: AdmitAnswer['refusal']) => void; reject: (e: Error) => void }>();
+  /** Failed logins waiting for the primary's count. */
+  private readonly waits = new Map<number, (ms: number) => void>();
 
   admit(ip: string): Promise<AdmitAnswer['refusal']> {
     const n = ++this.next;
@@ -57,6 +61,20 @@ class PrimaryGate implements ConnectionGate {
 
   release(ip: string): void {
     this.push({ release: ip });
+  }
+
+  /** authFailed - a failed login: the primary counts it for all the workers and says how long to wait before answering. */
+  authFailed(ip: string, user: string): Promise<number> {
+    const n = ++this.next;
+    return new Promise((resolve) => {
+      this.waits.set(n, resolve);
+      if (!send({ t: 'authFailed', n, ip, user })) this.lost();
+    });
+  }
+
+  authWait(n: number, waitMs: number): void {
+    this.waits.get(n)?.(waitMs);
+    this.waits.delete(n);
   }
 
   private push(op: ConnOp): void {
@@ -80,6 +98,9 @@ class PrimaryGate implements ConnectionGate {
   lost(): void {
     for (const w of this.asking.values()) w.reject(new Error('the primary is gone'));
     this.asking.clear();
+    // Without the shared count a failed login waits the longest: a guesser gains nothing from a primary gone.
+    for (const w of this.waits.values()) w(AUTH_WAIT_UNKNOWN_MS);
+    this.waits.clear();
   }
 }
 
@@ -115,7 +136,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     const start = async (config: Config): Promise<void> => {
       initTrace(config.log.level);
       store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }));
-      petrel = new Petrel(config, { role: 'inbound', store, gate });
+      petrel = new Petrel(config, { role: 'inbound', store, gate, authFailed: (ip, user) => gate.authFailed(ip, user) });
       // The session hooks count here; the primary sums every worker's counts (see STATS_MS).
       const m = petrel.metrics;
       m.onReply = (code) => {
@@ -158,6 +179,9 @@ export function runWorker(err: (s: string) => void): Promise<number> {
           break;
         case 'admitted':
           gate.answered(m.answers);
+          break;
+        case 'authWait':
+          gate.authWait(m.n, m.waitMs);
           break;
         case 'reconfigure':
           void (petrel ? petrel.reconfigure(m.config) : Promise.reject(new Error('not started')))

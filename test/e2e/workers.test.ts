@@ -5,7 +5,8 @@
 // is delivered once; a worker killed during DATA leaves no 250 and nothing
 // queued, and is started again; a worker killed after its 250 loses nothing;
 // a reload reaches the workers; kill -9 of the primary loses nothing
-// acknowledged (and takes the workers with it); SIGTERM stops them all.
+// acknowledged (and takes the workers with it); SIGTERM stops them all;
+// failed logins are counted across the workers.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync, writeFileSync } from 'node:fs';
@@ -13,7 +14,8 @@ import { join } from 'node:path';
 import { sendLoad } from '../helpers/load.js';
 import { baseConfig, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { alive, childPids, holderOf, listensOn } from '../helpers/processes.js';
-import { SmtpTalk } from '../helpers/smtp-talk.js';
+import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
+import { setUser } from '../../src/inbound/submission-users.js';
 import { startPeer } from '../helpers/test-peer.js';
 
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
@@ -216,6 +218,41 @@ test('[server] workers = 2: kill -9 of the primary under load loses nothing ackn
     child?.kill('SIGKILL');
     await child?.exited;
     await sink.close();
+    cleanup(dir);
+  }
+});
+
+test('[server] workers = 2: failed logins are counted for all the workers, so a guesser gains nothing from another worker', async () => {
+  const dir = tempDir();
+  await setUser(join(dir, 'users'), 'alice', 'correct horse battery');
+  const sub = await freePort();
+  const port = await freePort();
+  const child = await startChild(dir, config(dir, port, `submission_listen = ["127.0.0.1:${sub}"]\nusers_file = "${join(dir, 'users')}"\n`));
+  try {
+    const workers = childPids(child.proc.pid!);
+    assert.equal(workers.length, 2);
+    /** A wrong password through `worker`; how long its 535 took. */
+    const guess = async (worker: number): Promise<number> => {
+      const t = await through(sub, worker, workers);
+      await t.startTls();
+      await t.cmd('EHLO client.test');
+      const t0 = Date.now();
+      t.write(`AUTH PLAIN ${Buffer.from('\u0000alice\u0000guess').toString('base64')}\r\n`);
+      const r = await t.read(30_000);
+      const took = Date.now() - t0;
+      assert.match(r ? replyLine(r) : 'closed', /^535 5\.7\.8 /);
+      t.close();
+      return took;
+    };
+    // 1 s, then 2 s, then 3 s from this address: each worker's own count would give 1, 1, 2.
+    await guess(workers[0]!);
+    const second = await guess(workers[1]!);
+    const third = await guess(workers[0]!);
+    assert.ok(second >= 1800, `the second failure (on the other worker) waited for two: ${second} ms`);
+    assert.ok(third >= 2800, `the third failure waited for three: ${third} ms`);
+  } finally {
+    child.kill('SIGKILL');
+    await child.exited;
     cleanup(dir);
   }
 });
