@@ -31,7 +31,7 @@
  * RFCs: 7208, 6376, 7489, 8617, 8601 (the header), 7372 (status codes).
  */
 import { Readable } from 'node:stream';
-import { authenticate } from 'mailauth';
+import type { authenticate } from 'mailauth';
 import { smtpReply } from '../core/replies.js';
 import type { SmtpReply } from '../core/smtp-reply.js';
 import { safeHeaderText } from './auth-results.js';
@@ -84,10 +84,23 @@ function dkimSummary(results: { status?: Status }[]): string {
   return all[0]!;
 }
 
+let mailauth: Promise<typeof import('mailauth')> | null = null;
+
+/**
+ * loadMailauth - mailauth is loaded when a session is first checked, not at
+ * start: it is about 40 MB resident, which a process that never checks
+ * (the primary of `[server] workers`, a submission or relay-only server)
+ * need not carry.
+ */
+export function loadMailauth(): Promise<typeof import('mailauth')> {
+  return (mailauth ??= import('mailauth'));
+}
+
 /** checkAuthentication - run SPF, DKIM, DMARC and ARC on a message and apply the policy. */
 export async function checkAuthentication(input: AuthInput, policy: AuthPolicy): Promise<AuthVerdict> {
   let res: Awaited<ReturnType<typeof authenticate>>;
   try {
+    const { authenticate } = await loadMailauth();
     const work = authenticate(Readable.from(input.message), {
       ip: input.ip,
       helo: input.helo,

@@ -32,7 +32,7 @@ import { smtpReply } from '../core/replies.js';
 import type { SmtpReply } from '../core/smtp-reply.js';
 import type { Incoming } from '../enqueue/enqueue.js';
 import { safeHeaderText, stripOwnResults } from './auth-results.js';
-import { checkAuthentication } from './authenticate.js';
+import { checkAuthentication, loadMailauth } from './authenticate.js';
 import { CheckResolver } from './dns.js';
 import { ClientListing } from './dnsbl.js';
 import { RecipientVerifier } from './verify-recipient.js';
@@ -94,7 +94,10 @@ export class InboundChecks {
   /** applies - is this transaction checked? */
   applies(client: CheckedClient): boolean {
     const any = this.config.checks.authenticate || this.config.filter.rspamd_url !== '';
-    return any && client.kind === 'smtp' && !client.inRelayNetworks && !client.authenticated;
+    const checked = any && client.kind === 'smtp' && !client.inRelayNetworks && !client.authenticated;
+    // The checker's library comes in while this transaction's data does (loaded once; see loadMailauth).
+    if (checked && this.config.checks.authenticate) void loadMailauth().catch(() => undefined);
+    return checked;
   }
 
   /**

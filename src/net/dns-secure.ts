@@ -37,10 +37,16 @@
 import { randomInt } from 'node:crypto';
 import { createSocket, type Socket as UdpSocket } from 'node:dgram';
 import { connect as tcpConnect, isIP, type Socket as TcpSocket } from 'node:net';
-import dnsPacket from 'dns-packet';
+import type * as DnsPacket from 'dns-packet';
+
+/** dns-packet, loaded at the first secure query (only DANE asks them): a server without DANE does not carry it. */
+let dnsPacket: typeof DnsPacket;
+async function loadDnsPacket(): Promise<void> {
+  dnsPacket ??= ((await import('dns-packet')) as unknown as { default: typeof DnsPacket }).default;
+}
 
 /** One resource record of the answer section, as dns-packet decodes it. */
-export type DnsRecord = dnsPacket.Answer;
+export type DnsRecord = DnsPacket.Answer;
 
 export interface SecureAnswer {
   /** "NOERROR", "NXDOMAIN", "SERVFAIL", "REFUSED", ... (dns-packet's names). */
@@ -86,14 +92,14 @@ export function parseServer(s: string): { host: string; port: number } | null {
 }
 
 /** query - the encoded question: RD, EDNS0 with DO (RFC 3225), no CD (the resolver must validate). */
-function encodeQuery(id: number, name: string, type: dnsPacket.RecordType): Buffer {
+function encodeQuery(id: number, name: string, type: DnsPacket.RecordType): Buffer {
   return dnsPacket.encode({
     type: 'query',
     id,
     flags: dnsPacket.RECURSION_DESIRED,
     questions: [{ type, name, class: 'IN' }],
     // dns-packet's types ask for the decoded-only fields of OPT too (extendedRcode, ednsVersion, flag_do); its encoder reads these.
-    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: UDP_PAYLOAD, flags: dnsPacket.DNSSEC_OK, options: [] } as unknown as dnsPacket.Answer],
+    additionals: [{ type: 'OPT', name: '.', udpPayloadSize: UDP_PAYLOAD, flags: dnsPacket.DNSSEC_OK, options: [] } as unknown as DnsPacket.Answer],
   });
 }
 
@@ -102,11 +108,11 @@ export function sameName(a: string, b: string): boolean {
   return a.replace(/\.$/, '').toLowerCase() === b.replace(/\.$/, '').toLowerCase();
 }
 
-type Checked = { ok: dnsPacket.Packet } | { ignore: 'malformed' | 'mismatch' };
+type Checked = { ok: DnsPacket.Packet } | { ignore: 'malformed' | 'mismatch' };
 
 /** check - decode a reply and keep it only if it answers our question (see the invariants). */
 function check(buf: Buffer, id: number, name: string, type: string): Checked {
-  let p: dnsPacket.Packet;
+  let p: DnsPacket.Packet;
   try {
     p = dnsPacket.decode(buf);
   } catch {
@@ -119,7 +125,7 @@ function check(buf: Buffer, id: number, name: string, type: string): Checked {
 }
 
 /** toAnswer - the parts callers use. dns-packet's decoded flags carry AD at bit 0x20 of the second header octet. */
-function toAnswer(p: dnsPacket.Packet, server: string): SecureAnswer {
+function toAnswer(p: DnsPacket.Packet, server: string): SecureAnswer {
   const flags = p.flags ?? 0;
   return {
     rcode: (p as { rcode?: string }).rcode ?? 'NOERROR',
@@ -130,12 +136,12 @@ function toAnswer(p: dnsPacket.Packet, server: string): SecureAnswer {
 }
 
 /** truncated - the TC bit. */
-function truncated(p: dnsPacket.Packet): boolean {
+function truncated(p: DnsPacket.Packet): boolean {
   return ((p.flags ?? 0) & dnsPacket.TRUNCATED_RESPONSE) !== 0;
 }
 
 /** udpExchange - send the query over UDP and wait for a reply that checks out, or the timeout. */
-function udpExchange(server: { host: string; port: number }, label: string, query: Buffer, id: number, name: string, type: string, timeoutMs: number): Promise<dnsPacket.Packet> {
+function udpExchange(server: { host: string; port: number }, label: string, query: Buffer, id: number, name: string, type: string, timeoutMs: number): Promise<DnsPacket.Packet> {
   return new Promise((resolve, reject) => {
     const socket: UdpSocket = createSocket(isIP(server.host) === 6 ? 'udp6' : 'udp4');
     let malformed = false;
@@ -169,7 +175,7 @@ function udpExchange(server: { host: string; port: number }, label: string, quer
 }
 
 /** tcpExchange - the same question over TCP (after a truncated UDP reply): one length-prefixed message each way. */
-function tcpExchange(server: { host: string; port: number }, label: string, query: Buffer, id: number, name: string, type: string, timeoutMs: number): Promise<dnsPacket.Packet> {
+function tcpExchange(server: { host: string; port: number }, label: string, query: Buffer, id: number, name: string, type: string, timeoutMs: number): Promise<DnsPacket.Packet> {
   return new Promise((resolve, reject) => {
     let buf = Buffer.alloc(0);
     let done = false;
@@ -209,9 +215,10 @@ function tcpExchange(server: { host: string; port: number }, label: string, quer
  * comment for what counts as an answer. Rejects with SecureDnsError only
  * when no server gave one.
  */
-export async function querySecure(name: string, type: dnsPacket.RecordType, options: SecureQueryOptions): Promise<SecureAnswer> {
+export async function querySecure(name: string, type: DnsPacket.RecordType, options: SecureQueryOptions): Promise<SecureAnswer> {
   const timeoutMs = options.timeoutMs ?? 3000;
   if (options.servers.length === 0) throw new SecureDnsError('network', 'no DNS servers configured ([delivery] dns_servers): DNSSEC needs a validating resolver');
+  await loadDnsPacket();
   let last: SecureDnsError | null = null;
   for (const label of options.servers) {
     const server = parseServer(label);
