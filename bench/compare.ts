@@ -10,7 +10,8 @@
  * (medians over the rounds). CPU counts every process of each MTA (Postfix:
  * all its daemons, living and exited); not the load generator or the sink.
  *
- * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N] [--shaping on|off] [--dkim rsa|ed25519]
+ * Usage: node dist/bench/compare.js [--messages 20000] [--rounds 3] [--workloads 1x4k,10x4k,1x100k,rcpt100k,dsn100k] [--workers N] [--shaping on|off] [--dkim rsa|ed25519] [--cpus LIST]
+ * (--cpus 0: every process of the MTA under test pinned to CPU 0, Postfix's and Petrel's alike; run again with 0,1 for the 1-core / 2-core ratio.)
  * (--workers: Petrel's `[server] workers`; default: the configuration default.)
  * (--dkim rsa|ed25519: Petrel DKIM-signs every message, RSA-2048 or Ed25519; Postfix does not sign.)
  * (--shaping off: Petrel runs with [delivery] shaping = false, to measure what traffic shaping costs)
@@ -23,11 +24,14 @@ import { join } from 'node:path';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { arg, freePort, removeDir, run, sleep, startPetrel, tempDir, treeCpuMs, treeRssMb } from './lib.js';
 import { startPostfixRelay } from './postfix.js';
+import { childPids } from '../test/helpers/processes.js';
 import { SmtpTalk } from '../test/helpers/smtp-talk.js';
 import { startPeer } from '../test/helpers/test-peer.js';
 
 /** Petrel's `[server] workers` for the runs ("" leaves the configuration default). */
 const WORKERS = arg('workers', '');
+/** --cpus LIST: pin the MTA under test (Petrel or Postfix, every process) to these CPUs, for 1-core against 2-core figures. */
+const CPUS = arg('cpus', '');
 /** --dkim rsa|ed25519: Petrel signs every message (From: bench@example.com) with a key made for the run. */
 const DKIM = arg('dkim', '');
 
@@ -109,12 +113,23 @@ interface UnderTest {
 }
 
 /**
+ * pin - with --cpus LIST, every thread of these processes runs only on those
+ * CPUs (`taskset -a -p -c LIST`); what they fork later inherits it. The load
+ * generator and the sink are never pinned.
+ */
+async function pin(pids: number[]): Promise<void> {
+  if (!CPUS) return;
+  for (const p of pids) await run('taskset', ['-a', '-p', '-c', CPUS, String(p)]).catch(() => undefined); // a process gone meanwhile
+}
+
+/**
  * startSystem - Petrel (relaying to `nextHop` as its smarthost, with `smtp`
  * lines added to its [smtp] section) or Postfix (relayhost = nextHop).
  */
 async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: number, o: { smtp: string; recipientLimit?: number }): Promise<UnderTest> {
   if (system === 'postfix') {
     const postfix = await startPostfixRelay({ nextHop, ...(o.recipientLimit ? { recipientLimit: o.recipientLimit } : {}) });
+    await pin(postfix.pids());
     return { port: postfix.port, cpu: () => postfix.cpuMs(), rss: () => postfix.rssMb(), gaveUp: () => postfix.gaveUp(), stop: () => postfix.stop() };
   }
   const port = await freePort();
@@ -123,6 +138,7 @@ async function startSystem(system: 'petrel' | 'postfix', dir: string, nextHop: n
     `hostname = "petrel.bench"\ndata_dir = "${join(dir, 'var')}"\n[smtp]\nlisten = ["127.0.0.1:${port}"]\n${o.smtp}\n[delivery]\nsmarthost = "127.0.0.1:${nextHop}"\n${arg('shaping', 'on') === 'off' ? 'shaping = false\n' : ''}[local]\ndomains = []\n[admin]\nlisten = ""\n[log]\nlevel = "warn"\n${WORKERS ? `[server]\nworkers = ${Number(WORKERS)}\n` : ''}${dkimConfig(dir)}`,
   );
   const pid = petrel.child.pid!;
+  await pin([pid, ...childPids(pid)]);
   // Every process of Petrel: the primary and its inbound workers (`[server] workers`).
   return { port, cpu: () => treeCpuMs(pid), rss: () => treeRssMb(pid), stop: () => petrel.stop() };
 }
@@ -285,6 +301,7 @@ async function main(): Promise<void> {
         `workload=${w.name}`,
         `messages=${messages}`,
         `rounds=${rounds}`,
+        `cpus=${CPUS || 'all'}`,
         `petrel_over_postfix_e2e=${(pe / po).toFixed(2)}`,
         `petrel_e2e_msgs_per_s=${pe.toFixed(0)}`,
         `postfix_e2e_msgs_per_s=${po.toFixed(0)}`,

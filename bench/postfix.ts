@@ -20,6 +20,8 @@ export interface PostfixRelay {
   rssMb(): number;
   /** A line of the mail log saying Postfix gave up on a bounce it could not write, or null. */
   gaveUp(): string | null;
+  /** Every live Postfix process (the master and its children: processes it forks later inherit the master's CPU affinity). */
+  pids(): number[];
   stop(): Promise<void>;
 }
 
@@ -69,6 +71,7 @@ export async function startPostfixRelay(opts: { nextHop: number; recipientLimit?
   return {
     port,
     dir,
+    pids: () => pidsUnder(masterPid),
     cpuMs() {
       const TICK = 10;
       let ticks = 0;
