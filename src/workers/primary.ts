@@ -243,7 +243,7 @@ export class WorkerPool {
       // nextTick, not setImmediate: the commits one fsync made durable resolve in the same run of
       // microtasks, so they still go in one message, and it leaves now instead of after every other
       // I/O callback of this loop turn (the deliveries' socket reads): measured, the worker's insert
-      // round trip beyond the commit fell from 5.9-6.8 to 5.0-5.2 ms at 10 recipients (BENCHMARKS.md).
+      // round trip beyond the commit fell from 5.8-6.9 to 5.0-5.2 ms at 10 recipients (BENCHMARKS.md).
       if (slot.answers.length === 0) process.nextTick(() => this.answer(slot));
       slot.answers.push(answer);
     });
