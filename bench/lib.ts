@@ -99,6 +99,19 @@ export function cpuByThread(pid: number): Map<string, number> {
   return out;
 }
 
+/**
+ * systemCpuMs - the whole machine's CPU time so far from /proc/stat's first
+ * line: busy (user, nice, system, irq, softirq, steal) and idle (idle,
+ * iowait), summed over every core. Petrel's share of it against the rest
+ * (smtp-source, smtp-sink, the kernel's loopback work, anyone else) shows
+ * whether a run was bound by the machine's cores rather than by Petrel.
+ */
+export function systemCpuMs(): { busy: number; idle: number; softirq: number } {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f;
+  return { busy: (user + nice + system + irq + softirq + steal) * TICK_MS, idle: (idle + iowait) * TICK_MS, softirq: (irq + softirq) * TICK_MS };
+}
+
 /** rssMb - current and peak resident memory of a process. */
 export function rssMb(pid: number): { rss: number; peak: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');

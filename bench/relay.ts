@@ -12,7 +12,13 @@
  * next bottleneck is visible:
  *   cpu_share process=primary thread=main ms_per_msg=0.512 pct_of_petrel=41.3
  * (from /proc/<pid>/task/<tid>/stat before and after; process "workerN" are
- * the inbound workers of `[server] workers`).
+ * the inbound workers of `[server] workers`), and one line for the whole
+ * machine over the same span (/proc/stat), to tell a run bound by the cores
+ * (busy_pct near 100) from one bound by latency:
+ *   system busy_pct=97.0 cpu_ms_per_msg=5.1 other_ms_per_msg=2.3 source_ms_per_msg=0.9 sink_ms_per_msg=0.1 irq_ms_per_msg=0.3
+ * (other: everything but Petrel — smtp-source, smtp-sink, the kernel's
+ * interrupt and loopback work not charged to a process (irq), and anyone
+ * else on the machine).
  *
  * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--workers N] [--cpus LIST] [--profile DIR]
  * --workers sets `[server] workers` (default: the configuration default);
@@ -24,11 +30,11 @@
  * profile is summarised (bench/profile: `self` and `incl` lines) and drawn as
  * DIR/flame-main.svg and DIR/flame-worker.svg.
  */
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { analyse } from './profile.js';
 import { childPids } from '../test/helpers/processes.js';
-import { arg, cpuByThread, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, tempDir, treeCpuMs, treeRssMb } from './lib.js';
+import { arg, cpuByThread, cpuMs, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, systemCpuMs, tempDir, treeCpuMs, treeRssMb } from './lib.js';
 
 async function main(): Promise<void> {
   const messages = Number(arg('messages', '20000'));
@@ -67,11 +73,25 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
     const counter = new EventCounter(join(dir, 'var', 'log', 'events.jsonl'));
     const threads0 = cpuByThread(pid);
     const cpu0 = treeCpuMs(pid);
+    const sys0 = systemCpuMs();
+    const sink0 = cpuMs(sink.child.pid!);
+    let sourceMs = 0;
+    // smtp-source is ours (run() below): its CPU is read at its exit, from this process's children, every 100 ms.
+    const sourceSampler = setInterval(() => {
+      for (const p of childPids(process.pid)) {
+        try {
+          if (readFileSync(`/proc/${p}/comm`, 'utf8').trim() === 'smtp-source') sourceMs = Math.max(sourceMs, cpuMs(p));
+        } catch {
+          // Gone meanwhile.
+        }
+      }
+    }, 100);
     const t0 = Date.now();
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid).peak)), 200);
     await run('smtp-source', ['-s', String(sessions), '-m', String(messages), '-l', String(size), '-r', String(recipients), '-f', 'bench@example.com', '-t', 'rcpt@example.net', `127.0.0.1:${port}`]);
     const tAccept = Date.now();
+    clearInterval(sourceSampler);
     const want = messages * recipients;
     const deadline = Date.now() + 600_000;
     while (counter.poll() && counter.get('delivered') < want) {
@@ -80,6 +100,8 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
     }
     const tDone = Date.now();
     const cpu = treeCpuMs(pid) - cpu0;
+    const sys1 = systemCpuMs();
+    const sinkCpu = cpuMs(sink.child.pid!) - sink0;
     const threads1 = cpuByThread(pid);
     clearInterval(sampler);
     peak = Math.max(peak, rssMb(pid).peak) + (treeRssMb(pid) - rssMb(pid).rss);
@@ -106,6 +128,11 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
       const [proc, thread] = key.split(' ');
       console.log(`cpu_share process=${proc} thread=${thread} ms_per_msg=${(ms / messages).toFixed(3)} pct_of_petrel=${((100 * ms) / total).toFixed(1)}`);
     }
+    const sysBusy = sys1.busy - sys0.busy;
+    const sysAll = sysBusy + sys1.idle - sys0.idle || 1;
+    console.log(
+      `system busy_pct=${((100 * sysBusy) / sysAll).toFixed(1)} cpu_ms_per_msg=${(sysBusy / messages).toFixed(3)} other_ms_per_msg=${((sysBusy - cpu) / messages).toFixed(3)} source_ms_per_msg=${(sourceMs / messages).toFixed(3)} sink_ms_per_msg=${(sinkCpu / messages).toFixed(3)} irq_ms_per_msg=${((sys1.softirq - sys0.softirq) / messages).toFixed(3)}`,
+    );
     if (profileDir) {
       // The profiles are written when Petrel exits: CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile, thread 0 the main one.
       await petrel.stop();

@@ -44,6 +44,8 @@ try {
   track.pragma('journal_mode = WAL');
   // Rebuildable from the event table: no sync of its own.
   track.pragma('synchronous = OFF');
+  // It reads the queue's events through an ATTACH (below): wait for a lock as the queue connection does.
+  track.pragma('busy_timeout = 1000');
   track.exec(TRACK_SCHEMA);
   track.prepare(`ATTACH DATABASE ? AS q`).run(file);
 } catch (e) {
@@ -51,22 +53,22 @@ try {
   track = null;
 }
 
-const newEvents = queue.prepare(`SELECT seq, ts, qid, message_id, sender, recipient FROM events WHERE seq > ? ORDER BY seq LIMIT 5000`);
-const insert = track?.prepare(`INSERT OR IGNORE INTO track (seq, ts, qid, message_id, sender, recipient) VALUES (@seq, @ts, @qid, @message_id, @sender, @recipient)`);
+// One statement per batch, inside SQLite: the rows never become JavaScript objects (reading 5000
+// rows into objects and binding each by name cost about as much as the index maintenance itself).
+// It reads the queue database through the ATTACH above (a read snapshot, as the queue connection's
+// SELECT took) and writes only track.db.
+const copyBatch = track?.prepare(
+  `INSERT OR IGNORE INTO track (seq, ts, qid, message_id, sender, recipient)
+   SELECT seq, ts, qid, message_id, sender, recipient FROM q.events WHERE seq > ? ORDER BY seq LIMIT 5000`,
+);
 const indexed = track?.prepare(`SELECT MAX(seq) AS s FROM track`);
 
-/** index - copy the newest events' search keys into the tracking index. */
+/** index - copy the newest events' search keys into the tracking index, 5000 at a time. */
 function index(): void {
-  if (!track || !insert || !indexed) return;
-  let after = (indexed.get() as { s: number | null }).s ?? 0;
+  if (!track || !copyBatch || !indexed) return;
   for (;;) {
-    const rows = newEvents.all(after) as Array<{ seq: number }>;
-    if (rows.length === 0) return;
-    track.transaction(() => {
-      for (const r of rows) insert.run(r);
-    })();
-    after = rows[rows.length - 1]!.seq;
-    if (rows.length < 5000) return;
+    const after = (indexed.get() as { s: number | null }).s ?? 0;
+    if (copyBatch.run(after).changes < 5000) return;
   }
 }
 

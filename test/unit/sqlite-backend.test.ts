@@ -472,6 +472,45 @@ describe('SqliteBackend', () => {
     }
   });
 
+  test('tracking index: the store worker copies every event once, in order, also past one batch of 5000', async () => {
+    const dir = tmp();
+    const b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX });
+    try {
+      await b.open({ recover: true });
+      await insert(b, 7000);
+      const { m } = await insert(b, 3);
+      const last = b.durableEventSeq();
+      assert.equal(last, 7003);
+      const file = join(dir, 'queue', 'track.db');
+      const indexed = (): { n: number; max: number | null } => {
+        if (!existsSync(file)) return { n: 0, max: null };
+        const db = new Database(file, { readonly: true });
+        try {
+          return db.prepare('SELECT COUNT(*) AS n, MAX(seq) AS max FROM track').get() as { n: number; max: number | null };
+        } catch {
+          return { n: 0, max: null }; // the table is being made
+        } finally {
+          db.close();
+        }
+      };
+      await waitFor(() => indexed().max === last, 10_000, 'the tracking index to catch up');
+      assert.deepEqual(indexed(), { n: 7003, max: 7003 });
+      const db = new Database(file, { readonly: true });
+      try {
+        const rows = db.prepare('SELECT seq, qid, recipient FROM track WHERE qid = ? ORDER BY seq').all(m.queueId) as Array<{ seq: number; qid: string; recipient: string }>;
+        assert.deepEqual(
+          rows.map((r) => [r.seq, r.recipient]),
+          [7001, 7002, 7003].map((seq, i) => [seq, `r${i}@example.net`]),
+        );
+      } finally {
+        db.close();
+      }
+    } finally {
+      await b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('events: durable seq and listeners; tracking and pruning', async () => {
     const dir = tmp();
     const b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX });
