@@ -10,6 +10,9 @@ import { ConnectionPool } from '../../src/delivery/smtp/pool.js';
 import { Shaper } from '../../src/delivery/smtp/shaping.js';
 import { SharedLimits } from '../../src/scheduler/shared-limits.js';
 import type { MailEvent } from '../../src/log/events.js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const quiet = { warn: () => undefined };
 
@@ -18,10 +21,10 @@ async function until(check: () => boolean, what: string): Promise<void> {
   assert.ok(check(), what);
 }
 
-function node(store: MemoryStore, name: string) {
+function node(store: MemoryStore, name: string, statePath?: string) {
   const events: MailEvent[] = [];
   const retried: string[][] = [];
-  const shaper = new Shaper({ rules: [{ match: '*.p.test' }], feedback: { blockSuspendMs: 600_000 }, onEvent: (e) => events.push(e) });
+  const shaper = new Shaper({ rules: [{ match: '*.p.test' }], feedback: { blockSuspendMs: 600_000 }, onEvent: (e) => events.push(e), ...(statePath ? { statePath } : {}) });
   const pool = new ConnectionPool();
   const shared = new SharedLimits({ store, pool, node: name, trace: quiet, intervalMs: 10, shaper, retryHeld: async (d) => void retried.push(d) });
   shared.start();
@@ -66,5 +69,34 @@ test('a suspension is shared by the nodes of a cluster; a resume on any node end
       await n.pool.close();
     }
     await store.close();
+  }
+});
+
+test('a node restarted with a suspension in its state file follows the queue: the mark kept, it stays; the mark gone (resumed elsewhere meanwhile), it resumes', async () => {
+  const store = new MemoryStore();
+  await store.open();
+  const dir = mkdtempSync(join(tmpdir(), 'petrel-shared-suspension-'));
+  const statePath = join(dir, 'shaping.json');
+  let a = node(store, 'a', statePath);
+  try {
+    a.shaper.blocked(a.provider(), '554 5.7.1 blocked', 'mx.p.test');
+    await until(() => a.provider().sharedMark, 'the mark written');
+    a.shared.stop();
+    a.shaper.close(); // writes the state file
+    await a.pool.close();
+    a = node(store, 'a', statePath); // the restart
+    const p = a.shaper.get('p.test')!;
+    assert.ok(p.suspended, 'restored from the state file');
+    await new Promise((r) => setTimeout(r, 100)); // several reads of the marks
+    assert.ok(p.suspended, 'its own mark is still in the queue: still suspended');
+    await store.markDown('shaping:p.test', null, 'b', ''); // another node's resume while it was down (or now)
+    await until(() => !p.suspended, 'resumed once the mark is gone');
+    assert.deepEqual(a.events.map((e) => e.event), [], 'no event of its own for the resume (the resuming node wrote it)');
+  } finally {
+    a.shared.stop();
+    a.shaper.close();
+    await a.pool.close();
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });

@@ -21,7 +21,7 @@ import { ClientError, type SmtpClient } from './client.js';
 import { LookupError } from './mx.js';
 import { DestinationDown, type ConnectionPool } from './pool.js';
 import { runTransactions } from './transaction.js';
-import { ProviderBusy, ProviderSuspended, type Provider } from './shaping.js';
+import { HeldBack, type Provider } from './shaping.js';
 
 /** How many times a job may move to a new connection (dead reused one, 421 between transactions) in one attempt. */
 const MAX_STALE_RETRIES = 3;
@@ -42,7 +42,7 @@ export interface PooledDelivery {
 export function errorResults(recipients: readonly RecipientRecord[], err: unknown, label: string): RecipientResult[] {
   const e = err instanceof DestinationDown ? err.cause : err;
   let base: Omit<RecipientResult, 'recipientId'>;
-  if (e instanceof ProviderSuspended || e instanceof ProviderBusy) {
+  if (e instanceof HeldBack) {
     base = { kind: 'deferred', status: '4.7.1', reply: e.message, remote: label, remoteReply: false, heldUntil: e.until };
   } else if (e instanceof LookupError) {
     base = { kind: e.permanent ? 'failed' : 'deferred', status: e.status, reply: e.message, remote: label, remoteReply: false };

@@ -55,14 +55,30 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import type { Config } from '../../config/schema.js';
 import { EVENT_IDS, isoTime, type MailEvent } from '../../log/events.js';
 
-/** ProviderSuspended - a job for a suspended provider is not attempted: its recipients are put back until `until`. */
-export class ProviderSuspended extends Error {
+/**
+ * HeldBack - a job traffic shaping did not let start: not attempted, its
+ * recipients are put back until `until` without an attempt counted
+ * (delivery/smtp/deliver turns it into `heldUntil` results).
+ */
+export class HeldBack extends Error {
   constructor(
     readonly provider: string,
     readonly until: number,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HeldBack';
+  }
+}
+
+/** ProviderSuspended - a job for a suspended provider is not attempted: its recipients are put back until `until`. */
+export class ProviderSuspended extends HeldBack {
+  constructor(
+    provider: string,
+    until: number,
     readonly reply: string,
   ) {
-    super(`not attempted: provider ${provider} is suspended until ${isoTime(until)} after the reply "${reply}"`);
+    super(provider, until, `not attempted: provider ${provider} is suspended until ${isoTime(until)} after the reply "${reply}"`);
     this.name = 'ProviderSuspended';
   }
 }
@@ -75,13 +91,9 @@ export class ProviderSuspended extends Error {
  * provider used to wait in memory and keep every other destination's mail
  * out of the scheduler's in-flight room).
  */
-export class ProviderBusy extends Error {
-  constructor(
-    readonly provider: string,
-    readonly until: number,
-    limits: string,
-  ) {
-    super(`not attempted: provider ${provider} is at its limits (${limits}); next try at ${isoTime(until)}`);
+export class ProviderBusy extends HeldBack {
+  constructor(provider: string, until: number, limits: string) {
+    super(provider, until, `not attempted: provider ${provider} is at its limits (${limits}); next try at ${isoTime(until)}`);
     this.name = 'ProviderBusy';
   }
 }
@@ -167,6 +179,11 @@ export function parseRate(text: string): Rate | null {
 export function formatRate(r: Rate): string {
   const unit = r.perMs === 1000 ? 's' : r.perMs === 60_000 ? 'm' : r.perMs === 3_600_000 ? 'h' : 'd';
   return `${r.count}/${unit}`;
+}
+
+/** scaledRate - a rate at an AIMD factor, as shown to operators: "1500/m" (never below 1). */
+function scaledRate(r: Rate, factor: number): string {
+  return `${Math.max(1, Math.floor(r.count * factor))}/${formatRate(r).split('/')[1]}`;
 }
 
 /** mergeRules - the operator's rules, then the built-in ones not replaced by an operator rule of the same `match`. */
@@ -482,8 +499,8 @@ export class Shaper {
       factor: p.factor,
       max_connections: p.rule.max_connections === undefined ? null : p.maxConnections,
       connections: p.open,
-      connection_rate: p.rule.connection_rate ? `${Math.max(1, Math.floor(p.rule.connection_rate.count * p.factor))}/${formatRate(p.rule.connection_rate).split('/')[1]}` : null,
-      message_rate: p.rule.message_rate ? `${Math.max(1, Math.floor(p.rule.message_rate.count * p.factor))}/${formatRate(p.rule.message_rate).split('/')[1]}` : null,
+      connection_rate: p.rule.connection_rate ? scaledRate(p.rule.connection_rate, p.factor) : null,
+      message_rate: p.rule.message_rate ? scaledRate(p.rule.message_rate, p.factor) : null,
       messages_per_connection: p.rule.messages_per_connection ?? null,
       messages_last_minute: p.sentLastMinute(now),
       suspended_until: p.suspendedUntil > now ? isoTime(p.suspendedUntil) : null,
@@ -655,7 +672,12 @@ export class Shaper {
         p.factor = Math.max(MIN_FACTOR, s.factor);
         p.lastCut = typeof s.last_cut === 'number' ? Math.min(s.last_cut, now) : now;
       }
-      if (typeof s.suspended_until === 'number' && s.suspended_until > now) this.suspend(p, s.suspended_until, typeof s.suspend_reply === 'string' ? s.suspend_reply : '');
+      if (typeof s.suspended_until === 'number' && s.suspended_until > now) {
+        this.suspend(p, s.suspended_until, typeof s.suspend_reply === 'string' ? s.suspend_reply : '');
+        // In a cluster the queue's mark decides: if another node ended the suspension while this one
+        // was down, the mark is gone and endShared resumes it here too (on one node: no effect).
+        p.sharedMark = true;
+      }
     }
   }
 
@@ -682,8 +704,8 @@ export function describeLimits(p: Provider): string {
   const parts: string[] = [];
   const r = p.rule;
   if (r.max_connections !== undefined) parts.push(`${p.maxConnections} connections`);
-  if (r.connection_rate) parts.push(`${Math.max(1, Math.floor(r.connection_rate.count * p.factor))}/${formatRate(r.connection_rate).split('/')[1]} new connections`);
-  if (r.message_rate) parts.push(`${Math.max(1, Math.floor(r.message_rate.count * p.factor))}/${formatRate(r.message_rate).split('/')[1]} messages`);
+  if (r.connection_rate) parts.push(`${scaledRate(r.connection_rate, p.factor)} new connections`);
+  if (r.message_rate) parts.push(`${scaledRate(r.message_rate, p.factor)} messages`);
   return parts.join(', ') || 'no limits';
 }
 
