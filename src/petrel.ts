@@ -66,6 +66,8 @@ export interface PetrelOptions {
   store?: QueueStore;
   /** Replace or add delivery agents by hop kind. */
   agents?: Partial<Record<NextHop['kind'], DeliveryAgent>>;
+  /** Role "queue": the smtp agent the scheduler uses, made around this process's own (workers/outbound hands jobs to the workers). */
+  smtpAgent?: (local: SmtpAgent) => DeliveryAgent;
   /**
    * Which part of a server this process is (`[server] workers`, workers/):
    * "whole" (the default) is all of it; "queue" is the primary of several
@@ -198,11 +200,12 @@ export class Petrel {
       // Throttle state kept across restarts by the process that delivers (a worker only receives).
       ...(this.role === 'inbound' ? {} : { statePath: join(config.data_dir, 'shaping.json'), onStateProblem: (text: string) => trace('shaping').warn({ problem: text }, 'shaping state') }),
     });
+    // Every connection under an MTA-STS or DANE policy is counted for TLS reports.
+    const smtp = SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r), ...(this.shaper ? { shaper: this.shaper } : {}) });
     this.agents = {
       maildir: new MaildirAgent({ junkFolder: () => config.checks.junk_folder }),
       directory: new DirectoryAgent({ requireMount: config.delivery.directory_require_mount }),
-      // Every connection under an MTA-STS or DANE policy is counted for TLS reports.
-      smtp: SmtpAgent.fromConfig(config, { pool: this.pool, onTlsResult: (r) => this.tlsRecorder.record(r), ...(this.shaper ? { shaper: this.shaper } : {}) }),
+      smtp: options.smtpAgent ? options.smtpAgent(smtp) : smtp,
       lmtp: LmtpAgent.fromConfig(config, { pool: this.pool }),
       ...options.agents,
     };

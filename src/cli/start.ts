@@ -42,10 +42,10 @@ standard error (see petrel check-config --dns).
     process.on('unhandledRejection', (e) => log.error({ err: (e as Error)?.stack ?? String(e) }, 'unhandled rejection (bug): continuing'));
     process.on('uncaughtException', (e) => log.error({ err: e.stack }, 'uncaught exception (bug): continuing'));
     const count = config.server.workers === 0 ? Math.min(255, availableParallelism()) : config.server.workers;
-    // One process (workers = 1), or this one keeps the queue and `count` workers take the SMTP sessions.
+    // One process (workers = 1), or this one keeps the queue and `count` workers take the SMTP sessions and deliveries.
     const pool = count > 1 ? new WorkerPool({ count, trace: trace('workers') }) : null;
     pool?.launch(config);
-    const petrel = new Petrel(config, pool ? { role: 'queue', connections: () => pool.connections } : {});
+    const petrel = new Petrel(config, pool ? { role: 'queue', connections: () => pool.connections, smtpAgent: (local) => pool.smtpAgent(local) } : {});
     try {
       await petrel.start();
       await pool?.start(petrel);
@@ -63,7 +63,7 @@ standard error (see petrel check-config --dns).
       return later;
     });
     reloads.writePid();
-    out(`petrel ${version()} started, pid ${process.pid}, hostname ${config.hostname}${pool ? `, ${count} inbound workers (pids ${pool.pids.join(' ')})` : ''}`);
+    out(`petrel ${version()} started, pid ${process.pid}, hostname ${config.hostname}${pool ? `, ${count} workers (pids ${pool.pids.join(' ')})` : ''}`);
     for (const b of pool?.bound ?? petrel.inbound?.bound ?? []) out(`listening ${b.kind} ${b.host}:${b.port}`);
     if (petrel.admin?.bound) out(`listening admin http://${petrel.admin.bound.host}:${petrel.admin.bound.port}/`);
     out(`data_dir ${config.data_dir} (event log: ${petrel.eventLog.path})`);

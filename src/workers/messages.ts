@@ -16,7 +16,10 @@
 import type { Config } from '../config/schema.js';
 import type { BoundListener } from '../inbound/server.js';
 import type { MailEvent } from '../log/events.js';
-import type { NewMessage } from '../queue/store.js';
+import type { MessageRecord, NewMessage, RecipientRecord } from '../queue/store.js';
+import type { RecipientResult } from '../delivery/agent.js';
+import type { SmtpHop, TlsAttemptResult } from '../delivery/smtp/smtp-agent.js';
+import type { TargetHost } from '../delivery/smtp/mx.js';
 
 /** Bodies up to this size travel inline (the embedded store's own inline limit, queue/backends/sqlite). */
 export const INLINE_BODY_MAX = 128 * 1024;
@@ -59,6 +62,37 @@ export interface WorkerStats {
   replies: Record<string, number>;
 }
 
+/**
+ * One SMTP delivery job the primary hands to a worker (workers/outbound):
+ * the claim's message and recipients, the next hop with its MX hosts as the
+ * primary looked them up, and the whole body (at most INLINE_BODY_MAX).
+ */
+export interface OutboundJob {
+  id: number;
+  message: MessageRecord;
+  recipients: RecipientRecord[];
+  hop: SmtpHop;
+  hosts: TargetHost[] | null;
+  body: Uint8Array;
+  /** How many share the per-destination connection limit: the cluster's nodes times the workers. */
+  share: number;
+}
+
+/** What a worker says of a job: results as they become known, and (once) that it ended. */
+export interface OutboundReport {
+  id: number;
+  results?: RecipientResult[];
+  /** The job ended; `error`: it ended with an exception (its recipients without a result are deferred). */
+  done?: { error: string | null };
+}
+
+/** A destination backed off (connections to it failed) until `until`, in epoch ms. */
+export interface BackOffMark {
+  key: string;
+  until: number;
+  error: string;
+}
+
 export type ToPrimary =
   | { t: 'hello' }
   | { t: 'ready'; bound: BoundListener[] }
@@ -69,16 +103,24 @@ export type ToPrimary =
   | { t: 'conns'; ops: ConnOp[] }
   | { t: 'reconfigured'; id: number; error: string | null }
   /** A failed login in a worker's session: the primary counts it for every worker and says how long to wait (answer n). */
-  | { t: 'authFailed'; n: number; ip: string; user: string };
+  | { t: 'authFailed'; n: number; ip: string; user: string }
+  /** Outbound (workers/outbound): job outcomes, TLS-report records, destinations this worker backed off. */
+  | { t: 'outcomes'; items: OutboundReport[] }
+  | { t: 'tlsResults'; items: TlsAttemptResult[] }
+  | { t: 'backOff'; marks: BackOffMark[] };
 
 export type ToWorker =
   /** `slot`: this worker's share of the queue id counter (core/ids idRange), 1..255. */
-  | { t: 'start'; config: Config; slot: number }
+  | { t: 'start'; config: Config; slot: number; workers: number }
   | { t: 'done'; answers: InsertAnswer[] }
   | { t: 'admitted'; answers: AdmitAnswer[] }
   | { t: 'reconfigure'; id: number; config: Config }
   | { t: 'authWait'; n: number; waitMs: number }
-  | { t: 'stop'; graceMs: number };
+  | { t: 'stop'; graceMs: number }
+  /** Outbound: jobs to deliver; back-offs found elsewhere; an operator's retry ending a hop's back-off. */
+  | { t: 'deliver'; jobs: OutboundJob[] }
+  | { t: 'backOff'; marks: BackOffMark[] }
+  | { t: 'clearBackOff'; hops: string[] };
 
 /** isMessage - a cluster message of ours (cluster also sends its own internal ones). */
 export function isMessage<T extends { t: string }>(m: unknown): m is T {

@@ -37,6 +37,9 @@ import { StorageFull } from '../queue/backend.js';
 import { SpoolWriter } from '../queue/spool.js';
 import { AUTH_WAIT_UNKNOWN_MS, isMessage, type AdmitAnswer, type ConnOp, type InsertAnswer, type InsertRequest, type ToPrimary, type ToWorker } from './messages.js';
 import { workerTmpDir } from './remote-store.js';
+import { OutboundJobs, WorkerDelivery } from './outbound.js';
+import type { DeliveryAgent } from '../delivery/agent.js';
+import type { SmtpAgent } from '../delivery/smtp/smtp-agent.js';
 
 /** A worker that dies sooner than this after its start is started again only after this long (no fork loop). */
 const STEADY_MS = 1000;
@@ -82,8 +85,18 @@ export class WorkerPool {
   private readonly open = { total: 0, perClient: new Map<string, number>() };
   /** Workers started again after dying (for tests and metrics). */
   restarts = 0;
+  /** SMTP delivery jobs handed to the workers (workers/outbound). */
+  readonly outbound = new OutboundJobs((id, jobs) => {
+    const slot = this.slots.get(id);
+    return slot ? this.tell(slot, { t: 'deliver', jobs }) : false;
+  });
 
   constructor(private readonly options: WorkerPoolOptions) {}
+
+  /** smtpAgent - the scheduler's smtp agent: hands jobs to the workers, keeps the rest with `local` (workers/outbound). */
+  smtpAgent(local: SmtpAgent): DeliveryAgent {
+    return new WorkerDelivery(local, this.outbound, () => (this.petrel?.pool.sharedBy ?? 1) * this.options.count);
+  }
 
   /** Open SMTP connections in all the workers (their last reports). */
   get connections(): number {
@@ -118,7 +131,10 @@ export class WorkerPool {
   /** start - the queue side is up: the workers listen; resolves once each does (with what they listen on), or rejects when one cannot. */
   async start(petrel: Petrel): Promise<BoundListener[]> {
     this.petrel = petrel;
-    for (const s of this.slots.values()) if (s.hello) this.tell(s, { t: 'start', config: this.config, slot: s.index });
+    // Back-offs found here (or told by another node) and an operator's retry reach every worker's pool.
+    petrel.pool.onMarked = (key, until, error) => this.toAll({ t: 'backOff', marks: [{ key, until, error }] });
+    petrel.pool.onCleared = (hop) => this.toAll({ t: 'clearBackOff', hops: [hop] });
+    for (const s of this.slots.values()) if (s.hello) this.tell(s, { t: 'start', config: this.config, slot: s.index, workers: this.options.count });
     const deadline = Date.now() + ANSWER_MS;
     while (!this.failure && [...this.slots.values()].some((s) => !s.ready)) {
       if (Date.now() > deadline) throw new Error('inbound workers did not start in time');
@@ -141,13 +157,19 @@ export class WorkerPool {
     worker.on('error', () => undefined);
   }
 
-  private tell(slot: Slot, m: ToWorker): void {
-    if (!slot.worker.isConnected()) return;
+  private tell(slot: Slot, m: ToWorker): boolean {
+    if (!slot.worker.isConnected()) return false;
     try {
       slot.worker.send(m);
+      return true;
     } catch {
       // Gone: exited() takes over.
+      return false;
     }
+  }
+
+  private toAll(m: ToWorker): void {
+    for (const s of this.slots.values()) if (s.ready) this.tell(s, m);
   }
 
   private received(slot: Slot, m: unknown): void {
@@ -156,10 +178,11 @@ export class WorkerPool {
       case 'hello':
         // Its message listener is in place: once the queue side is up, it can be told what to run.
         slot.hello = true;
-        if (this.petrel) this.tell(slot, { t: 'start', config: this.config, slot: slot.index });
+        if (this.petrel) this.tell(slot, { t: 'start', config: this.config, slot: slot.index, workers: this.options.count });
         break;
       case 'ready':
         slot.ready = true;
+        this.outbound.ready(slot.worker.id);
         if (!this.bound.length) this.bound = m.bound;
         for (const w of this.readyWaiters.splice(0)) w();
         break;
@@ -192,6 +215,19 @@ export class WorkerPool {
         for (const [code, n] of Object.entries(m.stats.replies)) for (let i = 0; i < n; i++) metrics.onReply(Number(code));
         break;
       }
+      case 'outcomes':
+        this.outbound.outcomes(slot.worker.id, m.items);
+        break;
+      case 'tlsResults':
+        for (const r of m.items) this.petrel?.tlsRecorder.record(r);
+        break;
+      case 'backOff':
+        // As if this process had found it: the other workers are told (onMarked), and the cluster's other nodes (onDead).
+        for (const b of m.marks) {
+          this.petrel?.pool.markDead(b.key, b.until, new Error(b.error));
+          this.petrel?.pool.onDead?.(b.key, b.until, b.error);
+        }
+        break;
       case 'reconfigured': {
         const r = this.reloads.get(m.id);
         if (!r) break;
@@ -294,7 +330,17 @@ export class WorkerPool {
     const slot = this.slots.get(worker.id);
     if (!slot) return;
     this.slots.delete(worker.id);
-    if (!this.stopping) this.options.trace.error({ pid: slot.pid, code, signal }, 'inbound worker died: starting another');
+    if (!this.stopping) this.options.trace.error({ pid: slot.pid, code, signal }, 'worker died: starting another');
+    // Its delivery jobs end (what it did not report is deferred) once every message it sent has been read:
+    // the channel closes after the last one.
+    const ended = (): void => this.outbound.gone(worker.id, slot.pid);
+    if (worker.isConnected()) {
+      const timer = setTimeout(ended, 2000);
+      worker.once('disconnect', () => {
+        clearTimeout(timer);
+        ended();
+      });
+    } else ended();
     // Its connections are gone with it.
     for (const [ip, n] of slot.clients) for (let i = 0; i < n; i++) this.count(slot, ip, -1);
     // Its pending reloads count as answered: it is gone.
@@ -340,6 +386,8 @@ export class WorkerPool {
   /** stop - the workers stop accepting, finish their replies (within graceMs) and exit; the commits they wait for are made meanwhile. */
   async stop(graceMs: number): Promise<void> {
     this.stopping = true;
+    // From now on this process delivers what the scheduler still starts; the workers finish theirs.
+    this.outbound.stopping = true;
     const slots = [...this.slots.values()];
     const gone = slots.map((s) => new Promise<void>((r) => (s.worker.isDead() ? r() : s.worker.once('exit', () => r()))));
     for (const s of slots) this.tell(s, { t: 'stop', graceMs });

@@ -3,7 +3,9 @@
  * `[server] workers` > 1: runs the SMTP and submission listeners and
  * sessions (parsing, policy, header work, line wrapping, DKIM signing) with a
  * Petrel in the "inbound" role, whose store is a RemoteStore: each message is
- * committed by the primary before its 250 (docs/architecture.md, "Processes").
+ * committed by the primary before its 250; and the SMTP delivery jobs the
+ * primary hands over (workers/outbound-worker), whose results the primary
+ * records (docs/architecture.md, "Processes").
  *
  * Life: says "hello", waits for the primary's "start" (the configuration in force, so a
  * worker started again after a reload runs what the others run), listens
@@ -22,16 +24,17 @@ import { idRange } from '../core/ids.js';
 import { Petrel } from '../petrel.js';
 import type { Config } from '../config/schema.js';
 import { RemoteStore } from './remote-store.js';
+import { OutboundWorker } from './outbound-worker.js';
 import type { ConnectionGate } from '../inbound/server.js';
 import { AUTH_WAIT_UNKNOWN_MS, isMessage, type AdmitAnswer, type ConnOp, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
 
 /** How often at most a worker reports its counters. */
 const STATS_MS = 250;
 
-function send(m: ToPrimary): boolean {
+function send(m: ToPrimary, written?: () => void): boolean {
   if (!process.connected || !process.send) return false;
   try {
-    return process.send(m) || true;
+    return process.send(m, undefined, {}, written ? () => written() : undefined) || true;
   } catch {
     return false;
   }
@@ -109,6 +112,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
   return new Promise<number>((resolveExit) => {
     let petrel: Petrel | null = null;
     let store: RemoteStore | null = null;
+    let outbound: OutboundWorker | null = null;
     const gate = new PrimaryGate();
     let stopping = false;
     const stats: WorkerStats = { connections: 0, connects: 0, authFailures: 0, accepted: 0, acceptedOctets: 0, replies: {} };
@@ -127,13 +131,17 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     const stop = async (graceMs: number): Promise<void> => {
       if (stopping) return;
       stopping = true;
-      await petrel?.stop(graceMs).catch((e: Error) => err(`petrel worker ${process.pid}: error while stopping: ${e.message}`));
+      // Sessions end and deliveries finish side by side; the last outcomes are on the channel before the exit.
+      await Promise.all([
+        petrel?.stop(graceMs).catch((e: Error) => err(`petrel worker ${process.pid}: error while stopping: ${e.message}`)),
+        outbound?.stop(graceMs).catch((e: Error) => err(`petrel worker ${process.pid}: error while stopping deliveries: ${e.message}`)),
+      ]);
       if (statsTimer) clearTimeout(statsTimer);
       flushStats();
       resolveExit(0);
     };
 
-    const start = async (config: Config): Promise<void> => {
+    const start = async (config: Config, workers: number): Promise<void> => {
       initTrace(config.log.level);
       store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }));
       petrel = new Petrel(config, { role: 'inbound', store, gate, authFailed: (ip, user) => gate.authFailed(ip, user) });
@@ -164,6 +172,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
         resolveExit(69);
         return;
       }
+      outbound = new OutboundWorker(config, workers, send);
       send({ t: 'ready', bound: petrel.inbound?.bound ?? [] });
     };
 
@@ -172,7 +181,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
       switch (m.t) {
         case 'start':
           idRange(m.slot);
-          void start(m.config);
+          void start(m.config, m.workers);
           break;
         case 'done':
           store?.answered(m.answers);
@@ -190,6 +199,16 @@ export function runWorker(err: (s: string) => void): Promise<number> {
           break;
         case 'stop':
           void stop(m.graceMs);
+          break;
+        case 'deliver':
+          // After "stop" the primary sends none (it delivers itself); a late one still runs (stop waits for it).
+          outbound?.take(m.jobs);
+          break;
+        case 'backOff':
+          outbound?.backOff(m.marks);
+          break;
+        case 'clearBackOff':
+          outbound?.clearBackOff(m.hops);
           break;
       }
     });

@@ -88,7 +88,7 @@ describe('[server] workers = 2', () => {
 
   test('two workers, started at once; each accepts connections, and every message is delivered once', async () => {
     assert.equal(workers.length, 2, `two worker processes (${workers.join(' ')})`);
-    assert.match(child.stdout(), new RegExp(`2 inbound workers \\(pids ${workers.join(' ')}\\)`));
+    assert.match(child.stdout(), new RegExp(`2 workers \\(pids ${workers.join(' ')}\\)`));
     for (let i = 0; i < 8; i++) {
       const t = await through(port, workers[i % 2]!, workers);
       const r = await t.send('sender@example.com', [`spread${i}@local.test`], `Subject: spread ${i}\r\n\r\nhello ${i}\r\n`);

@@ -76,3 +76,10 @@ export function holderOf(serverPort: number, clientPort: number, pids: readonly 
   if (!inode) return null;
   return pids.find((pid) => holds(pid, inode)) ?? null;
 }
+
+/** clientOf - which of `pids` holds the client end of the loopback connection from `clientPort` to server port `serverPort`; null if none. */
+export function clientOf(serverPort: number, clientPort: number, pids: readonly number[]): number | null {
+  const inode = socketInode(hexEndpoint(clientPort), hexEndpoint(serverPort));
+  if (!inode) return null;
+  return pids.find((pid) => holds(pid, inode)) ?? null;
+}

@@ -101,6 +101,8 @@ export interface PeerConnection {
   helo: string;
   /** The client's address as this peer saw it (its source address). */
   remoteAddress: string;
+  /** The client's port (tests find the process holding the other end: helpers/processes clientOf). */
+  remotePort: number;
   commands: string[];
   /** Commands grouped by the read they arrived in. */
   chunks: string[][];
@@ -197,7 +199,7 @@ export class TestPeer {
 
   private session(raw: Socket): void {
     const o = this.options;
-    const conn: PeerConnection = { id: this.connections.length + 1, tls: false, helo: '', remoteAddress: raw.remoteAddress ?? '', commands: [], chunks: [], transactions: 0, closed: false };
+    const conn: PeerConnection = { id: this.connections.length + 1, tls: false, helo: '', remoteAddress: raw.remoteAddress ?? '', remotePort: raw.remotePort ?? 0, commands: [], chunks: [], transactions: 0, closed: false };
     this.connections.push(conn);
     this.sockets.add(raw);
     this.open++;

@@ -159,6 +159,9 @@ export class ConnectionPool {
   private nodes = 1;
   /** Told when this node backs off a destination (a cluster passes it to the other nodes). */
   onDead: ((key: string, until: number, error: string) => void) | null = null;
+  /** Told when this pool backs off a destination (found here, or told by markDead) and when clearBackOff ends a hop's back-off ([server] workers: the primary passes both to its workers' pools). */
+  onMarked: ((key: string, until: number, error: string) => void) | null = null;
+  onCleared: ((hopKey: string) => void) | null = null;
   /**
    * The pool key each next hop used last (an MX hop's key is its MX host set,
    * not its name): clearBackOff finds a hop's connections through it.
@@ -179,6 +182,11 @@ export class ConnectionPool {
     this.pumpAll();
   }
 
+  /** sharedBy - how many nodes share the per-destination limit now (shareAmong). */
+  get sharedBy(): number {
+    return this.nodes;
+  }
+
   /** perDestination - this node's share of the per-destination limit. */
   get perDestination(): number {
     return Math.max(1, Math.floor(this.options.maxPerDestination / this.nodes));
@@ -193,6 +201,7 @@ export class ConnectionPool {
     const d = this.dest(key);
     if (d.deadUntil >= until) return;
     this.backOff(d, error, until);
+    this.onMarked?.(key, until, error.message);
   }
 
   /** size - connections open or opening, in all. */
@@ -212,6 +221,7 @@ export class ConnectionPool {
    * connection the limits allow. Returns the pool keys whose back-off ended.
    */
   clearBackOff(hopKey: string): string[] {
+    this.onCleared?.(hopKey);
     const ended: string[] = [];
     const alias = this.aliases.get(hopKey);
     for (const d of [...this.dests.values()]) {
@@ -613,7 +623,9 @@ export class ConnectionPool {
         this.closedOne(d);
         if (!this.closing) {
           this.backOff(d, err, Date.now() + this.options.deadBackoffMs);
-          this.onDead?.(d.key, d.deadUntil, (err as Error)?.message ?? String(err));
+          const text = (err as Error)?.message ?? String(err);
+          this.onDead?.(d.key, d.deadUntil, text);
+          this.onMarked?.(d.key, d.deadUntil, text);
         }
         w.reject(err);
         this.tidy(d);

@@ -67,7 +67,14 @@ import { orderAddresses, type AddressPolicy } from './address-order.js';
 import { identities, identityFor, type SendingIdentity } from './source.js';
 import type { Provider, Shaper } from './shaping.js';
 
-type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
+export type SmtpHop = Extract<NextHop, { kind: 'smtp' }>;
+
+/** SmtpAgent.plan's answer: the MX hosts (null: a fixed host), the shaping provider, or the look-up's failure. */
+export interface SmtpPlan {
+  hosts: TargetHost[] | null;
+  provider: Provider | null;
+  error?: unknown;
+}
 
 export interface SmtpAgentOptions {
   /** Our EHLO name. */
@@ -143,37 +150,56 @@ export class SmtpAgent implements DeliveryAgent {
     });
   }
 
-  /** deliver - attempt the job; every recipient gets one result through `report`. */
-  async deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void> {
+  /**
+   * plan - what a delivery to `hop` starts from: its MX hosts (the cached
+   * look-up; null for a fixed host) and its shaping provider (null: none, or
+   * no shaper). A failed look-up is `error` (deliver reports it for every
+   * recipient). workers/outbound asks it to decide where a job runs.
+   */
+  async plan(hop: SmtpHop): Promise<SmtpPlan> {
+    let hosts: TargetHost[] | null = null;
+    if (hop.hosts === 'mx') {
+      try {
+        hosts = (await this.resolver.cachedHosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
+      } catch (e) {
+        return { hosts: null, provider: null, error: e };
+      }
+    }
+    const shaper = this.options.shaper;
+    const name = hop.hosts === 'mx' ? hop.domain : hop.host;
+    const provider = shaper ? shaper.providerFor(name, hosts ? hosts.map((h) => h.name) : [name]) : null;
+    return { hosts, provider };
+  }
+
+  /** deliver - attempt the job; every recipient gets one result through `report`. `given`: its plan, already made (else made here). */
+  async deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void, given?: SmtpPlan): Promise<void> {
     const hop = job.hop;
     if (hop.kind !== 'smtp') {
       report(resultsFor(job.recipients, { kind: 'deferred', status: '4.3.5', reply: `smtp agent given a ${hop.kind} next hop`, remote: hop.key, remoteReply: false }));
       return;
     }
     const label = hop.hosts === 'mx' ? hop.domain : hop.host;
+    const plan = given ?? (await this.plan(hop));
+    if (plan.error !== undefined) {
+      report(errorResults(job.recipients, plan.error, label));
+      return;
+    }
     // "TLS-Required: No" (RFC 8689 §5): the recipient domain's policies (MTA-STS, DANE) are not applied
     // to this message, and its sessions are not counted for TLS reports; the operator's own `tls` still is.
     const sources: PolicySources = job.message.tlsRequiredNo ? {} : (this.options.tlsSources ?? {});
+    const { hosts, provider } = plan;
     let key: string;
-    let hosts: TargetHost[] | null = null;
     let domain: DomainTls = { sts: null };
-    if (hop.hosts === 'mx') {
-      try {
-        hosts = (await this.resolver.cachedHosts(hop.domain)).slice(0, this.options.maxHosts ?? 10);
-      } catch (e) {
-        report(errorResults(job.recipients, e, label));
-        return;
-      }
+    if (hop.hosts === 'mx' && hosts) {
       // The domain's TLS policy (cached) before a connection is borrowed: it is part of the key.
       domain = await domainTls(hop, sources);
       key = `smtp:mx:${hostSetKey(hop.domain, hosts)}:${hop.port}:${tlsKey(hop, domain, sources)}`;
       // An operator's retry names the hop (mx:<domain>): the pool finds this key from it.
       this.pool.alias(hop.key, key);
     } else {
-      key = `smtp:${hop.key}:${hop.host}:${hop.port}:${hop.tls}`;
+      key = `smtp:${hop.key}:${hop.hosts === 'fixed' ? hop.host : hop.domain}:${hop.port}:${hop.tls}`;
     }
     const shaper = this.options.shaper;
-    const provider = shaper ? shaper.providerFor(hop.hosts === 'mx' ? hop.domain : hop.host, hosts ? hosts.map((h) => h.name) : [label]) : null;
     await deliverPooled(job, provider && shaper ? feedbackReport(shaper, provider, label, report) : report, {
       pool: this.pool,
       key,
