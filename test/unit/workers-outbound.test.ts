@@ -1,0 +1,144 @@
+// workers/outbound: which SMTP jobs the primary hands to its workers and
+// which it keeps (shaped providers, failed look-ups, large bodies, no worker,
+// stopping), and the bookkeeping of the jobs handed out: results reach the
+// scheduler once, a worker's end defers what it did not report, jobs go
+// round the workers, and the bodies in flight stay bounded.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { WholeBody, type DeliveryJob, type RecipientResult } from '../../src/delivery/agent.js';
+import type { SmtpAgent, SmtpPlan } from '../../src/delivery/smtp/smtp-agent.js';
+import type { Provider } from '../../src/delivery/smtp/shaping.js';
+import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
+import { INLINE_BODY_MAX, type OutboundJob } from '../../src/workers/messages.js';
+import { MAX_BYTES_IN_FLIGHT, OutboundJobs, WorkerDelivery } from '../../src/workers/outbound.js';
+
+const BODY = Buffer.from('Subject: t\r\n\r\nhello\r\n');
+
+function job(size = BODY.length, ids = [1, 2]): DeliveryJob {
+  const message = { queueId: 'Q1', messageId: '<m@x>', sender: 'a@a.test', size } as MessageRecord;
+  const recipients = ids.map((id) => ({ id, queueId: 'Q1', address: `r${id}@b.test` }) as RecipientRecord);
+  return { message, recipients, hop: { kind: 'smtp', key: 'mx:b.test', hosts: 'mx', domain: 'b.test', port: 25, tls: 'opportunistic' }, openBody: () => Promise.resolve(new WholeBody(BODY)) };
+}
+
+/** A stand-in for the primary's SmtpAgent: plans as told, and counts what it delivers itself. */
+function localAgent(plan: SmtpPlan): { agent: SmtpAgent; delivered: Array<SmtpPlan | undefined> } {
+  const delivered: Array<SmtpPlan | undefined> = [];
+  const agent = {
+    plan: () => Promise.resolve(plan),
+    deliver: (j: DeliveryJob, report: (r: RecipientResult[]) => void, given?: SmtpPlan) => {
+      delivered.push(given);
+      report(j.recipients.map((r) => ({ recipientId: r.id, kind: 'delivered', status: '2.0.0', reply: '250 local', remote: 'here', remoteReply: true })));
+      return Promise.resolve();
+    },
+    close: () => Promise.resolve(),
+  } as unknown as SmtpAgent;
+  return { agent, delivered };
+}
+
+const ok = (id: number): RecipientResult => ({ recipientId: id, kind: 'delivered', status: '2.0.0', reply: '250 ok', remote: 'mx [127.0.0.1]', remoteReply: true });
+const tick = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('an unshaped job goes to a worker with its body and MX hosts; its results come back once, then it ends', async () => {
+  const sent: Array<{ w: number; jobs: OutboundJob[] }> = [];
+  const jobs = new OutboundJobs((w, batch) => (sent.push({ w, jobs: batch }), true));
+  jobs.ready(7);
+  const hosts = [{ name: 'mx.b.test', preference: 10, addresses: ['127.0.0.2'] }];
+  const local = localAgent({ hosts, provider: null });
+  const agent = new WorkerDelivery(local.agent, jobs, () => 2);
+  const results: RecipientResult[] = [];
+  let ended = false;
+  const p = agent.deliver(job(), (r) => results.push(...r)).then(() => (ended = true));
+  await tick();
+  await tick();
+  assert.equal(sent.length, 1);
+  const j = sent[0]!.jobs[0]!;
+  assert.equal(sent[0]!.w, 7);
+  assert.deepEqual(Buffer.from(j.body), BODY);
+  assert.deepEqual(j.hosts, hosts);
+  assert.equal(j.share, 2);
+  assert.equal(local.delivered.length, 0, 'not delivered here');
+  jobs.outcomes(7, [{ id: j.id, results: [ok(1)] }]);
+  jobs.outcomes(7, [{ id: j.id, results: [ok(1), ok(2)] }]);
+  jobs.outcomes(8, [{ id: j.id, results: [{ ...ok(2), kind: 'failed' }] }]);
+  assert.deepEqual(results.map((r) => [r.recipientId, r.kind]), [[1, 'delivered'], [2, 'delivered']], 'each recipient once; another worker cannot report it');
+  assert.equal(ended, false);
+  jobs.outcomes(7, [{ id: j.id, done: { error: null } }]);
+  await p;
+  assert.equal(ended, true);
+  assert.equal(jobs.inProgress, 0);
+});
+
+test('kept in the primary: a shaped provider, a failed look-up, a large body, no worker ready, stopping', async () => {
+  const sent: OutboundJob[] = [];
+  const make = (): OutboundJobs => {
+    const j = new OutboundJobs((_w, batch) => (sent.push(...batch), true));
+    j.ready(1);
+    return j;
+  };
+  const cases: Array<[string, SmtpPlan, OutboundJobs, DeliveryJob]> = [
+    ['provider', { hosts: [], provider: { name: 'google' } as Provider }, make(), job()],
+    ['look-up failed', { hosts: null, provider: null, error: new Error('SERVFAIL') }, make(), job()],
+    ['large body', { hosts: [], provider: null }, make(), job(INLINE_BODY_MAX + 1)],
+    ['no worker', { hosts: [], provider: null }, new OutboundJobs(() => true), job()],
+    ['stopping', { hosts: [], provider: null }, Object.assign(make(), { stopping: true }), job()],
+  ];
+  for (const [what, plan, jobs, j] of cases) {
+    const local = localAgent(plan);
+    const results: RecipientResult[] = [];
+    await new WorkerDelivery(local.agent, jobs, () => 1).deliver(j, (r) => results.push(...r));
+    assert.equal(local.delivered.length, 1, `${what}: delivered here`);
+    assert.equal(results.length, 2, `${what}: every recipient has its result`);
+  }
+  await tick();
+  assert.equal(sent.length, 0, 'none handed out');
+});
+
+test('a worker gone: what it did not report is deferred, once; a late report is dropped', async () => {
+  const jobs = new OutboundJobs(() => true);
+  jobs.ready(3);
+  const results: RecipientResult[] = [];
+  const p = jobs.dispatch({ message: job().message, recipients: job(0, [1, 2, 3]).recipients, hop: job().hop as OutboundJob['hop'], hosts: null, body: BODY, share: 1 }, 'b.test', (r) => results.push(...r))!;
+  assert.ok(p);
+  jobs.outcomes(3, [{ id: 1, results: [ok(2)] }]);
+  jobs.gone(3, 4242);
+  await p;
+  jobs.outcomes(3, [{ id: 1, results: [ok(1)] }]);
+  assert.deepEqual(results.map((r) => [r.recipientId, r.kind]), [[2, 'delivered'], [1, 'deferred'], [3, 'deferred']]);
+  assert.match(results[1]!.reply, /delivery worker \(pid 4242\) ended during the attempt/);
+  assert.equal(results[1]!.status, '4.3.0');
+  assert.equal(jobs.inProgress, 0);
+  assert.equal(jobs.room(10), false, 'no worker left to take a job');
+});
+
+test('jobs go to the least busy worker, equals in turn; bodies in flight are bounded', async () => {
+  const to: number[] = [];
+  const jobs = new OutboundJobs((w, batch) => (to.push(...batch.map(() => w)), true));
+  jobs.ready(1);
+  jobs.ready(2);
+  const spec = { message: job().message, recipients: job().recipients, hop: job().hop as OutboundJob['hop'], hosts: null, share: 1 };
+  // One at a time, each ended before the next: they alternate.
+  for (let i = 0; i < 4; i++) {
+    const p = jobs.dispatch({ ...spec, body: BODY }, 'b.test', () => undefined)!;
+    await tick();
+    jobs.outcomes(to.at(-1)!, [{ id: i + 1, done: { error: null } }]);
+    await p;
+  }
+  assert.deepEqual(to, [2, 1, 2, 1]);
+  // Three at once: spread, never two more on one than on the other.
+  to.length = 0;
+  jobs.dispatch({ ...spec, body: BODY }, 'b.test', () => undefined);
+  jobs.dispatch({ ...spec, body: BODY }, 'b.test', () => undefined);
+  jobs.dispatch({ ...spec, body: BODY }, 'b.test', () => undefined);
+  await tick();
+  assert.deepEqual(to.sort(), [1, 2, 2]);
+  // The bound on bodies in flight.
+  const big = Buffer.alloc(INLINE_BODY_MAX);
+  let n = 0;
+  while (jobs.dispatch({ ...spec, body: big }, 'b.test', () => undefined)) n++;
+  assert.equal(n, Math.floor((MAX_BYTES_IN_FLIGHT - 3 * BODY.length) / INLINE_BODY_MAX));
+  assert.equal(jobs.room(INLINE_BODY_MAX), false);
+  assert.equal(jobs.room(1), true, 'a small one still fits');
+  jobs.gone(1, 1);
+  jobs.gone(2, 2);
+  assert.equal(jobs.inProgress, 0);
+});
