@@ -101,6 +101,8 @@ export type ToPrimary =
   | { t: 'stats'; stats: WorkerStats }
   /** Connections in order: ask to admit one (n), or release an admitted one. */
   | { t: 'conns'; ops: ConnOp[] }
+  /** Its kept connection slots were given back (the releases came before this): answer to "reclaim". */
+  | { t: 'reclaimed' }
   | { t: 'reconfigured'; id: number; error: string | null }
   /** A failed login in a worker's session: the primary counts it for every worker and says how long to wait (answer n). */
   | { t: 'authFailed'; n: number; ip: string; user: string }
@@ -114,6 +116,8 @@ export type ToWorker =
   | { t: 'start'; config: Config; slot: number; workers: number }
   | { t: 'done'; answers: InsertAnswer[] }
   | { t: 'admitted'; answers: AdmitAnswer[] }
+  /** A connection would be refused: give back the connection slots kept for reuse, then say "reclaimed". */
+  | { t: 'reclaim' }
   | { t: 'reconfigure'; id: number; config: Config }
   | { t: 'authWait'; n: number; waitMs: number }
   | { t: 'stop'; graceMs: number }

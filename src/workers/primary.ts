@@ -45,6 +45,10 @@ import type { SmtpAgent } from '../delivery/smtp/smtp-agent.js';
 const STEADY_MS = 1000;
 /** How long start() and a reload wait for the workers. */
 const ANSWER_MS = 20_000;
+/** How long admits wait for the workers' kept slots (a worker that does not answer is not waited for longer). */
+const RECLAIM_MS = 2000;
+/** At most one reclaim in this long (workers/worker keeps no slot for as long after one). */
+const RECLAIM_QUIET_MS = 1000;
 
 interface Slot {
   worker: Worker;
@@ -83,6 +87,10 @@ export class WorkerPool {
   bound: BoundListener[] = [];
   /** Connections admitted in all the workers: [smtp] max_connections and max_connections_per_client are the server's. */
   private readonly open = { total: 0, perClient: new Map<string, number>() };
+  /** A reclaim of the workers' kept slots in progress, and the admits waiting for it (see conns). */
+  private reclaiming: { waiting: Set<number>; timer: NodeJS.Timeout } | null = null;
+  private readonly held: Array<{ slot: Slot; n: number; ip: string }> = [];
+  private lastReclaim = 0;
   /** Workers started again after dying (for tests and metrics). */
   restarts = 0;
   /** SMTP delivery jobs handed to the workers (workers/outbound). */
@@ -197,6 +205,9 @@ export class WorkerPool {
       case 'conns':
         this.conns(slot, m.ops);
         break;
+      case 'reclaimed':
+        this.reclaimed(slot.worker.id);
+        break;
       case 'authFailed':
         // One throttle for every worker: a guesser gains nothing by landing on another process.
         this.tell(slot, { t: 'authWait', n: m.n, waitMs: this.petrel ? this.petrel.authThrottle.failed(m.ip, m.user) : AUTH_WAIT_UNKNOWN_MS });
@@ -241,23 +252,76 @@ export class WorkerPool {
 
   /**
    * conns - count a worker's connections against the server's limits, in
-   * the order it sent them; answers the admits at once (one message).
+   * the order it sent them; answers the admits at once (one message). An
+   * admit that would be refused first has every worker give back the slots
+   * it keeps for reuse (workers/worker PrimaryGate): the admits wait, in
+   * order, until each has answered (at most RECLAIM_MS), then are decided.
+   * One reclaim at most per QUIET_MS (the workers keep no slot meanwhile).
    */
   private conns(slot: Slot, ops: readonly ConnOp[]): void {
-    const limits = this.config.smtp;
     const answers: AdmitAnswer[] = [];
     for (const op of ops) {
       if ('release' in op) {
         this.count(slot, op.release, -1);
         continue;
       }
-      let refusal: AdmitAnswer['refusal'] = null;
-      if (this.open.total >= limits.max_connections) refusal = 'tooManyConnections';
-      else if ((this.open.perClient.get(op.ip) ?? 0) >= limits.max_connections_per_client) refusal = 'tooManyFromClient';
-      else this.count(slot, op.ip, 1);
+      if (this.reclaiming) {
+        this.held.push({ slot, n: op.n, ip: op.ip });
+        continue;
+      }
+      const refusal = this.judge(op.ip);
+      if (refusal && Date.now() >= this.lastReclaim + RECLAIM_QUIET_MS && this.startReclaim()) {
+        this.held.push({ slot, n: op.n, ip: op.ip });
+        continue;
+      }
+      if (!refusal) this.count(slot, op.ip, 1);
       answers.push({ n: op.n, refusal });
     }
     if (answers.length) this.tell(slot, { t: 'admitted', answers });
+  }
+
+  /** judge - the refusal a new connection from `ip` gets now, or null. */
+  private judge(ip: string): AdmitAnswer['refusal'] {
+    const limits = this.config.smtp;
+    if (this.open.total >= limits.max_connections) return 'tooManyConnections';
+    if ((this.open.perClient.get(ip) ?? 0) >= limits.max_connections_per_client) return 'tooManyFromClient';
+    return null;
+  }
+
+  /** startReclaim - ask every ready worker for its kept slots; false when there is none to ask. */
+  private startReclaim(): boolean {
+    const asked = [...this.slots.values()].filter((s) => s.ready && s.worker.isConnected());
+    if (!asked.length) return false;
+    this.lastReclaim = Date.now();
+    const timer = setTimeout(() => this.endReclaim(), RECLAIM_MS);
+    this.reclaiming = { waiting: new Set(asked.map((s) => s.worker.id)), timer };
+    for (const s of asked) this.tell(s, { t: 'reclaim' });
+    return true;
+  }
+
+  /** reclaimed - worker `id` gave its kept slots back (or is gone). */
+  private reclaimed(id: number): void {
+    if (!this.reclaiming) return;
+    this.reclaiming.waiting.delete(id);
+    if (this.reclaiming.waiting.size === 0) this.endReclaim();
+  }
+
+  /** endReclaim - decide the admits held meanwhile, in order. */
+  private endReclaim(): void {
+    if (!this.reclaiming) return;
+    clearTimeout(this.reclaiming.timer);
+    this.reclaiming = null;
+    const bySlot = new Map<Slot, AdmitAnswer[]>();
+    for (const h of this.held.splice(0)) {
+      // A worker gone meanwhile: its connection is gone with it, nothing to count.
+      if (this.slots.get(h.slot.worker.id) !== h.slot) continue;
+      const refusal = this.judge(h.ip);
+      if (!refusal) this.count(h.slot, h.ip, 1);
+      let list = bySlot.get(h.slot);
+      if (!list) bySlot.set(h.slot, (list = []));
+      list.push({ n: h.n, refusal });
+    }
+    for (const [s, answers] of bySlot) this.tell(s, { t: 'admitted', answers });
   }
 
   /** count - one more (or fewer) admitted connection from `ip` in `slot`; entries at 0 are dropped (the tables stay bounded). */
@@ -343,7 +407,8 @@ export class WorkerPool {
     } else ended();
     // Its connections are gone with it.
     for (const [ip, n] of slot.clients) for (let i = 0; i < n; i++) this.count(slot, ip, -1);
-    // Its pending reloads count as answered: it is gone.
+    // Its pending reloads and a reclaim count as answered: it is gone.
+    this.reclaimed(worker.id);
     for (const r of this.reloads.values()) {
       r.waiting.delete(worker.id);
       if (r.waiting.size === 0) r.done();

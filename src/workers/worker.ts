@@ -40,12 +40,27 @@ function send(m: ToPrimary, written?: () => void): boolean {
   }
 }
 
+/** How long a slot of an ended connection is kept for the next connection from the same address (no IPC for it). */
+const KEEP_MS = 250;
+/** Most slots kept at once by one worker. */
+const MAX_KEPT = 64;
+/** After a reclaim (a limit near), slots are given back at once for this long. */
+const QUIET_MS = 1000;
+
 /**
  * PrimaryGate - the connection limits and the failed-login throttle
  * counted by the primary for all the workers: each admit and release goes
  * to it, in order, batched per event-loop turn, and each failed login asks
  * it how long to wait; a lost primary refuses what is still asked (and a
  * failed login then waits the longest).
+ *
+ * Kept slots: the slot of an ended connection is kept for KEEP_MS (at most
+ * MAX_KEPT of them), still counted by the primary, and the next connection
+ * from the same address takes it without asking (a client that opens a
+ * connection per message costs no round trip). The limits stay exact: a
+ * kept slot counts as open, and when the primary would refuse a connection,
+ * it first has every worker give its kept slots back ("reclaim") and then
+ * decides; after a reclaim this worker keeps none for QUIET_MS.
  */
 class PrimaryGate implements ConnectionGate {
   private next = 0;
@@ -53,8 +68,19 @@ class PrimaryGate implements ConnectionGate {
   private readonly asking = new Map<number, { resolve: (r: AdmitAnswer['refusal']) => void; reject: (e: Error) => void }>();
   /** Failed logins waiting for the primary's count. */
   private readonly waits = new Map<number, (ms: number) => void>();
+  /** Kept slots by address, and when each was kept (oldest first; an entry whose slot was taken is skipped). */
+  private readonly kept = new Map<string, number>();
+  private keptSize = 0;
+  private readonly keptAt: Array<{ ip: string; at: number }> = [];
+  private keepTimer: NodeJS.Timeout | null = null;
+  private quietUntil = 0;
 
   admit(ip: string): Promise<AdmitAnswer['refusal']> {
+    const k = this.kept.get(ip);
+    if (k) {
+      this.take(ip, k);
+      return Promise.resolve(null);
+    }
     const n = ++this.next;
     return new Promise((resolve, reject) => {
       this.asking.set(n, { resolve, reject });
@@ -63,7 +89,45 @@ class PrimaryGate implements ConnectionGate {
   }
 
   release(ip: string): void {
-    this.push({ release: ip });
+    if (this.keptSize >= MAX_KEPT || Date.now() < this.quietUntil || !process.connected) {
+      this.push({ release: ip });
+      return;
+    }
+    this.kept.set(ip, (this.kept.get(ip) ?? 0) + 1);
+    this.keptSize++;
+    this.keptAt.push({ ip, at: Date.now() });
+    this.keepTimer ??= setTimeout(() => this.expire(), KEEP_MS);
+  }
+
+  /** reclaim - the primary is near a limit: every kept slot goes back now, and none is kept for a while. */
+  reclaim(): void {
+    this.quietUntil = Date.now() + QUIET_MS;
+    for (const [ip, n] of this.kept) for (let i = 0; i < n; i++) this.push({ release: ip });
+    this.kept.clear();
+    this.keptSize = 0;
+    this.keptAt.length = 0;
+    this.flush();
+    if (!send({ t: 'reclaimed' })) this.lost();
+  }
+
+  private take(ip: string, k: number): void {
+    if (k > 1) this.kept.set(ip, k - 1);
+    else this.kept.delete(ip);
+    this.keptSize--;
+  }
+
+  /** expire - kept slots older than KEEP_MS go back to the primary. */
+  private expire(): void {
+    this.keepTimer = null;
+    const old = Date.now() - KEEP_MS;
+    while (this.keptAt.length && this.keptAt[0]!.at <= old) {
+      const { ip } = this.keptAt.shift()!;
+      const k = this.kept.get(ip);
+      if (!k) continue;
+      this.take(ip, k);
+      this.push({ release: ip });
+    }
+    if (this.keptAt.length) this.keepTimer = setTimeout(() => this.expire(), Math.max(1, this.keptAt[0]!.at + KEEP_MS - Date.now()));
   }
 
   /** authFailed - a failed login: the primary counts it for all the workers and says how long to wait before answering. */
@@ -188,6 +252,9 @@ export function runWorker(err: (s: string) => void): Promise<number> {
           break;
         case 'admitted':
           gate.answered(m.answers);
+          break;
+        case 'reclaim':
+          gate.reclaim();
           break;
         case 'authWait':
           gate.authWait(m.n, m.waitMs);

@@ -163,6 +163,33 @@ describe('[server] workers = 2', () => {
     again.close();
   });
 
+  test('a slot kept for reuse by one worker is given back when another worker would have to refuse', async () => {
+    const [w0, w1] = workers as [number, number];
+    const open = [await through(port, w0, workers), await through(port, w1, workers), await through(port, w0, workers)];
+    // The third ends: w0 keeps its slot for the next connection from this address (still counted by the primary).
+    open.pop()!.close();
+    await new Promise((r) => setTimeout(r, 50));
+    // w0 stopped now cannot give the slot back by itself (its timers do not run).
+    process.kill(w0, 'SIGSTOP');
+    let t: SmtpTalk;
+    try {
+      t = await SmtpTalk.open(port);
+      await waitFor(() => holderOf(port, t.localPort, workers) === w1, 5000, 'w1 accepted the connection');
+      // w1 asks the primary; at the limit with w0's kept slot, the primary asks w0 for it first.
+      await new Promise((r) => setTimeout(r, 100));
+    } finally {
+      process.kill(w0, 'SIGCONT');
+    }
+    const r = await t.read(10_000);
+    assert.equal(r?.code, 220, `served with the slot w0 gave back (${r?.lines.join(' ')})`);
+    // Three open again: the next one is refused, from either worker.
+    const fourth = await SmtpTalk.open(port);
+    assert.equal((await fourth.read())?.code, 421);
+    fourth.close();
+    t.close();
+    for (const o of open) o.close();
+  });
+
   test('petrel reload reaches every worker', async () => {
     writeFileSync(join(dir, 'petrel.toml'), config(dir, port, 'max_recipients = 1\n'));
     const reload = spawnPetrel(['reload', '--config', join(dir, 'petrel.toml')], dir);
