@@ -1,8 +1,10 @@
 /*
  * workers/primary - the primary's side of `[server] workers` > 1: starts the
- * inbound worker processes (node:cluster; the primary opens the listening
+ * worker processes (node:cluster; the primary opens the listening
  * sockets and shares them, each worker accepts for itself: see start()), commits the messages they
- * hand over into the one store, sums their counters for /metrics, forwards
+ * hand over into the one store, counts their connections against the
+ * server's limits (conns), hands them SMTP delivery jobs and takes the
+ * results back (workers/outbound), sums their counters for /metrics, forwards
  * reloads, restarts a worker that dies, and stops them first on SIGTERM
  * (docs/architecture.md, "Processes").
  *
@@ -11,8 +13,10 @@
  *   QueueStore.insert (group commit; the embedded store keeps one writer);
  *   the worker's session answers 250 only after the answer sent from here
  *   once insert resolved;
- * - no accepted message depends on a worker: the queue, its claims and every
- *   delivery live here; a worker holds only messages not yet answered 250;
+ * - no accepted message depends on a worker: the queue, its claims and the
+ *   record of every delivery live here; a worker holds only messages not yet
+ *   answered 250 and deliveries whose claims are this process's (a dead
+ *   worker's are deferred here: workers/outbound);
  * - a worker that dies is started again (after STEADY_MS of backoff when it
  *   keeps dying); once the inserts it had asked for have ended, its tmp
  *   folder (bodies it was still receiving) is removed;
