@@ -410,7 +410,7 @@ export const FIELDS: Record<string, Field<unknown>> = {
   'admin.listen': { check: optionalEndpoint(), def: () => ({ host: '127.0.0.1', port: 8025 }), doc: 'admin HTTP; "" disables' },
   'admin.token': { check: str, def: () => '', doc: 'bearer token' },
 
-  'server.workers': { check: int(0, 255), def: () => 1, doc: 'inbound SMTP processes for `petrel start`; 1: one process; 0: one per core' },
+  'server.workers': { check: int(0, 255), def: () => 0, doc: 'processes for the SMTP sessions and deliveries of `petrel start`; 0: one per core; 1: one process' },
 
   'log.level': { check: oneOf('error', 'warn', 'info', 'debug', 'trace'), def: () => 'info', doc: 'debug trace level (stderr)' },
   'log.retention': { check: positiveDuration, def: () => 30 * 86_400_000, doc: 'events kept for tracking' },

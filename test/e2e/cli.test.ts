@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync, existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
 import { spawnPetrel, tempDir, cleanup, waitFor, freePort, startChild, baseConfig } from '../helpers/petrel-harness.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 
@@ -54,6 +55,10 @@ test('start with no configuration: defaults in the working directory, mail to lo
   const child = await startChild(dir, baseConfig(dir, '', port).replace(/data_dir = .*\n/, '').replace(/hostname = .*\n/, ''));
   try {
     assert.match(child.stdout(), new RegExp(`listening smtp 127\\.0\\.0\\.1:${port}`));
+    // [server] workers defaults to one per core (CONTRACT): a one-core machine runs one process.
+    const cores = Math.min(255, availableParallelism());
+    if (cores > 1) assert.match(child.stdout(), new RegExp(`, ${cores} workers \\(pids`));
+    else assert.doesNotMatch(child.stdout(), / workers \(pids/);
     const t = await SmtpTalk.open(port);
     await t.read();
     await t.cmd('EHLO c.test');
