@@ -10,8 +10,11 @@
  * writeAll writes every octet or throws: write(2) may write less than it was
  * given without an error (a file system with room for only part of it), and
  * FileHandle.write reports that only in bytesWritten; a writer that ignores it
- * fsyncs and publishes a truncated file as if it were whole.
+ * fsyncs and publishes a truncated file as if it were whole. writeAllSync is
+ * the same promise for a writer on the main thread's hot path that cannot
+ * afford a thread-pool round trip per write (the event log).
  */
+import { writeSync } from 'node:fs';
 import { link, lstat, open, rename, type FileHandle } from 'node:fs/promises';
 
 /** errno - the code of a Node.js system error ("ENOENT"), or undefined. */
@@ -26,6 +29,21 @@ export async function writeAll(file: FileHandle, data: Buffer | string): Promise
   let buf = typeof data === 'string' ? Buffer.from(data) : data;
   while (buf.length > 0) {
     const { bytesWritten } = await file.write(buf, 0, buf.length);
+    if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
+    buf = buf.subarray(bytesWritten);
+  }
+}
+
+/**
+ * writeAllSync - writeAll with write(2) on the calling thread: every octet of
+ * `data` at the file's position, or an exception. For a file opened with a
+ * FileHandle, pass `handle.fd`: once the handle is closing it is -1 and the
+ * write throws rather than reaching whatever file reuses the number.
+ */
+export function writeAllSync(fd: number, data: Buffer): void {
+  let buf = data;
+  while (buf.length > 0) {
+    const bytesWritten = writeSync(fd, buf, 0, buf.length);
     if (bytesWritten <= 0) throw Object.assign(new Error('write made no progress'), { code: 'EIO' });
     buf = buf.subarray(bytesWritten);
   }

@@ -13,6 +13,13 @@
  * the file is completed from the store on start (a torn last line is cut off
  * first); a failure to write the file never affects mail: it is retried.
  *
+ * The copy writes with write(2) on the main thread (writeAllSync), not through
+ * the thread pool: a batch of lines is a buffered write to the page cache,
+ * like the WAL frames SQLite writes on this thread at every commit, and a
+ * thread-pool write costs the main thread several times the write itself
+ * (request, wake-up, completion, promise). The file is synced only where it
+ * was before (rotation, retention), so what is durable, and when, is as it was.
+ *
  * Rotation (size-based, `[log] rotate_size`, keeping `rotate_keep` old files
  * events.jsonl.1 .. .N, .1 the newest): between two copies, the file is
  * synced and closed, older files shift up, events.jsonl becomes .1, the
@@ -29,7 +36,7 @@ import { closeSync, existsSync, ftruncateSync, mkdirSync, openSync, readSync, fs
 import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { MailEvent } from './events.js';
-import { writeAll } from '../core/durable-fs.js';
+import { writeAllSync } from '../core/durable-fs.js';
 import type { QueueStore } from '../queue/store.js';
 import type { Trace } from './trace.js';
 
@@ -276,7 +283,7 @@ export class EventLog {
         const events = this.nextBatch(durable) ?? (await this.store.eventsAfter(this.seq, 5000)).filter((e) => (e.seq ?? 0) <= durable);
         if (events.length === 0) return;
         const text = Buffer.from(events.map(formatEvent).join(''));
-        await writeAll(this.file, text);
+        writeAllSync(this.file.fd, text);
         this.seq = events[events.length - 1]!.seq ?? this.seq;
         this.size += text.length;
         this.onWritten?.(events);

@@ -5,14 +5,15 @@
 // committed a truncated body when the short write was its last one, and the
 // client was told 250 for a message that was then quarantined ("stored body is
 // 389120 octets, 400218 were accepted"). core/durable-fs writeAll writes the
-// rest, so a full disk is an error the writer sees.
+// rest, so a full disk is an error the writer sees; writeAllSync (the event
+// log's, on the main thread) keeps the same promise.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readdirSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import type { FileHandle } from 'node:fs/promises';
-import { writeAll } from '../../src/core/durable-fs.js';
+import { open, type FileHandle } from 'node:fs/promises';
+import { writeAll, writeAllSync } from '../../src/core/durable-fs.js';
 import { Spool } from '../../src/queue/spool.js';
 import { tempDir, cleanup } from '../helpers/petrel-harness.js';
 
@@ -44,6 +45,60 @@ test('writeAll: with room, one call writes everything (strings too)', async () =
   await writeAll(f.handle, 'x'.repeat(4096));
   assert.equal(f.written(), 4096);
   assert.equal(f.calls(), 1);
+});
+
+test('writeAllSync: every octet at the file position, appended after what is there', async () => {
+  const dir = tempDir();
+  try {
+    const path = join(dir, 'events.jsonl');
+    const f = await open(path, 'a');
+    writeAllSync(f.fd, Buffer.from('one\n'));
+    writeAllSync(f.fd, Buffer.from('two\n'.repeat(20_000)));
+    await f.close();
+    assert.equal(readFileSync(path, 'utf8'), 'one\n' + 'two\n'.repeat(20_000));
+  } finally {
+    cleanup(dir);
+  }
+});
+
+test('writeAllSync: the fd of a handle being closed is refused, nothing is written anywhere', async () => {
+  const dir = tempDir();
+  try {
+    const path = join(dir, 'events.jsonl');
+    const f = await open(path, 'a');
+    const closing = f.close();
+    assert.throws(() => writeAllSync(f.fd, Buffer.from('late\n')));
+    await closing;
+    assert.equal(statSync(path).size, 0);
+  } finally {
+    cleanup(dir);
+  }
+});
+
+test('writeAllSync: a file system that fills during the write fails with ENOSPC, after writing what fit', async (t) => {
+  const dir = tempDir();
+  const root = join(dir, 'small');
+  mkdirSync(root);
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', root], { stdio: 'pipe' });
+  } catch {
+    cleanup(dir);
+    t.skip('mounting a tmpfs is not permitted here');
+    return;
+  }
+  try {
+    const f = await open(join(root, 'events.jsonl'), 'a');
+    try {
+      assert.throws(() => writeAllSync(f.fd, Buffer.alloc(200_000, 0x61)), { code: 'ENOSPC' });
+    } finally {
+      await f.close();
+    }
+    const size = statSync(join(root, 'events.jsonl')).size;
+    assert.ok(size > 0 && size < 200_000, `what fit was written (${size} octets)`);
+  } finally {
+    execFileSync('umount', [root]);
+    cleanup(dir);
+  }
 });
 
 test('a spool body on a file system that fills during its last write fails, it is not committed short', async (t) => {
