@@ -65,7 +65,7 @@ export interface WorkerStats {
 /**
  * One SMTP delivery job the primary hands to a worker (workers/outbound):
  * the claim's message and recipients, the next hop with its MX hosts as the
- * primary looked them up, and the whole body (at most INLINE_BODY_MAX).
+ * primary looked them up, and the whole body (at most workers/outbound OUTBOUND_BODY_MAX).
  */
 export interface OutboundJob {
   id: number;

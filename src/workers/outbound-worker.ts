@@ -15,7 +15,7 @@
  *   divided by the workers, the per-destination limit by the workers times
  *   the cluster's nodes (the job says how many); destinations it backs off
  *   are told to the primary, which tells the other workers;
- * - the body comes whole with the job (at most INLINE_BODY_MAX octets).
+ * - the body comes whole with the job (at most OUTBOUND_BODY_MAX octets, workers/outbound).
  *
  * Untrusted input: the peers' replies, as in one process (client.ts).
  */

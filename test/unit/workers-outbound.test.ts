@@ -9,8 +9,8 @@ import { WholeBody, type DeliveryJob, type RecipientResult } from '../../src/del
 import type { SmtpAgent, SmtpPlan } from '../../src/delivery/smtp/smtp-agent.js';
 import type { Provider } from '../../src/delivery/smtp/shaping.js';
 import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
-import { INLINE_BODY_MAX, type OutboundJob } from '../../src/workers/messages.js';
-import { MAX_BYTES_IN_FLIGHT, OutboundJobs, WorkerDelivery } from '../../src/workers/outbound.js';
+import type { OutboundJob } from '../../src/workers/messages.js';
+import { MAX_BYTES_IN_FLIGHT, OUTBOUND_BODY_MAX, OutboundJobs, WorkerDelivery } from '../../src/workers/outbound.js';
 
 const BODY = Buffer.from('Subject: t\r\n\r\nhello\r\n');
 
@@ -78,7 +78,7 @@ test('kept in the primary: a shaped provider, a failed look-up, a large body, no
   const cases: Array<[string, SmtpPlan, OutboundJobs, DeliveryJob]> = [
     ['provider', { hosts: [], provider: { name: 'google' } as Provider }, make(), job()],
     ['look-up failed', { hosts: null, provider: null, error: new Error('SERVFAIL') }, make(), job()],
-    ['large body', { hosts: [], provider: null }, make(), job(INLINE_BODY_MAX + 1)],
+    ['large body', { hosts: [], provider: null }, make(), job(OUTBOUND_BODY_MAX + 1)],
     ['no worker', { hosts: [], provider: null }, new OutboundJobs(() => true), job()],
     ['stopping', { hosts: [], provider: null }, Object.assign(make(), { stopping: true }), job()],
   ];
@@ -132,11 +132,11 @@ test('jobs go to the least busy worker, equals in turn; bodies in flight are bou
   await tick();
   assert.deepEqual(to.sort(), [1, 2, 2]);
   // The bound on bodies in flight.
-  const big = Buffer.alloc(INLINE_BODY_MAX);
+  const big = Buffer.alloc(OUTBOUND_BODY_MAX);
   let n = 0;
   while (jobs.dispatch({ ...spec, body: big }, 'b.test', () => undefined)) n++;
-  assert.equal(n, Math.floor((MAX_BYTES_IN_FLIGHT - 3 * BODY.length) / INLINE_BODY_MAX));
-  assert.equal(jobs.room(INLINE_BODY_MAX), false);
+  assert.equal(n, Math.floor((MAX_BYTES_IN_FLIGHT - 3 * BODY.length) / OUTBOUND_BODY_MAX));
+  assert.equal(jobs.room(OUTBOUND_BODY_MAX), false);
   assert.equal(jobs.room(1), true, 'a small one still fits');
   jobs.gone(1, 1);
   jobs.gone(2, 2);
