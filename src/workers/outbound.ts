@@ -27,7 +27,7 @@
  */
 import type { DeliveryAgent, DeliveryJob, RecipientResult } from '../delivery/agent.js';
 import { WholeBody } from '../delivery/agent.js';
-import type { SmtpAgent, SmtpHop } from '../delivery/smtp/smtp-agent.js';
+import type { SmtpAgent } from '../delivery/smtp/smtp-agent.js';
 import type { OutboundJob, OutboundReport } from './messages.js';
 
 /**
@@ -125,6 +125,11 @@ export class OutboundJobs {
     }
   }
 
+  /** leaving - worker `w` is ending: it takes no new job (its jobs end with gone(), once its last reports are read). */
+  leaving(w: number): void {
+    this.load.delete(w);
+  }
+
   /** gone - worker `w` ended: its jobs end, their recipients without a result deferred. */
   gone(w: number, pid: number): void {
     this.load.delete(w);
@@ -182,7 +187,7 @@ export class WorkerDelivery implements DeliveryAgent {
       return this.local.deliver(job, report, plan);
     }
     const label = hop.hosts === 'mx' ? hop.domain : hop.host;
-    const handed = this.jobs.dispatch({ message: job.message, recipients: job.recipients, hop: hop as SmtpHop, hosts: plan.hosts, body, share: this.share() }, label, report);
+    const handed = this.jobs.dispatch({ message: job.message, recipients: job.recipients, hop, hosts: plan.hosts, body, share: this.share() }, label, report);
     if (!handed) return this.local.deliver(job, report, plan);
     await handed;
   }

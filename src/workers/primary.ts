@@ -260,7 +260,7 @@ export class WorkerPool {
    * admit that would be refused first has every worker give back the slots
    * it keeps for reuse (workers/worker PrimaryGate): the admits wait, in
    * order, until each has answered (at most RECLAIM_MS), then are decided.
-   * One reclaim at most per QUIET_MS (the workers keep no slot meanwhile).
+   * One reclaim at most per RECLAIM_QUIET_MS (the workers keep no slot meanwhile).
    */
   private conns(slot: Slot, ops: readonly ConnOp[]): void {
     const answers: AdmitAnswer[] = [];
@@ -401,6 +401,7 @@ export class WorkerPool {
     if (!this.stopping) this.options.trace.error({ pid: slot.pid, code, signal }, 'worker died: starting another');
     // Its delivery jobs end (what it did not report is deferred) once every message it sent has been read:
     // the channel closes after the last one.
+    this.outbound.leaving(worker.id);
     const ended = (): void => this.outbound.gone(worker.id, slot.pid);
     if (worker.isConnected()) {
       const timer = setTimeout(ended, 2000);

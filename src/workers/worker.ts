@@ -68,7 +68,7 @@ class PrimaryGate implements ConnectionGate {
   private readonly asking = new Map<number, { resolve: (r: AdmitAnswer['refusal']) => void; reject: (e: Error) => void }>();
   /** Failed logins waiting for the primary's count. */
   private readonly waits = new Map<number, (ms: number) => void>();
-  /** Kept slots by address, and when each was kept (oldest first; an entry whose slot was taken is skipped). */
+  /** Kept slots by address, and when each was kept (oldest first; an entry whose slot was taken meanwhile gives back a later one of its address early, which only frees it sooner). */
   private readonly kept = new Map<string, number>();
   private keptSize = 0;
   private readonly keptAt: Array<{ ip: string; at: number }> = [];

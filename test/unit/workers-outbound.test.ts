@@ -142,3 +142,22 @@ test('jobs go to the least busy worker, equals in turn; bodies in flight are bou
   jobs.gone(2, 2);
   assert.equal(jobs.inProgress, 0);
 });
+
+test('a worker leaving takes no new job; its job in progress still ends when it is gone', async () => {
+  const to: number[] = [];
+  const jobs = new OutboundJobs((w, batch) => (to.push(...batch.map(() => w)), true));
+  jobs.ready(1);
+  jobs.ready(2);
+  const spec = { message: job().message, recipients: job().recipients, hop: job().hop as OutboundJob['hop'], hosts: null, body: BODY, share: 1 };
+  const results: RecipientResult[] = [];
+  const first = jobs.dispatch(spec, 'b.test', (r) => results.push(...r))!;
+  await tick();
+  const dying = to[0]!;
+  jobs.leaving(dying);
+  for (let i = 0; i < 3; i++) jobs.dispatch(spec, 'b.test', () => undefined);
+  await tick();
+  assert.deepEqual(to.slice(1), [3 - dying, 3 - dying, 3 - dying], 'the new jobs go to the other worker');
+  jobs.gone(dying, 99);
+  await first;
+  assert.deepEqual(results.map((r) => r.kind), ['deferred', 'deferred']);
+});
