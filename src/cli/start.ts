@@ -5,6 +5,10 @@
  * ("listening smtp 127.0.0.1:2525" is a stable line scripts may wait for).
  * SIGTERM/SIGINT: graceful stop within 30 s (CONTRACT.md, "Running"); a second
  * signal exits at once (the queue is safe either way: that is invariant 1).
+ * The handlers are in place before anything starts: a signal that comes while
+ * the server starts (the port can already take mail while the last worker is
+ * still starting) stops it as soon as it has started, never by the signal's
+ * default action.
  * SIGHUP: take the configuration file again (cli/reload: what `petrel reload`
  * sends; data_dir/petrel.pid names this process while it runs).
  */
@@ -41,6 +45,23 @@ standard error (see petrel check-config --dns).
     const log = initTrace(config.log.level);
     process.on('unhandledRejection', (e) => log.error({ err: (e as Error)?.stack ?? String(e) }, 'unhandled rejection (bug): continuing'));
     process.on('uncaughtException', (e) => log.error({ err: e.stack }, 'uncaught exception (bug): continuing'));
+    // Until the server has started a signal is only noted (a second one exits at once); then `stop` takes it.
+    let stopper: ((signal: string) => void) | null = null;
+    let early: string | null = null;
+    const onSignal = (signal: string): void => {
+      if (stopper) return stopper(signal);
+      if (early) {
+        err(`petrel: second ${signal}, exiting now`);
+        process.exit(1);
+      }
+      early = signal;
+    };
+    process.on('SIGTERM', () => onSignal('SIGTERM'));
+    process.on('SIGINT', () => onSignal('SIGINT'));
+    // SIGHUP while starting: the file may have changed after it was read, so it is read again once started.
+    let hangUp: (() => void) | null = null;
+    let hungUp = false;
+    process.on('SIGHUP', () => (hangUp ? hangUp() : (hungUp = true)));
     const count = config.server.workers === 0 ? Math.min(255, availableParallelism()) : config.server.workers;
     // One process (workers = 1), or this one keeps the queue and `count` workers take the SMTP sessions and deliveries.
     const pool = count > 1 ? new WorkerPool({ count, trace: trace('workers') }) : null;
@@ -94,13 +115,14 @@ standard error (see petrel check-config --dns).
             resolve(1);
           });
       };
-      process.on('SIGHUP', () => {
+      hangUp = () => {
         if (stopping) return;
         // The line is written once the reload is done: a script that waits for it then sees the new configuration.
         void reloads.hangUp().then((s) => (s.ok ? out(`petrel: SIGHUP received, ${s.message}`) : err(`petrel: SIGHUP received, reload refused, the configuration in force stays:\n${s.message}`)));
-      });
-      process.once('SIGTERM', () => stop('SIGTERM'));
-      process.once('SIGINT', () => stop('SIGINT'));
+      };
+      stopper = stop;
+      if (early) stop(early);
+      else if (hungUp) hangUp();
     });
   },
 };
