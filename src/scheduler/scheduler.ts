@@ -86,6 +86,8 @@ export class Scheduler {
   private readonly jobs = new Set<Promise<void>>();
   private readonly maxInflight: number;
   private readonly random: () => number;
+  /** Called when the pass over a message ends: no job of it is in progress any more (workers/outbound: a held body is released). */
+  onPassEnd: ((queueId: string) => void) | null = null;
 
   constructor(private readonly deps: SchedulerDeps) {
     this.maxInflight = deps.maxInflight ?? 20_000;
@@ -112,15 +114,17 @@ export class Scheduler {
   /**
    * fresh - the sink for the fresh-message fast path (enqueue/enqueue): a
    * message inserted already claimed is dispatched at once, with no claim
-   * query, when there is room in flight.
+   * query, when there is room in flight. `take` says whether it dispatched
+   * the claim (a pass over the message began, and onPassEnd will end it).
    */
   readonly fresh = {
     room: (recipients: number): boolean => this.running && this.inflight + recipients <= this.maxInflight,
-    take: (claim: Claim): void => {
-      if (!this.running) return; // stopping: the claim stays "delivering" and is due again at the next start
+    take: (claim: Claim): boolean => {
+      if (!this.running) return false; // stopping: the claim stays "delivering" and is due again at the next start
       // Bodies kept in memory for in-flight messages are bounded; past the budget they are read back when needed.
       if (claim.body && this.bodyBytes + claim.body.length > BODY_BUDGET) delete claim.body;
       this.dispatch(claim);
+      return true;
     },
   };
 
@@ -437,6 +441,7 @@ export class Scheduler {
       if (pass.inflight <= 0) {
         this.passes.delete(queueId);
         this.bodyBytes -= pass.bodyBytes;
+        this.onPassEnd?.(queueId);
         if (pass.reports) void this.endOfPass(queueId);
       }
     }

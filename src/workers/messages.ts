@@ -37,10 +37,16 @@ export interface InsertRequest {
   /** A complete, fsync'd body file under spool/tmp/ (large messages). */
   file: string | null;
   events?: MailEvent[];
+  /**
+   * The worker keeps `body` in memory after sending it (workers/held-bodies):
+   * when the primary takes the message on the fresh-message fast path, its
+   * SMTP jobs come back to this worker without the body.
+   */
+  hold?: true;
 }
 
 /** The primary's answer: committed, or why not ("full": 452 4.3.1; else 451 4.3.0). */
-export type InsertAnswer = { n: number; ok: true } | { n: number; ok: false; full: boolean; message: string };
+export type InsertAnswer = { n: number; ok: true; held?: true } | { n: number; ok: false; full: boolean; message: string };
 
 /** A connection to count (inbound/server ConnectionGate): admit `ip` (answer n), or release `ip`. */
 export type ConnOp = { n: number; ip: string } | { release: string };
@@ -65,7 +71,9 @@ export interface WorkerStats {
 /**
  * One SMTP delivery job the primary hands to a worker (workers/outbound):
  * the claim's message and recipients, the next hop with its MX hosts as the
- * primary looked them up, and the whole body (at most workers/outbound OUTBOUND_BODY_MAX).
+ * primary looked them up, and the whole body (at most workers/outbound
+ * OUTBOUND_BODY_MAX) — or null: the worker holds it (it received the message
+ * and the primary kept the body there: workers/held-bodies).
  */
 export interface OutboundJob {
   id: number;
@@ -73,7 +81,7 @@ export interface OutboundJob {
   recipients: RecipientRecord[];
   hop: SmtpHop;
   hosts: TargetHost[] | null;
-  body: Uint8Array;
+  body: Uint8Array | null;
   /** How many share the per-destination connection limit: the cluster's nodes times the workers. */
   share: number;
 }
@@ -124,7 +132,9 @@ export type ToWorker =
   /** Outbound: jobs to deliver; back-offs found elsewhere; an operator's retry ending a hop's back-off. */
   | { t: 'deliver'; jobs: OutboundJob[] }
   | { t: 'backOff'; marks: BackOffMark[] }
-  | { t: 'clearBackOff'; hops: string[] };
+  | { t: 'clearBackOff'; hops: string[] }
+  /** The messages (queue ids) whose bodies the worker held for their first delivery: no job will need them any more. */
+  | { t: 'release'; ids: string[] };
 
 /** isMessage - a cluster message of ours (cluster also sends its own internal ones). */
 export function isMessage<T extends { t: string }>(m: unknown): m is T {

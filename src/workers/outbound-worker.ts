@@ -15,13 +15,17 @@
  *   divided by the workers, the per-destination limit by the workers times
  *   the cluster's nodes (the job says how many); destinations it backs off
  *   are told to the primary, which tells the other workers;
- * - the body comes whole with the job (at most OUTBOUND_BODY_MAX octets, workers/outbound).
+ * - the body comes whole with the job (at most OUTBOUND_BODY_MAX octets,
+ *   workers/outbound), or is the one this worker holds since it received the
+ *   message (workers/held-bodies); a job whose held body is missing ends at
+ *   once with an error, so the primary defers its recipients (never a bounce).
  *
  * Untrusted input: the peers' replies, as in one process (client.ts).
  */
 import type { Config } from '../config/schema.js';
 import { WholeBody, type DeliveryJob, type RecipientResult } from '../delivery/agent.js';
 import { SmtpAgent, poolOptionsFrom, type TlsAttemptResult } from '../delivery/smtp/smtp-agent.js';
+import type { HeldBodies } from './held-bodies.js';
 import type { BackOffMark, OutboundJob, OutboundReport, ToPrimary } from './messages.js';
 
 export class OutboundWorker {
@@ -39,6 +43,7 @@ export class OutboundWorker {
     config: Config,
     workers: number,
     private readonly send: (m: ToPrimary, done: () => void) => boolean,
+    private readonly held: HeldBodies,
   ) {
     const pool = poolOptionsFrom(config);
     this.agent = SmtpAgent.fromConfig(config, {
@@ -64,7 +69,12 @@ export class OutboundWorker {
   take(jobs: readonly OutboundJob[]): void {
     for (const j of jobs) {
       if (this.agent.pool.sharedBy !== j.share) this.agent.pool.shareAmong(j.share);
-      const body = Buffer.from(j.body.buffer, j.body.byteOffset, j.body.byteLength);
+      const body = j.body ? Buffer.from(j.body.buffer, j.body.byteOffset, j.body.byteLength) : this.held.get(j.message.queueId);
+      if (!body) {
+        this.reports.push({ id: j.id, done: { error: `the body of ${j.message.queueId} is not held by this worker` } });
+        this.soon();
+        continue;
+      }
       const job: DeliveryJob = { message: j.message, recipients: j.recipients, hop: j.hop, openBody: () => Promise.resolve(new WholeBody(body)) };
       const report = (results: RecipientResult[]): void => {
         this.reports.push({ id: j.id, results });

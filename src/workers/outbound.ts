@@ -15,6 +15,14 @@
  *   here (the local agent reports that as always);
  * - no worker is ready, or the server is stopping.
  *
+ * A message a worker received and still holds (workers/held-bodies: the
+ * primary answered its insert "held") goes back to that worker without its
+ * body, whatever its size up to the inline limit: the first delivery of a
+ * fresh message costs one body crossing of the channel, not two. Its body
+ * is released (one "release" message per worker and event-loop turn) when
+ * the scheduler's pass over the message ends; a worker that is gone or no
+ * longer ready is not chosen, and the job takes the usual way.
+ *
  * OutboundJobs keeps the jobs handed out. Invariants:
  * - a job's promise resolves once, when its worker says "done" or is gone;
  *   each recipient gets at most one result from here (a late or repeated
@@ -23,7 +31,11 @@
  *   scheduler records it and retries it on schedule. Nothing is lost; a
  *   message the worker had sent before dying may be sent again (at least
  *   once, as after a crash of one process);
- * - jobs go to the ready worker with the fewest in progress, equals in turn.
+ * - jobs go to the worker that holds the body, else to the ready worker with
+ *   the fewest in progress, equals in turn;
+ * - every held body is released exactly once: at the end of its pass, or
+ *   with its worker's end (the worker drops what it holds when the channel
+ *   closes).
  */
 import type { DeliveryAgent, DeliveryJob, RecipientResult } from '../delivery/agent.js';
 import { WholeBody } from '../delivery/agent.js';
@@ -58,6 +70,9 @@ export class OutboundJobs {
   /** Ready workers (by cluster id) and their jobs in progress. */
   private readonly load = new Map<number, number>();
   private readonly outbox = new Map<number, OutboundJob[]>();
+  /** Bodies held by the worker that received the message: queue id -> worker. */
+  private readonly holders = new Map<string, number>();
+  private readonly releases = new Map<number, string[]>();
   private flushing = false;
   private bytes = 0;
   private turn = 0;
@@ -65,7 +80,10 @@ export class OutboundJobs {
   /** Jobs handed out since the start (metrics, tests). */
   handedOut = 0;
 
-  constructor(private readonly send: (worker: number, jobs: OutboundJob[]) => boolean) {}
+  constructor(
+    private readonly send: (worker: number, jobs: OutboundJob[]) => boolean,
+    private readonly release: (worker: number, ids: string[]) => void = () => undefined,
+  ) {}
 
   /** ready - worker `w` takes jobs from now on. */
   ready(w: number): void {
@@ -77,10 +95,64 @@ export class OutboundJobs {
     return !this.stopping && this.load.size > 0 && size <= OUTBOUND_BODY_MAX && this.bytes + size <= MAX_BYTES_IN_FLIGHT;
   }
 
-  /** dispatch - hand the job to the least busy worker; resolves when it ended (or the worker is gone); null when none can take it. */
+  /** hold - worker `w` holds the body of message `queueId` (its insert was answered "held"). */
+  hold(queueId: string, w: number): void {
+    this.holders.set(queueId, w);
+  }
+
+  /** holder - the ready worker that holds the message's body, if any (not while stopping: the primary delivers then). */
+  holder(queueId: string): number | undefined {
+    const w = this.holders.get(queueId);
+    return w !== undefined && !this.stopping && this.load.has(w) ? w : undefined;
+  }
+
+  /** passEnded - no job of the message is in progress any more: its held body, if any, is released. */
+  passEnded(queueId: string): void {
+    const w = this.holders.get(queueId);
+    if (w === undefined) return;
+    this.holders.delete(queueId);
+    let ids = this.releases.get(w);
+    if (!ids) this.releases.set(w, (ids = []));
+    ids.push(queueId);
+    this.soon();
+  }
+
+  /** Bodies held by the workers now (tests, metrics). */
+  get holding(): number {
+    return this.holders.size;
+  }
+
+  /**
+   * dispatch - hand the job to the worker that holds its body (`job.body`
+   * null), else to the least busy one; resolves when it ended (or the worker
+   * is gone); null when none can take it.
+   */
   dispatch(job: Omit<OutboundJob, 'id'>, label: string, report: (results: RecipientResult[]) => void): Promise<void> | null {
-    if (!this.room(job.body.byteLength)) return null;
-    // The least busy; among equals, the one after the last chosen (a trickle of jobs goes round them all).
+    const size = job.body?.byteLength ?? 0;
+    let worker = -1;
+    if (job.body === null) {
+      worker = this.holder(job.message.queueId) ?? -1;
+      if (worker < 0) return null;
+    } else {
+      if (!this.room(size)) return null;
+      worker = this.leastBusy();
+    }
+    const id = ++this.next;
+    this.load.set(worker, this.load.get(worker)! + 1);
+    this.bytes += size;
+    this.handedOut++;
+    const done = new Promise<void>((resolve) => {
+      this.pending.set(id, { worker, label, bytes: size, open: new Set(job.recipients.map((r) => r.id)), report, resolve });
+    });
+    let batch = this.outbox.get(worker);
+    if (!batch) this.outbox.set(worker, (batch = []));
+    batch.push({ ...job, id });
+    this.soon();
+    return done;
+  }
+
+  /** leastBusy - the ready worker with the fewest jobs; among equals, the one after the last chosen (a trickle goes round them all). */
+  private leastBusy(): number {
     const ids = [...this.load.keys()];
     let worker = -1;
     let least = Infinity;
@@ -95,21 +167,13 @@ export class OutboundJobs {
       }
     }
     this.turn = at;
-    const id = ++this.next;
-    this.load.set(worker, least + 1);
-    this.bytes += job.body.byteLength;
-    this.handedOut++;
-    const done = new Promise<void>((resolve) => {
-      this.pending.set(id, { worker, label, bytes: job.body.byteLength, open: new Set(job.recipients.map((r) => r.id)), report, resolve });
-    });
-    let batch = this.outbox.get(worker);
-    if (!batch) this.outbox.set(worker, (batch = []));
-    batch.push({ ...job, id });
-    if (!this.flushing) {
-      this.flushing = true;
-      setImmediate(() => this.flush());
-    }
-    return done;
+    return worker;
+  }
+
+  private soon(): void {
+    if (this.flushing) return;
+    this.flushing = true;
+    setImmediate(() => this.flush());
   }
 
   /** outcomes - what worker `w` reported. */
@@ -134,6 +198,9 @@ export class OutboundJobs {
   gone(w: number, pid: number): void {
     this.load.delete(w);
     this.outbox.delete(w);
+    // What it held died with it.
+    this.releases.delete(w);
+    for (const [queueId, holder] of this.holders) if (holder === w) this.holders.delete(queueId);
     for (const [id, p] of this.pending) if (p.worker === w) this.end(id, p, `the delivery worker (pid ${pid}) ended during the attempt; the message may have reached the next hop`);
   }
 
@@ -162,6 +229,10 @@ export class OutboundJobs {
       this.outbox.delete(w);
       this.send(w, jobs);
     }
+    for (const [w, ids] of this.releases) {
+      this.releases.delete(w);
+      this.release(w, ids);
+    }
   }
 }
 
@@ -176,15 +247,20 @@ export class WorkerDelivery implements DeliveryAgent {
 
   async deliver(job: DeliveryJob, report: (results: RecipientResult[]) => void): Promise<void> {
     const hop = job.hop;
-    if (hop.kind !== 'smtp' || !this.jobs.room(job.message.size)) return this.local.deliver(job, report);
+    const held = this.jobs.holder(job.message.queueId) !== undefined;
+    if (hop.kind !== 'smtp' || !(held || this.jobs.room(job.message.size))) return this.local.deliver(job, report);
     const plan = await this.local.plan(hop);
     if (plan.error !== undefined || plan.provider) return this.local.deliver(job, report, plan);
-    let body: Buffer;
-    try {
-      body = await wholeBody(job);
-    } catch {
-      // The local agent meets the same failure and reports it the usual way (the message is quarantined).
-      return this.local.deliver(job, report, plan);
+    let body: Buffer | null = null;
+    // Still held after the look-up: the job goes without its body (else, rarely, it is read here after all).
+    if (!held || this.jobs.holder(job.message.queueId) === undefined) {
+      if (!this.jobs.room(job.message.size)) return this.local.deliver(job, report, plan);
+      try {
+        body = await wholeBody(job);
+      } catch {
+        // The local agent meets the same failure and reports it the usual way (the message is quarantined).
+        return this.local.deliver(job, report, plan);
+      }
     }
     const label = hop.hosts === 'mx' ? hop.domain : hop.host;
     const handed = this.jobs.dispatch({ message: job.message, recipients: job.recipients, hop, hosts: plan.hosts, body, share: this.share() }, label, report);

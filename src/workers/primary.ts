@@ -98,10 +98,16 @@ export class WorkerPool {
   /** Workers started again after dying (for tests and metrics). */
   restarts = 0;
   /** SMTP delivery jobs handed to the workers (workers/outbound). */
-  readonly outbound = new OutboundJobs((id, jobs) => {
-    const slot = this.slots.get(id);
-    return slot ? this.tell(slot, { t: 'deliver', jobs }) : false;
-  });
+  readonly outbound = new OutboundJobs(
+    (id, jobs) => {
+      const slot = this.slots.get(id);
+      return slot ? this.tell(slot, { t: 'deliver', jobs }) : false;
+    },
+    (id, ids) => {
+      const slot = this.slots.get(id);
+      if (slot) this.tell(slot, { t: 'release', ids });
+    },
+  );
 
   constructor(private readonly options: WorkerPoolOptions) {}
 
@@ -146,6 +152,8 @@ export class WorkerPool {
     // Back-offs found here (or told by another node) and an operator's retry reach every worker's pool.
     petrel.pool.onMarked = (key, until, error) => this.toAll({ t: 'backOff', marks: [{ key, until, error }] });
     petrel.pool.onCleared = (hop) => this.toAll({ t: 'clearBackOff', hops: [hop] });
+    // A body a worker held for a message's first delivery is released when the pass over that message ends.
+    petrel.scheduler.onPassEnd = (queueId) => this.outbound.passEnded(queueId);
     for (const s of this.slots.values()) if (s.hello) this.tell(s, { t: 'start', config: this.config, slot: s.index, workers: this.options.count });
     const deadline = Date.now() + ANSWER_MS;
     while (!this.failure && [...this.slots.values()].some((s) => !s.ready)) {
@@ -343,7 +351,7 @@ export class WorkerPool {
   /** insert - commit one message a worker hands over, then queue its answer. */
   private insert(slot: Slot, req: InsertRequest): void {
     const p = this.commit(slot, req).then(
-      (): InsertAnswer => ({ n: req.n, ok: true }),
+      (held): InsertAnswer => (held ? { n: req.n, ok: true, held } : { n: req.n, ok: true }),
       (e: unknown): InsertAnswer => ({ n: req.n, ok: false, full: e instanceof StorageFull || storageStatus(e, 'spool') === '4.3.1', message: (e as Error)?.message ?? String(e) }),
     );
     const tracked = p.then((answer) => {
@@ -364,7 +372,8 @@ export class WorkerPool {
     if (answers.length) this.tell(slot, { t: 'done', answers });
   }
 
-  private async commit(slot: Slot, req: InsertRequest): Promise<void> {
+  /** commit - store the message; true when the worker is to keep holding its body for the first delivery (workers/held-bodies). */
+  private async commit(slot: Slot, req: InsertRequest): Promise<true | undefined> {
     const { store, scheduler } = this.petrel!;
     const message = req.message;
     const body = store.createBody(message.queueId);
@@ -386,7 +395,13 @@ export class WorkerPool {
         ...(lease === undefined ? {} : { claimLeaseMs: lease }),
         ...(req.events?.length ? { events: req.events } : {}),
       });
-      if (claim) scheduler.fresh.take(claim);
+      if (!claim) return undefined;
+      // Registered before the scheduler starts the jobs (the first of them asks at once who holds the body).
+      const hold = req.hold === true && req.body !== null && claim.recipients.length > 0 && slot.ready;
+      if (hold) this.outbound.hold(message.queueId, slot.worker.id);
+      if (scheduler.fresh.take(claim) && hold) return true;
+      if (hold) this.outbound.passEnded(message.queueId);
+      return undefined;
     } catch (e) {
       await body.abort().catch(() => undefined);
       if (req.file) await unlink(req.file).catch(() => undefined);

@@ -11,7 +11,9 @@
  *   file's path, and the extra events go to the primary, batched with the
  *   other sessions' inserts of the same event-loop turn. It resolves only when
  *   the primary answers that its store committed the message: only then may
- *   the session say 250 (invariant 1, unchanged).
+ *   the session say 250 (invariant 1, unchanged). A small body is also held
+ *   here for the message's first delivery when there is room
+ *   (workers/held-bodies): dropped again unless the primary answers "held".
  *
  * Invariants: nothing here is durable by itself; a worker that dies before
  * the answer leaves at most a file under its own tmp folder, which the
@@ -27,6 +29,7 @@ import type { Readable } from 'node:stream';
 import { StorageFull } from '../queue/backend.js';
 import { SpillingBody } from '../queue/spool.js';
 import type { BodyWriter, Claim, InsertOptions, NewMessage, QueueStore } from '../queue/store.js';
+import type { HeldBodies } from './held-bodies.js';
 import { INLINE_BODY_MAX, type InsertAnswer, type InsertRequest } from './messages.js';
 
 /** The folder of this worker's large bodies while they arrive. */
@@ -72,7 +75,7 @@ const notHere = (what: string) => (): never => {
 
 export class RemoteStore implements QueueStore {
   private next = 0;
-  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; body: WorkerBody }>();
+  private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; queueId: string; held: boolean }>();
   private batch: InsertRequest[] = [];
   private closed = false;
   readonly leaseMs = 0;
@@ -81,6 +84,8 @@ export class RemoteStore implements QueueStore {
   constructor(
     dataDir: string,
     private readonly send: SendInserts,
+    /** Where small bodies are held for their first delivery from this worker (none: never held). */
+    private readonly held: HeldBodies | null = null,
   ) {
     this.tmpDir = workerTmpDir(dataDir, process.pid);
   }
@@ -104,7 +109,10 @@ export class RemoteStore implements QueueStore {
     const n = ++this.next;
     const req: InsertRequest = { n, message, body: inline, file: inline ? null : body.path };
     if (options.events?.length) req.events = options.events;
-    const done = new Promise<void>((resolve, reject) => this.waiting.set(n, { resolve, reject, body }));
+    // Held from now on: the primary's delivery job may reach this worker before the answer does.
+    const held = inline !== null && this.held !== null && this.held.keep(message.queueId, inline);
+    if (held) req.hold = true;
+    const done = new Promise<void>((resolve, reject) => this.waiting.set(n, { resolve, reject, queueId: message.queueId, held }));
     if (this.batch.length === 0) setImmediate(() => this.flush());
     this.batch.push(req);
     await done;
@@ -124,6 +132,7 @@ export class RemoteStore implements QueueStore {
       const w = this.waiting.get(a.n);
       if (!w) continue;
       this.waiting.delete(a.n);
+      if (w.held && !(a.ok && a.held)) this.held?.drop([w.queueId]);
       if (a.ok) w.resolve();
       else w.reject(a.full ? new StorageFull(new Error(a.message)) : new Error(a.message));
     }
@@ -132,6 +141,7 @@ export class RemoteStore implements QueueStore {
   /** lost - the primary is gone: nothing pending can be confirmed any more. */
   lost(): void {
     this.closed = true;
+    this.held?.clear();
     for (const [n, w] of this.waiting) {
       this.waiting.delete(n);
       w.reject(new Error('the queue process is gone: not committed'));

@@ -25,6 +25,7 @@ import { Petrel } from '../petrel.js';
 import type { Config } from '../config/schema.js';
 import { RemoteStore } from './remote-store.js';
 import { OutboundWorker } from './outbound-worker.js';
+import { HeldBodies } from './held-bodies.js';
 import type { ConnectionGate } from '../inbound/server.js';
 import { AUTH_WAIT_UNKNOWN_MS, isMessage, type AdmitAnswer, type ConnOp, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
 
@@ -178,6 +179,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     let store: RemoteStore | null = null;
     let outbound: OutboundWorker | null = null;
     const gate = new PrimaryGate();
+    const held = new HeldBodies();
     let stopping = false;
     const stats: WorkerStats = { connections: 0, connects: 0, authFailures: 0, accepted: 0, acceptedOctets: 0, replies: {} };
     let statsTimer: NodeJS.Timeout | null = null;
@@ -207,7 +209,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
 
     const start = async (config: Config, workers: number): Promise<void> => {
       initTrace(config.log.level);
-      store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }));
+      store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }), held);
       petrel = new Petrel(config, { role: 'inbound', store, gate, authFailed: (ip, user) => gate.authFailed(ip, user) });
       // The session hooks count here; the primary sums every worker's counts (see STATS_MS).
       const m = petrel.metrics;
@@ -236,7 +238,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
         resolveExit(69);
         return;
       }
-      outbound = new OutboundWorker(config, workers, send);
+      outbound = new OutboundWorker(config, workers, send, held);
       send({ t: 'ready', bound: petrel.inbound?.bound ?? [] });
     };
 
@@ -276,6 +278,9 @@ export function runWorker(err: (s: string) => void): Promise<number> {
           break;
         case 'clearBackOff':
           outbound?.clearBackOff(m.hops);
+          break;
+        case 'release':
+          held.drop(m.ids);
           break;
       }
     });

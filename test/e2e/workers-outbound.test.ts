@@ -1,7 +1,9 @@
 // `[server] workers = 2`, deliveries (issue 17, phase 2): SMTP delivery jobs
 // run in the worker processes, not in the primary — the test finds which
 // process holds each outbound connection through /proc — and go round both
-// workers; every message reaches the peer once. A worker killed while the
+// workers; every message reaches the peer once. A fresh message is delivered
+// by the worker that received it (its body stays there: workers/held-bodies),
+// small or 100 KB. A worker killed while the
 // peer holds its message (before the worker has the final reply) loses
 // nothing: the primary defers the recipient ("the delivery worker ended"),
 // retries it, and it is delivered (at least once: the peer may see it twice,
@@ -11,7 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { baseConfig, cleanup, exitedWithin, freePort, readEvents, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
-import { childPids, clientOf } from '../helpers/processes.js';
+import { childPids, clientOf, holderOf } from '../helpers/processes.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 import { startPeer, type PeerTransaction, type TestPeer } from '../helpers/test-peer.js';
 
@@ -24,13 +26,16 @@ function config(dir: string, port: number, peerPort: number): string {
 
 const subjectOf = (tx: PeerTransaction): string => /^Subject: (.*)$/m.exec(tx.body.toString('latin1'))?.[1]?.trim() ?? '';
 
-async function send(port: number, to: string, subject: string): Promise<void> {
+/** send - one message; resolves with the pid of the process that held the inbound connection (when `pids` are given). */
+async function send(port: number, to: string, subject: string, pids: readonly number[] = [], text = `body of ${subject}\r\n`): Promise<number | null> {
   const t = await SmtpTalk.open(port);
   try {
     assert.equal((await t.read())?.code, 220);
     assert.equal((await t.cmd('EHLO client.test')).code, 250);
-    const r = await t.send('sender@example.com', [to], `Subject: ${subject}\r\n\r\nbody of ${subject}\r\n`);
+    const receiver = pids.length ? await waitFor(() => holderOf(port, t.localPort, pids), 5000, 'the worker holding the connection') : null;
+    const r = await t.send('sender@example.com', [to], `Subject: ${subject}\r\n\r\n${text}`);
     assert.equal(r.code, 250, r.lines.join(' '));
+    return receiver;
   } finally {
     t.close();
   }
@@ -86,6 +91,24 @@ describe('[server] workers = 2: deliveries run in the workers', () => {
     assert.equal(used.size, 2, 'both workers delivered');
     const events = readEvents(join(dir, 'var', 'log', 'events.jsonl'));
     assert.equal(events.filter((e) => e.event === 'delivered' && e.recipient?.startsWith('out')).length, 12, 'the primary recorded every outcome');
+  });
+
+  test('a fresh message is delivered by the worker that received it, a 100 KB one too (the body does not go back and forth)', async () => {
+    const workers = childPids(primary);
+    const line = 'x'.repeat(98) + '\r\n';
+    const received = new Map<string, number>();
+    for (let i = 0; i < 8; i++) {
+      const subject = `same ${i}`;
+      const big = i % 2 === 1;
+      received.set(subject, (await send(port, `same${i}@remote.test`, subject, workers, big ? line.repeat(1000) : undefined))!);
+    }
+    await waitFor(() => [...received.keys()].every((s) => holders.has(s)), 20_000, 'all 8 at the peer');
+    for (const [subject, receiver] of received) {
+      assert.ok(workers.includes(receiver), `${subject}: received by a worker`);
+      assert.deepEqual(holders.get(subject), [receiver], `${subject}: delivered once, by the worker that received it`);
+    }
+    const big = peer.transactions.find((tx) => subjectOf(tx) === 'same 1')!;
+    assert.ok(big.body.length > 100_000, 'the 100 KB body arrived whole');
   });
 
   test('a worker killed before it has the final reply: the recipient is deferred, retried and delivered', async () => {

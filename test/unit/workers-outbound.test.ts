@@ -2,7 +2,9 @@
 // which it keeps (shaped providers, failed look-ups, large bodies, no worker,
 // stopping), and the bookkeeping of the jobs handed out: results reach the
 // scheduler once, a worker's end defers what it did not report, jobs go
-// round the workers, and the bodies in flight stay bounded.
+// round the workers, and the bodies in flight stay bounded; a body held by
+// the worker that received the message (workers/held-bodies) sends the job
+// back there without it, and is released once, at the end of the pass.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { WholeBody, type DeliveryJob, type RecipientResult } from '../../src/delivery/agent.js';
@@ -10,6 +12,10 @@ import type { SmtpAgent, SmtpPlan } from '../../src/delivery/smtp/smtp-agent.js'
 import type { Provider } from '../../src/delivery/smtp/shaping.js';
 import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
 import type { OutboundJob } from '../../src/workers/messages.js';
+import { HeldBodies } from '../../src/workers/held-bodies.js';
+import { RemoteStore } from '../../src/workers/remote-store.js';
+import type { InsertRequest } from '../../src/workers/messages.js';
+import type { NewMessage } from '../../src/queue/store.js';
 import { MAX_BYTES_IN_FLIGHT, OUTBOUND_BODY_MAX, OutboundJobs, WorkerDelivery } from '../../src/workers/outbound.js';
 
 const BODY = Buffer.from('Subject: t\r\n\r\nhello\r\n');
@@ -53,7 +59,7 @@ test('an unshaped job goes to a worker with its body and MX hosts; its results c
   assert.equal(sent.length, 1);
   const j = sent[0]!.jobs[0]!;
   assert.equal(sent[0]!.w, 7);
-  assert.deepEqual(Buffer.from(j.body), BODY);
+  assert.deepEqual(Buffer.from(j.body!), BODY);
   assert.deepEqual(j.hosts, hosts);
   assert.equal(j.share, 2);
   assert.equal(local.delivered.length, 0, 'not delivered here');
@@ -160,4 +166,124 @@ test('a worker leaving takes no new job; its job in progress still ends when it 
   jobs.gone(dying, 99);
   await first;
   assert.deepEqual(results.map((r) => r.kind), ['deferred', 'deferred']);
+});
+
+test('a held body: the job goes back to the worker that holds it, without the body, whatever its load and size; released once at the end of the pass', async () => {
+  const to: Array<{ w: number; job: OutboundJob }> = [];
+  const released: Array<[number, string[]]> = [];
+  const jobs = new OutboundJobs(
+    (w, batch) => (to.push(...batch.map((job) => ({ w, job }))), true),
+    (w, ids) => released.push([w, ids]),
+  );
+  jobs.ready(1);
+  jobs.ready(2);
+  // Worker 2 is busier, and the body is larger than what travels with a job: it still goes to 2, which holds it.
+  jobs.dispatch({ message: job().message, recipients: job().recipients, hop: job().hop as OutboundJob['hop'], hosts: null, body: BODY, share: 1 }, 'b.test', () => undefined);
+  await tick();
+  const busy = to[0]!.w;
+  const other = 3 - busy;
+  to.length = 0;
+  jobs.hold('Q1', busy);
+  const local = localAgent({ hosts: [], provider: null });
+  const agent = new WorkerDelivery(local.agent, jobs, () => 1);
+  const p = agent.deliver(job(OUTBOUND_BODY_MAX * 4), () => undefined);
+  await tick();
+  await tick();
+  assert.equal(local.delivered.length, 0, 'not delivered here');
+  assert.equal(to.length, 1);
+  assert.equal(to[0]!.w, busy, 'to the holder, not the less busy worker');
+  assert.equal(to[0]!.job.body, null, 'no body on the channel');
+  jobs.outcomes(busy, [{ id: to[0]!.job.id, results: [ok(1), ok(2)], done: { error: null } }]);
+  await p;
+  assert.equal(jobs.holding, 1, 'held until the pass ends');
+  jobs.passEnded('Q1');
+  jobs.passEnded('Q1');
+  await tick();
+  assert.deepEqual(released, [[busy, ['Q1']]], 'released once, to the worker that holds it');
+  assert.equal(jobs.holding, 0);
+  // Released: the next job of Q1 (a retry) brings its body again, to the least busy worker.
+  to.length = 0;
+  void agent.deliver(job(), () => undefined);
+  await tick();
+  await tick();
+  assert.equal(to[0]!.w, other);
+  assert.deepEqual(Buffer.from(to[0]!.job.body!), BODY);
+});
+
+test('a held body whose worker is leaving or gone: the job brings its body (or stays here when too large); nothing is released to the dead', async () => {
+  const to: Array<{ w: number; job: OutboundJob }> = [];
+  const released: Array<[number, string[]]> = [];
+  const jobs = new OutboundJobs(
+    (w, batch) => (to.push(...batch.map((job) => ({ w, job }))), true),
+    (w, ids) => released.push([w, ids]),
+  );
+  jobs.ready(1);
+  jobs.ready(2);
+  jobs.hold('Q1', 1);
+  jobs.leaving(1);
+  const local = localAgent({ hosts: [], provider: null });
+  const agent = new WorkerDelivery(local.agent, jobs, () => 1);
+  void agent.deliver(job(), () => undefined);
+  await tick();
+  await tick();
+  assert.equal(to[0]!.w, 2, 'not to the leaving worker');
+  assert.deepEqual(Buffer.from(to[0]!.job.body!), BODY, 'with its body');
+  await agent.deliver(job(OUTBOUND_BODY_MAX + 1), () => undefined);
+  assert.equal(local.delivered.length, 1, 'a large body not held by a ready worker: delivered here');
+  jobs.gone(1, 11);
+  jobs.passEnded('Q1');
+  await tick();
+  assert.deepEqual(released, [], 'what a dead worker held died with it');
+  assert.equal(jobs.holding, 0);
+});
+
+test('HeldBodies: bounded, counted exactly, dropped once', () => {
+  const held = new HeldBodies(10);
+  assert.equal(held.keep('A', Buffer.alloc(6)), true);
+  assert.equal(held.keep('B', Buffer.alloc(6)), false, 'over the bound: not held');
+  assert.equal(held.keep('A', Buffer.alloc(1)), false, 'one body per message');
+  assert.equal(held.keep('C', Buffer.alloc(4)), true);
+  assert.equal(held.bytes, 10);
+  held.drop(['A', 'A', 'nope']);
+  assert.equal(held.bytes, 4);
+  assert.equal(held.get('A'), undefined);
+  assert.equal(held.get('C')?.length, 4);
+  held.clear();
+  assert.equal(held.size, 0);
+  assert.equal(held.bytes, 0);
+});
+
+test('RemoteStore holds a small body from the moment it sends the insert; dropped unless the answer says "held", and when the primary is gone', async () => {
+  const held = new HeldBodies();
+  const sent: InsertRequest[] = [];
+  const store = new RemoteStore('/nonexistent', (items) => (sent.push(...items), true), held);
+  // Wrapped: awaiting the set-up must not await the insert itself (it waits for an answer).
+  const insert = async (queueId: string): Promise<{ done: Promise<unknown> }> => {
+    const body = store.createBody(queueId);
+    await body.write(BODY);
+    const message = { queueId, sender: 'a@a.test', recipients: [], size: BODY.length } as unknown as NewMessage;
+    const before = sent.length;
+    const done = store.insert(message, body).catch((e: Error) => e);
+    for (let i = 0; i < 100 && sent.length === before; i++) await tick();
+    return { done };
+  };
+  const a = await insert('QA');
+  const b = await insert('QB');
+  const c = await insert('QC');
+  assert.deepEqual(sent.map((r) => [r.message.queueId, r.hold]), [['QA', true], ['QB', true], ['QC', true]]);
+  assert.equal(held.size, 3, 'held before any answer (a job may come first)');
+  store.answered([
+    { n: 1, ok: true, held: true },
+    { n: 2, ok: true },
+    { n: 3, ok: false, full: false, message: 'no' },
+  ]);
+  await Promise.all([a.done, b.done, c.done]);
+  assert.ok(held.get('QA'), 'kept: the primary will send its job here');
+  assert.equal(held.get('QB'), undefined, 'not taken for delivery here: dropped');
+  assert.equal(held.get('QC'), undefined, 'not committed: dropped');
+  const d = await insert('QD');
+  assert.equal(held.size, 2);
+  store.lost();
+  assert.ok((await d.done) instanceof Error);
+  assert.equal(held.size, 0, 'the primary gone: nothing held');
 });
