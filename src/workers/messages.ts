@@ -122,7 +122,8 @@ export type ToPrimary =
 export type ToWorker =
   /** `slot`: this worker's share of the queue id counter (core/ids idRange), 1..255. */
   | { t: 'start'; config: Config; slot: number; workers: number }
-  | { t: 'done'; answers: InsertAnswer[] }
+  /** Insert answers; delivery jobs and releases waiting for this worker ride along (fewer IPC messages). */
+  | { t: 'done'; answers: InsertAnswer[]; jobs?: OutboundJob[]; release?: string[] }
   | { t: 'admitted'; answers: AdmitAnswer[] }
   /** A connection would be refused: give back the connection slots kept for reuse, then say "reclaimed". */
   | { t: 'reclaim' }
@@ -130,7 +131,7 @@ export type ToWorker =
   | { t: 'authWait'; n: number; waitMs: number }
   | { t: 'stop'; graceMs: number }
   /** Outbound: jobs to deliver; back-offs found elsewhere; an operator's retry ending a hop's back-off. */
-  | { t: 'deliver'; jobs: OutboundJob[] }
+  | { t: 'deliver'; jobs: OutboundJob[]; release?: string[] }
   | { t: 'backOff'; marks: BackOffMark[] }
   | { t: 'clearBackOff'; hops: string[] }
   /** The messages (queue ids) whose bodies the worker held for their first delivery: no job will need them any more. */

@@ -19,9 +19,13 @@
  * primary answered its insert "held") goes back to that worker without its
  * body, whatever its size up to the inline limit: the first delivery of a
  * fresh message costs one body crossing of the channel, not two. Its body
- * is released (one "release" message per worker and event-loop turn) when
- * the scheduler's pass over the message ends; a worker that is gone or no
- * longer ready is not chosen, and the job takes the usual way.
+ * is released when the scheduler's pass over the message ends; a worker that
+ * is gone or no longer ready is not chosen, and the job takes the usual way.
+ *
+ * Fewer IPC messages: the jobs and releases waiting for a worker leave with
+ * the next insert answer the primary sends it (`take`, workers/primary), else
+ * at the end of the event-loop turn; releases are not urgent and wait up to
+ * RELEASE_MS for another message to ride on.
  *
  * OutboundJobs keeps the jobs handed out. Invariants:
  * - a job's promise resolves once, when its worker says "done" or is gone;
@@ -50,6 +54,9 @@ import type { OutboundJob, OutboundReport } from './messages.js';
  * against 404; 4 KB bodies halve the primary's main-thread CPU per message).
  */
 export const OUTBOUND_BODY_MAX = 16 * 1024;
+
+/** How long a release may wait for another message to the same worker before it goes alone. */
+export const RELEASE_MS = 100;
 
 /** Bodies in flight to the workers at most (beyond it jobs are delivered here): 64 MiB. */
 export const MAX_BYTES_IN_FLIGHT = 64 * 1024 * 1024;
@@ -81,9 +88,11 @@ export class OutboundJobs {
   handedOut = 0;
 
   constructor(
-    private readonly send: (worker: number, jobs: OutboundJob[]) => boolean,
+    private readonly send: (worker: number, jobs: OutboundJob[], release?: string[]) => boolean,
     private readonly release: (worker: number, ids: string[]) => void = () => undefined,
   ) {}
+
+  private releaseTimer: NodeJS.Timeout | null = null;
 
   /** ready - worker `w` takes jobs from now on. */
   ready(w: number): void {
@@ -114,7 +123,28 @@ export class OutboundJobs {
     let ids = this.releases.get(w);
     if (!ids) this.releases.set(w, (ids = []));
     ids.push(queueId);
-    this.soon();
+    if (this.releaseTimer) return;
+    this.releaseTimer = setTimeout(() => {
+      this.releaseTimer = null;
+      this.soon();
+    }, RELEASE_MS);
+    this.releaseTimer.unref();
+  }
+
+  /** take - what waits to go to worker `w` (it leaves now with another message: the caller sends it). */
+  take(w: number): { jobs?: OutboundJob[]; release?: string[] } {
+    const out: { jobs?: OutboundJob[]; release?: string[] } = {};
+    const jobs = this.outbox.get(w);
+    if (jobs) {
+      this.outbox.delete(w);
+      out.jobs = jobs;
+    }
+    const ids = this.releases.get(w);
+    if (ids) {
+      this.releases.delete(w);
+      out.release = ids;
+    }
+    return out;
   }
 
   /** Bodies held by the workers now (tests, metrics). */
@@ -227,8 +257,12 @@ export class OutboundJobs {
     // A worker gone before its exit was seen refuses the batch: gone() ends those jobs when it is seen.
     for (const [w, jobs] of this.outbox) {
       this.outbox.delete(w);
-      this.send(w, jobs);
+      // The releases for this worker go with its jobs.
+      const ids = this.releases.get(w);
+      this.releases.delete(w);
+      this.send(w, jobs, ids);
     }
+    if (this.releaseTimer !== null) return;
     for (const [w, ids] of this.releases) {
       this.releases.delete(w);
       this.release(w, ids);

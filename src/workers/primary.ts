@@ -99,9 +99,9 @@ export class WorkerPool {
   restarts = 0;
   /** SMTP delivery jobs handed to the workers (workers/outbound). */
   readonly outbound = new OutboundJobs(
-    (id, jobs) => {
+    (id, jobs, release) => {
       const slot = this.slots.get(id);
-      return slot ? this.tell(slot, { t: 'deliver', jobs }) : false;
+      return slot ? this.tell(slot, release ? { t: 'deliver', jobs, release } : { t: 'deliver', jobs }) : false;
     },
     (id, ids) => {
       const slot = this.slots.get(id);
@@ -369,7 +369,9 @@ export class WorkerPool {
   private answer(slot: Slot): void {
     const answers = slot.answers;
     slot.answers = [];
-    if (answers.length) this.tell(slot, { t: 'done', answers });
+    if (!answers.length) return;
+    // Delivery jobs (of the fresh messages just answered, often) and releases waiting for this worker ride along.
+    this.tell(slot, { t: 'done', answers, ...this.outbound.take(slot.worker.id) });
   }
 
   /** commit - store the message; true when the worker is to keep holding its body for the first delivery (workers/held-bodies). */

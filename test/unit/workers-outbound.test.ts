@@ -16,7 +16,7 @@ import { HeldBodies } from '../../src/workers/held-bodies.js';
 import { RemoteStore } from '../../src/workers/remote-store.js';
 import type { InsertRequest } from '../../src/workers/messages.js';
 import type { NewMessage } from '../../src/queue/store.js';
-import { MAX_BYTES_IN_FLIGHT, OUTBOUND_BODY_MAX, OutboundJobs, WorkerDelivery } from '../../src/workers/outbound.js';
+import { MAX_BYTES_IN_FLIGHT, OUTBOUND_BODY_MAX, OutboundJobs, RELEASE_MS, WorkerDelivery } from '../../src/workers/outbound.js';
 
 const BODY = Buffer.from('Subject: t\r\n\r\nhello\r\n');
 
@@ -199,6 +199,8 @@ test('a held body: the job goes back to the worker that holds it, without the bo
   jobs.passEnded('Q1');
   jobs.passEnded('Q1');
   await tick();
+  assert.deepEqual(released, [], 'a release waits a little for another message to ride on');
+  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
   assert.deepEqual(released, [[busy, ['Q1']]], 'released once, to the worker that holds it');
   assert.equal(jobs.holding, 0);
   // Released: the next job of Q1 (a retry) brings its body again, to the least busy worker.
@@ -286,4 +288,36 @@ test('RemoteStore holds a small body from the moment it sends the insert; droppe
   store.lost();
   assert.ok((await d.done) instanceof Error);
   assert.equal(held.size, 0, 'the primary gone: nothing held');
+});
+
+test('jobs and releases waiting for a worker ride with the next insert answer (take), or go at the end of the turn', async () => {
+  const sent: Array<[number, number, string[] | undefined]> = [];
+  const released: Array<[number, string[]]> = [];
+  const jobs = new OutboundJobs(
+    (w, batch, release) => (sent.push([w, batch.length, release]), true),
+    (w, ids) => released.push([w, ids]),
+  );
+  jobs.ready(1);
+  jobs.hold('Q1', 1);
+  jobs.hold('Q2', 1);
+  const spec = { message: job().message, recipients: job().recipients, hop: job().hop as OutboundJob['hop'], hosts: null, share: 1 };
+  jobs.dispatch({ ...spec, body: null }, 'b.test', () => undefined);
+  jobs.passEnded('Q2');
+  // The answer to an insert leaves now: it takes both with it.
+  const riding = jobs.take(1);
+  assert.equal(riding.jobs?.length, 1);
+  assert.equal(riding.jobs?.[0]?.body, null);
+  assert.deepEqual(riding.release, ['Q2']);
+  assert.deepEqual(jobs.take(1), {}, 'taken once');
+  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
+  assert.deepEqual(sent, [], 'nothing sent twice');
+  assert.deepEqual(released, []);
+  // Without an answer to ride on: the job leaves at the end of the turn, with the release waiting for it.
+  jobs.passEnded('Q1');
+  jobs.dispatch({ ...spec, body: BODY }, 'b.test', () => undefined);
+  await tick();
+  assert.deepEqual(sent, [[1, 1, ['Q1']]]);
+  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
+  assert.deepEqual(released, [], 'released once');
+  jobs.gone(1, 1);
 });
