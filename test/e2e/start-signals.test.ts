@@ -17,14 +17,21 @@ import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
 async function startHeld(dir: string, port: number): Promise<{ child: Child; held: number }> {
   const file = join(dir, 'petrel.toml');
   writeFileSync(file, baseConfig(dir, '[server]\nworkers = 2\n[local]\ndomains = ["here.test"]\n', port));
-  const child = spawnPetrel(['start', '--config', file], dir);
-  const pid = child.proc.pid!;
-  // The workers are forked side by side and need a few hundred milliseconds to load: stop one as soon as it exists.
-  const held = await waitFor(() => childPids(pid)[0] ?? child.proc.exitCode !== null, 20_000, 'a worker to be forked');
-  assert.equal(typeof held, 'number', `petrel exited: ${child.stderr()}`);
-  process.kill(held as number, 'SIGSTOP');
-  await waitFor(() => portOpen('127.0.0.1', port), 20_000, 'the other worker to listen');
-  return { child, held: held as number };
+  for (let attempt = 1; ; attempt++) {
+    const child = spawnPetrel(['start', '--config', file], dir);
+    const pid = child.proc.pid!;
+    // The workers are forked side by side and need a few hundred milliseconds to load: stop one as soon as it exists.
+    const held = await waitFor(() => childPids(pid)[0] ?? child.proc.exitCode !== null, 20_000, 'a worker to be forked');
+    assert.equal(typeof held, 'number', `petrel exited: ${child.stderr()}`);
+    process.kill(held as number, 'SIGSTOP');
+    await waitFor(() => portOpen('127.0.0.1', port), 20_000, 'the other worker to listen');
+    // Started already: the stopped worker had become ready before this test (itself slowed by a busy
+    // machine) could stop it — the window was missed; try again (it takes hundreds of milliseconds to miss).
+    if (!/started, pid/.test(child.stdout()) || attempt === 3) return { child, held: held as number };
+    process.kill(held as number, 'SIGCONT');
+    child.kill('SIGKILL');
+    await child.exited;
+  }
 }
 
 /** sendOne - one message through the port (it takes mail while the server is still starting). */
