@@ -7,11 +7,20 @@
 // is ready, and continued after the signal.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { baseConfig, cleanup, freePort, portOpen, spawnPetrel, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { alive, childPids } from '../helpers/processes.js';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
+
+/** worker - `pid` is a worker process already running its own program: not the primary's copy between fork and exec (stopped there, it would hold the primary up). */
+function worker(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes('PETREL_WORKER=1');
+  } catch {
+    return false;
+  }
+}
 
 /** startHeld - `petrel start` with two workers, one of them stopped before it is ready; resolves once the port takes mail. */
 async function startHeld(dir: string, port: number): Promise<{ child: Child; held: number }> {
@@ -20,15 +29,25 @@ async function startHeld(dir: string, port: number): Promise<{ child: Child; hel
   for (let attempt = 1; ; attempt++) {
     const child = spawnPetrel(['start', '--config', file], dir);
     const pid = child.proc.pid!;
-    // The workers are forked side by side and need a few hundred milliseconds to load: stop one as soon as it exists.
-    const held = await waitFor(() => childPids(pid)[0] ?? child.proc.exitCode !== null, 20_000, 'a worker to be forked');
-    assert.equal(typeof held, 'number', `petrel exited: ${child.stderr()}`);
-    process.kill(held as number, 'SIGSTOP');
-    await waitFor(() => portOpen('127.0.0.1', port), 20_000, 'the other worker to listen');
+    let held = 0;
+    try {
+      // The workers are forked side by side and need a few hundred milliseconds to load: stop one as soon as it runs.
+      const found = await waitFor(() => childPids(pid).find(worker) ?? child.proc.exitCode !== null, 20_000, 'a worker to be forked');
+      assert.equal(typeof found, 'number', `petrel exited: ${child.stderr()}`);
+      held = found as number;
+      process.kill(held, 'SIGSTOP');
+      await waitFor(() => portOpen('127.0.0.1', port), 20_000, 'the other worker to listen');
+    } catch (e) {
+      // Nothing left running: a child still alive would keep the test process from ending.
+      if (held && alive(held)) process.kill(held, 'SIGCONT');
+      child.kill('SIGKILL');
+      await child.exited;
+      throw new Error(`${(e as Error).message}\nstdout: ${child.stdout()}\nstderr: ${child.stderr()}`);
+    }
     // Started already: the stopped worker had become ready before this test (itself slowed by a busy
     // machine) could stop it — the window was missed; try again (it takes hundreds of milliseconds to miss).
-    if (!/started, pid/.test(child.stdout()) || attempt === 3) return { child, held: held as number };
-    process.kill(held as number, 'SIGCONT');
+    if (!/started, pid/.test(child.stdout()) || attempt === 3) return { child, held };
+    process.kill(held, 'SIGCONT');
     child.kill('SIGKILL');
     await child.exited;
   }
@@ -44,7 +63,7 @@ async function sendOne(port: number): Promise<void> {
   t.close();
 }
 
-test('SIGTERM while the workers are still starting: the server finishes starting, then stops cleanly (exit 0)', async () => {
+test('SIGTERM while the workers are still starting: the server finishes starting, then stops cleanly (exit 0)', { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const port = await freePort();
   const { child, held } = await startHeld(dir, port);
@@ -69,7 +88,7 @@ test('SIGTERM while the workers are still starting: the server finishes starting
   }
 });
 
-test('SIGHUP while starting does not kill the server: the file is read again once it has started', async () => {
+test('SIGHUP while starting does not kill the server: the file is read again once it has started', { timeout: 60_000 }, async () => {
   const dir = tempDir();
   const port = await freePort();
   const { child, held } = await startHeld(dir, port);
