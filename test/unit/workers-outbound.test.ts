@@ -168,7 +168,8 @@ test('a worker leaving takes no new job; its job in progress still ends when it 
   assert.deepEqual(results.map((r) => r.kind), ['deferred', 'deferred']);
 });
 
-test('a held body: the job goes back to the worker that holds it, without the body, whatever its load and size; released once at the end of the pass', async () => {
+/** twoWorkers - jobs for workers 1 and 2, recording what is sent to each and what is released. */
+function twoWorkers(): { to: Array<{ w: number; job: OutboundJob }>; released: Array<[number, string[]]>; jobs: OutboundJobs } {
   const to: Array<{ w: number; job: OutboundJob }> = [];
   const released: Array<[number, string[]]> = [];
   const jobs = new OutboundJobs(
@@ -177,7 +178,18 @@ test('a held body: the job goes back to the worker that holds it, without the bo
   );
   jobs.ready(1);
   jobs.ready(2);
-  // Worker 2 is busier, and the body is larger than what travels with a job: it still goes to 2, which holds it.
+  return { to, released, jobs };
+}
+
+/** afterRelease - past RELEASE_MS, and past the end of the turn in which the release timer's flush runs. */
+async function afterRelease(): Promise<void> {
+  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
+  await tick();
+}
+
+test('a held body: the job goes back to the worker that holds it, without the body, whatever its load and size; released once at the end of the pass', async () => {
+  const { to, released, jobs } = twoWorkers();
+  // One worker is busier, and the body is larger than what travels with a job: it still goes to that one, which holds it.
   jobs.dispatch({ message: job().message, recipients: job().recipients, hop: job().hop as OutboundJob['hop'], hosts: null, body: BODY, share: 1 }, 'b.test', () => undefined);
   await tick();
   const busy = to[0]!.w;
@@ -200,7 +212,7 @@ test('a held body: the job goes back to the worker that holds it, without the bo
   jobs.passEnded('Q1');
   await tick();
   assert.deepEqual(released, [], 'a release waits a little for another message to ride on');
-  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
+  await afterRelease();
   assert.deepEqual(released, [[busy, ['Q1']]], 'released once, to the worker that holds it');
   assert.equal(jobs.holding, 0);
   // Released: the next job of Q1 (a retry) brings its body again, to the least busy worker.
@@ -213,14 +225,7 @@ test('a held body: the job goes back to the worker that holds it, without the bo
 });
 
 test('a held body whose worker is leaving or gone: the job brings its body (or stays here when too large); nothing is released to the dead', async () => {
-  const to: Array<{ w: number; job: OutboundJob }> = [];
-  const released: Array<[number, string[]]> = [];
-  const jobs = new OutboundJobs(
-    (w, batch) => (to.push(...batch.map((job) => ({ w, job }))), true),
-    (w, ids) => released.push([w, ids]),
-  );
-  jobs.ready(1);
-  jobs.ready(2);
+  const { to, released, jobs } = twoWorkers();
   jobs.hold('Q1', 1);
   jobs.leaving(1);
   const local = localAgent({ hosts: [], provider: null });
@@ -309,7 +314,7 @@ test('jobs and releases waiting for a worker ride with the next insert answer (t
   assert.equal(riding.jobs?.[0]?.body, null);
   assert.deepEqual(riding.release, ['Q2']);
   assert.deepEqual(jobs.take(1), {}, 'taken once');
-  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
+  await afterRelease();
   assert.deepEqual(sent, [], 'nothing sent twice');
   assert.deepEqual(released, []);
   // Without an answer to ride on: the job leaves at the end of the turn, with the release waiting for it.
@@ -317,7 +322,7 @@ test('jobs and releases waiting for a worker ride with the next insert answer (t
   jobs.dispatch({ ...spec, body: BODY }, 'b.test', () => undefined);
   await tick();
   assert.deepEqual(sent, [[1, 1, ['Q1']]]);
-  await new Promise((r) => setTimeout(r, RELEASE_MS + 20));
+  await afterRelease();
   assert.deepEqual(released, [], 'released once');
   jobs.gone(1, 1);
 });
