@@ -3,12 +3,14 @@
  * query carries EDNS0 with the DO bit, the AD bit is read, replies with the
  * wrong id, the wrong question or from the wrong port are ignored, a
  * truncated UDP reply is asked again over TCP, a silent server gives way to
- * the next one, and RCODEs are returned as answers.
+ * the next one, and RCODEs are returned as answers. The TCP server of the
+ * truncation test shares the UDP port number: taken by another process over
+ * TCP (tests run side by side), new ports are tried.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createSocket, type RemoteInfo, type Socket } from 'node:dgram';
-import { createServer, type Server } from 'node:net';
+import { createServer, type Server, type Socket as TcpSocket } from 'node:net';
 import dnsPacket from 'dns-packet';
 import { parseServer, querySecure, SecureDnsError } from '../../src/net/dns-secure.js';
 import { startDnsServer } from '../helpers/dns-server.js';
@@ -100,20 +102,40 @@ test('a reply from another port than the server asked is ignored', async () => {
   }
 });
 
+/**
+ * sameTcpPort - a TCP server on the UDP resolver's port number. The UDP port
+ * came free from the kernel, but the same number over TCP may be another
+ * process's (a test running beside this one): then try new ports, a few times.
+ */
+async function sameTcpPort(handler: Handler, serve: (s: TcpSocket) => void): Promise<{ udp: Awaited<ReturnType<typeof udpResolver>>; tcp: Server }> {
+  for (let attempt = 1; ; attempt++) {
+    const udp = await udpResolver(handler);
+    const tcp: Server = createServer(serve);
+    const listening = await new Promise<Error | null>((r) => {
+      tcp.once('error', (e) => r(e));
+      tcp.listen(udp.port, '127.0.0.1', () => r(null));
+    });
+    if (!listening) return { udp, tcp };
+    await udp.close();
+    if (attempt === 5) throw listening;
+  }
+}
+
 test('a truncated UDP reply is asked again over TCP (same port); the TCP answer is used', async () => {
   const many = Array.from({ length: 40 }, (_, i) => ({ ...TLSA, data: { ...TLSA.data, certificate: Buffer.alloc(64, i) } }));
-  const udp = await udpResolver((_q, reply) => reply({ flags: dnsPacket.TRUNCATED_RESPONSE | dnsPacket.AUTHENTIC_DATA, answers: [] }));
-  const tcp: Server = createServer((s) => {
-    let buf = Buffer.alloc(0);
-    s.on('data', (d: Buffer) => {
-      buf = Buffer.concat([buf, d]);
-      if (buf.length < 2 || buf.length < buf.readUInt16BE(0) + 2) return;
-      const q = dnsPacket.decode(buf.subarray(2));
-      s.end(dnsPacket.streamEncode({ type: 'response', id: q.id, questions: q.questions, flags: dnsPacket.AUTHENTIC_DATA, answers: many } as dnsPacket.Packet));
-    });
-    s.on('error', () => {});
-  });
-  await new Promise<void>((r) => tcp.listen(udp.port, '127.0.0.1', () => r()));
+  const { udp, tcp } = await sameTcpPort(
+    (_q, reply) => reply({ flags: dnsPacket.TRUNCATED_RESPONSE | dnsPacket.AUTHENTIC_DATA, answers: [] }),
+    (s) => {
+      let buf = Buffer.alloc(0);
+      s.on('data', (d: Buffer) => {
+        buf = Buffer.concat([buf, d]);
+        if (buf.length < 2 || buf.length < buf.readUInt16BE(0) + 2) return;
+        const q = dnsPacket.decode(buf.subarray(2));
+        s.end(dnsPacket.streamEncode({ type: 'response', id: q.id, questions: q.questions, flags: dnsPacket.AUTHENTIC_DATA, answers: many } as dnsPacket.Packet));
+      });
+      s.on('error', () => {});
+    },
+  );
   try {
     const a = await querySecure('_25._tcp.mx.example', 'TLSA', { servers: [udp.address] });
     assert.equal(a.ad, true);
