@@ -130,12 +130,13 @@ export type ToWorker =
   | { t: 'reconfigure'; id: number; config: Config }
   | { t: 'authWait'; n: number; waitMs: number }
   | { t: 'stop'; graceMs: number }
-  /** Outbound: jobs to deliver; back-offs found elsewhere; an operator's retry ending a hop's back-off. */
+  /**
+   * Outbound: jobs to deliver (possibly none), and the messages whose bodies the worker held for their
+   * first delivery that no job will need any more; back-offs found elsewhere; an operator's retry ending a hop's back-off.
+   */
   | { t: 'deliver'; jobs: OutboundJob[]; release?: string[] }
   | { t: 'backOff'; marks: BackOffMark[] }
-  | { t: 'clearBackOff'; hops: string[] }
-  /** The messages (queue ids) whose bodies the worker held for their first delivery: no job will need them any more. */
-  | { t: 'release'; ids: string[] };
+  | { t: 'clearBackOff'; hops: string[] };
 
 /** isMessage - a cluster message of ours (cluster also sends its own internal ones). */
 export function isMessage<T extends { t: string }>(m: unknown): m is T {

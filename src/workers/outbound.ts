@@ -70,7 +70,7 @@ interface Pending {
   resolve: () => void;
 }
 
-/** OutboundJobs - the jobs handed to the workers, by id; `send` writes one batch to worker `w` (false: it is gone). */
+/** OutboundJobs - the jobs handed to the workers, by id, and the bodies they hold for first deliveries. */
 export class OutboundJobs {
   private next = 0;
   private readonly pending = new Map<number, Pending>();
@@ -87,10 +87,8 @@ export class OutboundJobs {
   /** Jobs handed out since the start (metrics, tests). */
   handedOut = 0;
 
-  constructor(
-    private readonly send: (worker: number, jobs: OutboundJob[], release?: string[]) => boolean,
-    private readonly release: (worker: number, ids: string[]) => void = () => undefined,
-  ) {}
+  /** `send` writes jobs (possibly none) and held bodies to release to worker `w` in one message; false: it is gone. */
+  constructor(private readonly send: (worker: number, jobs: OutboundJob[], release?: string[]) => boolean) {}
 
   private releaseTimer: NodeJS.Timeout | null = null;
 
@@ -265,7 +263,7 @@ export class OutboundJobs {
     if (this.releaseTimer !== null) return;
     for (const [w, ids] of this.releases) {
       this.releases.delete(w);
-      this.release(w, ids);
+      this.send(w, [], ids);
     }
   }
 }

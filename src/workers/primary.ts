@@ -98,16 +98,10 @@ export class WorkerPool {
   /** Workers started again after dying (for tests and metrics). */
   restarts = 0;
   /** SMTP delivery jobs handed to the workers (workers/outbound). */
-  readonly outbound = new OutboundJobs(
-    (id, jobs, release) => {
-      const slot = this.slots.get(id);
-      return slot ? this.tell(slot, release ? { t: 'deliver', jobs, release } : { t: 'deliver', jobs }) : false;
-    },
-    (id, ids) => {
-      const slot = this.slots.get(id);
-      if (slot) this.tell(slot, { t: 'release', ids });
-    },
-  );
+  readonly outbound = new OutboundJobs((id, jobs, release) => {
+    const slot = this.slots.get(id);
+    return slot ? this.tell(slot, release ? { t: 'deliver', jobs, release } : { t: 'deliver', jobs }) : false;
+  });
 
   constructor(private readonly options: WorkerPoolOptions) {}
 

@@ -151,9 +151,6 @@ export function runWorker(err: (s: string) => void): Promise<number> {
         case 'clearBackOff':
           outbound?.clearBackOff(m.hops);
           break;
-        case 'release':
-          held.drop(m.ids);
-          break;
       }
     });
     // The primary drives stopping (it sends "stop"); a signal to this process alone stops it the same way.
