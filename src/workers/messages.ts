@@ -117,7 +117,9 @@ export type ToPrimary =
   /** Outbound (workers/outbound): job outcomes, TLS-report records, destinations this worker backed off. */
   | { t: 'outcomes'; items: OutboundReport[] }
   | { t: 'tlsResults'; items: TlsAttemptResult[] }
-  | { t: 'backOff'; marks: BackOffMark[] };
+  | { t: 'backOff'; marks: BackOffMark[] }
+  /** Several of the above, in order: everything a worker said in one turn of its event loop (workers/outbox). */
+  | { t: 'many'; items: ToPrimary[] };
 
 export type ToWorker =
   /** `slot`: this worker's share of the queue id counter (core/ids idRange), 1..255. */

@@ -9,8 +9,9 @@
  *   never recorded here: the primary records it (its scheduler holds the
  *   claim), so a worker that dies loses no outcome it had not sent, and what
  *   it had not sent is deferred by the primary;
- * - results leave batched, one IPC message per event-loop turn, and stop()
- *   resolves only once the last of them is written to the channel;
+ * - results leave batched with the rest of what the worker says (workers/outbox),
+ *   waiting at most RIDE_MS for a message to ride with, and stop() resolves
+ *   only once the last of them is written to the channel;
  * - the worker's connection limits are its share: [delivery] max_connections
  *   divided by the workers, the per-destination limit by the workers times
  *   the cluster's nodes (the job says how many); destinations it backs off
@@ -27,14 +28,23 @@ import { WholeBody, type DeliveryJob, type RecipientResult } from '../delivery/a
 import { SmtpAgent, poolOptionsFrom, type TlsAttemptResult } from '../delivery/smtp/smtp-agent.js';
 import type { HeldBodies } from './held-bodies.js';
 import type { BackOffMark, OutboundJob, OutboundReport, ToPrimary } from './messages.js';
+import type { Outbox, OutboxPart } from './outbox.js';
 
-export class OutboundWorker {
+/**
+ * How long results may wait for a message to the primary that leaves anyway
+ * (the worker's next insert, usually a few ms away under load): one IPC
+ * message and one wake-up of the primary fewer per delivery. A result waiting
+ * is not lost by a crash any more than one in flight: its recipients are
+ * still claimed, and come back when the claim does (at-least-once).
+ */
+export const RIDE_MS = 20;
+
+export class OutboundWorker implements OutboxPart {
   private readonly agent: SmtpAgent;
   private readonly running = new Set<Promise<void>>();
   private reports: OutboundReport[] = [];
   private tls: TlsAttemptResult[] = [];
   private marks: BackOffMark[] = [];
-  private flushing = false;
   /** Writes not yet on the channel (stop waits for them). */
   private unsent = 0;
   private drained: (() => void) | null = null;
@@ -42,7 +52,8 @@ export class OutboundWorker {
   constructor(
     config: Config,
     workers: number,
-    private readonly send: (m: ToPrimary, done: () => void) => boolean,
+    /** Where the reports leave (one IPC message per turn with the worker's other messages). */
+    private readonly outbox: Outbox,
     private readonly held: HeldBodies,
   ) {
     const pool = poolOptionsFrom(config);
@@ -56,7 +67,8 @@ export class OutboundWorker {
     this.agent.pool.shareAmong(workers);
     this.agent.pool.onDead = (key, until, error) => {
       this.marks.push({ key, until, error });
-      this.soon();
+      // At the end of the turn: the other workers stop trying it as soon as they can.
+      this.outbox.soon(this);
     };
   }
 
@@ -115,29 +127,27 @@ export class OutboundWorker {
     await Promise.race([Promise.allSettled([...this.running]), late]);
     await this.agent.close();
     await Promise.allSettled([...this.running]);
-    this.flush();
+    this.outbox.now();
     if (this.unsent > 0) await new Promise<void>((r) => (this.drained = r));
   }
 
+  /** soon - results and TLS records ride with the worker's next message (an insert, usually), within RIDE_MS. */
   private soon(): void {
-    if (this.flushing) return;
-    this.flushing = true;
-    setImmediate(() => this.flush());
+    this.outbox.later(this, RIDE_MS);
   }
 
-  private flush(): void {
-    this.flushing = false;
+  /** gathered - the TLS results, back-offs and reports of this turn, for the outbox. */
+  gathered(): ToPrimary[] {
     const out: ToPrimary[] = [];
     if (this.tls.length) out.push({ t: 'tlsResults', items: this.tls.splice(0) });
     if (this.marks.length) out.push({ t: 'backOff', marks: this.marks.splice(0) });
     if (this.reports.length) out.push({ t: 'outcomes', items: this.reports.splice(0) });
-    for (const m of out) {
-      this.unsent++;
-      const written = (): void => {
-        if (--this.unsent === 0) this.drained?.();
-      };
-      // A primary gone: nothing more can be said (its claims come back when their leases end).
-      if (!this.send(m, written)) written();
-    }
+    if (out.length) this.unsent++;
+    return out;
+  }
+
+  /** sent - written, or the primary is gone: nothing more can be said (its claims come back when their leases end). */
+  sent(): void {
+    if (--this.unsent === 0) this.drained?.();
   }
 }

@@ -11,6 +11,7 @@
  */
 import type { ConnectionGate } from '../inbound/server.js';
 import { AUTH_WAIT_UNKNOWN_MS, type AdmitAnswer, type ConnOp, type ToPrimary } from './messages.js';
+import type { Outbox, OutboxPart } from './outbox.js';
 
 /** How long a slot of an ended connection is kept for the next connection from the same address (no IPC for it). */
 export const KEEP_MS = 250;
@@ -22,7 +23,7 @@ export const QUIET_MS = 1000;
 /**
  * PrimaryGate - the connection limits and the failed-login throttle
  * counted by the primary for all the workers: each admit and release goes
- * to it, in order, batched per event-loop turn, and each failed login asks
+ * to it, in order, batched per event-loop turn (workers/outbox), and each failed login asks
  * it how long to wait; a lost primary refuses what is still asked (and a
  * failed login then waits the longest).
  *
@@ -34,7 +35,7 @@ export const QUIET_MS = 1000;
  * it first has every worker give its kept slots back ("reclaim") and then
  * decides; after a reclaim this worker keeps none for QUIET_MS.
  */
-export class PrimaryGate implements ConnectionGate {
+export class PrimaryGate implements ConnectionGate, OutboxPart {
   private next = 0;
   private ops: ConnOp[] = [];
   private readonly asking = new Map<number, { resolve: (r: AdmitAnswer['refusal']) => void; reject: (e: Error) => void }>();
@@ -54,8 +55,8 @@ export class PrimaryGate implements ConnectionGate {
   private quietUntil = 0;
 
   constructor(
-    /** Sends one message to the primary; false when the channel is gone. */
-    private readonly send: (m: ToPrimary) => boolean,
+    /** Where its messages to the primary leave (the ops batched per turn with the worker's other messages). */
+    private readonly outbox: Outbox,
     private readonly connected: () => boolean,
   ) {}
 
@@ -93,8 +94,8 @@ export class PrimaryGate implements ConnectionGate {
     this.kept.clear();
     this.keptSize = 0;
     this.keptAt.length = 0;
-    this.flush();
-    if (!this.send({ t: 'reclaimed' })) this.lost();
+    // After the releases: the primary reads them first.
+    if (!this.outbox.now({ t: 'reclaimed' })) this.lost();
   }
 
   /** take - the oldest slot kept for `ip` (`k`: its list, not empty) is used. */
@@ -123,7 +124,7 @@ export class PrimaryGate implements ConnectionGate {
     const n = ++this.next;
     return new Promise((resolve) => {
       this.waits.set(n, resolve);
-      if (!this.send({ t: 'authFailed', n, ip, user })) this.lost();
+      if (!this.outbox.now({ t: 'authFailed', n, ip, user })) this.lost();
     });
   }
 
@@ -133,14 +134,21 @@ export class PrimaryGate implements ConnectionGate {
   }
 
   private push(op: ConnOp): void {
-    if (this.ops.length === 0) setImmediate(() => this.flush());
     this.ops.push(op);
+    this.outbox.soon(this);
   }
 
-  private flush(): void {
+  /** gathered - the admits and releases of this turn, in order, for the outbox. */
+  gathered(): ToPrimary[] {
+    if (this.ops.length === 0) return [];
     const ops = this.ops;
     this.ops = [];
-    if (ops.length && !this.send({ t: 'conns', ops })) this.lost();
+    return [{ t: 'conns', ops }];
+  }
+
+  /** sent - the channel is gone: what is asked is refused. */
+  sent(ok: boolean): void {
+    if (!ok) this.lost();
   }
 
   answered(answers: readonly AdmitAnswer[]): void {

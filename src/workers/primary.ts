@@ -189,6 +189,10 @@ export class WorkerPool {
   private received(slot: Slot, m: unknown): void {
     if (!isMessage<ToPrimary>(m)) return;
     switch (m.t) {
+      case 'many':
+        // Everything the worker said in one turn (workers/outbox), in its order.
+        for (const item of m.items) this.received(slot, item);
+        break;
       case 'hello':
         // Its message listener is in place: once the queue side is up, it can be told what to run.
         slot.hello = true;

@@ -9,7 +9,8 @@
  * - insert: a file body is fsync'd and closed here (the costly sync of a large
  *   body is spent in the worker); then the envelope, the small body or the
  *   file's path, and the extra events go to the primary, batched with the
- *   other sessions' inserts of the same event-loop turn. It resolves only when
+ *   other sessions' inserts of the same event-loop turn (and with the rest of
+ *   what the worker says in that turn: workers/outbox). It resolves only when
  *   the primary answers that its store committed the message: only then may
  *   the session say 250 (invariant 1, unchanged). A small body is also held
  *   here for the message's first delivery when there is room
@@ -30,7 +31,8 @@ import { StorageFull } from '../queue/backend.js';
 import { SpillingBody } from '../queue/spool.js';
 import type { BodyWriter, Claim, InsertOptions, NewMessage, QueueStore } from '../queue/store.js';
 import type { HeldBodies } from './held-bodies.js';
-import { INLINE_BODY_MAX, type InsertAnswer, type InsertRequest } from './messages.js';
+import type { Outbox, OutboxPart } from './outbox.js';
+import { INLINE_BODY_MAX, type InsertAnswer, type InsertRequest, type ToPrimary } from './messages.js';
 
 /** The folder of this worker's large bodies while they arrive. */
 export function workerTmpDir(dataDir: string, pid: number): string {
@@ -66,14 +68,11 @@ export class WorkerBody extends SpillingBody {
   }
 }
 
-/** Sends one batch of inserts to the primary; false when the channel is gone. */
-export type SendInserts = (items: InsertRequest[]) => boolean;
-
 const notHere = (what: string) => (): never => {
   throw new Error(`${what}: not available in an inbound worker process (the primary owns the queue)`);
 };
 
-export class RemoteStore implements QueueStore {
+export class RemoteStore implements QueueStore, OutboxPart {
   private next = 0;
   private readonly waiting = new Map<number, { resolve: () => void; reject: (e: Error) => void; queueId: string; held: boolean }>();
   private batch: InsertRequest[] = [];
@@ -83,7 +82,8 @@ export class RemoteStore implements QueueStore {
 
   constructor(
     dataDir: string,
-    private readonly send: SendInserts,
+    /** Where the batches of inserts leave (one IPC message per turn with the worker's other messages). */
+    private readonly outbox: Outbox,
     /** Where small bodies are held for their first delivery from this worker (none: never held). */
     private readonly held: HeldBodies | null = null,
   ) {
@@ -113,17 +113,24 @@ export class RemoteStore implements QueueStore {
     const held = inline !== null && this.held !== null && this.held.keep(message.queueId, inline);
     if (held) req.hold = true;
     const done = new Promise<void>((resolve, reject) => this.waiting.set(n, { resolve, reject, queueId: message.queueId, held }));
-    if (this.batch.length === 0) setImmediate(() => this.flush());
     this.batch.push(req);
+    this.outbox.soon(this);
     await done;
     // The claim of the fresh-message fast path is the primary's: it hands it to its scheduler.
     return null;
   }
 
-  private flush(): void {
+  /** gathered - the inserts of this turn, for the outbox. */
+  gathered(): ToPrimary[] {
+    if (this.batch.length === 0) return [];
     const items = this.batch;
     this.batch = [];
-    if (items.length && !this.send(items)) this.lost();
+    return [{ t: 'insert', items }];
+  }
+
+  /** sent - the channel is gone: nothing pending can be confirmed. */
+  sent(ok: boolean): void {
+    if (!ok) this.lost();
   }
 
   /** answered - the primary's answers to earlier inserts. */

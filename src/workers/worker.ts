@@ -26,16 +26,18 @@ import type { Config } from '../config/schema.js';
 import { RemoteStore } from './remote-store.js';
 import { OutboundWorker } from './outbound-worker.js';
 import { HeldBodies } from './held-bodies.js';
-import { isMessage, type InsertRequest, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
+import { isMessage, type ToPrimary, type ToWorker, type WorkerStats } from './messages.js';
+import { Outbox } from './outbox.js';
 import { PrimaryGate } from './primary-gate.js';
 
 /** How often at most a worker reports its counters. */
 const STATS_MS = 250;
 
-function send(m: ToPrimary, written?: () => void): boolean {
+/** write - one IPC message to the primary (workers/outbox: every message of a turn in one); false when the channel is gone. */
+function write(m: ToPrimary, written?: (ok: boolean) => void): boolean {
   if (!process.connected || !process.send) return false;
   try {
-    return process.send(m, undefined, {}, written ? () => written() : undefined) || true;
+    return process.send(m, undefined, {}, written ? (e: Error | null) => written(!e) : undefined) || true;
   } catch {
     return false;
   }
@@ -47,7 +49,9 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     let petrel: Petrel | null = null;
     let store: RemoteStore | null = null;
     let outbound: OutboundWorker | null = null;
-    const gate = new PrimaryGate(send, () => process.connected === true);
+    const outbox = new Outbox(write);
+    const send = (m: ToPrimary): boolean => outbox.now(m);
+    const gate = new PrimaryGate(outbox, () => process.connected === true);
     const held = new HeldBodies();
     let stopping = false;
     const stats: WorkerStats = { connections: 0, connects: 0, authFailures: 0, accepted: 0, acceptedOctets: 0, replies: {} };
@@ -55,7 +59,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
     const flushStats = (): void => {
       statsTimer = null;
       stats.connections = petrel?.inbound?.connectionCount ?? 0;
-      send({ t: 'stats', stats: { ...stats, replies: { ...stats.replies } } });
+      outbox.post({ t: 'stats', stats: { ...stats, replies: { ...stats.replies } } });
       stats.connects = stats.authFailures = stats.accepted = stats.acceptedOctets = 0;
       stats.replies = {};
     };
@@ -78,7 +82,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
 
     const start = async (config: Config, workers: number): Promise<void> => {
       initTrace(config.log.level);
-      store = new RemoteStore(config.data_dir, (items: InsertRequest[]) => send({ t: 'insert', items }), held);
+      store = new RemoteStore(config.data_dir, outbox, held);
       petrel = new Petrel(config, { role: 'inbound', store, gate, authFailed: (ip, user) => gate.authFailed(ip, user) });
       // The session hooks count here; the primary sums every worker's counts (see STATS_MS).
       const m = petrel.metrics;
@@ -107,7 +111,7 @@ export function runWorker(err: (s: string) => void): Promise<number> {
         resolveExit(69);
         return;
       }
-      outbound = new OutboundWorker(config, workers, send, held);
+      outbound = new OutboundWorker(config, workers, outbox, held);
       send({ t: 'ready', bound: petrel.inbound?.bound ?? [] });
     };
 

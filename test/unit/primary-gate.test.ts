@@ -9,17 +9,19 @@ import { afterEach, beforeEach, mock, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { KEEP_MS, PrimaryGate, QUIET_MS } from '../../src/workers/primary-gate.js';
 import type { ConnOp, ToPrimary } from '../../src/workers/messages.js';
+import { Outbox } from '../../src/workers/outbox.js';
 
 /** A gate whose messages to the primary are collected: the ops it sent, in order. */
 function gate(): { g: PrimaryGate; ops: ConnOp[]; sent: ToPrimary[] } {
   const sent: ToPrimary[] = [];
   const ops: ConnOp[] = [];
+  const got = (m: ToPrimary): void => {
+    if (m.t === 'many') return m.items.forEach(got);
+    sent.push(m);
+    if (m.t === 'conns') ops.push(...m.ops);
+  };
   const g = new PrimaryGate(
-    (m) => {
-      sent.push(m);
-      if (m.t === 'conns') ops.push(...m.ops);
-      return true;
-    },
+    new Outbox((m) => (got(m), true)),
     () => true,
   );
   return { g, ops, sent };

@@ -14,6 +14,7 @@ import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
 import type { OutboundJob } from '../../src/workers/messages.js';
 import { HeldBodies } from '../../src/workers/held-bodies.js';
 import { RemoteStore } from '../../src/workers/remote-store.js';
+import { Outbox } from '../../src/workers/outbox.js';
 import type { InsertRequest } from '../../src/workers/messages.js';
 import type { NewMessage } from '../../src/queue/store.js';
 import { MAX_BYTES_IN_FLIGHT, OUTBOUND_BODY_MAX, OutboundJobs, RELEASE_MS, WorkerDelivery } from '../../src/workers/outbound.js';
@@ -264,7 +265,7 @@ test('HeldBodies: bounded, counted exactly, dropped once', () => {
 test('RemoteStore holds a small body from the moment it sends the insert; dropped unless the answer says "held", and when the primary is gone', async () => {
   const held = new HeldBodies();
   const sent: InsertRequest[] = [];
-  const store = new RemoteStore('/nonexistent', (items) => (sent.push(...items), true), held);
+  const store = new RemoteStore('/nonexistent', new Outbox((m) => (m.t === 'insert' && sent.push(...m.items), true)), held);
   // Wrapped: awaiting the set-up must not await the insert itself (it waits for an answer).
   const insert = async (queueId: string): Promise<{ done: Promise<unknown> }> => {
     const body = store.createBody(queueId);
