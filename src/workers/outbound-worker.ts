@@ -27,7 +27,7 @@ import type { Config } from '../config/schema.js';
 import { WholeBody, type DeliveryJob, type RecipientResult } from '../delivery/agent.js';
 import { SmtpAgent, poolOptionsFrom, type TlsAttemptResult } from '../delivery/smtp/smtp-agent.js';
 import type { HeldBodies } from './held-bodies.js';
-import type { BackOffMark, OutboundJob, OutboundReport, ToPrimary } from './messages.js';
+import { unpackRecipients, type BackOffMark, type OutboundJob, type OutboundReport, type ToPrimary } from './messages.js';
 import type { Outbox, OutboxPart } from './outbox.js';
 
 /**
@@ -87,7 +87,7 @@ export class OutboundWorker implements OutboxPart {
         this.soon();
         continue;
       }
-      const job: DeliveryJob = { message: j.message, recipients: j.recipients, hop: j.hop, openBody: () => Promise.resolve(new WholeBody(body)) };
+      const job: DeliveryJob = { message: j.message, recipients: unpackRecipients(j.message.queueId, j.recipients), hop: j.hop, openBody: () => Promise.resolve(new WholeBody(body)) };
       const report = (results: RecipientResult[]): void => {
         this.reports.push({ id: j.id, results });
         this.soon();

@@ -44,7 +44,11 @@
 import type { DeliveryAgent, DeliveryJob, RecipientResult } from '../delivery/agent.js';
 import { WholeBody } from '../delivery/agent.js';
 import type { SmtpAgent } from '../delivery/smtp/smtp-agent.js';
-import type { OutboundJob, OutboundReport } from './messages.js';
+import { packRecipients, type OutboundJob, type OutboundReport } from './messages.js';
+import type { RecipientRecord } from '../queue/store.js';
+
+/** A job to hand out, as the scheduler has it (its recipients are packed for the channel: JobRecipient). */
+export type JobSpec = Omit<OutboundJob, 'id' | 'recipients'> & { recipients: readonly RecipientRecord[] };
 
 /**
  * Larger bodies are delivered here: crossing the IPC channel costs about what
@@ -155,7 +159,7 @@ export class OutboundJobs {
    * null), else to the least busy one; resolves when it ended (or the worker
    * is gone); null when none can take it.
    */
-  dispatch(job: Omit<OutboundJob, 'id'>, label: string, report: (results: RecipientResult[]) => void): Promise<void> | null {
+  dispatch(job: JobSpec, label: string, report: (results: RecipientResult[]) => void): Promise<void> | null {
     const size = job.body?.byteLength ?? 0;
     let worker = -1;
     if (job.body === null) {
@@ -174,7 +178,7 @@ export class OutboundJobs {
     });
     let batch = this.outbox.get(worker);
     if (!batch) this.outbox.set(worker, (batch = []));
-    batch.push({ ...job, id });
+    batch.push({ ...job, recipients: packRecipients(job.recipients), id });
     this.soon();
     return done;
   }

@@ -11,7 +11,9 @@ import { WholeBody, type DeliveryJob, type RecipientResult } from '../../src/del
 import type { SmtpAgent, SmtpPlan } from '../../src/delivery/smtp/smtp-agent.js';
 import type { Provider } from '../../src/delivery/smtp/shaping.js';
 import type { MessageRecord, RecipientRecord } from '../../src/queue/store.js';
-import type { OutboundJob } from '../../src/workers/messages.js';
+import { packRecipients, unpackRecipients, type OutboundJob } from '../../src/workers/messages.js';
+import { rcptParams } from '../../src/delivery/smtp/envelope.js';
+import { serialize, deserialize } from 'node:v8';
 import { HeldBodies } from '../../src/workers/held-bodies.js';
 import { RemoteStore } from '../../src/workers/remote-store.js';
 import { Outbox } from '../../src/workers/outbox.js';
@@ -322,4 +324,51 @@ test('jobs and releases waiting for a worker ride with the next insert answer (t
   await afterRelease();
   assert.deepEqual(sent, [[1, 1, ['Q1']]], 'released once');
   jobs.gone(1, 1);
+});
+
+test('a job\'s recipients travel as tuples: the worker\'s delivery sees the same ids, addresses, DSN parameters, destination and attempts', () => {
+  const full = job(BODY.length, [11, 12]).recipients.map(
+    (r, i): RecipientRecord => ({
+      ...r,
+      orcpt: i === 0 ? 'rfc822;Ünïcode+x@b.test' : null,
+      notify: i === 0 ? 'SUCCESS,FAILURE' : null,
+      destination: 'b.test',
+      state: 'delivering',
+      attempts: 3 + i,
+      nextAttemptAt: 5,
+      lastAttemptAt: 4,
+      lastReply: '451 4.7.1 greylisted, try again in 5 minutes',
+      lastStatus: '4.7.1',
+      remote: 'mx.b.test [192.0.2.9]',
+      report: null,
+      delayNotified: true,
+      suspended: false,
+    }),
+  );
+  // Through the channel's own serialization, as a worker receives it.
+  const packed = deserialize(serialize(packRecipients(full))) as ReturnType<typeof packRecipients>;
+  const seen = unpackRecipients('Q1', packed);
+  const caps = { dsn: true } as Parameters<typeof rcptParams>[1];
+  for (let i = 0; i < full.length; i++) {
+    const [a, b] = [full[i]!, seen[i]!];
+    assert.deepEqual([b.id, b.queueId, b.address, b.orcpt, b.notify, b.destination, b.attempts, b.state], [a.id, a.queueId, a.address, a.orcpt, a.notify, a.destination, a.attempts, 'delivering']);
+    assert.equal(rcptParams(b, caps), rcptParams(a, caps));
+  }
+  assert.equal(rcptParams(seen[0]!, caps), ' NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;+C3+9Cn+C3+AFcode+2Bx@b.test');
+  assert.ok(serialize(packed).length * 2 < serialize(full).length, 'less than half the octets of the records');
+});
+
+test('a job handed to a worker carries its recipients packed', async () => {
+  const sent: OutboundJob[] = [];
+  const jobs = new OutboundJobs((_w, batch) => (sent.push(...batch), true));
+  jobs.ready(1);
+  jobs.dispatch({ message: job().message, recipients: job(0, [5, 6]).recipients, hop: job().hop as OutboundJob['hop'], hosts: null, body: BODY, share: 1 }, 'b.test', () => undefined);
+  await tick();
+  assert.deepEqual(
+    sent[0]!.recipients.map((r) => [r[0], r[1]]),
+    [
+      [5, 'r5@b.test'],
+      [6, 'r6@b.test'],
+    ],
+  );
 });
