@@ -76,6 +76,20 @@ export interface WorkerPoolOptions {
   trace: Trace;
 }
 
+/**
+ * The old generation a worker's V8 heap may fill before its first full
+ * collection (node --initial-old-space-size). A worker allocates array
+ * buffers of about four times a message's size (socket reads, the body, the
+ * IPC message's serialization and framing), and V8 counts them against the
+ * old generation's limit: with a 100 KB message that limit, set from a live
+ * heap of ~13 MB, was reached every ~35 messages, and the workers spent
+ * ~0.4 ms of main thread and ~0.5 ms of V8's helper threads per message in
+ * full collections (--trace-gc). With 64 MB they collect 4-5 times less
+ * often: ~12-15 % less CPU per 100 KB message, ~10 MB more memory per
+ * worker, no change with small messages (BENCHMARKS.md, "Issue 17, sixth round").
+ */
+const WORKER_INITIAL_OLD_SPACE_MB = 64;
+
 export class WorkerPool {
   private readonly slots = new Map<number, Slot>();
   private stopping = false;
@@ -134,7 +148,7 @@ export class WorkerPool {
     // session saves it (docs/architecture.md, "Processes"). Shared listening sockets cost it nothing:
     // the kernel wakes the workers, and the one that accepts first (the least busy) takes it.
     cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ serialization: 'advanced' });
+    cluster.setupPrimary({ serialization: 'advanced', execArgv: [...process.execArgv, `--initial-old-space-size=${WORKER_INITIAL_OLD_SPACE_MB}`] });
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
     idRange(0);
     for (let i = 1; i <= this.options.count; i++) this.fork(i);

@@ -9,7 +9,7 @@
 // failed logins are counted across the workers.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendLoad } from '../helpers/load.js';
 import { baseConfig, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
@@ -89,6 +89,8 @@ describe('[server] workers = 2', () => {
   test('two workers, started at once; each accepts connections, and every message is delivered once', async () => {
     assert.equal(workers.length, 2, `two worker processes (${workers.join(' ')})`);
     assert.match(child.stdout(), new RegExp(`2 workers \\(pids ${workers.join(' ')}\\)`));
+    // Their V8 heap starts with room for the array buffers of large messages (workers/primary: fewer full collections).
+    for (const w of workers) assert.ok(readFileSync(`/proc/${w}/cmdline`, 'latin1').split('\0').includes('--initial-old-space-size=64'), `worker ${w} runs with --initial-old-space-size=64`);
     for (let i = 0; i < 8; i++) {
       const t = await through(port, workers[i % 2]!, workers);
       const r = await t.send('sender@example.com', [`spread${i}@local.test`], `Subject: spread ${i}\r\n\r\nhello ${i}\r\n`);
