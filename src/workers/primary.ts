@@ -88,7 +88,16 @@ export interface WorkerPoolOptions {
  * often: ~12-15 % less CPU per 100 KB message, ~10 MB more memory per
  * worker, no change with small messages (BENCHMARKS.md, "Issue 17, sixth round").
  */
-const WORKER_INITIAL_OLD_SPACE_MB = 64;
+export const WORKER_INITIAL_OLD_SPACE_MB = 64;
+
+/** Node options that size V8's heap: an operator who gives one (command line or NODE_OPTIONS) decides the workers' heap too. */
+const HEAP_SIZE_OPTION = /(^|\s)--(initial|max)[-_](old[-_]space|heap)[-_]size(=|\s|$)/;
+
+/** workerExecArgv - the Node options a worker starts with: the primary's own, and the larger old generation unless the operator sized the heap. */
+export function workerExecArgv(execArgv: readonly string[], nodeOptions: string): string[] {
+  if (HEAP_SIZE_OPTION.test(nodeOptions) || execArgv.some((a) => HEAP_SIZE_OPTION.test(a))) return [...execArgv];
+  return [...execArgv, `--initial-old-space-size=${WORKER_INITIAL_OLD_SPACE_MB}`];
+}
 
 export class WorkerPool {
   private readonly slots = new Map<number, Slot>();
@@ -148,7 +157,7 @@ export class WorkerPool {
     // session saves it (docs/architecture.md, "Processes"). Shared listening sockets cost it nothing:
     // the kernel wakes the workers, and the one that accepts first (the least busy) takes it.
     cluster.schedulingPolicy = cluster.SCHED_NONE;
-    cluster.setupPrimary({ serialization: 'advanced', execArgv: [...process.execArgv, `--initial-old-space-size=${WORKER_INITIAL_OLD_SPACE_MB}`] });
+    cluster.setupPrimary({ serialization: 'advanced', execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS ?? '') });
     cluster.on('exit', (worker, code, signal) => this.exited(worker, code, signal));
     idRange(0);
     for (let i = 1; i <= this.options.count; i++) this.fork(i);
