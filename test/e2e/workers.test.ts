@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { sendLoad } from '../helpers/load.js';
 import { baseConfig, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { alive, childPids, holderOf, listensOn } from '../helpers/processes.js';
+import { WORKER_INITIAL_OLD_SPACE_MB, workerExecArgv } from '../../src/workers/primary.js';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
 import { setUser } from '../../src/inbound/submission-users.js';
 import { startPeer } from '../helpers/test-peer.js';
@@ -89,8 +90,11 @@ describe('[server] workers = 2', () => {
   test('two workers, started at once; each accepts connections, and every message is delivered once', async () => {
     assert.equal(workers.length, 2, `two worker processes (${workers.join(' ')})`);
     assert.match(child.stdout(), new RegExp(`2 workers \\(pids ${workers.join(' ')}\\)`));
-    // Their V8 heap starts with room for the array buffers of large messages (workers/primary: fewer full collections).
-    for (const w of workers) assert.ok(readFileSync(`/proc/${w}/cmdline`, 'latin1').split('\0').includes('--initial-old-space-size=64'), `worker ${w} runs with --initial-old-space-size=64`);
+    // Their V8 heap starts with room for the array buffers of large messages (workers/primary: fewer full
+    // collections) — unless this environment's NODE_OPTIONS sizes the heap: then the operator's sizing rules.
+    const flag = `--initial-old-space-size=${WORKER_INITIAL_OLD_SPACE_MB}`;
+    const expected = workerExecArgv([], process.env.NODE_OPTIONS ?? '').includes(flag);
+    for (const w of workers) assert.equal(readFileSync(`/proc/${w}/cmdline`, 'latin1').split('\0').includes(flag), expected, `worker ${w} runs with ${flag}: ${expected}`);
     for (let i = 0; i < 8; i++) {
       const t = await through(port, workers[i % 2]!, workers);
       const r = await t.send('sender@example.com', [`spread${i}@local.test`], `Subject: spread ${i}\r\n\r\nhello ${i}\r\n`);
