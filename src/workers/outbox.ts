@@ -14,8 +14,9 @@
  *   gathers later (the primary reads a 'many' in order);
  * - every message is written, or its `done(false)` says it could not be (the
  *   channel is gone), exactly once;
- * - `now` writes at once (start-up, failures, counters, the gate's answers to
- *   the primary): what must not wait for the end of the turn does not.
+ * - `now` writes at once (start-up, failures, reconfiguration answers, the
+ *   gate's "reclaimed" and failed logins): what must not wait for the end of
+ *   the turn does not.
  */
 import type { ToPrimary } from './messages.js';
 
@@ -38,7 +39,7 @@ interface Queued {
 export class Outbox {
   /** Parts with something gathered this turn, in the order they first said so. */
   private readonly parts: OutboxPart[] = [];
-  /** Parts whose news can wait for a message that leaves anyway (`later`), and until when. */
+  /** Parts whose news can wait for a message that leaves anyway (`later`); the timer bounds the wait. */
   private readonly riders: OutboxPart[] = [];
   private riderTimer: NodeJS.Timeout | null = null;
   private queue: Queued[] = [];
