@@ -152,11 +152,18 @@ export async function startSink(port: number, extra: string[] = []): Promise<Pro
   return p;
 }
 
-/** startPetrel - `petrel start` on a config text; resolves when it listens. */
-export async function startPetrel(dir: string, config: string, nodeArgs: string[] = []): Promise<Proc> {
+/**
+ * startPetrel - `petrel start` on a config text; resolves when it listens.
+ * `lineBuffered`: its C library's standard output (V8's traces) is flushed a
+ * line at a time (coreutils' stdbuf), so that lines of several processes on
+ * the one pipe arrive whole and when written, not in 4 KB blocks.
+ */
+export async function startPetrel(dir: string, config: string, nodeArgs: string[] = [], options: { lineBuffered?: boolean } = {}): Promise<Proc> {
   const file = join(dir, 'petrel.toml');
   writeFileSync(file, config);
-  const p = track(spawn(process.execPath, [...nodeArgs, join(ROOT, 'bin', 'petrel.js'), 'start', '--config', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
+  const args = [...nodeArgs, join(ROOT, 'bin', 'petrel.js'), 'start', '--config', file];
+  const [cmd, argv] = options.lineBuffered ? ['stdbuf', ['-oL', process.execPath, ...args]] : [process.execPath, args];
+  const p = track(spawn(cmd, argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
   const deadline = Date.now() + 20_000;
   while (!/listening smtp /.test(p.out())) {
     if (p.child.exitCode !== null || Date.now() > deadline) throw new Error(`petrel did not start: ${p.out()}`);

@@ -20,7 +20,7 @@
  * interrupt and loopback work not charged to a process (irq), and anyone
  * else on the machine).
  *
- * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--workers N] [--cpus LIST] [--profile DIR]
+ * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--workers N] [--cpus LIST] [--profile DIR] [--gc on]
  * --workers sets `[server] workers` (default: the configuration default);
  * --cpus pins every Petrel process and thread to these CPUs (`taskset -a -p
  * -c LIST`, after it started; smtp-source and smtp-sink are not pinned).
@@ -29,10 +29,15 @@
  * speed: compare figures of runs alike) and, once stopped, each thread's
  * profile is summarised (bench/profile: `self` and `incl` lines) and drawn as
  * DIR/flame-main.svg and DIR/flame-worker.svg.
+ *
+ * With --gc on, Petrel runs under `node --trace-gc` and one line per process
+ * says what its collections cost the main thread during the load (bench/gc):
+ *   gc process=worker1 scavenges=24 scavenge_ms=128 mark_compacts=5 mark_compact_ms=116 ms_per_msg=0.081
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { analyse } from './profile.js';
+import { gcLines } from './gc.js';
 import { childPids } from '../test/helpers/processes.js';
 import { arg, cpuByThread, cpuMs, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, systemCpuMs, tempDir, treeCpuMs, treeRssMb } from './lib.js';
 
@@ -44,6 +49,7 @@ async function main(): Promise<void> {
   const workers = arg('workers', '');
   const cpus = arg('cpus', '');
   const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : null;
+  const traceGc = arg('gc', 'off') === 'on';
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const dir = tempDir('petrel-bench-relay-');
   const sinkPort = await freePort();
@@ -65,7 +71,8 @@ listen = ""
 [log]
 level = "warn"
 ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
-    profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [],
+    [...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : []), ...(traceGc ? ['--trace-gc'] : [])],
+    { lineBuffered: traceGc },
   );
   try {
     const pid = petrel.child.pid!;
@@ -87,6 +94,7 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
       }
     }, 100);
     const t0 = Date.now();
+    const gcFrom = petrel.out().length;
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid).peak)), 200);
     await run('smtp-source', ['-s', String(sessions), '-m', String(messages), '-l', String(size), '-r', String(recipients), '-f', 'bench@example.com', '-t', 'rcpt@example.net', `127.0.0.1:${port}`]);
@@ -99,6 +107,7 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
       await sleep(20);
     }
     const tDone = Date.now();
+    const gcTrace = petrel.out().slice(gcFrom);
     const cpu = treeCpuMs(pid) - cpu0;
     const sys1 = systemCpuMs();
     const sinkCpu = cpuMs(sink.child.pid!) - sink0;
@@ -133,6 +142,7 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
     console.log(
       `system busy_pct=${((100 * sysBusy) / sysAll).toFixed(1)} cpu_ms_per_msg=${(sysBusy / messages).toFixed(3)} other_ms_per_msg=${((sysBusy - cpu) / messages).toFixed(3)} source_ms_per_msg=${(sourceMs / messages).toFixed(3)} sink_ms_per_msg=${(sinkCpu / messages).toFixed(3)} irq_ms_per_msg=${((sys1.softirq - sys0.softirq) / messages).toFixed(3)}`,
     );
+    if (traceGc) for (const line of gcLines(gcTrace, [pid, ...childPids(pid)], messages)) console.log(line);
     if (profileDir) {
       // The profiles are written when Petrel exits: CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile, thread 0 the main one.
       await petrel.stop();
