@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { spawnPetrel, tempDir, cleanup, freePort, startChild, baseConfig, waitFor, readEvents } from '../helpers/petrel-harness.js';
+import { spawnPetrel, tempDir, cleanup, freePort, closedPort, startChild, baseConfig, waitFor, readEvents } from '../helpers/petrel-harness.js';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
 
 async function cli(args: string[], cwd: string): Promise<{ code: number | string; out: string; err: string }> {
@@ -19,7 +19,7 @@ test('queue, quarantine and track: against the running server, then with it stop
   const dir = tempDir();
   const smtpPort = await freePort();
   const adminPort = await freePort();
-  const deadPort = await freePort(); // nothing listens there: the smarthost is a dead destination
+  const deadPort = await closedPort(); // nothing listens there: the smarthost is a dead destination
   const cfg = join(dir, 'petrel.toml');
   const text = baseConfig(
     dir,

@@ -6,12 +6,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { writeFileSync } from 'node:fs';
-import { baseConfig, cleanup, freePort, spawnPetrel, tempDir } from '../helpers/petrel-harness.js';
+import { baseConfig, cleanup, closedPort, spawnPetrel, tempDir } from '../helpers/petrel-harness.js';
 
 test('a node whose database cannot be reached exits 69 naming the URL without its password', async () => {
   const dir = tempDir();
   try {
-    const dbPort = await freePort(); // nothing listens there
+    const dbPort = await closedPort(); // nothing listens there
     const file = join(dir, 'petrel.toml');
     writeFileSync(file, baseConfig(dir, `[queue]\nbackend = "postgres"\npostgres_url = "postgres://petrel:s3cret-pw@127.0.0.1:${dbPort}/petrel"\nnode_name = "n1"\n[admin]\nlisten = ""\n`));
     const start = spawnPetrel(['start', '--config', file], dir);

@@ -11,6 +11,7 @@ import { startPeer, type PeerOptions, type TestPeer } from '../helpers/test-peer
 import { startDnsServer, type DnsServer } from '../helpers/dns-server.js';
 import { startBlackHole } from '../helpers/black-hole.js';
 import { collect, fixedHop, makeJob, mxHop, rcpts } from '../helpers/jobs.js';
+import { closedPort } from '../helpers/petrel-harness.js';
 
 const FAST = { connect: 1500, greeting: 1500, helo: 1500, starttls: 1500, mail: 1500, rcpt: 1500, data: 1500, dataBlock: 1500, dataEnd: 1500, rset: 1500, quit: 500 };
 
@@ -119,9 +120,7 @@ test('DNS answers: null MX -> failed 5.1.10; NXDOMAIN -> failed 5.1.2; no MX and
 });
 
 test('connection refused -> deferred 4.4.1 for every recipient, local error text', async (t) => {
-  const probe = await startPeer();
-  const port = probe.port;
-  await probe.close();
+  const port = await closedPort();
   const a = agent();
   t.after(() => a.close());
   const job = makeJob(rcpts(3), fixedHop(port));

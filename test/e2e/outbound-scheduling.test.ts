@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { SmtpTalk } from '../helpers/smtp-talk.js';
-import { startPetrel, waitFor, cleanup, freePort, type InProcess } from '../helpers/petrel-harness.js';
+import { startPetrel, waitFor, cleanup, freePort, closedPort, type InProcess } from '../helpers/petrel-harness.js';
 import { startPeer } from '../helpers/test-peer.js';
 import { startBlackHole } from '../helpers/black-hole.js';
 import { startDnsServer } from '../helpers/dns-server.js';
@@ -33,7 +33,7 @@ const SHORT = '[queue]\nretry_intervals = ["250ms"]\nmax_lifetime = "3s"\ndelay_
 for (const kind of ['connection refused', 'black-holed port'] as const) {
   test(`destination down (${kind}): every attempt counted, then one expiry report`, async () => {
     const hole = kind === 'black-holed port' ? await startBlackHole() : null;
-    const port = hole ? hole.port : await freePort();
+    const port = hole ? hole.port : await closedPort();
     const p = await startPetrel(`[delivery]\nsmarthost = "127.0.0.1:${port}"\nconnect_timeout = "300ms"\ndead_destination_backoff = "0ms"\n[local]\ndomains = ["home.test"]\n${SHORT}`);
     try {
       await send(p, ['bob@far.example', 'carol@far.example']);

@@ -15,6 +15,7 @@ import { sendLoad } from '../helpers/load.js';
 import { baseConfig, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { alive, childPids, holderOf, listensOn } from '../helpers/processes.js';
 import { WORKER_INITIAL_OLD_SPACE_MB, workerExecArgv } from '../../src/workers/primary.js';
+import { KEEP_MS } from '../../src/workers/primary-gate.js';
 import { SmtpTalk, replyLine } from '../helpers/smtp-talk.js';
 import { setUser } from '../../src/inbound/submission-users.js';
 import { startPeer } from '../helpers/test-peer.js';
@@ -54,6 +55,16 @@ async function replaced(primary: number, dead: number, port: number): Promise<nu
     return now.length === 2 && !now.includes(dead) && now.every((pid) => listensOn(pid, port)) ? now : null;
   }, 20_000, 'a new worker, listening, in place of the dead one');
 }
+
+/**
+ * keptSlotsBack - the slots the workers keep for reuse after the last test's
+ * connections ended have gone back to the primary (each goes KEEP_MS after it
+ * was kept; waited for four times that). A test that counts connections from
+ * this address starts from none: else `through` (which stops the other worker)
+ * could meet the limit with a slot the stopped worker keeps, which it cannot
+ * give back while stopped — seen under load as a 421 after the 2 s reclaim wait.
+ */
+const keptSlotsBack = (): Promise<void> => new Promise((r) => setTimeout(r, 4 * KEEP_MS));
 
 /** through - a greeted connection held by `worker`: the others are stopped (SIGSTOP) until it has accepted. */
 async function through(port: number, worker: number, workers: readonly number[]): Promise<SmtpTalk> {
@@ -143,6 +154,7 @@ describe('[server] workers = 2', () => {
   });
 
   test('max_connections_per_client counts the connections of every worker', async () => {
+    await keptSlotsBack();
     const open = [await through(port, workers[0]!, workers), await through(port, workers[1]!, workers), await through(port, workers[0]!, workers)];
     for (const w of workers) {
       // The fourth from this client, whichever worker takes it: 421 4.7.0 from the server's count.
@@ -169,9 +181,12 @@ describe('[server] workers = 2', () => {
     again.close();
   });
 
-  test('a slot kept for reuse by one worker is given back when another worker would have to refuse', async () => {
+  test('a slot kept for reuse by one worker is given back when another worker would have to refuse', async (t0) => {
     const [w0, w1] = workers as [number, number];
-    const open = [await through(port, w0, workers), await through(port, w1, workers), await through(port, w0, workers)];
+    await keptSlotsBack();
+    const open: SmtpTalk[] = [];
+    t0.after(() => open.forEach((o) => o.close()));
+    for (const w of [w0, w1, w0]) open.push(await through(port, w, workers));
     // The third ends: w0 keeps its slot for the next connection from this address (still counted by the primary).
     open.pop()!.close();
     await new Promise((r) => setTimeout(r, 50));
@@ -197,6 +212,7 @@ describe('[server] workers = 2', () => {
   });
 
   test('petrel reload reaches every worker', async () => {
+    await keptSlotsBack();
     writeFileSync(join(dir, 'petrel.toml'), config(dir, port, 'max_recipients = 1\n'));
     const reload = spawnPetrel(['reload', '--config', join(dir, 'petrel.toml')], dir);
     assert.equal(await reload.exited, 0, reload.stdout() + reload.stderr());

@@ -21,6 +21,28 @@ export function tempDir(prefix = 'petrel-test-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
+/**
+ * closedPort - a loopback port where nothing listens, for "connection
+ * refused": port 1 (tcpmux, never served here). Not freePort(): a port free a
+ * moment ago may be another test's by now (test files run side by side, and
+ * the kernel hands the same numbers out again) — seen once, a "refused"
+ * destination answered as a Petrel refusing relay, and its recipients
+ * bounced instead of being retried. Checked: a port that does not refuse
+ * fails the test here, by name.
+ */
+export async function closedPort(): Promise<number> {
+  const port = 1;
+  await new Promise<void>((resolve, reject) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      reject(new Error(`closedPort: something listens on 127.0.0.1:${port}; these tests need a port that refuses`));
+    });
+    s.once('error', (e: NodeJS.ErrnoException) => (e.code === 'ECONNREFUSED' ? resolve() : reject(e)));
+  });
+  return port;
+}
+
 /** freePort - a port that was free a moment ago on the given loopback address. */
 export function freePort(host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -5,21 +5,11 @@
 // NXDOMAIN is "not found", and it alone fails the recipient).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
+import { closedPort } from '../helpers/petrel-harness.js';
 import { ClientError, SmtpClient } from '../../src/delivery/smtp/client.js';
 import { lookupFailure, socketFailure } from '../../src/delivery/smtp/failure-text.js';
 import { LookupError, MxResolver } from '../../src/delivery/smtp/mx.js';
 import { startDnsServer } from '../helpers/dns-server.js';
-
-/** closedPort - a loopback port nothing listens on (it was free a moment ago). */
-function closedPort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test('connection refused: said once, in words, with no errno code or repeated address', async () => {
   const port = await closedPort();
