@@ -25,10 +25,11 @@ export function tempDir(prefix = 'petrel-test-'): string {
  * closedPort - a loopback port where nothing listens, for "connection
  * refused": port 1 (tcpmux, never served here). Not freePort(): a port free a
  * moment ago may be another test's by now (test files run side by side, and
- * the kernel hands the same numbers out again) — seen once, a "refused"
- * destination answered as a Petrel refusing relay, and its recipients
- * bounced instead of being retried. Checked: a port that does not refuse
- * fails the test here, by name.
+ * the kernel hands the same numbers out again). Seen once in a full run: the
+ * expiry test got its report 1.5 s after the send, before max_lifetime (a
+ * bounce, not the expiry: something answered on the "refused" port, most
+ * likely another test's server). Checked: a port that does not refuse fails
+ * the test here, by name.
  */
 export async function closedPort(): Promise<number> {
   const port = 1;
