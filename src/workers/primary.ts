@@ -85,8 +85,9 @@ export interface WorkerPoolOptions {
  * heap of ~13 MB, was reached every ~35 messages, and the workers spent
  * ~0.4 ms of main thread and ~0.5 ms of V8's helper threads per message in
  * full collections (--trace-gc). With 64 MB they collect 4-5 times less
- * often: ~12-15 % less CPU per 100 KB message, ~10 MB more memory per
- * worker, no change with small messages (BENCHMARKS.md, "Issue 17, sixth round").
+ * often: about 11 % less CPU per 100 KB message (median of 6 alternated
+ * pairs), 10-20 MB more memory per worker, no change with small messages
+ * (BENCHMARKS.md, "Issue 17, sixth round").
  */
 export const WORKER_INITIAL_OLD_SPACE_MB = 64;
 
