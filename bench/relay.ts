@@ -20,7 +20,7 @@
  * interrupt and loopback work not charged to a process (irq), and anyone
  * else on the machine).
  *
- * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--workers N] [--cpus LIST] [--profile DIR] [--gc on]
+ * Usage: node dist/bench/relay.js [--messages 20000] [--sessions 20] [--size 4096] [--recipients 1] [--workers N] [--cpus LIST] [--profile DIR] [--gc on] [--perf on]
  * --workers sets `[server] workers` (default: the configuration default);
  * --cpus pins every Petrel process and thread to these CPUs (`taskset -a -p
  * -c LIST`, after it started; smtp-source and smtp-sink are not pinned).
@@ -33,11 +33,17 @@
  * With --gc on, Petrel runs under `node --trace-gc` and one line per process
  * says what its collections cost the main thread during the load (bench/gc):
  *   gc process=worker1 scavenges=24 scavenge_ms=128 mark_compacts=5 mark_compact_ms=116 ms_per_msg=0.081
+ *
+ * With --perf on, `perf record` samples Petrel's processes during the load
+ * and one line per process and thread says what ran while it was on a CPU
+ * (bench/oncpu: the kernel, JavaScript, V8 and Node, SQLite, the C library):
+ *   oncpu process=worker1 thread=main samples=1782 kernel_pct=18.7 js_pct=15.7 node_pct=56.6 sqlite_pct=0.0 libc_pct=8.4 other_pct=0.6
  */
 import { mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { analyse } from './profile.js';
 import { gcLines } from './gc.js';
+import { OnCpuRecorder, onCpuLines } from './oncpu.js';
 import { childPids } from '../test/helpers/processes.js';
 import { arg, cpuByThread, cpuMs, EventCounter, freePort, removeDir, rssMb, run, sleep, startPetrel, startSink, systemCpuMs, tempDir, treeCpuMs, treeRssMb } from './lib.js';
 
@@ -50,6 +56,7 @@ async function main(): Promise<void> {
   const cpus = arg('cpus', '');
   const profileDir = arg('profile', '') ? resolve(arg('profile', '')) : null;
   const traceGc = arg('gc', 'off') === 'on';
+  const perf = arg('perf', 'off') === 'on';
   if (profileDir) mkdirSync(profileDir, { recursive: true });
   const dir = tempDir('petrel-bench-relay-');
   const sinkPort = await freePort();
@@ -97,6 +104,8 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
     const gcFrom = petrel.out().length;
     let peak = 0;
     const sampler = setInterval(() => (peak = Math.max(peak, rssMb(pid).peak)), 200);
+    const pids = [pid, ...childPids(pid)];
+    const recorder = perf ? new OnCpuRecorder(pids, join(dir, 'perf.data')) : null;
     await run('smtp-source', ['-s', String(sessions), '-m', String(messages), '-l', String(size), '-r', String(recipients), '-f', 'bench@example.com', '-t', 'rcpt@example.net', `127.0.0.1:${port}`]);
     const tAccept = Date.now();
     clearInterval(sourceSampler);
@@ -107,6 +116,7 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
       await sleep(20);
     }
     const tDone = Date.now();
+    const perfScript = recorder ? await recorder.stop() : '';
     const gcTrace = petrel.out().slice(gcFrom);
     const cpu = treeCpuMs(pid) - cpu0;
     const sys1 = systemCpuMs();
@@ -143,6 +153,7 @@ ${workers ? `[server]\nworkers = ${Number(workers)}\n` : ''}`,
       `system busy_pct=${((100 * sysBusy) / sysAll).toFixed(1)} cpu_ms_per_msg=${(sysBusy / messages).toFixed(3)} other_ms_per_msg=${((sysBusy - cpu) / messages).toFixed(3)} source_ms_per_msg=${(sourceMs / messages).toFixed(3)} sink_ms_per_msg=${(sinkCpu / messages).toFixed(3)} irq_ms_per_msg=${((sys1.softirq - sys0.softirq) / messages).toFixed(3)}`,
     );
     if (traceGc) for (const line of gcLines(gcTrace, [pid, ...childPids(pid)], messages)) console.log(line);
+    if (recorder) for (const line of onCpuLines(perfScript, pids)) console.log(line);
     if (profileDir) {
       // The profiles are written when Petrel exits: CPU.<date>.<time>.<pid>.<thread>.<n>.cpuprofile, thread 0 the main one.
       await petrel.stop();
