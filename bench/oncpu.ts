@@ -83,6 +83,8 @@ export class OnCpuRecorder {
     private readonly file: string,
     hz = 499,
   ) {
+    const probe = spawnSync('perf', ['--version'], { encoding: 'utf8' });
+    if (probe.error || probe.status !== 0) throw new Error(`--perf on needs perf (Debian package linux-perf): ${probe.error?.message ?? probe.stderr}`);
     this.child = spawn('perf', ['record', '-q', '-F', String(hz), '-p', pids.join(','), '-o', file], { stdio: ['ignore', 'ignore', 'pipe'] });
     this.child.stderr?.on('data', (d: Buffer) => (this.err += d.toString()));
     this.exited = new Promise((resolve, reject) => {

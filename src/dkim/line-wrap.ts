@@ -220,7 +220,7 @@ export class LineWrapper {
         // lies there, and every line after it that ends by the last such LF
         // is shorter than the window (at most MAX_LINE): nothing up to that
         // LF needs a break. One search per window, not one per line (about
-        // 13 lines of 78 octets a window).
+        // 13 lines of 74-78 octets a window).
         const last = chunk.lastIndexOf(LF, Math.min(s + MAX_LINE - this.lineLen, n - 1));
         if (last >= s) {
           this.lineLen = 0;
