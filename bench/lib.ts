@@ -153,6 +153,18 @@ export async function startSink(port: number, extra: string[] = []): Promise<Pro
 }
 
 /**
+ * shebangNodeOptions - the Node options the `petrel` command starts with
+ * (the `#!/usr/bin/env -S node …` line of bin/petrel.js), so that a benchmark
+ * runs Petrel as an operator's `petrel start` does.
+ */
+export function shebangNodeOptions(): string[] {
+  const first = readFileSync(join(ROOT, 'bin', 'petrel.js'), 'utf8').split('\n', 1)[0]!;
+  const m = /^#!\/usr\/bin\/env(?: -S)? node((?: --\S+)*)\s*$/.exec(first);
+  if (!m) throw new Error(`bin/petrel.js: unexpected first line: ${first}`);
+  return m[1]!.split(' ').filter(Boolean);
+}
+
+/**
  * startPetrel - `petrel start` on a config text; resolves when it listens.
  * `lineBuffered`: its C library's standard output (V8's traces) is flushed a
  * line at a time (coreutils' stdbuf), so that lines of several processes on
@@ -161,7 +173,7 @@ export async function startSink(port: number, extra: string[] = []): Promise<Pro
 export async function startPetrel(dir: string, config: string, nodeArgs: string[] = [], options: { lineBuffered?: boolean } = {}): Promise<Proc> {
   const file = join(dir, 'petrel.toml');
   writeFileSync(file, config);
-  const args = [...nodeArgs, join(ROOT, 'bin', 'petrel.js'), 'start', '--config', file];
+  const args = [...shebangNodeOptions(), ...nodeArgs, join(ROOT, 'bin', 'petrel.js'), 'start', '--config', file];
   const [cmd, argv] = options.lineBuffered ? ['stdbuf', ['-oL', process.execPath, ...args]] : [process.execPath, args];
   const p = track(spawn(cmd, argv, { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] }));
   const deadline = Date.now() + 20_000;

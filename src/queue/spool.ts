@@ -153,7 +153,12 @@ export abstract class SpillingBody implements BodyWriter {
 
   /** inline - the body when it stayed in memory, else null. */
   protected inline(): Buffer | null {
-    return this.file ? null : Buffer.concat(this.chunks, this.written);
+    if (this.file) return null;
+    // A body written in one piece (a worker's message in the primary) is kept as it is: a copy would be one
+    // more large buffer per message, and V8 counts those against the old generation's limit (BENCHMARKS.md,
+    // "Issue 17, eighth round").
+    if (this.chunks.length === 1) return this.chunks[0]!;
+    return Buffer.concat(this.chunks, this.written);
   }
 
   /** syncFile - fsync and close the file body. */

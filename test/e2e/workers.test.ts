@@ -9,10 +9,11 @@
 // failed logins are counted across the workers.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { sendLoad } from '../helpers/load.js';
-import { baseConfig, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
+import { baseConfig, BIN, cleanup, freePort, readEvents, spawnPetrel, startChild, tempDir, waitFor, type Child } from '../helpers/petrel-harness.js';
 import { alive, childPids, holderOf, listensOn } from '../helpers/processes.js';
 import { WORKER_INITIAL_OLD_SPACE_MB, workerExecArgv } from '../../src/workers/primary.js';
 import { KEEP_MS } from '../../src/workers/primary-gate.js';
@@ -302,6 +303,40 @@ test('[server] workers = 2: failed logins are counted for all the workers, so a 
   } finally {
     child.kill('SIGKILL');
     await child.exited;
+    cleanup(dir);
+  }
+});
+
+test('the petrel command (bin/petrel.js run by its first line) starts the primary and its workers with a 64 MB old generation; SIGTERM stops them', async () => {
+  const dir = tempDir();
+  const port = await freePort();
+  const file = join(dir, 'petrel.toml');
+  writeFileSync(file, config(dir, port));
+  // Run as an operator's `petrel start` runs it: the file itself, through its `#!/usr/bin/env -S node …` line.
+  const proc = spawn(BIN, ['start', '--config', file], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | string>((resolve) => proc.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  try {
+    await waitFor(() => /listening smtp /.test(out) || proc.exitCode !== null, 20_000, 'petrel to listen');
+    assert.equal(proc.exitCode, null, `petrel exited: ${out}`);
+    const flag = `--initial-old-space-size=${WORKER_INITIAL_OLD_SPACE_MB}`;
+    const argsOf = (pid: number): string[] => readFileSync(`/proc/${pid}/cmdline`, 'latin1').split('\0');
+    const workers = await waitFor(() => (childPids(proc.pid!).length === 2 ? childPids(proc.pid!) : null), 20_000, 'two workers');
+    for (const pid of [proc.pid!, ...workers]) {
+      const args = argsOf(pid);
+      assert.ok(args.includes(BIN), `process ${pid} runs bin/petrel.js: ${args.join(' ')}`);
+      assert.equal(args.filter((a) => /^--initial-old-space-size=/.test(a)).join(' '), flag, `process ${pid} has ${flag} once: ${args.join(' ')}`);
+    }
+    const t = await SmtpTalk.open(port);
+    assert.equal((await t.read())?.code, 220);
+    t.close();
+    proc.kill('SIGTERM');
+    assert.equal(await exited, 0, out);
+  } finally {
+    if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    await exited;
     cleanup(dir);
   }
 });

@@ -161,6 +161,29 @@ describe('SqliteBackend', () => {
     }
   });
 
+  test('a body written in one piece is kept as it is, not copied; one written in pieces is joined', async () => {
+    const dir = tmp();
+    const b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX, node: 'n1' });
+    try {
+      await b.open({ recover: true });
+      const text = 'Subject: one piece\r\n\r\nhello\r\n';
+      const m = message(1, text);
+      const w = b.createBody(m.queueId);
+      const piece = Buffer.from(text);
+      await w.write(piece);
+      const res = await b.insert(m, w, { events: received(m), claim: { token: 'n1:c1', leaseMs: 60_000 } });
+      // The same buffer (a worker's message in the primary): no second copy of each body.
+      assert.equal(res.body, piece);
+      assert.equal((await b.readBodyBuffer(m.queueId))?.toString(), text);
+      // Two pieces of 700 and 300 (the helper writes 700 at a time), within INLINE_MAX.
+      const { res: joined } = await insert(b, 1, { body: 'x'.repeat(1000), claim: { token: 'n1:c2', leaseMs: 60_000 } });
+      assert.equal(joined.body?.toString(), 'x'.repeat(1000));
+    } finally {
+      await b.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('guarded patches: refused once another claim took the recipient after its lease ran out; accepted late when none did', async () => {
     const dir = tmp();
     const b = new SqliteBackend({ dataDir: dir, inlineMax: INLINE_MAX });
