@@ -424,10 +424,9 @@ export class WorkerPool {
       const hold = req.hold === true && req.body !== null && claim.recipients.length > 0 && slot.ready;
       if (hold) {
         this.outbound.hold(message.queueId, slot.worker.id);
-        // The worker delivers from its copy; one here would live as long as the delivery (tens of ms, past
-        // young-generation collections) and, promoted, count against the old generation: measured at 100 KB,
-        // the primary's full collections and its collector threads' CPU (BENCHMARKS.md, "Issue 17, eighth
-        // round"). A job that does not go to the holder after all reads the body from the store.
+        // The worker delivers from its copy; one kept here would live as long as the delivery (tens of ms) for
+        // nothing. One large buffer fewer per message (its effect on CPU was within the noise: BENCHMARKS.md,
+        // "Issue 17, eighth round"). A job that does not go to the holder after all reads the body from the store.
         delete claim.body;
       }
       if (scheduler.fresh.take(claim) && hold) return true;
