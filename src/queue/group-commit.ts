@@ -52,8 +52,10 @@ export class GroupCommit {
   /** Durable writes are gathering until the fsync in flight ends. */
   private flushAfterSync = false;
   private wal: FileHandle | null = null;
+  /** Set while the checkpointer has asked for a pause (see hold): no transaction starts. */
+  private held: NodeJS.Timeout | null = null;
   /** Statistics for benchmarks and metrics. */
-  readonly stats = { batches: 0, operations: 0, syncs: 0 };
+  readonly stats = { batches: 0, operations: 0, syncs: 0, holds: 0 };
   /** Fault-injection seam for tests: throw to make the next commit fail. */
   fault: (() => void) | null = null;
 
@@ -104,7 +106,7 @@ export class GroupCommit {
    */
   flush(): void {
     this.scheduled = false;
-    if (this.queue.length === 0) return;
+    if (this.queue.length === 0 || this.held) return;
     // While an fsync is in flight, durable writes gain nothing by committing
     // now (they would wait for the next fsync anyway): let them gather and go
     // in one transaction the moment it ends. Fewer commits, fewer fsyncs.
@@ -241,13 +243,49 @@ export class GroupCommit {
   /** commitQueued - commit what gathered during an fsync (its waiters join the sync loop). */
   private commitQueued(): void {
     const batch = this.queue;
-    if (batch.length === 0) return;
+    // Held: what gathered waits for release(), which flushes it.
+    if (batch.length === 0 || this.held) return;
     this.queue = [];
     this.commitBatch(batch);
   }
 
+  /**
+   * hold - start no transaction until release(), or until maxMs have passed
+   * whatever happens to the one who asked. The checkpointer (queue/store-worker)
+   * asks for it when writes keep outrunning its checkpoints: with nothing
+   * appended meanwhile a checkpoint takes in the whole WAL, and the next
+   * transaction then writes the WAL from its start again instead of growing
+   * it (SQLite restarts a WAL only once all of it is checkpointed). Nothing is
+   * in a transaction when this runs (transactions are synchronous on this
+   * thread); operations queued meanwhile wait, in order, and commit at release.
+   */
+  hold(maxMs: number): void {
+    if (this.closed) return;
+    this.stats.holds++;
+    if (this.held) clearTimeout(this.held);
+    // Not unref'd: writes waiting on the hold keep the process alive until it ends.
+    this.held = setTimeout(() => this.release(), maxMs);
+  }
+
+  /** release - end a hold: what gathered during it commits at the next turn. */
+  release(): void {
+    if (!this.held) return;
+    clearTimeout(this.held);
+    this.held = null;
+    if (this.queue.length && !this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  /** Whether a hold is in force (for tests and statistics). */
+  get holding(): boolean {
+    return this.held !== null;
+  }
+
   /** close - commit and sync what is queued, then refuse new work. */
   async close(): Promise<void> {
+    this.release();
     this.flush();
     while (this.syncing) await this.syncing;
     this.closed = true;

@@ -1,7 +1,8 @@
 // Unit tests for queue/group-commit: one transaction for a batch, one WAL
 // fsync for many commits, and a failing operation (or a failure writing the
 // rows it left for afterOperation) that keeps nothing and fails alone while
-// the others of its batch commit.
+// the others of its batch commit; a hold (asked for by the checkpointer)
+// that starts no transaction until it is released or runs out.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
@@ -103,6 +104,60 @@ test('a failed commit rejects the whole batch and keeps none of it', async () =>
     assert.equal((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n, 1);
   } finally {
     await gc.close();
+    done();
+  }
+});
+
+test('hold: no transaction starts until release; what gathered meanwhile commits in order, then', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    const count = () => (db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n;
+    gc.hold(60_000);
+    assert.equal(gc.holding, true);
+    let settled = 0;
+    const writes = [1, 2, 3].map((v) => gc.run(() => ins.run(v), v !== 2).then(() => settled++));
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(count(), 0, 'nothing committed while held');
+    assert.equal(settled, 0);
+    assert.equal(gc.stats.batches, 0);
+    gc.release();
+    assert.equal(gc.holding, false);
+    await Promise.all(writes);
+    assert.deepEqual((db.prepare('SELECT v FROM t').all() as Array<{ v: number }>).map((r) => r.v), [1, 2, 3]);
+    assert.equal(gc.stats.batches, 1, 'one transaction for what gathered');
+    assert.equal(gc.stats.holds, 1);
+  } finally {
+    await gc.close();
+    done();
+  }
+});
+
+test('hold: ends by itself after its time, when nobody releases it', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    gc.hold(40);
+    const write = gc.run(() => ins.run(7), true);
+    await write;
+    assert.equal(gc.holding, false);
+    assert.equal((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n, 1);
+  } finally {
+    await gc.close();
+    done();
+  }
+});
+
+test('close during a hold commits and syncs what is queued', async () => {
+  const { db, gc, done } = setup();
+  try {
+    const ins = db.prepare('INSERT INTO t VALUES (?)');
+    gc.hold(60_000);
+    const write = gc.run(() => ins.run(9), true);
+    await gc.close();
+    await write;
+    assert.equal((db.prepare('SELECT COUNT(*) AS n FROM t').get() as { n: number }).n, 1);
+  } finally {
     done();
   }
 });

@@ -329,6 +329,10 @@ export interface SqliteBackendOptions {
   inlineMax?: number;
   /** This node's name (the prefix of the claim tokens the queue layer makes here); default "local". Kept for the queue layer, not used here. */
   node?: string;
+  /** How often the store worker checkpoints the WAL (ms; default 250). For tests. */
+  checkpointIntervalMs?: number;
+  /** WAL frames a checkpoint may leave behind before the writer is paused to take in the rest (default 1000; see queue/store-worker). For tests. */
+  walRestartFrames?: number;
 }
 
 export class SqliteBackend implements QueueBackend {
@@ -406,6 +410,8 @@ export class SqliteBackend implements QueueBackend {
     const file = this.file;
     this.db = new Database(file);
     this.db.pragma('journal_mode = WAL');
+    // A WAL grown past this by a burst is cut back to it when it next starts again (it is reused from its start, not shrunk, below it).
+    this.db.pragma(`journal_size_limit = ${64 * 1024 * 1024}`);
     this.db.pragma('foreign_keys = OFF');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(TABLES);
@@ -591,9 +597,18 @@ export class SqliteBackend implements QueueBackend {
    */
   private startWorker(file: string): void {
     try {
-      const worker = new Worker(new URL('../store-worker.js', import.meta.url), { workerData: { file, trackFile: this.trackFile, intervalMs: 250 } });
+      const worker = new Worker(new URL('../store-worker.js', import.meta.url), {
+        workerData: { file, trackFile: this.trackFile, intervalMs: this.options.checkpointIntervalMs ?? 250, restartFrames: this.options.walRestartFrames ?? 1000 },
+      });
       worker.unref();
       this.db.pragma('wal_autocheckpoint = 0');
+      // The checkpointer asks the writer to pause while it takes in the rest of the WAL (see store-worker).
+      worker.on('message', (m: { kind?: string }) => {
+        if (m.kind === 'hold') {
+          this.commit.hold(1000);
+          worker.postMessage({ kind: 'held' });
+        } else if (m.kind === 'release') this.commit.release();
+      });
       worker.on('error', () => this.workerGone());
       worker.on('exit', () => this.workerGone());
       this.worker = worker;
@@ -605,6 +620,7 @@ export class SqliteBackend implements QueueBackend {
   private workerGone(): void {
     if (!this.worker) return;
     this.worker = null;
+    this.commit.release();
     if (this.db?.open) this.db.pragma('wal_autocheckpoint = 1000');
   }
 
