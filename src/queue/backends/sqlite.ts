@@ -331,7 +331,7 @@ export interface SqliteBackendOptions {
   node?: string;
   /** How often the store worker checkpoints the WAL (ms; default 250). For tests. */
   checkpointIntervalMs?: number;
-  /** WAL frames a checkpoint may leave behind before the writer is paused to take in the rest (default 1000; see queue/store-worker). For tests. */
+  /** A WAL this long (frames) and still written to gets the writer paused while a checkpoint takes in the rest (default 1000; see queue/store-worker). For tests. */
   walRestartFrames?: number;
 }
 
