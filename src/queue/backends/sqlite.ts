@@ -323,6 +323,9 @@ class SqliteBodyWriter extends SpoolWriter {
   }
 }
 
+/** The longest the writer pauses for the checkpointer (see queue/store-worker); it ends the pause itself after this. */
+const HOLD_MAX_MS = 1000;
+
 export interface SqliteBackendOptions {
   dataDir: string;
   /** Bodies up to this size are stored inside the database (one sync for many). */
@@ -605,7 +608,7 @@ export class SqliteBackend implements QueueBackend {
       // The checkpointer asks the writer to pause while it takes in the rest of the WAL (see store-worker).
       worker.on('message', (m: { kind?: string }) => {
         if (m.kind === 'hold') {
-          this.commit.hold(1000);
+          this.commit.hold(HOLD_MAX_MS);
           worker.postMessage({ kind: 'held' });
         } else if (m.kind === 'release') this.commit.release();
       });
